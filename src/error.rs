@@ -1,0 +1,197 @@
+//! The one error type of the download path.
+//!
+//! Every message is a single line naming the URL or file involved, because it is what a user
+//! sees between pacman's own lines. The variants are split by *whose* fault it is: a source
+//! error ([`Error::is_source_failure`]) means "try the next peer or mirror", while an output
+//! error means the local disk refused and no other source will help.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::transfer::Limits;
+
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The output path cannot name a file pacman would download.
+    BadOutput { path: PathBuf, reason: &'static str },
+    /// The URL is malformed or uses a scheme we do not speak.
+    BadUrl { url: String, reason: String },
+    /// The server answered with a status that does not deliver the file.
+    Status { url: String, code: u16 },
+    /// The host name did not resolve.
+    HostNotFound { url: String },
+    /// Connecting or receiving took longer than allowed.
+    Timeout { url: String, phase: &'static str, limit: Duration },
+    /// Any other failure to talk to the server (refused, reset, TLS, redirect loop…).
+    Network { url: String, detail: String },
+    /// The server answered, but in a way that would corrupt the output if we wrote it.
+    BadResponse { url: String, detail: String },
+    /// The body ended before the length the server announced.
+    Truncated { url: String, received: u64, expected: u64 },
+    /// Reading a `file://` source failed.
+    ReadSource { path: PathBuf, source: io::Error },
+    /// Writing the output failed (disk full, permission denied, …).
+    WriteOutput { path: PathBuf, action: &'static str, source: io::Error },
+    /// SIGINT or SIGTERM arrived; what was written stays for a later resume.
+    Interrupted,
+}
+
+impl Error {
+    /// True when another source might succeed where this one failed.
+    pub fn is_source_failure(&self) -> bool {
+        !matches!(
+            self,
+            Error::BadOutput { .. } | Error::WriteOutput { .. } | Error::Interrupted
+        )
+    }
+
+    /// Maps a ureq failure to our variants. The limits are only used to word timeouts.
+    pub(crate) fn from_ureq(url: &str, err: &ureq::Error, limits: Limits) -> Error {
+        use ureq::Timeout as T;
+        let url = url.to_owned();
+        match err {
+            ureq::Error::HostNotFound => Error::HostNotFound { url },
+            ureq::Error::Timeout(T::Connect | T::Resolve) => Error::Timeout {
+                url,
+                phase: "connecting",
+                limit: limits.connect,
+            },
+            ureq::Error::Timeout(_) | ureq::Error::BodyStalled => Error::Timeout {
+                url,
+                phase: "waiting for data",
+                limit: limits.stall,
+            },
+            ureq::Error::BadUri(reason) => Error::BadUrl {
+                url,
+                reason: reason.clone(),
+            },
+            ureq::Error::Http(e) => Error::BadUrl {
+                url,
+                reason: e.to_string(),
+            },
+            ureq::Error::Io(e) => Error::from_io_on_wire(url, e, limits),
+            other => Error::Network {
+                url,
+                detail: other.to_string(),
+            },
+        }
+    }
+
+    /// An I/O error while talking to a server. ureq's body reader wraps its own errors in
+    /// io::Error, so those are unwrapped first to keep timeouts recognisable.
+    pub(crate) fn from_io_on_wire(url: String, e: &io::Error, limits: Limits) -> Error {
+        if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>()) {
+            return Error::from_ureq(&url, inner, limits);
+        }
+        let detail = match e.kind() {
+            io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+            io::ErrorKind::ConnectionReset => "connection reset by peer".to_owned(),
+            io::ErrorKind::UnexpectedEof => "connection closed before the body ended".to_owned(),
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+                return Error::Timeout {
+                    url,
+                    phase: "waiting for data",
+                    limit: limits.stall,
+                };
+            }
+            _ if e.to_string().contains("lookup address") => {
+                return Error::HostNotFound { url };
+            }
+            _ => io_reason(e),
+        };
+        Error::Network { url, detail }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::BadOutput { path, reason } => write!(f, "{}: {reason}", path.display()),
+            Error::BadUrl { url, reason } => write!(f, "{url}: bad URL: {reason}"),
+            Error::Status { url, code } => {
+                let reason = status_reason(*code);
+                write!(f, "{url}: server answered {code} {reason}")
+            }
+            Error::HostNotFound { url } => write!(f, "{url}: host not found"),
+            Error::Timeout { url, phase, limit } if limit.is_zero() => {
+                write!(f, "{url}: timed out {phase}")
+            }
+            Error::Timeout { url, phase, limit } => {
+                write!(f, "{url}: timed out {phase} ({} s)", limit.as_secs_f64())
+            }
+            Error::Network { url, detail } => write!(f, "{url}: {detail}"),
+            Error::BadResponse { url, detail } => write!(f, "{url}: {detail}"),
+            Error::Truncated {
+                url,
+                received,
+                expected,
+            } => write!(
+                f,
+                "{url}: connection closed after {received} of {expected} bytes"
+            ),
+            Error::ReadSource { path, source } => {
+                write!(f, "cannot read {}: {}", path.display(), io_reason(source))
+            }
+            Error::WriteOutput {
+                path,
+                action,
+                source,
+            } => write!(f, "cannot {action} {}: {}", path.display(), io_reason(source)),
+            Error::Interrupted => write!(f, "interrupted; the partial file is kept for resuming"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// `io::Error`'s Display appends "(os error 28)"; users want the words only.
+fn io_reason(e: &io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error") {
+        Some(cut) => text[..cut].to_owned(),
+        None => text,
+    }
+}
+
+fn status_reason(code: u16) -> &'static str {
+    match code {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        410 => "Gone",
+        416 => "Range Not Satisfiable",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_what_failed() {
+        let e = Error::Status {
+            url: "http://m/x.pkg.tar.zst".into(),
+            code: 404,
+        };
+        assert_eq!(e.to_string(), "http://m/x.pkg.tar.zst: server answered 404 Not Found");
+        let e = Error::WriteOutput {
+            path: "/c/x.part".into(),
+            action: "write",
+            source: io::Error::from_raw_os_error(28),
+        };
+        assert_eq!(e.to_string(), "cannot write /c/x.part: No space left on device");
+        assert!(!e.is_source_failure());
+        let e = Error::HostNotFound { url: "http://nowhere/".into() };
+        assert!(e.is_source_failure());
+    }
+}

@@ -1,0 +1,105 @@
+//! What kind of file pacman asked for, judged from its name alone.
+//!
+//! pacman names `%o` `<file>.part`, where `<file>` is the last path segment of the URL. The kind
+//! decides two things: whether a partial output may be resumed (packages yes, databases and
+//! signatures no, as pacman's own downloader does) and whether a LAN peer may ever supply it
+//! (never a database: a peer's database view may be stale or forged).
+
+use std::path::Path;
+
+/// The suffix pacman gives the file it asks an XferCommand to write.
+pub const PART_SUFFIX: &str = ".part";
+
+/// The kinds of file pacman downloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// A sync database: `<repo>.db` or `<repo>.files`.
+    Database,
+    /// A database's detached signature: `<repo>.db.sig`, `<repo>.files.sig`.
+    DatabaseSignature,
+    /// A package: `<name>-<ver>-<rel>-<arch>.pkg.tar[.ext]`.
+    Package,
+    /// A package's detached signature.
+    PackageSignature,
+    /// Anything else (for example `pacman -U https://…/some.tar.zst`).
+    Other,
+}
+
+impl FileKind {
+    /// Classifies a bare file name (no directory, no `.part`).
+    pub fn of(file_name: &str) -> FileKind {
+        let (stem, is_sig) = match file_name.strip_suffix(".sig") {
+            Some(stem) => (stem, true),
+            None => (file_name, false),
+        };
+        let is_db = stem.ends_with(".db") || stem.ends_with(".files");
+        let is_pkg = stem.contains(".pkg.tar");
+        match (is_db, is_pkg, is_sig) {
+            (_, true, false) => FileKind::Package,
+            (_, true, true) => FileKind::PackageSignature,
+            (true, _, false) => FileKind::Database,
+            (true, _, true) => FileKind::DatabaseSignature,
+            _ => FileKind::Other,
+        }
+    }
+
+    /// Whether bytes already in the output may be kept and the rest requested with Range.
+    /// Databases and signatures are small and change under the same name, so they start over.
+    pub fn resumable(self) -> bool {
+        matches!(self, FileKind::Package | FileKind::Other)
+    }
+
+    /// Whether LAN peers may be asked for this file. Only packages and their signatures:
+    /// their names are unique per content, so any copy of the name is the same file.
+    pub fn shareable(self) -> bool {
+        matches!(self, FileKind::Package | FileKind::PackageSignature)
+    }
+}
+
+/// The file name pacman means by an output path: the last component without `.part`.
+/// Returns `None` when the path has no usable UTF-8 file name.
+pub fn target_name(output: &Path) -> Option<&str> {
+    let name = output.file_name()?.to_str()?;
+    let name = name.strip_suffix(PART_SUFFIX).unwrap_or(name);
+    (!name.is_empty()).then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_what_pacman_downloads() {
+        assert_eq!(FileKind::of("core.db"), FileKind::Database);
+        assert_eq!(FileKind::of("extra.files"), FileKind::Database);
+        assert_eq!(FileKind::of("core.db.sig"), FileKind::DatabaseSignature);
+        assert_eq!(FileKind::of("linux-6.7.arch1-1-x86_64.pkg.tar.zst"), FileKind::Package);
+        assert_eq!(FileKind::of("vim-1:9.0-1-x86_64.pkg.tar.xz"), FileKind::Package);
+        assert_eq!(
+            FileKind::of("linux-6.7.arch1-1-x86_64.pkg.tar.zst.sig"),
+            FileKind::PackageSignature
+        );
+        assert_eq!(FileKind::of("notes.txt"), FileKind::Other);
+        // A package whose name merely ends like a database is still a package.
+        assert_eq!(FileKind::of("foo.db-1-1-any.pkg.tar.zst"), FileKind::Package);
+    }
+
+    #[test]
+    fn only_packages_resume_and_only_packages_are_shared() {
+        assert!(FileKind::Package.resumable());
+        assert!(!FileKind::Database.resumable());
+        assert!(!FileKind::PackageSignature.resumable());
+        assert!(FileKind::PackageSignature.shareable());
+        assert!(!FileKind::Database.shareable());
+        assert!(!FileKind::DatabaseSignature.shareable());
+        assert!(!FileKind::Other.shareable());
+    }
+
+    #[test]
+    fn target_name_strips_part() {
+        assert_eq!(target_name(Path::new("/c/a.pkg.tar.zst.part")), Some("a.pkg.tar.zst"));
+        assert_eq!(target_name(Path::new("core.db")), Some("core.db"));
+        assert_eq!(target_name(Path::new("/")), None);
+        assert_eq!(target_name(Path::new("/x/.part")), None);
+    }
+}

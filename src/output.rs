@@ -1,0 +1,187 @@
+//! The output file, `%o`: the only file pacserve-fetch ever writes.
+//!
+//! pacman renames `%o` to its final name when we exit 0, and leaves it in place when we fail,
+//! so the file must always hold a prefix of the real file: bytes are only ever appended, a
+//! restart truncates to zero before the first new byte, and nothing is buffered in memory that
+//! a signal could lose. The file is created only once a source has answered, so a failure
+//! before any byte leaves no empty file behind.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::error::Error;
+
+/// The output file and how many bytes of it are already written.
+#[derive(Debug)]
+pub struct Output {
+    path: PathBuf,
+    file: Option<File>,
+    len: u64,
+}
+
+impl Output {
+    /// Looks at the output path without creating anything; an existing file's length becomes the
+    /// resume offset.
+    pub fn inspect(path: &Path) -> Result<Output, Error> {
+        let len = match fs::metadata(path) {
+            Ok(meta) if meta.is_file() => meta.len(),
+            Ok(_) => {
+                return Err(Error::BadOutput {
+                    path: path.to_owned(),
+                    reason: "exists and is not a regular file",
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(source) => return Err(write_error(path, "inspect", source)),
+        };
+        Ok(Output {
+            path: path.to_owned(),
+            file: None,
+            len,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes already in the output.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Opens the output for appending at `offset`, which must be either 0 (start over: the file
+    /// is truncated) or the current length (resume).
+    pub fn begin_at(&mut self, offset: u64) -> Result<(), Error> {
+        debug_assert!(offset == 0 || offset == self.len);
+        let mut file = match self.file.take() {
+            Some(file) => file,
+            None => OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&self.path)
+                .map_err(|e| write_error(&self.path, "create", e))?,
+        };
+        if offset == 0 {
+            file.set_len(0).map_err(|e| write_error(&self.path, "truncate", e))?;
+        }
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| write_error(&self.path, "seek in", e))?;
+        self.len = offset;
+        self.file = Some(file);
+        Ok(())
+    }
+
+    /// Appends bytes; [`Output::begin_at`] must have been called.
+    pub fn append(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        let file = self.file.as_mut().ok_or_else(|| Error::BadOutput {
+            path: self.path.clone(),
+            reason: "written before it was opened",
+        })?;
+        file.write_all(bytes)
+            .map_err(|e| write_error(&self.path, "write", e))?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Replaces the output with a copy of `current` (a database the server says is unchanged),
+    /// keeping its modification time so the next If-Modified-Since is right too.
+    pub fn copy_from(&mut self, current: &Path) -> Result<(), Error> {
+        self.file = None;
+        let mtime = fs::metadata(current).and_then(|m| m.modified()).ok();
+        fs::copy(current, &self.path).map_err(|source| Error::ReadSource {
+            path: current.to_owned(),
+            source,
+        })?;
+        self.len = fs::metadata(&self.path)
+            .map_err(|e| write_error(&self.path, "inspect", e))?
+            .len();
+        self.finish(mtime)
+    }
+
+    /// Closes the output, setting its modification time (from Last-Modified) when known.
+    pub fn finish(&mut self, mtime: Option<SystemTime>) -> Result<(), Error> {
+        let file = match self.file.take() {
+            Some(file) => file,
+            None => OpenOptions::new()
+                .write(true)
+                .open(&self.path)
+                .map_err(|e| write_error(&self.path, "open", e))?,
+        };
+        if let Some(mtime) = mtime {
+            file.set_modified(mtime)
+                .map_err(|e| write_error(&self.path, "set the time of", e))?;
+        }
+        Ok(())
+    }
+}
+
+fn write_error(path: &Path, action: &'static str, source: io::Error) -> Error {
+    Error::WriteOutput {
+        path: path.to_owned(),
+        action,
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("psf-output-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    #[test]
+    fn resume_appends_and_restart_truncates() {
+        let dir = temp_dir("resume");
+        let path = dir.join("a.pkg.tar.zst.part");
+        fs::write(&path, b"hello ").unwrap();
+
+        let mut out = Output::inspect(&path).unwrap();
+        assert_eq!(out.len(), 6);
+        out.begin_at(6).unwrap();
+        out.append(b"world").unwrap();
+        out.finish(None).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"hello world");
+
+        let mut out = Output::inspect(&path).unwrap();
+        out.begin_at(0).unwrap();
+        out.append(b"new").unwrap();
+        let when = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        out.finish(Some(when)).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"new");
+        assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), when);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn nothing_is_created_until_begin() {
+        let dir = temp_dir("lazy");
+        let path = dir.join("b.part");
+        let out = Output::inspect(&path).unwrap();
+        assert!(out.is_empty());
+        drop(out);
+        assert!(!path.exists());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_directory_is_not_an_output() {
+        let dir = temp_dir("dir");
+        let err = Output::inspect(&dir).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,375 @@
+//! Moving one file's bytes from a URL into the output, resuming where that is safe.
+//!
+//! This is the HTTP contract of the XferCommand (see `man pacserve-fetch`): a resumable file is
+//! requested with `Range: bytes=<len>-` and a 206 is accepted only if its Content-Range starts at
+//! exactly that length; a 200 means the server ignored the range and we start over; a 416 either
+//! means the file is already complete or that our partial is not a prefix of it. A database is
+//! requested with If-Modified-Since when pacman still has the current copy, and a 304 produces the
+//! output from that copy without a body byte crossing the wire. Package bytes are never decoded
+//! (`Accept-Encoding: identity`), because offsets must count raw bytes.
+//!
+//! `file://` URLs (local repositories) follow the same rules with a seek instead of a Range.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use ureq::{Agent, ResponseExt};
+
+use crate::error::Error;
+use crate::output::Output;
+use crate::progress::Progress;
+
+/// The time limits of one transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How long resolving and connecting (TCP and TLS) may take.
+    pub connect: Duration,
+    /// How long a server may send nothing, before the headers or in the body, before we give up.
+    pub stall: Duration,
+}
+
+impl Default for Limits {
+    /// 10 s each: what pacman's own downloader uses (CURLOPT_CONNECTTIMEOUT, and LOW_SPEED_TIME
+    /// with a 1 byte/s floor), so switching to pacserve-fetch does not change how long a dead
+    /// mirror costs.
+    fn default() -> Limits {
+        Limits {
+            connect: Duration::from_secs(10),
+            stall: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How the file should be requested; decided by the caller from the file's kind.
+#[derive(Debug, Clone, Default)]
+pub struct Want {
+    /// Keep bytes already in the output and ask only for the rest.
+    pub resume: bool,
+    /// The current copy of a database and its mtime, for If-Modified-Since.
+    pub unchanged_copy: Option<(PathBuf, SystemTime)>,
+}
+
+/// What a successful transfer did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// Body bytes were written; `from` is the offset they started at (0 unless resumed).
+    Body { from: u64, received: u64 },
+    /// The server said the current database copy is still current; it was copied to the output.
+    NotModified,
+    /// The output already held the whole file.
+    AlreadyComplete,
+}
+
+impl std::fmt::Display for Delivered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Delivered::Body { from: 0, received } => write!(f, "{received} bytes"),
+            Delivered::Body { from, received } => {
+                write!(f, "{received} bytes, resumed at byte {from}")
+            }
+            Delivered::NotModified => write!(f, "not modified, current copy kept"),
+            Delivered::AlreadyComplete => write!(f, "already complete"),
+        }
+    }
+}
+
+/// Builds the HTTP client for one kind of source. Mirrors honour the proxy variables; LAN peers
+/// must not, since a proxy outside the LAN cannot reach them (`use_proxy = false`).
+pub fn agent(limits: Limits, user_agent: &str, use_proxy: bool) -> Agent {
+    let proxy = if use_proxy {
+        ureq::Proxy::try_from_env()
+    } else {
+        None
+    };
+    Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_resolve(Some(limits.connect))
+        .timeout_connect(Some(limits.connect))
+        .timeout_per_read(Some(limits.stall))
+        .user_agent(user_agent)
+        .accept_encoding("identity")
+        .proxy(proxy)
+        .max_redirects(10)
+        .build()
+        .into()
+}
+
+/// Fetches `url` into `out` as `want` says, drawing progress for `name`.
+pub fn fetch_url(
+    agent: &Agent,
+    url: &str,
+    out: &mut Output,
+    want: &Want,
+    limits: Limits,
+    progress: &mut Progress,
+) -> Result<Delivered, Error> {
+    let (scheme, _) = url.split_once("://").ok_or_else(|| Error::BadUrl {
+        url: url.to_owned(),
+        reason: "no scheme (expected http://, https:// or file://)".into(),
+    })?;
+    match scheme.to_ascii_lowercase().as_str() {
+        "http" | "https" => from_http(agent, url, out, want, limits, progress),
+        "file" => from_file(url, out, want, progress),
+        other => Err(Error::BadUrl {
+            url: url.to_owned(),
+            reason: format!("unsupported scheme {other}:// (expected http, https or file)"),
+        }),
+    }
+}
+
+fn from_http(
+    agent: &Agent,
+    url: &str,
+    out: &mut Output,
+    want: &Want,
+    limits: Limits,
+    progress: &mut Progress,
+) -> Result<Delivered, Error> {
+    let offset = if want.resume { out.len() } else { 0 };
+    let mut request = agent.get(url);
+    if offset > 0 {
+        request = request.header("Range", format!("bytes={offset}-"));
+    }
+    if let Some((_, mtime)) = &want.unchanged_copy {
+        request = request.header("If-Modified-Since", httpdate::fmt_http_date(*mtime));
+    }
+    progress.note(|| match offset {
+        0 => format!("GET {url}"),
+        _ => format!("GET {url} from byte {offset}"),
+    });
+    let response = request
+        .call()
+        .map_err(|e| Error::from_ureq(url, &e, limits))?;
+    let status = response.status().as_u16();
+    let headers = response.headers();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    progress.note(|| format!("{url}: {}", response.status()));
+
+    let start = match status {
+        304 => {
+            if let Some((current, _)) = &want.unchanged_copy {
+                out.copy_from(current)?;
+                return Ok(Delivered::NotModified);
+            }
+            return Err(Error::Status { url: url.into(), code: status });
+        }
+        416 if offset > 0 => {
+            let total = header("Content-Range").and_then(parse_unsatisfied_range);
+            if total == Some(offset) {
+                out.finish(None)?;
+                return Ok(Delivered::AlreadyComplete);
+            }
+            // Our partial is longer than the file, or the server will not say: it cannot be a
+            // prefix we trust, so fetch the whole file.
+            progress.note(|| format!("{url}: partial file does not fit, starting over"));
+            let fresh = Want {
+                resume: false,
+                ..want.clone()
+            };
+            return from_http(agent, url, out, &fresh, limits, progress);
+        }
+        200 => 0,
+        206 if offset > 0 => {
+            let range = header("Content-Range").and_then(parse_content_range);
+            match range {
+                Some(range) if range.start == offset => offset,
+                _ => {
+                    return Err(Error::BadResponse {
+                        url: url.into(),
+                        detail: format!(
+                            "asked for bytes from {offset}, server answered Content-Range {}",
+                            header("Content-Range").unwrap_or("(none)")
+                        ),
+                    });
+                }
+            }
+        }
+        _ => return Err(Error::Status { url: url.into(), code: status }),
+    };
+    if let Some(encoding) = header("Content-Encoding").filter(|e| !e.eq_ignore_ascii_case("identity")) {
+        return Err(Error::BadResponse {
+            url: url.into(),
+            detail: format!("server encoded the file ({encoding}) although we asked for identity"),
+        });
+    }
+    let body_len = header("Content-Length").and_then(|v| v.trim().parse::<u64>().ok());
+    let total = body_len.map(|len| start + len);
+    let mtime = header("Last-Modified").and_then(|v| httpdate::parse_http_date(v).ok());
+    let host = response.get_uri().host().unwrap_or("?").to_owned();
+
+    out.begin_at(start)?;
+    progress.start(name_of(out.path()), &host, total, start);
+    let mut body = response.into_body().into_reader();
+    let received = pump(&mut body, out, progress, |e| {
+        Error::from_io_on_wire(url.to_owned(), &e, limits)
+    })?;
+    progress.finish();
+    if let Some(expected) = body_len.filter(|&len| len != received) {
+        return Err(Error::Truncated {
+            url: url.into(),
+            received,
+            expected,
+        });
+    }
+    out.finish(mtime)?;
+    Ok(Delivered::Body { from: start, received })
+}
+
+fn from_file(url: &str, out: &mut Output, want: &Want, progress: &mut Progress) -> Result<Delivered, Error> {
+    let path = file_url_path(url)?;
+    let read_err = |source| Error::ReadSource {
+        path: path.clone(),
+        source,
+    };
+    let mut source = File::open(&path).map_err(read_err)?;
+    let meta = source.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(Error::ReadSource {
+            path,
+            source: io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
+        });
+    }
+    let size = meta.len();
+    let start = match out.len() {
+        have if want.resume && have <= size => have,
+        _ => 0,
+    };
+    source.seek(SeekFrom::Start(start)).map_err(read_err)?;
+    out.begin_at(start)?;
+    progress.start(name_of(out.path()), "local file", Some(size), start);
+    let received = pump(&mut source, out, progress, read_err)?;
+    progress.finish();
+    if start + received != size {
+        return Err(Error::Truncated {
+            url: url.into(),
+            received,
+            expected: size - start,
+        });
+    }
+    out.finish(meta.modified().ok())?;
+    Ok(Delivered::Body { from: start, received })
+}
+
+/// Copies a body into the output until EOF; returns how many bytes arrived.
+fn pump(
+    body: &mut dyn Read,
+    out: &mut Output,
+    progress: &Progress,
+    on_read_error: impl Fn(io::Error) -> Error,
+) -> Result<u64, Error> {
+    let mut buf = vec![0u8; 128 * 1024];
+    let mut received = 0u64;
+    loop {
+        let n = match body.read(&mut buf) {
+            Ok(0) => return Ok(received),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(on_read_error(e)),
+        };
+        out.append(&buf[..n])?;
+        received += n as u64;
+        progress.advance(n as u64);
+    }
+}
+
+/// A 206's `Content-Range: bytes <start>-<end>/<total or *>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContentRange {
+    pub start: u64,
+    pub end: u64,
+    pub total: Option<u64>,
+}
+
+pub fn parse_content_range(value: &str) -> Option<ContentRange> {
+    let spec = value.trim().strip_prefix("bytes ")?;
+    let (range, total) = spec.split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    let start = start.trim().parse().ok()?;
+    let end = end.trim().parse().ok()?;
+    let total = match total.trim() {
+        "*" => None,
+        n => Some(n.parse().ok()?),
+    };
+    (start <= end && total.is_none_or(|t| end < t)).then_some(ContentRange { start, end, total })
+}
+
+/// A 416's `Content-Range: bytes */<total>`.
+pub fn parse_unsatisfied_range(value: &str) -> Option<u64> {
+    value.trim().strip_prefix("bytes */")?.trim().parse().ok()
+}
+
+/// The local path of a `file://` URL: `file:///p` or `file://localhost/p`, percent-escapes decoded.
+pub fn file_url_path(url: &str) -> Result<PathBuf, Error> {
+    let bad = |reason: &str| Error::BadUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let rest = url.get("file://".len()..).ok_or_else(|| bad("not a file:// URL"))?;
+    let path = match rest.find('/') {
+        Some(0) => rest,
+        Some(i) if rest[..i].eq_ignore_ascii_case("localhost") => &rest[i..],
+        _ => return Err(bad("file:// URLs must name a local absolute path")),
+    };
+    let decoded = percent_decode(path).ok_or_else(|| bad("invalid percent-escape"))?;
+    Ok(PathBuf::from(OsString::from_vec(decoded)))
+}
+
+fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+fn name_of(path: &Path) -> &str {
+    crate::name::target_name(path).unwrap_or("file")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_is_parsed_strictly() {
+        assert_eq!(
+            parse_content_range("bytes 100-199/200"),
+            Some(ContentRange { start: 100, end: 199, total: Some(200) })
+        );
+        assert_eq!(
+            parse_content_range("bytes 5-9/*"),
+            Some(ContentRange { start: 5, end: 9, total: None })
+        );
+        assert_eq!(parse_content_range("bytes 10-5/20"), None);
+        assert_eq!(parse_content_range("bytes 0-20/20"), None);
+        assert_eq!(parse_content_range("items 0-1/2"), None);
+        assert_eq!(parse_content_range("bytes x-1/2"), None);
+        assert_eq!(parse_unsatisfied_range("bytes */1234"), Some(1234));
+        assert_eq!(parse_unsatisfied_range("bytes 0-1/2"), None);
+    }
+
+    #[test]
+    fn file_urls() {
+        assert_eq!(file_url_path("file:///srv/repo/a.db").unwrap(), Path::new("/srv/repo/a.db"));
+        assert_eq!(
+            file_url_path("file://localhost/srv/a%20b").unwrap(),
+            Path::new("/srv/a b")
+        );
+        assert!(file_url_path("file://otherhost/srv/a").is_err());
+        assert!(file_url_path("file://relative").is_err());
+        assert!(file_url_path("file:///bad%zz").is_err());
+    }
+}

@@ -1,0 +1,152 @@
+//! Shared test plumbing: the binaries, temp dirs, and the prerequisite policy.
+//!
+//! A test that needs an outside tool (nginx, pacman, unshare, root) calls [`require`]. On a
+//! laptop a missing tool skips the test with a printed reason; with `PACSERVE_E2E=require` (as CI
+//! sets it) a missing tool fails the test, so CI can never pass by skipping.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn fetch_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_pacserve-fetch")
+}
+
+/// A `pacserve-fetch` command with the environment pacman would not pass stripped, so the
+/// developer's proxy or user agent cannot change what a test sees.
+pub fn fetch_cmd() -> Command {
+    let mut cmd = Command::new(fetch_bin());
+    for var in [
+        "http_proxy",
+        "https_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+        "HTTP_USER_AGENT",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Runs and returns the output, printing stderr so a failing test shows what the binary said.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    eprintln!(
+        "$ {cmd:?}\n  exit: {:?}\n  stderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).trim_end()
+    );
+    out
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("pacserve-test-")
+        .tempdir()
+        .expect("create temp dir")
+}
+
+/// Incompressible test content of a given size, different per seed.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    // xorshift: deterministic, fast, and good enough to defeat compression.
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut bytes = Vec::with_capacity(len + 8);
+    while bytes.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bytes.extend_from_slice(&state.to_le_bytes());
+    }
+    bytes.truncate(len);
+    bytes
+}
+
+pub fn is_root() -> bool {
+    // SAFETY-free check: /proc/self/status is readable everywhere we run.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+pub fn have(tool: &str) -> bool {
+    find_tool(tool).is_some()
+}
+
+pub fn find_tool(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|dir| dir.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// True when the test may go on. `what` names the missing prerequisite, `ok` says whether it is
+/// there. Missing + `PACSERVE_E2E=require` is a test failure, otherwise a printed skip.
+pub fn require(ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if std::env::var("PACSERVE_E2E").as_deref() == Ok("require") {
+        panic!("prerequisite missing and PACSERVE_E2E=require: {what}");
+    }
+    eprintln!("SKIPPED: {what} (set PACSERVE_E2E=require to make this a failure)");
+    false
+}
+
+/// Requires every tool in the list to be on PATH.
+pub fn require_tools(tools: &[&str]) -> bool {
+    tools
+        .iter()
+        .all(|tool| require(have(tool), &format!("{tool} is not installed")))
+}
+
+/// `unshare` can make user namespaces here (some containers forbid it).
+pub fn can_unshare() -> bool {
+    have("unshare")
+        && Command::new("unshare")
+            .args(["-r", "true"])
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// The uid/gid that unprivileged runs use when the tests run as root: `nobody`.
+pub const NOBODY: u32 = 65534;
+
+/// A command that runs `program` as `nobody` with no supplementary groups when we are root (as
+/// pacman 7 runs its DownloadUser), or as ourselves when we are not root already.
+pub fn as_unprivileged(program: &str) -> Command {
+    if is_root() {
+        let mut cmd = Command::new("setpriv");
+        cmd.args([
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+            "--",
+            program,
+        ]);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Makes `path` owned by the unprivileged user (when root) with `mode`.
+pub fn hand_to_unprivileged(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    if is_root() {
+        std::os::unix::fs::chown(path, Some(NOBODY), Some(NOBODY)).expect("chown to nobody");
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
