@@ -4,6 +4,7 @@
 mod util;
 
 // Servers the tests start: nginx as the mirror, and a scripted server for misbehaviour.
+mod archrepo;
 mod faultserver;
 mod nginx;
 

@@ -1,0 +1,144 @@
+//! Real Arch packages and a real repository, made with Debian's bsdtar and repo-add, and a real
+//! pacman (Debian's pacman-package-manager) confined to a temporary root by its own config.
+//!
+//! Packages are assembled with bsdtar rather than makepkg because makepkg refuses to run as root,
+//! which is how CI runs. Their payload is random data so that compression cannot shrink it and
+//! byte counts in the mirror's log mean what they say.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::util::{self, random_bytes, run};
+
+/// The tools these tests need, checked with the usual policy.
+pub fn require_pacman_tools() -> bool {
+    util::require_tools(&["pacman", "repo-add", "bsdtar", "zstd"])
+        && util::require(
+            util::is_root() || util::can_unshare(),
+            "pacman needs root, or unshare -r to pretend",
+        )
+}
+
+/// A repository directory `<root>/<repo>/` holding packages and `<repo>.db`.
+pub struct Repo {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+impl Repo {
+    pub fn create(mirror_root: &Path, name: &str) -> Repo {
+        let dir = mirror_root.join(name);
+        fs::create_dir_all(&dir).unwrap();
+        Repo {
+            name: name.to_owned(),
+            dir,
+        }
+    }
+
+    /// Builds `<pkgname>-1.0-1-any.pkg.tar.zst` carrying `payload` random bytes in
+    /// `/usr/share/<pkgname>/data`, adds it to the database, and returns its file name.
+    pub fn add_package(&self, pkgname: &str, payload: usize) -> String {
+        let file = format!("{pkgname}-1.0-1-any.pkg.tar.zst");
+        let build = util::tempdir();
+        let data_dir = build.path().join("usr/share").join(pkgname);
+        fs::create_dir_all(&data_dir).unwrap();
+        fs::write(data_dir.join("data"), random_bytes(payload, payload as u64 ^ 0x5eed)).unwrap();
+        fs::write(
+            build.path().join(".PKGINFO"),
+            format!(
+                "pkgname = {pkgname}\npkgbase = {pkgname}\npkgver = 1.0-1\npkgdesc = test package\n\
+                 url = https://example.org\nbuilddate = 1700000000\npackager = pacserve tests\n\
+                 size = {payload}\narch = any\nlicense = MIT\n"
+            ),
+        )
+        .unwrap();
+        let tar = run(Command::new("bsdtar")
+            .arg("--zstd")
+            .arg("-cf")
+            .arg(self.dir.join(&file))
+            .arg("-C")
+            .arg(build.path())
+            .args([".PKGINFO", "usr"]));
+        assert!(tar.status.success(), "bsdtar failed");
+        let added = run(Command::new("repo-add")
+            .arg("-q")
+            .arg(self.dir.join(format!("{}.db.tar.gz", self.name)))
+            .arg(self.dir.join(&file)));
+        assert!(added.status.success(), "repo-add failed");
+        file
+    }
+}
+
+/// A pacman confined to a temporary directory: its own root, database, cache and log.
+pub struct Pacman {
+    pub base: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Pacman {
+    /// `xfer` is the XferCommand line; `servers` are `(repo, url)` pairs.
+    pub fn new(xfer: &str, servers: &[(&str, String)]) -> Pacman {
+        let base = util::tempdir();
+        let b = base.path();
+        for dir in ["root", "db", "cache", "gnupg", "hooks"] {
+            fs::create_dir_all(b.join(dir)).unwrap();
+        }
+        let mut conf = format!(
+            "[options]\nRootDir = {r}\nDBPath = {d}\nCacheDir = {c}\nLogFile = {l}\nGPGDir = {g}\n\
+             HookDir = {h}\nArchitecture = auto\nSigLevel = Never\nXferCommand = {xfer}\n",
+            r = b.join("root").display(),
+            d = b.join("db").display(),
+            c = b.join("cache").display(),
+            l = b.join("pacman.log").display(),
+            g = b.join("gnupg").display(),
+            h = b.join("hooks").display(),
+        );
+        for (repo, url) in servers {
+            conf.push_str(&format!("\n[{repo}]\nServer = {url}\n"));
+        }
+        let config = b.join("pacman.conf");
+        fs::write(&config, conf).unwrap();
+        Pacman { base, config }
+    }
+
+    /// The XferCommand line for the binary under test, quoted as the man page says.
+    pub fn xfer_line(binary: &str) -> String {
+        format!("{binary} '%o' '%u'")
+    }
+
+    pub fn cache(&self) -> PathBuf {
+        self.base.path().join("cache")
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.base.path().join("root")
+    }
+
+    /// A pacman command with our config; run as root directly, else in a user namespace.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = if util::is_root() {
+            Command::new("pacman")
+        } else {
+            let mut c = Command::new("unshare");
+            c.args(["-r", "pacman"]);
+            c
+        };
+        cmd.arg("--config").arg(&self.config).arg("--noconfirm").args(args);
+        for var in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"] {
+            cmd.env_remove(var);
+        }
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        let out = run(&mut self.command(args));
+        eprintln!("  stdout: {}", String::from_utf8_lossy(&out.stdout).trim_end());
+        out
+    }
+
+    /// The installed payload of a test package.
+    pub fn installed_data(&self, pkgname: &str) -> Option<Vec<u8>> {
+        fs::read(self.root().join("usr/share").join(pkgname).join("data")).ok()
+    }
+}
