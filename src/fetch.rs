@@ -1,26 +1,32 @@
 //! One download, start to finish: the job pacman gives `pacserve-fetch '%o' '%u'`.
 //!
-//! [`fetch`] reads top to bottom as the decision it makes: what is this file → which sources may
-//! serve it → transfer from the first that works → report. Every source failure is survivable
-//! (the next source gets the same output, already holding whatever the last one wrote); a local
-//! failure such as a full disk ends the job at once, since no other source can fix it.
+//! [`fetch`] reads top to bottom as the decision it makes: what is this file → ask the LAN who
+//! has it → try those peers in the order they answered → the mirror → report. Every source
+//! failure is survivable (the next source gets the same output, already holding whatever the
+//! last one wrote, and resumes after it); a local failure such as a full disk ends the job at
+//! once, since no other source can fix it.
 
 use std::fs;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use crate::discovery::{self, Discovery, PeerAnswer};
 use crate::error::Error;
 use crate::name::{self, FileKind};
 use crate::output::Output;
 use crate::progress::Progress;
+use crate::protocol::Holding;
 use crate::transfer::{self, Delivered, Limits, Want};
 
 /// Everything that shapes a download besides its two arguments.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub limits: Limits,
-    /// Sent to mirrors; pacman exports `HTTP_USER_AGENT` for us to pass on.
+    /// Sent to mirrors and peers; pacman exports `HTTP_USER_AGENT` for us to pass on.
     pub user_agent: String,
+    /// How to ask LAN peers; `None` goes straight to the mirror.
+    pub discovery: Option<Discovery>,
 }
 
 impl Default for Settings {
@@ -28,6 +34,7 @@ impl Default for Settings {
         Settings {
             limits: Limits::default(),
             user_agent: concat!("pacserve-fetch/", env!("CARGO_PKG_VERSION")).to_owned(),
+            discovery: Some(Discovery::default()),
         }
     }
 }
@@ -42,7 +49,7 @@ pub struct Report {
 
 /// Downloads `url` into `output` the way pacman's XferCommand contract requires.
 pub fn fetch(settings: &Settings, output: &Path, url: &str, progress: &mut Progress) -> Result<Report, Error> {
-    // Decide: what the file is fixes whether we resume and whether a copy may stand in.
+    // Decide: what the file is fixes whether we resume and whether a peer may supply it.
     let name = name::target_name(output).ok_or_else(|| Error::BadOutput {
         path: output.to_owned(),
         reason: "does not name a file",
@@ -57,13 +64,73 @@ pub fn fetch(settings: &Settings, output: &Path, url: &str, progress: &mut Progr
         progress.note(|| format!("{name}: not resumable, discarding {} bytes", out.len()));
     }
 
-    // Transfer: the mirror pacman named.
-    let agent = transfer::agent(settings.limits, &settings.user_agent, true);
+    // Ask peers: only for packages and their signatures, never databases.
+    let peers = match (&settings.discovery, kind.shareable()) {
+        (Some(discovery), true) => peers_with(discovery, name, out.len(), progress),
+        _ => Vec::new(),
+    };
+
+    // Transfer: each peer in the order it answered, then the mirror pacman named.
+    for peer in peers {
+        let peer_url = peer_url(peer, name);
+        let agent = transfer::peer_agent(settings.limits, &settings.user_agent, peer);
+        match transfer::fetch_url(&agent, &peer_url, &mut out, &want, settings.limits, progress) {
+            Ok(delivered) => return Ok(Report { source: peer_url, delivered }),
+            Err(e) if e.is_source_failure() => {
+                progress.abandon();
+                progress.warn(|| format!("peer failed, trying the next source: {e}"));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let agent = transfer::mirror_agent(settings.limits, &settings.user_agent);
     let delivered = transfer::fetch_url(&agent, url, &mut out, &want, settings.limits, progress)?;
     Ok(Report {
         source: url.to_owned(),
         delivered,
     })
+}
+
+/// The peers that say they have `name`, in the order they answered, keeping only sizes that can
+/// be the file we are resuming. A discovery failure is not fatal: the mirror remains.
+fn peers_with(discovery: &Discovery, name: &str, have: u64, progress: &Progress) -> Vec<SocketAddr> {
+    let answers = match discovery::ask(discovery, name, "", None) {
+        Ok(answers) => answers,
+        Err(e) => {
+            progress.note(|| format!("asking peers failed ({e}); using the mirror"));
+            return Vec::new();
+        }
+    };
+    progress.note(|| describe_answers(&answers));
+    answers
+        .iter()
+        .filter(|a| matches!(a.holding, Holding::Have { size, .. } if size > 0 && size >= have))
+        .filter_map(PeerAnswer::http_addr)
+        .collect()
+}
+
+fn describe_answers(answers: &[PeerAnswer]) -> String {
+    let haves = answers.iter().filter(|a| a.http_addr().is_some()).count();
+    let first = answers.first().map(|a| format!(", first after {:.2} ms", a.rtt.as_secs_f64() * 1e3));
+    format!("{} peers answered, {haves} have it{}", answers.len(), first.unwrap_or_default())
+}
+
+/// The URL of `name` on a peer, as pacredir's peers also serve it. IPv6 scope ids cannot be
+/// written in a URL; the peer agent connects to the exact address regardless.
+pub fn peer_url(peer: SocketAddr, name: &str) -> String {
+    let host = match peer {
+        SocketAddr::V4(a) => a.ip().to_string(),
+        SocketAddr::V6(a) => format!("[{}]", a.ip()),
+    };
+    let mut path = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:+@".contains(&b) {
+            path.push(b as char);
+        } else {
+            path.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("http://{host}:{}/pkg/{path}", peer.port())
 }
 
 /// The copy of a database pacman is about to replace: next to `%o`, or one directory up when
@@ -93,5 +160,21 @@ fn same_file(a: &Path, b: &Path) -> bool {
     match (fs::metadata(a), fs::metadata(b)) {
         (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
         _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_urls_keep_pacman_names_readable() {
+        let v4: SocketAddr = "10.0.0.2:15678".parse().unwrap();
+        assert_eq!(
+            peer_url(v4, "vim-2:9.1+r3-1-x86_64.pkg.tar.zst"),
+            "http://10.0.0.2:15678/pkg/vim-2:9.1+r3-1-x86_64.pkg.tar.zst"
+        );
+        let v6: SocketAddr = "[fe80::1%2]:80".parse().unwrap();
+        assert_eq!(peer_url(v6, "a b.pkg.tar"), "http://[fe80::1]:80/pkg/a%20b.pkg.tar");
     }
 }

@@ -13,12 +13,23 @@
 //!
 //! The binaries in `src/bin/` only parse arguments and print errors.
 
+pub mod cache;
+pub mod config;
+pub mod daemon;
+pub mod discovery;
 pub mod error;
 pub mod fetch;
 pub mod interrupt;
+pub mod journal;
 pub mod name;
+pub mod netif;
 pub mod output;
+pub mod pacmanconf;
 pub mod progress;
+pub mod protocol;
+pub mod responder;
+pub mod server;
+pub mod stats;
 pub mod transfer;
 
 pub use error::Error;

@@ -56,6 +56,17 @@ impl FileKind {
     }
 }
 
+/// The gate every file name from the network passes: a package or package signature named by a
+/// single plain path component. Used by the protocol, the daemon's lookup and its HTTP server.
+pub fn is_shareable_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && !name.ends_with(PART_SUFFIX)
+        && !name.bytes().any(|b| b == b'/' || b == b'\\' || b.is_ascii_control())
+        && FileKind::of(name).shareable()
+}
+
 /// The file name pacman means by an output path: the last component without `.part`.
 /// Returns `None` when the path has no usable UTF-8 file name.
 pub fn target_name(output: &Path) -> Option<&str> {
@@ -93,6 +104,28 @@ mod tests {
         assert!(!FileKind::Database.shareable());
         assert!(!FileKind::DatabaseSignature.shareable());
         assert!(!FileKind::Other.shareable());
+    }
+
+    #[test]
+    fn only_plain_package_names_are_shareable() {
+        assert!(is_shareable_name("linux-6.7-1-x86_64.pkg.tar.zst"));
+        assert!(is_shareable_name("linux-6.7-1-x86_64.pkg.tar.zst.sig"));
+        assert!(is_shareable_name("vim-2:9.1+r3-1-x86_64.pkg.tar.zst"));
+        for bad in [
+            "",
+            "core.db",
+            "core.files.sig",
+            "../x.pkg.tar.zst",
+            "a/b.pkg.tar.zst",
+            ".x.pkg.tar.zst",
+            "x.pkg.tar.zst.part",
+            "x.pkg.tar.zst\0",
+            "x\n.pkg.tar.zst",
+            "download-abc",
+        ] {
+            assert!(!is_shareable_name(bad), "{bad:?}");
+        }
+        assert!(!is_shareable_name(&format!("{}.pkg.tar.zst", "a".repeat(250))));
     }
 
     #[test]

@@ -97,6 +97,18 @@ impl Progress {
         }
     }
 
+    /// A line worth seeing without `-v` (a peer failed, say); silent with `-q`.
+    pub fn warn(&self, message: impl FnOnce() -> String) {
+        if self.verbosity < Verbosity::Normal {
+            return;
+        }
+        let line = format!("pacserve-fetch: {}", message());
+        match &self.bar {
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+
     /// Removes an unfinished bar (before an error line is printed).
     pub fn abandon(&mut self) {
         if let Some(bar) = self.bar.take() {

@@ -17,7 +17,11 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use ureq::{Agent, ResponseExt};
+use std::net::SocketAddr;
+
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use ureq::{Agent, ResponseExt, http};
 
 use crate::error::Error;
 use crate::output::Output;
@@ -77,14 +81,23 @@ impl std::fmt::Display for Delivered {
     }
 }
 
-/// Builds the HTTP client for one kind of source. Mirrors honour the proxy variables; LAN peers
-/// must not, since a proxy outside the LAN cannot reach them (`use_proxy = false`).
-pub fn agent(limits: Limits, user_agent: &str, use_proxy: bool) -> Agent {
-    let proxy = if use_proxy {
-        ureq::Proxy::try_from_env()
-    } else {
-        None
-    };
+/// The HTTP client for mirrors: honours the proxy variables, resolves names normally.
+pub fn mirror_agent(limits: Limits, user_agent: &str) -> Agent {
+    config(limits, user_agent, ureq::Proxy::try_from_env()).into()
+}
+
+/// The HTTP client for one LAN peer. It connects to exactly `addr` whatever the URL's host
+/// says — which keeps an IPv6 link-local peer's scope id, something a URL cannot carry — and
+/// never through a proxy, since a proxy outside the LAN cannot reach the peer.
+pub fn peer_agent(limits: Limits, user_agent: &str, addr: SocketAddr) -> Agent {
+    Agent::with_parts(
+        config(limits, user_agent, None),
+        DefaultConnector::new(),
+        FixedAddress(addr),
+    )
+}
+
+fn config(limits: Limits, user_agent: &str, proxy: Option<ureq::Proxy>) -> ureq::config::Config {
     Agent::config_builder()
         .http_status_as_error(false)
         .timeout_resolve(Some(limits.connect))
@@ -95,7 +108,18 @@ pub fn agent(limits: Limits, user_agent: &str, use_proxy: bool) -> Agent {
         .proxy(proxy)
         .max_redirects(10)
         .build()
-        .into()
+}
+
+/// A resolver that answers every lookup with one address.
+#[derive(Debug)]
+struct FixedAddress(SocketAddr);
+
+impl Resolver for FixedAddress {
+    fn resolve(&self, _: &http::Uri, _: &ureq::config::Config, _: NextTimeout) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let mut addrs = self.empty();
+        addrs.push(self.0);
+        Ok(addrs)
+    }
 }
 
 /// Fetches `url` into `out` as `want` says, drawing progress for `name`.

@@ -102,9 +102,10 @@ impl Pacman {
         Pacman { base, config }
     }
 
-    /// The XferCommand line for the binary under test, quoted as the man page says.
+    /// The XferCommand line for the binary under test as a mirror-only downloader, quoted as
+    /// the man page says.
     pub fn xfer_line(binary: &str) -> String {
-        format!("{binary} '%o' '%u'")
+        format!("{binary} {} '%o' '%u'", util::MIRROR_ONLY.join(" "))
     }
 
     pub fn cache(&self) -> PathBuf {

@@ -75,14 +75,14 @@ fn name_resolution_failure_and_connect_timeout_are_named() {
     let dir = tempdir();
     let out = dir.path().join("x.part");
     let dns = run(Command::new("unshare")
-        .args(["-rn", fetch_bin()])
+        .args(["-rn", fetch_bin(), "--no-peers"])
         .arg(&out)
         .arg("http://no-such-mirror.invalid/x"));
     assert_eq!(dns.status.code(), Some(1));
     assert!(stderr(&dns).contains("host not found"), "{}", stderr(&dns));
 
     // A route to an address nobody holds: the SYN is looped back and dropped, never answered.
-    let script = r#"ip link set lo up && ip route add 192.0.2.0/24 dev lo && exec "$0" --connect-timeout 0.5 "$1" http://192.0.2.2/x"#;
+    let script = r#"ip link set lo up && ip route add 192.0.2.0/24 dev lo && exec "$0" --no-peers --connect-timeout 0.5 "$1" http://192.0.2.2/x"#;
     let started = Instant::now();
     let timeout = run(Command::new("unshare")
         .args(["-rn", "sh", "-c", script, fetch_bin()])
@@ -103,7 +103,7 @@ fn a_full_disk_is_reported_as_such() {
     let Some(mirror) = Nginx::start(root.path()) else { return };
     let mnt = tempdir();
     // A 256 KiB tmpfs in a private mount namespace: the 1 MB package cannot fit.
-    let script = r#"mount -t tmpfs -o size=256k tmpfs "$1" && "$0" "$1/x.part" "$2"; rc=$?; ls -l "$1" >&2; exit $rc"#;
+    let script = r#"mount -t tmpfs -o size=256k tmpfs "$1" && "$0" --no-peers "$1/x.part" "$2"; rc=$?; ls -l "$1" >&2; exit $rc"#;
     let result = run(Command::new("unshare")
         .args(["-rm", "sh", "-c", script, fetch_bin()])
         .arg(mnt.path())

@@ -11,9 +11,20 @@ pub fn fetch_bin() -> &'static str {
     env!("CARGO_BIN_EXE_pacserve-fetch")
 }
 
-/// A `pacserve-fetch` command with the environment pacman would not pass stripped, so the
-/// developer's proxy or user agent cannot change what a test sees.
+/// Options every mirror-only test passes: no peer discovery (the root network namespace must
+/// never see our multicast) and no system configuration file.
+pub const MIRROR_ONLY: [&str; 3] = ["--no-peers", "--config", "/dev/null"];
+
+/// A mirror-only `pacserve-fetch` command with the environment pacman would not pass stripped,
+/// so the developer's proxy, user agent or config cannot change what a test sees.
 pub fn fetch_cmd() -> Command {
+    let mut cmd = bare_fetch_cmd();
+    cmd.args(MIRROR_ONLY);
+    cmd
+}
+
+/// As [`fetch_cmd`] without the mirror-only options, for tests inside their own namespaces.
+pub fn bare_fetch_cmd() -> Command {
     let mut cmd = Command::new(fetch_bin());
     for var in [
         "http_proxy",
@@ -127,6 +138,14 @@ pub const NOBODY: u32 = 65534;
 /// A command that runs `program` as `nobody` with no supplementary groups when we are root (as
 /// pacman 7 runs its DownloadUser), or as ourselves when we are not root already.
 pub fn as_unprivileged(program: &str) -> Command {
+    let mut cmd = unprivileged(program);
+    if program == fetch_bin() {
+        cmd.args(MIRROR_ONLY);
+    }
+    cmd
+}
+
+fn unprivileged(program: &str) -> Command {
     if is_root() {
         let mut cmd = Command::new("setpriv");
         cmd.args([

@@ -1,0 +1,82 @@
+//! pacserve-fetch's system configuration file, `/etc/pacserve/pacserve-fetch.conf` (TOML).
+//!
+//! It lives in /etc and must be world-readable because pacman 7 runs us as its unprivileged
+//! download user, whose `$HOME` may still point at root's: nothing is read from the user's
+//! home. Command-line options override it. A missing default file means "all defaults"; a file
+//! that exists but cannot be read or parsed is an error naming the file and the problem, since
+//! silently ignoring a peer list would be worse.
+//!
+//! ```toml
+//! peers = ["10.8.0.2", "nas.lan:15678"]   # static peers, asked by unicast
+//! use-peers = true                        # false: mirror only
+//! multicast = true                        # false: static peers only
+//! interfaces = []                         # empty: every up, multicast-capable interface
+//! peer-wait-ms = 100                      # longest wait for answers
+//! port = 15678                            # daemons' UDP port
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const DEFAULT_PATH: &str = "/etc/pacserve/pacserve-fetch.conf";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub peers: Option<Vec<String>>,
+    pub use_peers: Option<bool>,
+    pub multicast: Option<bool>,
+    pub interfaces: Option<Vec<String>>,
+    pub peer_wait_ms: Option<u64>,
+    pub port: Option<u16>,
+}
+
+#[derive(Debug)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads `path`; when `required` is false a missing file gives the defaults.
+pub fn load(path: &Path, required: bool) -> Result<FileConfig, ConfigError> {
+    let error = |message: String| ConfigError {
+        path: path.to_owned(),
+        message,
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(FileConfig::default()),
+        Err(e) => return Err(error(e.to_string())),
+    };
+    toml::from_str(&text).map_err(|e| error(e.message().to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_known_keys_and_names_unknown_ones() {
+        let c: FileConfig = toml::from_str("peers = [\"10.0.0.2\"]\npeer-wait-ms = 50\n").unwrap();
+        assert_eq!(c.peers.as_deref(), Some(&["10.0.0.2".to_owned()][..]));
+        assert_eq!(c.peer_wait_ms, Some(50));
+        let err = toml::from_str::<FileConfig>("peer = 1").unwrap_err();
+        assert!(err.message().contains("unknown field `peer`"), "{}", err.message());
+    }
+
+    #[test]
+    fn a_missing_default_file_is_fine_a_missing_required_one_is_not() {
+        let missing = Path::new("/nonexistent/pacserve-fetch.conf");
+        assert_eq!(load(missing, false).unwrap(), FileConfig::default());
+        assert!(load(missing, true).unwrap_err().to_string().starts_with("/nonexistent/"));
+    }
+}

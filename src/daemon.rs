@@ -1,0 +1,156 @@
+//! pacserved's startup and shutdown: resolve the configuration, bind, start the responder
+//! threads and the HTTP server, and stop cleanly on SIGTERM or SIGINT.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::cache::Cache;
+use crate::protocol::id_hex;
+use crate::responder::Responder;
+use crate::server::{self, App};
+use crate::stats::Stats;
+use crate::{info, warn};
+
+/// In-flight downloads get this long to finish after SIGTERM before the process exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub cache_dirs: Vec<PathBuf>,
+    /// TCP port for HTTP; 0 picks a free one (it is logged).
+    pub http_port: u16,
+    /// UDP port queries arrive on.
+    pub udp_port: u16,
+    pub group_v4: Ipv4Addr,
+    pub group_v6: Ipv6Addr,
+    /// Interfaces to listen on; empty for every up, multicast-capable, non-loopback one.
+    pub interfaces: Vec<String>,
+    /// Where the daemon id is kept across restarts; unwritable means a new id each start.
+    pub state_dir: PathBuf,
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub fn run(config: Config) -> io::Result<()> {
+    let cache = Arc::new(Cache::new(&config.cache_dirs));
+    for dir in cache.dirs() {
+        if !dir.is_dir() {
+            warn!("cache directory {} does not exist (yet)", dir.display());
+        }
+    }
+    let daemon_id = load_or_create_id(&config.state_dir)?;
+    let listener = bind_http(config.http_port)?;
+    let http_port = listener.local_addr()?.port();
+    let stats = Arc::new(Stats::default());
+    info!(
+        "id {} serving {} on HTTP port {http_port}, discovery on UDP port {}",
+        id_hex(&daemon_id),
+        cache.dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
+        config.udp_port
+    );
+    Responder {
+        port: config.udp_port,
+        group_v4: config.group_v4,
+        group_v6: config.group_v6,
+        interfaces: config.interfaces.clone(),
+        daemon_id,
+        http_port,
+        cache: cache.clone(),
+        stats: stats.clone(),
+    }
+    .spawn()
+    .map_err(|e| io::Error::new(e.kind(), format!("cannot listen for queries on UDP port {}: {e}", config.udp_port)))?;
+
+    let app = App {
+        cache,
+        stats,
+        daemon_id: id_hex(&daemon_id),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let service = server::router(app).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, service)
+            .with_graceful_shutdown(async {
+                shutdown_signal().await;
+                info!("stopping");
+                tokio::spawn(async {
+                    tokio::time::sleep(SHUTDOWN_GRACE).await;
+                    std::process::exit(0);
+                });
+            })
+            .await
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+/// Dual-stack where IPv6 exists, IPv4 only where it does not.
+fn bind_http(port: u16) -> io::Result<TcpListener> {
+    let dual = || -> io::Result<Socket> {
+        let s = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+        s.set_only_v6(false)?;
+        s.set_reuse_address(true)?;
+        s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
+        Ok(s)
+    };
+    let v4 = || -> io::Result<Socket> {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
+        Ok(s)
+    };
+    let socket = dual()
+        .or_else(|_| v4())
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot bind HTTP port {port}: {e}")))?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// The daemon id: kept in `<state_dir>/id` so peers and logs see the same daemon across
+/// restarts; a fresh random one when that file cannot be read or written.
+fn load_or_create_id(state_dir: &Path) -> io::Result<[u8; 8]> {
+    let file = state_dir.join("id");
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        if let Some(id) = parse_id(text.trim()) {
+            return Ok(id);
+        }
+    }
+    let mut id = [0u8; 8];
+    getrandom::fill(&mut id).map_err(|e| io::Error::other(format!("no randomness: {e}")))?;
+    if std::fs::create_dir_all(state_dir).and_then(|_| std::fs::write(&file, id_hex(&id))).is_err() {
+        info!("cannot keep the daemon id in {}; using a new one for this run", file.display());
+    }
+    Ok(id)
+}
+
+fn parse_id(hex: &str) -> Option<[u8; 8]> {
+    if hex.len() != 16 {
+        return None;
+    }
+    let mut id = [0u8; 8];
+    for (i, byte) in id.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(id)
+}
+

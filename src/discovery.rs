@@ -1,0 +1,278 @@
+//! The client side of the peer protocol: ask the LAN who has a file, collect the answers.
+//!
+//! One query goes out per interface and address family (plus one per static peer); answers are
+//! collected until the first of: the wait runs out; a peer said HAVE and the others had a
+//! moment (twice the first HAVE's round trip) to offer themselves as fallbacks; or as many
+//! daemons answered as the caller expected. With no interface and no static peer there is
+//! nobody to ask, and nothing is waited for at all.
+
+use std::collections::HashSet;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, ToSocketAddrs, UdpSocket};
+use std::os::fd::AsFd;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+use crate::netif;
+use crate::protocol::{self, Answer, Holding, Query};
+
+/// Where and how long to ask.
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    /// UDP port daemons listen on.
+    pub port: u16,
+    pub group_v4: Ipv4Addr,
+    pub group_v6: Ipv6Addr,
+    /// Send multicast queries at all (static peers are asked either way).
+    pub multicast: bool,
+    /// Interfaces to query on; empty for every up, multicast-capable, non-loopback one.
+    pub interfaces: Vec<String>,
+    /// `HOST` or `HOST:PORT` of peers multicast does not reach (VPNs, routed subnets).
+    pub static_peers: Vec<String>,
+    /// The longest we wait for answers.
+    pub wait: Duration,
+    /// Accept answers from daemons on this machine (normally skipped: pacman has already looked
+    /// in the local cache, so our own daemon cannot have what pacman is asking for).
+    pub include_self: bool,
+}
+
+impl Default for Discovery {
+    /// The wait: round trips across a switched LAN are well under 1 ms and rarely above 50 ms
+    /// on busy Wi-Fi, so 100 ms catches slow peers while bounding what a file no peer has can
+    /// cost; and the wait ends early once peers have answered (see the module doc).
+    fn default() -> Discovery {
+        Discovery {
+            port: protocol::PORT,
+            group_v4: protocol::GROUP_V4,
+            group_v6: protocol::GROUP_V6,
+            multicast: true,
+            interfaces: Vec::new(),
+            static_peers: Vec::new(),
+            wait: Duration::from_millis(100),
+            include_self: false,
+        }
+    }
+}
+
+/// One daemon's answer, as the client saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAnswer {
+    /// Where the answer came from (link-local IPv6 keeps its scope id).
+    pub from: SocketAddr,
+    pub daemon_id: [u8; 8],
+    pub holding: Holding,
+    /// Time from sending the queries to this answer.
+    pub rtt: Duration,
+    /// The answer came from one of this machine's own addresses.
+    pub is_self: bool,
+}
+
+impl PeerAnswer {
+    /// The HTTP address serving the file, for a HAVE answer.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        match self.holding {
+            Holding::Have { http_port, .. } => {
+                let mut addr = self.from;
+                addr.set_port(http_port);
+                Some(addr)
+            }
+            Holding::Miss => None,
+        }
+    }
+}
+
+/// Asks for `file_name` and returns every answer (HAVE and MISS) in arrival order, one per
+/// daemon. Own-machine answers are included only with `include_self`, marked either way.
+/// `expected`: stop as soon as this many daemons have answered.
+pub fn ask(config: &Discovery, file_name: &str, arch: &str, expected: Option<usize>) -> io::Result<Vec<PeerAnswer>> {
+    let query = Query {
+        nonce: nonce()?,
+        file_name: file_name.to_owned(),
+        arch: arch.to_owned(),
+    };
+    let datagram = query.encode();
+    let sockets = Sockets::open()?;
+    let started = Instant::now();
+    let sent = send_queries(config, &sockets, &datagram);
+    if sent == 0 {
+        return Ok(Vec::new());
+    }
+    let locals: HashSet<IpAddr> = netif::local_addresses().into_iter().collect();
+    let deadline = started + config.wait;
+    let mut answers: Vec<PeerAnswer> = Vec::new();
+    let mut seen = HashSet::new();
+    let mut stop_at = deadline;
+    while let Some(left) = stop_at.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+        for (from, datagram) in sockets.receive(left)? {
+            let Ok(answer) = Answer::decode(&datagram) else { continue };
+            if answer.nonce != query.nonce || !seen.insert(answer.daemon_id) {
+                continue;
+            }
+            let is_self = locals.contains(&from.ip());
+            if is_self && !config.include_self {
+                continue;
+            }
+            let rtt = started.elapsed();
+            if matches!(answer.holding, Holding::Have { .. }) && !answers.iter().any(|a| a.http_addr().is_some()) {
+                // First HAVE: give slower peers as long again to offer themselves as fallbacks.
+                stop_at = stop_at.min(Instant::now() + rtt + Duration::from_millis(1));
+            }
+            answers.push(PeerAnswer {
+                from,
+                daemon_id: answer.daemon_id,
+                holding: answer.holding,
+                rtt,
+                is_self,
+            });
+            if expected.is_some_and(|n| answers.len() >= n) {
+                return Ok(answers);
+            }
+        }
+    }
+    Ok(answers)
+}
+
+fn nonce() -> io::Result<[u8; 8]> {
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce).map_err(|e| io::Error::other(format!("no randomness: {e}")))?;
+    Ok(nonce)
+}
+
+/// Sends the query on every chosen interface and to every static peer; returns how many went out.
+fn send_queries(config: &Discovery, sockets: &Sockets, datagram: &[u8]) -> usize {
+    let mut sent = 0;
+    if config.multicast {
+        for iface in netif::discovery_interfaces(&config.interfaces) {
+            if let (Some(v4), Some(addr)) = (&sockets.v4, iface.ipv4.first()) {
+                let ok = SockRef::from(v4).set_multicast_if_v4(addr).is_ok()
+                    && v4.send_to(datagram, (config.group_v4, config.port)).is_ok();
+                sent += usize::from(ok);
+            }
+            if let (Some(v6), true) = (&sockets.v6, iface.has_ipv6) {
+                let group = SocketAddrV6::new(config.group_v6, config.port, 0, iface.index);
+                let ok = SockRef::from(v6).set_multicast_if_v6(iface.index).is_ok()
+                    && v6.send_to(datagram, group).is_ok();
+                sent += usize::from(ok);
+            }
+        }
+    }
+    for peer in &config.static_peers {
+        for addr in resolve_peer(peer, config.port) {
+            let socket = match addr {
+                SocketAddr::V4(_) => &sockets.v4,
+                SocketAddr::V6(_) => &sockets.v6,
+            };
+            if let Some(socket) = socket {
+                sent += usize::from(socket.send_to(datagram, addr).is_ok());
+            }
+        }
+    }
+    sent
+}
+
+/// `HOST`, `HOST:PORT`, `IPv6` or `[IPv6]:PORT` to socket addresses.
+pub fn resolve_peer(peer: &str, default_port: u16) -> Vec<SocketAddr> {
+    if let Ok(ip) = peer.parse::<IpAddr>() {
+        return vec![SocketAddr::new(ip, default_port)];
+    }
+    if let Ok(addr) = peer.parse::<SocketAddr>() {
+        return vec![addr];
+    }
+    let with_port = if peer.contains(':') {
+        peer.to_owned()
+    } else {
+        format!("{peer}:{default_port}")
+    };
+    with_port.to_socket_addrs().map(|a| a.collect()).unwrap_or_default()
+}
+
+/// The client's two sockets; either may be missing (no IPv6 on this host, say).
+struct Sockets {
+    v4: Option<UdpSocket>,
+    v6: Option<UdpSocket>,
+}
+
+impl Sockets {
+    fn open() -> io::Result<Sockets> {
+        let v4 = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+            .and_then(|s| {
+                s.set_multicast_ttl_v4(1)?;
+                s.set_multicast_loop_v4(true)?;
+                s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)).into())?;
+                s.set_nonblocking(true)?;
+                Ok(UdpSocket::from(s))
+            })
+            .ok();
+        let v6 = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))
+            .and_then(|s| {
+                s.set_only_v6(true)?;
+                s.set_multicast_hops_v6(1)?;
+                s.set_multicast_loop_v6(true)?;
+                s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)).into())?;
+                s.set_nonblocking(true)?;
+                Ok(UdpSocket::from(s))
+            })
+            .ok();
+        if v4.is_none() && v6.is_none() {
+            return Err(io::Error::other("cannot open a UDP socket for discovery"));
+        }
+        Ok(Sockets { v4, v6 })
+    }
+
+    /// Waits up to `timeout` for datagrams on either socket and returns those that arrived.
+    fn receive(&self, timeout: Duration) -> io::Result<Vec<(SocketAddr, Vec<u8>)>> {
+        let sockets: Vec<&UdpSocket> = [&self.v4, &self.v6].into_iter().flatten().collect();
+        let mut fds: Vec<PollFd> = sockets.iter().map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN)).collect();
+        let millis = timeout.as_millis().clamp(1, u16::MAX as u128) as u16;
+        match nix::poll::poll(&mut fds, PollTimeout::from(millis)) {
+            Ok(0) | Err(nix::errno::Errno::EINTR) => return Ok(Vec::new()),
+            Ok(_) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        for socket in sockets {
+            // Non-blocking: drain what is queued, bounded so a flood cannot keep us here.
+            for _ in 0..64 {
+                match socket.recv_from(&mut buf) {
+                    Ok((len, from)) => got.push((from, buf[..len].to_vec())),
+                    Err(_) => break,
+                }
+            }
+        }
+        Ok(got)
+    }
+}
+
+/// The listing `pacserve-fetch --who-has` prints: one line per daemon that answered.
+pub fn render_answers(answers: &[PeerAnswer], name: &str, waited: Duration) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<42} {:>9}  {:<6} {:>12}  DAEMON ID", "PEER", "RTT", "ANSWER", "SIZE");
+    for a in answers {
+        let (answer, size) = match a.holding {
+            Holding::Have { size, .. } => ("HAVE", size.to_string()),
+            Holding::Miss => ("MISS", "-".to_owned()),
+        };
+        let mut peer = a.from.to_string();
+        if a.is_self {
+            peer.push_str(" (this host)");
+        }
+        let _ = writeln!(
+            out,
+            "{peer:<42} {:>6.2} ms  {answer:<6} {size:>12}  {}",
+            a.rtt.as_secs_f64() * 1e3,
+            protocol::id_hex(&a.daemon_id)
+        );
+    }
+    let haves = answers.iter().filter(|a| a.http_addr().is_some()).count();
+    let _ = writeln!(
+        out,
+        "{} daemons answered within {} ms; {haves} have {name}",
+        answers.len(),
+        waited.as_millis()
+    );
+    out
+}

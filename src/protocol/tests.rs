@@ -1,0 +1,137 @@
+use super::*;
+
+const PKG: &str = "linux-6.7.arch1-1-x86_64.pkg.tar.zst";
+
+fn query() -> Query {
+    Query {
+        nonce: [1, 2, 3, 4, 5, 6, 7, 8],
+        file_name: PKG.into(),
+        arch: "x86_64".into(),
+    }
+}
+
+#[test]
+fn query_round_trips_and_is_padded() {
+    let q = query();
+    let bytes = q.encode();
+    assert!(bytes.len() >= MIN_QUERY_LEN);
+    assert_eq!(Query::decode(&bytes), Ok(q));
+    let short = Query {
+        file_name: "a-1-1-any.pkg.tar".into(),
+        arch: String::new(),
+        ..query()
+    };
+    let bytes = short.encode();
+    assert_eq!(bytes.len(), MIN_QUERY_LEN);
+    assert_eq!(Query::decode(&bytes), Ok(short));
+}
+
+#[test]
+fn answer_round_trips() {
+    for holding in [
+        Holding::Have {
+            http_port: 15678,
+            size: 123_456_789_012,
+            mtime: 1_700_000_000,
+        },
+        Holding::Miss,
+    ] {
+        let a = Answer {
+            nonce: [9; 8],
+            daemon_id: [0xab; 8],
+            holding,
+        };
+        assert_eq!(Answer::decode(&a.encode()), Ok(a));
+    }
+}
+
+#[test]
+fn an_answer_is_never_larger_than_any_valid_query() {
+    let smallest = Query {
+        nonce: [0; 8],
+        file_name: "a.pkg.tar".into(),
+        arch: String::new(),
+    }
+    .encode();
+    assert!(Query::decode(&smallest).is_ok());
+    assert!(ANSWER_LEN <= smallest.len());
+    // And nothing shorter than the floor is accepted at all.
+    for len in 0..MIN_QUERY_LEN {
+        assert!(Query::decode(&smallest[..len.min(smallest.len())]).is_err());
+    }
+}
+
+#[test]
+fn rejections() {
+    let good = query().encode();
+
+    let mut bad = good.clone();
+    bad[0] = b'X';
+    assert_eq!(Query::decode(&bad), Err(Reject::BadMagic));
+
+    let mut bad = good.clone();
+    bad[4] = 2;
+    assert_eq!(Query::decode(&bad), Err(Reject::UnknownVersion(2)));
+
+    let mut bad = good.clone();
+    bad[5] = KIND_ANSWER;
+    assert_eq!(Query::decode(&bad), Err(Reject::WrongKind));
+
+    assert_eq!(Query::decode(&good[..20]), Err(Reject::TooShort));
+    assert_eq!(Query::decode(&vec![0u8; 2000]), Err(Reject::TooLong));
+
+    // Name length pointing past the end.
+    let mut bad = good.clone();
+    bad[14] = 250;
+    assert!(Query::decode(&bad).is_err());
+
+    // Garbage after the padding.
+    let mut bad = good.clone();
+    let last = bad.len() - 1;
+    bad[last] = 7;
+    assert_eq!(Query::decode(&bad), Err(Reject::BadLength));
+
+    // Names that are not plain package files.
+    for name in ["../etc/passwd", "core.db", "a/b.pkg.tar.zst", ".hidden.pkg.tar", "x.pkg.tar.zst.part"] {
+        let q = Query {
+            file_name: name.into(),
+            ..query()
+        };
+        assert_eq!(Query::decode(&q.encode()), Err(Reject::BadName), "{name}");
+    }
+
+    let a = Answer {
+        nonce: [0; 8],
+        daemon_id: [0; 8],
+        holding: Holding::Miss,
+    }
+    .encode();
+    assert_eq!(Answer::decode(&a[..40]), Err(Reject::TooShort));
+    assert_eq!(Query::decode(&a), Err(Reject::TooShort));
+    let mut have_without_port = a;
+    have_without_port[14] = 1;
+    assert_eq!(Answer::decode(&have_without_port), Err(Reject::BadLength));
+}
+
+#[test]
+fn garbage_never_panics() {
+    // A cheap deterministic fuzz: every prefix and many mutations of valid datagrams.
+    let seeds = [query().encode(), Answer { nonce: [1; 8], daemon_id: [2; 8], holding: Holding::Miss }.encode().to_vec()];
+    let mut state = 0x1234_5678_9abc_def0u64;
+    for seed in seeds {
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let mut d = seed.clone();
+            let i = (state as usize) % d.len();
+            d[i] = (state >> 32) as u8;
+            d.truncate(((state >> 40) as usize) % (d.len() + 1));
+            if let Ok(q) = Query::decode(&d) {
+                assert!(ANSWER_LEN <= d.len());
+                assert!(name::is_shareable_name(&q.file_name));
+            }
+            let _ = Answer::decode(&d);
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The daemon's UDP side: answer "who has this file?" for the local cache.
+//!
+//! One thread per address family, each owning one socket bound to the discovery port. Every few
+//! seconds it joins the group on interfaces that have appeared since (a laptop joining Wi-Fi);
+//! the kernel drops memberships of interfaces that vanish. Each query gets exactly one answer,
+//! HAVE or MISS, sent to the query's source; anything the protocol module rejects is counted
+//! and dropped. A stream of queries of another protocol version is logged once per sender.
+
+use std::collections::HashSet;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+
+use crate::cache::Cache;
+use crate::protocol::{self, Answer, Holding, Query, Reject};
+use crate::stats::Stats;
+use crate::{info, netif, warn};
+
+/// How often group memberships are refreshed for new interfaces.
+const REJOIN_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct Responder {
+    pub port: u16,
+    pub group_v4: Ipv4Addr,
+    pub group_v6: Ipv6Addr,
+    pub interfaces: Vec<String>,
+    pub daemon_id: [u8; 8],
+    pub http_port: u16,
+    pub cache: Arc<Cache>,
+    pub stats: Arc<Stats>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Responder {
+    /// Binds both families and starts their threads. Fails only if neither can be bound.
+    pub fn spawn(self) -> io::Result<()> {
+        let mut started = 0;
+        let mut last_error = None;
+        for family in [Family::V4, Family::V6] {
+            match self.bind(family) {
+                Ok(socket) => {
+                    let responder = self.clone();
+                    std::thread::Builder::new()
+                        .name(format!("responder-{family:?}"))
+                        .spawn(move || responder.serve(family, socket))?;
+                    started += 1;
+                }
+                Err(e) => {
+                    warn!("no {family:?} discovery: cannot bind UDP port {}: {e}", self.port);
+                    last_error = Some(e);
+                }
+            }
+        }
+        match (started, last_error) {
+            (0, Some(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    fn bind(&self, family: Family) -> io::Result<UdpSocket> {
+        let (domain, addr) = match family {
+            Family::V4 => (Domain::IPV4, SocketAddr::from((Ipv4Addr::UNSPECIFIED, self.port))),
+            Family::V6 => (Domain::IPV6, SocketAddr::from((Ipv6Addr::UNSPECIFIED, self.port))),
+        };
+        let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+        // Several daemons on one host (tests, or one per cache) all receive the multicast.
+        socket.set_reuse_address(true)?;
+        match family {
+            Family::V4 => socket.set_multicast_all_v4(false)?,
+            Family::V6 => {
+                socket.set_only_v6(true)?;
+                socket.set_multicast_all_v6(false)?;
+            }
+        }
+        socket.bind(&addr.into())?;
+        socket.set_read_timeout(Some(Duration::from_secs(1)))?;
+        Ok(socket.into())
+    }
+
+    fn serve(&self, family: Family, socket: UdpSocket) {
+        let mut joined = HashSet::new();
+        let mut next_join = Instant::now();
+        let mut other_version_senders = HashSet::new();
+        let mut buf = [0u8; 2048];
+        loop {
+            if Instant::now() >= next_join {
+                self.join_new_interfaces(family, &socket, &mut joined);
+                next_join = Instant::now() + REJOIN_EVERY;
+            }
+            let (len, from) = match socket.recv_from(&mut buf) {
+                Ok(got) => got,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => continue,
+                Err(e) => {
+                    warn!("discovery socket: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            self.handle(&socket, &buf[..len], from, &mut other_version_senders);
+        }
+    }
+
+    fn handle(&self, socket: &UdpSocket, datagram: &[u8], from: SocketAddr, other_versions: &mut HashSet<(IpAddr, u8)>) {
+        let query = match Query::decode(datagram) {
+            Ok(query) => query,
+            Err(Reject::UnknownVersion(version)) => {
+                Stats::add(&self.stats.other_versions, 1);
+                if other_versions.len() < 256 && other_versions.insert((from.ip(), version)) {
+                    warn!("ignoring queries from {} speaking protocol version {version}; this daemon speaks {}", from.ip(), protocol::VERSION);
+                }
+                return;
+            }
+            Err(_) => {
+                Stats::add(&self.stats.dropped, 1);
+                return;
+            }
+        };
+        Stats::add(&self.stats.queries, 1);
+        self.stats.heard(from.ip());
+        let holding = match self.cache.find(&query.file_name) {
+            Some(found) => {
+                Stats::add(&self.stats.answered_have, 1);
+                Holding::Have {
+                    http_port: self.http_port,
+                    size: found.size,
+                    mtime: found.mtime,
+                }
+            }
+            None => {
+                Stats::add(&self.stats.answered_miss, 1);
+                Holding::Miss
+            }
+        };
+        let answer = Answer {
+            nonce: query.nonce,
+            daemon_id: self.daemon_id,
+            holding,
+        };
+        let _ = socket.send_to(&answer.encode(), from);
+    }
+
+    fn join_new_interfaces(&self, family: Family, socket: &UdpSocket, joined: &mut HashSet<(String, u32)>) {
+        let sock = SockRef::from(socket);
+        for iface in netif::discovery_interfaces(&self.interfaces) {
+            let key = (iface.name.clone(), iface.index);
+            if joined.contains(&key) {
+                continue;
+            }
+            let result = match family {
+                Family::V4 => match iface.ipv4.first() {
+                    Some(addr) => sock.join_multicast_v4(&self.group_v4, addr),
+                    None => continue,
+                },
+                Family::V6 if iface.has_ipv6 => sock.join_multicast_v6(&self.group_v6, iface.index),
+                Family::V6 => continue,
+            };
+            match result {
+                Ok(()) => info!("listening for queries on {} ({family:?})", iface.name),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
+                Err(e) => {
+                    warn!("cannot join the {family:?} group on {}: {e}", iface.name);
+                    continue;
+                }
+            }
+            joined.insert(key);
+        }
+    }
+}
