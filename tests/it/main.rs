@@ -5,7 +5,9 @@ mod util;
 
 // Servers the tests start: nginx as the mirror, and a scripted server for misbehaviour.
 mod archrepo;
+mod daemon;
 mod faultserver;
+mod netns;
 mod nginx;
 
 // pacserve-fetch against nginx: fresh, resumed, databases, errors.
@@ -16,3 +18,7 @@ mod faults;
 mod local;
 // The real pacman using pacserve-fetch as its XferCommand.
 mod pacman;
+// Peers on loopback inside a private namespace (rootless): protocol, daemon, discovery.
+mod lan_loopback;
+// Peers on a multi-host namespace LAN (root): IPv4, IPv6-only, static peers, real pacman.
+mod lan_hosts;

@@ -2,11 +2,12 @@
 //! access log that shows exactly what crossed the wire for each request.
 
 use std::fs;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::netns::Host;
 use crate::util;
 
 /// One request as the access log recorded it.
@@ -44,19 +45,36 @@ impl Nginx {
     }
 
     pub fn start_with(root: &Path, options: Options) -> Option<Nginx> {
+        Nginx::start_in(None, root, options)
+    }
+
+    /// nginx inside a test host's namespace, on port 8080 of every address it has; or on a free
+    /// port of 127.0.0.1 in our own namespace when `host` is None.
+    pub fn start_in(host: Option<&Host>, root: &Path, options: Options) -> Option<Nginx> {
         let binary = util::find_tool("nginx");
         if !util::require(binary.is_some(), "nginx is not installed (apt-get install nginx-light)") {
             return None;
         }
         let binary = binary?;
+        let binary = binary.to_str()?;
         // Bind-then-release can race with another process taking the port; retry a few times.
         for _ in 0..5 {
-            let port = free_port();
+            let (port, listen) = match host {
+                Some(_) => (8080, "listen 8080; listen [::]:8080;".to_owned()),
+                None => {
+                    let port = free_port();
+                    (port, format!("listen 127.0.0.1:{port};"))
+                }
+            };
             let dir = util::tempdir();
-            fs::write(dir.path().join("nginx.conf"), config(dir.path(), root, port, options))
+            fs::write(dir.path().join("nginx.conf"), config(dir.path(), root, &listen, options))
                 .expect("write nginx.conf");
             fs::create_dir_all(dir.path().join("tmp")).expect("nginx tmp dir");
-            let child = Command::new(&binary)
+            let mut command = match host {
+                Some(host) => host.command(binary),
+                None => Command::new(binary),
+            };
+            let child = command
                 .arg("-p")
                 .arg(dir.path())
                 .arg("-e")
@@ -74,13 +92,14 @@ impl Nginx {
         panic!("nginx did not start on any of 5 ports");
     }
 
+    /// nginx writes its pid file only after binding its ports, in any namespace.
     fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;
             }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if self.dir.path().join("nginx.pid").exists() {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -122,8 +141,11 @@ fn free_port() -> u16 {
         .expect("find a free port")
 }
 
-fn config(dir: &Path, root: &Path, port: u16, options: Options) -> String {
+fn config(dir: &Path, root: &Path, listen: &str, options: Options) -> String {
     let d = dir.display();
+    // In a user namespace only root is mapped, so nginx's default `nobody` cannot own its temp
+    // directories; as root in our own namespace nginx starts no workers, so this changes nothing.
+    let user = if util::is_root() || !listen.contains("127.0.0.1") { "user root root;" } else { "" };
     let throttle = if options.throttle_fresh {
         "limit_rate_after $fast_bytes; limit_rate $slow_rate;"
     } else {
@@ -132,6 +154,7 @@ fn config(dir: &Path, root: &Path, port: u16, options: Options) -> String {
     format!(
         r#"daemon off;
 master_process off;
+{user}
 worker_processes 1;
 pid {d}/nginx.pid;
 events {{ worker_connections 64; }}
@@ -147,7 +170,7 @@ http {{
     map $http_range $fast_bytes {{ "" 256k; default 0; }}
     map $http_range $slow_rate {{ "" 64k; default 0; }}
     server {{
-        listen 127.0.0.1:{port};
+        {listen}
         root {root};
         location / {{ {throttle} }}
     }}

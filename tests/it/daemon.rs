@@ -1,0 +1,96 @@
+//! pacserved started by a test inside a namespace, with its log captured for assertions.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::netns::Host;
+use crate::util;
+
+pub fn daemon_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_pacserved")
+}
+
+pub struct Daemon {
+    child: Child,
+    pub http_port: u16,
+    log: Arc<Mutex<Vec<String>>>,
+    _state: tempfile::TempDir,
+}
+
+impl Daemon {
+    /// Starts pacserved in `host` sharing `cache`, with `extra` options; waits until it serves.
+    pub fn start(host: &Host, cache: &Path, extra: &[&str]) -> Daemon {
+        let state = util::tempdir();
+        let mut child = host
+            .command(daemon_bin())
+            .arg("--cache-dir")
+            .arg(cache)
+            .arg("--state-dir")
+            .arg(state.path())
+            .args(extra)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pacserved");
+        let stderr = child.stderr.take().expect("daemon stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    eprintln!("[pacserved] {line}");
+                    if let Some(port) = line.split("HTTP port ").nth(1).and_then(|r| r.split(',').next()) {
+                        let _ = tx.send(port.trim().parse::<u16>().unwrap_or(0));
+                    }
+                    if let Ok(mut log) = log.lock() {
+                        log.push(line);
+                    }
+                }
+            });
+        }
+        let http_port = rx.recv_timeout(Duration::from_secs(10)).expect("pacserved did not start");
+        let daemon = Daemon {
+            child,
+            http_port,
+            log,
+            _state: state,
+        };
+        daemon.wait_listening();
+        daemon
+    }
+
+    /// The responder joins its groups right after the HTTP port is logged; give it that moment.
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && !self.log().iter().any(|l| l.contains("listening for queries")) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Log lines recording a GET of `name`.
+    pub fn served(&self, name: &str) -> Vec<String> {
+        self.log()
+            .into_iter()
+            .filter(|l| l.contains(&format!("GET /pkg/{name} ")))
+            .collect()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

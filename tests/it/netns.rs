@@ -1,0 +1,173 @@
+//! Simulated LANs on one machine, so discovery never runs in the root network namespace.
+//!
+//! - [`Host::loopback`]: a private network namespace made with `unshare -rn` (no root needed)
+//!   where only `lo` exists, with multicast routed to it; several daemons share it.
+//! - [`Lan::new`]: as root, `ip netns` hosts joined by veth pairs to a bridge that lives in its
+//!   own namespace, so nothing touches the real network (see shared/reference/simulated-lan.md).
+//!
+//! Every namespace and process made here is removed on drop.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use crate::util::{self, require, require_tools};
+
+/// Somewhere to run commands: a loopback-only namespace or a host of a [`Lan`].
+pub enum Host {
+    Loopback { holder: Child },
+    Netns { name: String },
+}
+
+impl Host {
+    /// A rootless private namespace with `lo` up and multicast (v4 and v6) routed over it.
+    pub fn loopback() -> Option<Host> {
+        if !require(util::can_unshare(), "unshare -rn is not permitted here")
+            || !require_tools(&["ip", "nsenter"])
+        {
+            return None;
+        }
+        let script = "ip link set lo up && ip route add 224.0.0.0/4 dev lo && \
+                      ip -6 route add local ff00::/8 dev lo table local && echo ready && exec sleep 600";
+        let mut holder = Command::new("unshare")
+            .args(["-rn", "sh", "-c", script])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn namespace holder");
+        let mut line = String::new();
+        let stdout = holder.stdout.take().expect("holder stdout");
+        BufReader::new(stdout).read_line(&mut line).expect("namespace ready line");
+        assert_eq!(line.trim(), "ready", "namespace setup failed");
+        Some(Host::Loopback { holder })
+    }
+
+    /// A command that runs `program` inside this host's network namespace.
+    pub fn command(&self, program: &str) -> Command {
+        match self {
+            Host::Loopback { holder } => {
+                let mut cmd = Command::new("nsenter");
+                cmd.args(["-t", &holder.id().to_string(), "-U", "-n", "--preserve-credentials", "--"]);
+                cmd.arg(program);
+                cmd
+            }
+            Host::Netns { name } => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", name, program]);
+                cmd
+            }
+        }
+    }
+
+    /// Runs a shell snippet in the host and asserts it succeeded.
+    pub fn sh(&self, script: &str) -> std::process::Output {
+        let out = util::run(self.command("sh").args(["-c", script]));
+        assert!(out.status.success(), "in namespace: {script}");
+        out
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        match self {
+            Host::Loopback { holder } => {
+                let _ = holder.kill();
+                let _ = holder.wait();
+            }
+            Host::Netns { name } => {
+                let _ = Command::new("ip").args(["netns", "pids", name]).output().map(|o| {
+                    for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                        let _ = Command::new("kill").args(["-9", pid]).status();
+                    }
+                });
+                let _ = Command::new("ip").args(["netns", "del", name]).status();
+            }
+        }
+    }
+}
+
+/// Address families a [`Lan`] gives its hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Dual,
+    Ipv6Only,
+}
+
+/// `n` hosts on one bridge. Host `i` (1-based) is `10.77.<net>.i/24` and `fd77:<net>::i/64`.
+pub struct Lan {
+    pub hosts: Vec<Host>,
+    pub family: Family,
+    switch: Host,
+    net: u16,
+}
+
+impl Lan {
+    pub fn new(n: usize, family: Family) -> Option<Lan> {
+        if !require(util::is_root(), "multi-host namespace LAN needs root (ip netns)") || !require_tools(&["ip"]) {
+            return None;
+        }
+        // A per-process prefix keeps parallel tests and leftovers of killed runs apart.
+        let net = (std::process::id() % 200) as u16 + (NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst) as u16 * 7 % 50);
+        let tag = format!("ps{}x{net}", std::process::id());
+        let switch_name = format!("{tag}sw");
+        let ok = |cmd: &mut Command| assert!(util::run(cmd).status.success(), "{cmd:?}");
+        ok(Command::new("ip").args(["netns", "add", &switch_name]));
+        let switch = Host::Netns { name: switch_name.clone() };
+        switch.sh("ip link set lo up && ip link add br0 type bridge mcast_snooping 0 stp_state 0 forward_delay 0 && ip link set br0 up");
+        let mut hosts = Vec::new();
+        for i in 1..=n {
+            let name = format!("{tag}h{i}");
+            ok(Command::new("ip").args(["netns", "add", &name]));
+            let host = Host::Netns { name: name.clone() };
+            host.sh(&format!(
+                "ip link set lo up && ip link add eth0 type veth peer name p{i} && ip link set p{i} netns {switch_name} && \
+                 sysctl -qw net.ipv6.conf.eth0.accept_dad=0 && ip link set eth0 up"
+            ));
+            switch.sh(&format!("ip link set p{i} master br0 && ip link set p{i} up"));
+            let mut setup = format!("ip -6 addr add fd77:{net:x}::{i}/64 dev eth0 nodad");
+            if family == Family::Dual {
+                setup.push_str(&format!(" && ip addr add 10.77.{net}.{i}/24 dev eth0 && ip route add 224.0.0.0/4 dev eth0"));
+            }
+            host.sh(&setup);
+            hosts.push(host);
+        }
+        let lan = Lan { hosts, family, switch, net };
+        lan.wait_for_link_local();
+        Some(lan)
+    }
+
+    /// Host `i` (1-based).
+    pub fn host(&self, i: usize) -> &Host {
+        &self.hosts[i - 1]
+    }
+
+    /// The address other hosts use for host `i`, as a URL host.
+    pub fn url_host(&self, i: usize) -> String {
+        match self.family {
+            Family::Dual => format!("10.77.{}.{i}", self.net),
+            Family::Ipv6Only => format!("[fd77:{:x}::{i}]", self.net),
+        }
+    }
+
+    pub fn ipv4(&self, i: usize) -> String {
+        format!("10.77.{}.{i}", self.net)
+    }
+
+    /// Pulls host `i`'s cable (the switch port goes down).
+    pub fn unplug(&self, i: usize) {
+        self.switch.sh(&format!("ip link set p{i} down"));
+    }
+
+    /// IPv6 link-local addresses appear a moment after the link comes up.
+    fn wait_for_link_local(&self) {
+        for host in &self.hosts {
+            for _ in 0..100 {
+                let out = host.command("ip").args(["-6", "addr", "show", "dev", "eth0", "scope", "link"]).output();
+                if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("fe80::")) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
