@@ -48,7 +48,9 @@ impl Cache {
         if !is_shareable_name(name) {
             return None;
         }
-        self.dirs.iter().find_map(|dir| self.regular_file_in(dir, name))
+        self.dirs
+            .iter()
+            .find_map(|dir| self.regular_file_in(dir, name))
     }
 
     fn regular_file_in(&self, dir: &Path, name: &str) -> Option<Found> {
@@ -57,7 +59,9 @@ impl Cache {
         let path = if link.file_type().is_symlink() {
             let target = fs::canonicalize(&path).ok()?;
             let parent = target.parent()?;
-            if !self.dirs.iter().any(|d| d == parent) || !target.file_name()?.to_str().is_some_and(is_shareable_name) {
+            if !self.dirs.iter().any(|d| d == parent)
+                || !target.file_name()?.to_str().is_some_and(is_shareable_name)
+            {
                 return None;
             }
             target
@@ -100,18 +104,32 @@ mod tests {
         fs::write(cache.join("core.db"), b"db").unwrap();
         fs::create_dir(cache.join("c-1-1-any.pkg.tar.zst")).unwrap();
         fs::write(outside.join("d-1-1-any.pkg.tar.zst"), b"secret").unwrap();
-        symlink(outside.join("d-1-1-any.pkg.tar.zst"), cache.join("d-1-1-any.pkg.tar.zst")).unwrap();
-        symlink(cache.join("a-1-1-any.pkg.tar.zst"), cache.join("e-1-1-any.pkg.tar.zst")).unwrap();
+        symlink(
+            outside.join("d-1-1-any.pkg.tar.zst"),
+            cache.join("d-1-1-any.pkg.tar.zst"),
+        )
+        .unwrap();
+        symlink(
+            cache.join("a-1-1-any.pkg.tar.zst"),
+            cache.join("e-1-1-any.pkg.tar.zst"),
+        )
+        .unwrap();
 
-        let c = Cache::new(&[cache.clone()]);
+        let c = Cache::new(std::slice::from_ref(&cache));
         assert_eq!(c.find("a-1-1-any.pkg.tar.zst").map(|f| f.size), Some(3));
         assert!(c.find("a-1-1-any.pkg.tar.zst.sig").is_some());
         assert!(c.find("b-1-1-any.pkg.tar.zst.part").is_none());
         assert!(c.find("b-1-1-any.pkg.tar.zst").is_none());
         assert!(c.find("core.db").is_none());
         assert!(c.find("c-1-1-any.pkg.tar.zst").is_none(), "directory");
-        assert!(c.find("d-1-1-any.pkg.tar.zst").is_none(), "symlink out of the cache");
-        assert!(c.find("e-1-1-any.pkg.tar.zst").is_some(), "symlink within the cache");
+        assert!(
+            c.find("d-1-1-any.pkg.tar.zst").is_none(),
+            "symlink out of the cache"
+        );
+        assert!(
+            c.find("e-1-1-any.pkg.tar.zst").is_some(),
+            "symlink within the cache"
+        );
         assert!(c.find("../outside/d-1-1-any.pkg.tar.zst").is_none());
         fs::remove_dir_all(base).unwrap();
     }

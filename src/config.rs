@@ -54,7 +54,9 @@ pub fn load(path: &Path, required: bool) -> Result<FileConfig, ConfigError> {
     };
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
-        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(FileConfig::default()),
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(FileConfig::default());
+        }
         Err(e) => return Err(error(e.to_string())),
     };
     toml::from_str(&text).map_err(|e| error(e.message().to_owned()))
@@ -70,13 +72,22 @@ mod tests {
         assert_eq!(c.peers.as_deref(), Some(&["10.0.0.2".to_owned()][..]));
         assert_eq!(c.peer_wait_ms, Some(50));
         let err = toml::from_str::<FileConfig>("peer = 1").unwrap_err();
-        assert!(err.message().contains("unknown field `peer`"), "{}", err.message());
+        assert!(
+            err.message().contains("unknown field `peer`"),
+            "{}",
+            err.message()
+        );
     }
 
     #[test]
     fn a_missing_default_file_is_fine_a_missing_required_one_is_not() {
         let missing = Path::new("/nonexistent/pacserve-fetch.conf");
         assert_eq!(load(missing, false).unwrap(), FileConfig::default());
-        assert!(load(missing, true).unwrap_err().to_string().starts_with("/nonexistent/"));
+        assert!(
+            load(missing, true)
+                .unwrap_err()
+                .to_string()
+                .starts_with("/nonexistent/")
+        );
     }
 }

@@ -49,7 +49,12 @@ pub fn run(config: Config) -> io::Result<()> {
     info!(
         "id {} serving {} on HTTP port {http_port}, discovery on UDP port {}",
         id_hex(&daemon_id),
-        cache.dirs().iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
+        cache
+            .dirs()
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         config.udp_port
     );
     Responder {
@@ -63,7 +68,15 @@ pub fn run(config: Config) -> io::Result<()> {
         stats: stats.clone(),
     }
     .spawn()
-    .map_err(|e| io::Error::new(e.kind(), format!("cannot listen for queries on UDP port {}: {e}", config.udp_port)))?;
+    .map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "cannot listen for queries on UDP port {}: {e}",
+                config.udp_port
+            ),
+        )
+    })?;
 
     let app = App {
         cache,
@@ -93,7 +106,10 @@ pub fn run(config: Config) -> io::Result<()> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
@@ -130,15 +146,22 @@ fn bind_http(port: u16) -> io::Result<TcpListener> {
 /// restarts; a fresh random one when that file cannot be read or written.
 fn load_or_create_id(state_dir: &Path) -> io::Result<[u8; 8]> {
     let file = state_dir.join("id");
-    if let Ok(text) = std::fs::read_to_string(&file) {
-        if let Some(id) = parse_id(text.trim()) {
-            return Ok(id);
-        }
+    if let Some(id) = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|t| parse_id(t.trim()))
+    {
+        return Ok(id);
     }
     let mut id = [0u8; 8];
     getrandom::fill(&mut id).map_err(|e| io::Error::other(format!("no randomness: {e}")))?;
-    if std::fs::create_dir_all(state_dir).and_then(|_| std::fs::write(&file, id_hex(&id))).is_err() {
-        info!("cannot keep the daemon id in {}; using a new one for this run", file.display());
+    if std::fs::create_dir_all(state_dir)
+        .and_then(|_| std::fs::write(&file, id_hex(&id)))
+        .is_err()
+    {
+        info!(
+            "cannot keep the daemon id in {}; using a new one for this run",
+            file.display()
+        );
     }
     Ok(id)
 }
@@ -153,4 +176,3 @@ fn parse_id(hex: &str) -> Option<[u8; 8]> {
     }
     Some(id)
 }
-

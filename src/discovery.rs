@@ -86,7 +86,12 @@ impl PeerAnswer {
 /// Asks for `file_name` and returns every answer (HAVE and MISS) in arrival order, one per
 /// daemon. Own-machine answers are included only with `include_self`, marked either way.
 /// `expected`: stop as soon as this many daemons have answered.
-pub fn ask(config: &Discovery, file_name: &str, arch: &str, expected: Option<usize>) -> io::Result<Vec<PeerAnswer>> {
+pub fn ask(
+    config: &Discovery,
+    file_name: &str,
+    arch: &str,
+    expected: Option<usize>,
+) -> io::Result<Vec<PeerAnswer>> {
     let query = Query {
         nonce: nonce()?,
         file_name: file_name.to_owned(),
@@ -104,9 +109,14 @@ pub fn ask(config: &Discovery, file_name: &str, arch: &str, expected: Option<usi
     let mut answers: Vec<PeerAnswer> = Vec::new();
     let mut seen = HashSet::new();
     let mut stop_at = deadline;
-    while let Some(left) = stop_at.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+    while let Some(left) = stop_at
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+    {
         for (from, datagram) in sockets.receive(left)? {
-            let Ok(answer) = Answer::decode(&datagram) else { continue };
+            let Ok(answer) = Answer::decode(&datagram) else {
+                continue;
+            };
             if answer.nonce != query.nonce || !seen.insert(answer.daemon_id) {
                 continue;
             }
@@ -115,7 +125,9 @@ pub fn ask(config: &Discovery, file_name: &str, arch: &str, expected: Option<usi
                 continue;
             }
             let rtt = started.elapsed();
-            if matches!(answer.holding, Holding::Have { .. }) && !answers.iter().any(|a| a.http_addr().is_some()) {
+            if matches!(answer.holding, Holding::Have { .. })
+                && !answers.iter().any(|a| a.http_addr().is_some())
+            {
                 // First HAVE: give slower peers as long again to offer themselves as fallbacks.
                 stop_at = stop_at.min(Instant::now() + rtt + Duration::from_millis(1));
             }
@@ -185,7 +197,10 @@ pub fn resolve_peer(peer: &str, default_port: u16) -> Vec<SocketAddr> {
     } else {
         format!("{peer}:{default_port}")
     };
-    with_port.to_socket_addrs().map(|a| a.collect()).unwrap_or_default()
+    with_port
+        .to_socket_addrs()
+        .map(|a| a.collect())
+        .unwrap_or_default()
 }
 
 /// The client's two sockets; either may be missing (no IPv6 on this host, say).
@@ -224,7 +239,10 @@ impl Sockets {
     /// Waits up to `timeout` for datagrams on either socket and returns those that arrived.
     fn receive(&self, timeout: Duration) -> io::Result<Vec<(SocketAddr, Vec<u8>)>> {
         let sockets: Vec<&UdpSocket> = [&self.v4, &self.v6].into_iter().flatten().collect();
-        let mut fds: Vec<PollFd> = sockets.iter().map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN)).collect();
+        let mut fds: Vec<PollFd> = sockets
+            .iter()
+            .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN))
+            .collect();
         let millis = timeout.as_millis().clamp(1, u16::MAX as u128) as u16;
         match nix::poll::poll(&mut fds, PollTimeout::from(millis)) {
             Ok(0) | Err(nix::errno::Errno::EINTR) => return Ok(Vec::new()),
@@ -250,7 +268,11 @@ impl Sockets {
 pub fn render_answers(answers: &[PeerAnswer], name: &str, waited: Duration) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let _ = writeln!(out, "{:<42} {:>9}  {:<6} {:>12}  DAEMON ID", "PEER", "RTT", "ANSWER", "SIZE");
+    let _ = writeln!(
+        out,
+        "{:<42} {:>9}  {:<6} {:>12}  DAEMON ID",
+        "PEER", "RTT", "ANSWER", "SIZE"
+    );
     for a in answers {
         let (answer, size) = match a.holding {
             Holding::Have { size, .. } => ("HAVE", size.to_string()),

@@ -24,17 +24,29 @@ pub enum Error {
     /// The host name did not resolve.
     HostNotFound { url: String },
     /// Connecting or receiving took longer than allowed.
-    Timeout { url: String, phase: &'static str, limit: Duration },
+    Timeout {
+        url: String,
+        phase: &'static str,
+        limit: Duration,
+    },
     /// Any other failure to talk to the server (refused, reset, TLS, redirect loop…).
     Network { url: String, detail: String },
     /// The server answered, but in a way that would corrupt the output if we wrote it.
     BadResponse { url: String, detail: String },
     /// The body ended before the length the server announced.
-    Truncated { url: String, received: u64, expected: u64 },
+    Truncated {
+        url: String,
+        received: u64,
+        expected: u64,
+    },
     /// Reading a `file://` source failed.
     ReadSource { path: PathBuf, source: io::Error },
     /// Writing the output failed (disk full, permission denied, …).
-    WriteOutput { path: PathBuf, action: &'static str, source: io::Error },
+    WriteOutput {
+        path: PathBuf,
+        action: &'static str,
+        source: io::Error,
+    },
     /// SIGINT or SIGTERM arrived; what was written stays for a later resume.
     Interrupted,
 }
@@ -139,7 +151,12 @@ impl fmt::Display for Error {
                 path,
                 action,
                 source,
-            } => write!(f, "cannot {action} {}: {}", path.display(), io_reason(source)),
+            } => write!(
+                f,
+                "cannot {action} {}: {}",
+                path.display(),
+                io_reason(source)
+            ),
             Error::Interrupted => write!(f, "interrupted; the partial file is kept for resuming"),
         }
     }
@@ -183,15 +200,23 @@ mod tests {
             url: "http://m/x.pkg.tar.zst".into(),
             code: 404,
         };
-        assert_eq!(e.to_string(), "http://m/x.pkg.tar.zst: server answered 404 Not Found");
+        assert_eq!(
+            e.to_string(),
+            "http://m/x.pkg.tar.zst: server answered 404 Not Found"
+        );
         let e = Error::WriteOutput {
             path: "/c/x.part".into(),
             action: "write",
             source: io::Error::from_raw_os_error(28),
         };
-        assert_eq!(e.to_string(), "cannot write /c/x.part: No space left on device");
+        assert_eq!(
+            e.to_string(),
+            "cannot write /c/x.part: No space left on device"
+        );
         assert!(!e.is_source_failure());
-        let e = Error::HostNotFound { url: "http://nowhere/".into() };
+        let e = Error::HostNotFound {
+            url: "http://nowhere/".into(),
+        };
         assert!(e.is_source_failure());
     }
 }

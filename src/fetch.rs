@@ -48,7 +48,12 @@ pub struct Report {
 }
 
 /// Downloads `url` into `output` the way pacman's XferCommand contract requires.
-pub fn fetch(settings: &Settings, output: &Path, url: &str, progress: &mut Progress) -> Result<Report, Error> {
+pub fn fetch(
+    settings: &Settings,
+    output: &Path,
+    url: &str,
+    progress: &mut Progress,
+) -> Result<Report, Error> {
     // Decide: what the file is fixes whether we resume and whether a peer may supply it.
     let name = name::target_name(output).ok_or_else(|| Error::BadOutput {
         path: output.to_owned(),
@@ -74,8 +79,20 @@ pub fn fetch(settings: &Settings, output: &Path, url: &str, progress: &mut Progr
     for peer in peers {
         let peer_url = peer_url(peer, name);
         let agent = transfer::peer_agent(settings.limits, &settings.user_agent, peer);
-        match transfer::fetch_url(&agent, &peer_url, &mut out, &want, settings.limits, progress) {
-            Ok(delivered) => return Ok(Report { source: peer_url, delivered }),
+        match transfer::fetch_url(
+            &agent,
+            &peer_url,
+            &mut out,
+            &want,
+            settings.limits,
+            progress,
+        ) {
+            Ok(delivered) => {
+                return Ok(Report {
+                    source: peer_url,
+                    delivered,
+                });
+            }
             Err(e) if e.is_source_failure() => {
                 progress.abandon();
                 progress.warn(|| format!("peer failed, trying the next source: {e}"));
@@ -93,7 +110,12 @@ pub fn fetch(settings: &Settings, output: &Path, url: &str, progress: &mut Progr
 
 /// The peers that say they have `name`, in the order they answered, keeping only sizes that can
 /// be the file we are resuming. A discovery failure is not fatal: the mirror remains.
-fn peers_with(discovery: &Discovery, name: &str, have: u64, progress: &Progress) -> Vec<SocketAddr> {
+fn peers_with(
+    discovery: &Discovery,
+    name: &str,
+    have: u64,
+    progress: &Progress,
+) -> Vec<SocketAddr> {
     let answers = match discovery::ask(discovery, name, "", None) {
         Ok(answers) => answers,
         Err(e) => {
@@ -111,8 +133,14 @@ fn peers_with(discovery: &Discovery, name: &str, have: u64, progress: &Progress)
 
 fn describe_answers(answers: &[PeerAnswer]) -> String {
     let haves = answers.iter().filter(|a| a.http_addr().is_some()).count();
-    let first = answers.first().map(|a| format!(", first after {:.2} ms", a.rtt.as_secs_f64() * 1e3));
-    format!("{} peers answered, {haves} have it{}", answers.len(), first.unwrap_or_default())
+    let first = answers
+        .first()
+        .map(|a| format!(", first after {:.2} ms", a.rtt.as_secs_f64() * 1e3));
+    format!(
+        "{} peers answered, {haves} have it{}",
+        answers.len(),
+        first.unwrap_or_default()
+    )
 }
 
 /// The URL of `name` on a peer, as pacredir's peers also serve it. IPv6 scope ids cannot be
@@ -175,6 +203,9 @@ mod tests {
             "http://10.0.0.2:15678/pkg/vim-2:9.1+r3-1-x86_64.pkg.tar.zst"
         );
         let v6: SocketAddr = "[fe80::1%2]:80".parse().unwrap();
-        assert_eq!(peer_url(v6, "a b.pkg.tar"), "http://[fe80::1]:80/pkg/a%20b.pkg.tar");
+        assert_eq!(
+            peer_url(v6, "a b.pkg.tar"),
+            "http://[fe80::1]:80/pkg/a%20b.pkg.tar"
+        );
     }
 }

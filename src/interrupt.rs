@@ -19,7 +19,11 @@ pub fn exit_on_signal(message: String) -> std::io::Result<()> {
             if let Some(signal) = signals.forever().next() {
                 let mut stderr = std::io::stderr().lock();
                 // Leave the progress line intact on a terminal rather than writing over it.
-                let newline = if std::io::stderr().is_terminal() { "\n" } else { "" };
+                let newline = if std::io::stderr().is_terminal() {
+                    "\n"
+                } else {
+                    ""
+                };
                 let _ = writeln!(stderr, "{newline}pacserve-fetch: {message}");
                 std::process::exit(128 + signal);
             }

@@ -63,7 +63,9 @@ pub fn is_shareable_name(name: &str) -> bool {
         && name.len() <= 255
         && !name.starts_with('.')
         && !name.ends_with(PART_SUFFIX)
-        && !name.bytes().any(|b| b == b'/' || b == b'\\' || b.is_ascii_control())
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == b'\\' || b.is_ascii_control())
         && FileKind::of(name).shareable()
 }
 
@@ -84,15 +86,24 @@ mod tests {
         assert_eq!(FileKind::of("core.db"), FileKind::Database);
         assert_eq!(FileKind::of("extra.files"), FileKind::Database);
         assert_eq!(FileKind::of("core.db.sig"), FileKind::DatabaseSignature);
-        assert_eq!(FileKind::of("linux-6.7.arch1-1-x86_64.pkg.tar.zst"), FileKind::Package);
-        assert_eq!(FileKind::of("vim-1:9.0-1-x86_64.pkg.tar.xz"), FileKind::Package);
+        assert_eq!(
+            FileKind::of("linux-6.7.arch1-1-x86_64.pkg.tar.zst"),
+            FileKind::Package
+        );
+        assert_eq!(
+            FileKind::of("vim-1:9.0-1-x86_64.pkg.tar.xz"),
+            FileKind::Package
+        );
         assert_eq!(
             FileKind::of("linux-6.7.arch1-1-x86_64.pkg.tar.zst.sig"),
             FileKind::PackageSignature
         );
         assert_eq!(FileKind::of("notes.txt"), FileKind::Other);
         // A package whose name merely ends like a database is still a package.
-        assert_eq!(FileKind::of("foo.db-1-1-any.pkg.tar.zst"), FileKind::Package);
+        assert_eq!(
+            FileKind::of("foo.db-1-1-any.pkg.tar.zst"),
+            FileKind::Package
+        );
     }
 
     #[test]
@@ -125,12 +136,18 @@ mod tests {
         ] {
             assert!(!is_shareable_name(bad), "{bad:?}");
         }
-        assert!(!is_shareable_name(&format!("{}.pkg.tar.zst", "a".repeat(250))));
+        assert!(!is_shareable_name(&format!(
+            "{}.pkg.tar.zst",
+            "a".repeat(250)
+        )));
     }
 
     #[test]
     fn target_name_strips_part() {
-        assert_eq!(target_name(Path::new("/c/a.pkg.tar.zst.part")), Some("a.pkg.tar.zst"));
+        assert_eq!(
+            target_name(Path::new("/c/a.pkg.tar.zst.part")),
+            Some("a.pkg.tar.zst")
+        );
         assert_eq!(target_name(Path::new("core.db")), Some("core.db"));
         assert_eq!(target_name(Path::new("/")), None);
         assert_eq!(target_name(Path::new("/x/.part")), None);

@@ -36,18 +36,20 @@ pub fn discovery_interfaces(only: &[String]) -> Vec<Interface> {
                 && flags.contains(InterfaceFlags::IFF_MULTICAST)
                 && !flags.contains(InterfaceFlags::IFF_LOOPBACK)
         } else {
-            flags.contains(InterfaceFlags::IFF_UP) && only.iter().any(|n| *n == ifa.interface_name)
+            flags.contains(InterfaceFlags::IFF_UP) && only.contains(&ifa.interface_name)
         };
         if !wanted {
             continue;
         }
-        let entry = by_name.entry(ifa.interface_name.clone()).or_insert_with(|| Interface {
-            index: nix::net::if_::if_nametoindex(ifa.interface_name.as_str()).unwrap_or(0),
-            name: ifa.interface_name.clone(),
-            ipv4: Vec::new(),
-            ipv6: Vec::new(),
-            has_ipv6: false,
-        });
+        let entry = by_name
+            .entry(ifa.interface_name.clone())
+            .or_insert_with(|| Interface {
+                index: nix::net::if_::if_nametoindex(ifa.interface_name.as_str()).unwrap_or(0),
+                name: ifa.interface_name.clone(),
+                ipv4: Vec::new(),
+                ipv6: Vec::new(),
+                has_ipv6: false,
+            });
         let Some(address) = ifa.address else { continue };
         if let Some(v4) = address.as_sockaddr_in() {
             entry.ipv4.push(v4.ip());

@@ -70,7 +70,8 @@ impl Output {
                 .map_err(|e| write_error(&self.path, "create", e))?,
         };
         if offset == 0 {
-            file.set_len(0).map_err(|e| write_error(&self.path, "truncate", e))?;
+            file.set_len(0)
+                .map_err(|e| write_error(&self.path, "truncate", e))?;
         }
         file.seek(SeekFrom::Start(offset))
             .map_err(|e| write_error(&self.path, "seek in", e))?;

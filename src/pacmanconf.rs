@@ -17,7 +17,9 @@ pub fn option_values(conf: &str, key: &str) -> Vec<String> {
             in_options = section.trim() == "options";
             continue;
         }
-        let Some((k, v)) = line.split_once('=') else { continue };
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
         if in_options && k.trim() == key {
             values.extend(v.split_whitespace().map(str::to_owned));
         }

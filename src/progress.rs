@@ -85,21 +85,19 @@ impl Progress {
         }
     }
 
-    /// A line for `-v`; printed above the bar so the two do not garble each other.
+    /// A line for `-v` only.
     pub fn note(&self, message: impl FnOnce() -> String) {
-        if self.verbosity < Verbosity::Verbose {
-            return;
-        }
-        let line = format!("pacserve-fetch: {}", message());
-        match &self.bar {
-            Some(bar) => bar.suspend(|| eprintln!("{line}")),
-            None => eprintln!("{line}"),
-        }
+        self.say(Verbosity::Verbose, message);
     }
 
     /// A line worth seeing without `-v` (a peer failed, say); silent with `-q`.
     pub fn warn(&self, message: impl FnOnce() -> String) {
-        if self.verbosity < Verbosity::Normal {
+        self.say(Verbosity::Normal, message);
+    }
+
+    /// Prints above the bar, so the two do not garble each other.
+    fn say(&self, at_least: Verbosity, message: impl FnOnce() -> String) {
+        if self.verbosity < at_least {
             return;
         }
         let line = format!("pacserve-fetch: {}", message());

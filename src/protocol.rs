@@ -68,7 +68,8 @@ pub const PORT: u16 = 15678;
 /// IPv4 group: administratively scoped (239.255/16), reached with TTL 1 only.
 pub const GROUP_V4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(239, 255, 15, 78);
 /// IPv6 group: link-local scope (ff02::/16).
-pub const GROUP_V6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0x15, 0x678);
+pub const GROUP_V6: std::net::Ipv6Addr =
+    std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0x15, 0x678);
 
 /// Every query is padded to at least this many bytes.
 pub const MIN_QUERY_LEN: usize = 64;
@@ -92,7 +93,11 @@ pub struct Query {
 /// What a daemon knows about a file, or that it does not have it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Holding {
-    Have { http_port: u16, size: u64, mtime: u64 },
+    Have {
+        http_port: u16,
+        size: u64,
+        mtime: u64,
+    },
     Miss,
 }
 
@@ -122,7 +127,9 @@ impl fmt::Display for Reject {
             Reject::TooShort => write!(f, "too short"),
             Reject::TooLong => write!(f, "too long"),
             Reject::BadMagic => write!(f, "not a pacserve datagram"),
-            Reject::UnknownVersion(v) => write!(f, "protocol version {v} (this is version {VERSION})"),
+            Reject::UnknownVersion(v) => {
+                write!(f, "protocol version {v} (this is version {VERSION})")
+            }
             Reject::WrongKind => write!(f, "unexpected kind"),
             Reject::BadLength => write!(f, "inconsistent lengths"),
             Reject::BadName => write!(f, "not a shareable file name"),
@@ -132,7 +139,8 @@ impl fmt::Display for Reject {
 
 impl Query {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(MIN_QUERY_LEN.max(17 + self.file_name.len() + self.arch.len()));
+        let mut out =
+            Vec::with_capacity(MIN_QUERY_LEN.max(17 + self.file_name.len() + self.arch.len()));
         out.extend_from_slice(&MAGIC);
         out.push(VERSION);
         out.push(KIND_QUERY);
@@ -156,7 +164,10 @@ impl Query {
             return Err(Reject::TooLong);
         }
         check_header(datagram, KIND_QUERY)?;
-        let mut r = Reader { buf: datagram, at: 6 };
+        let mut r = Reader {
+            buf: datagram,
+            at: 6,
+        };
         let nonce = r.array::<8>().ok_or(Reject::BadLength)?;
         let name_len = r.byte().ok_or(Reject::BadLength)? as usize;
         let name = r.take(name_len).ok_or(Reject::BadLength)?;
@@ -187,7 +198,11 @@ impl Query {
 impl Answer {
     pub fn encode(&self) -> [u8; ANSWER_LEN] {
         let (have, port, size, mtime) = match self.holding {
-            Holding::Have { http_port, size, mtime } => (1, http_port, size, mtime),
+            Holding::Have {
+                http_port,
+                size,
+                mtime,
+            } => (1, http_port, size, mtime),
             Holding::Miss => (0, 0, 0, 0),
         };
         let mut out = [0u8; ANSWER_LEN];
@@ -210,7 +225,10 @@ impl Answer {
             _ => {}
         }
         check_header(datagram, KIND_ANSWER)?;
-        let mut r = Reader { buf: datagram, at: 6 };
+        let mut r = Reader {
+            buf: datagram,
+            at: 6,
+        };
         let nonce = r.array::<8>().ok_or(Reject::BadLength)?;
         let have = r.byte().ok_or(Reject::BadLength)?;
         let daemon_id = r.array::<8>().ok_or(Reject::BadLength)?;
@@ -218,7 +236,11 @@ impl Answer {
         let size = u64::from_be_bytes(r.array::<8>().ok_or(Reject::BadLength)?);
         let mtime = u64::from_be_bytes(r.array::<8>().ok_or(Reject::BadLength)?);
         let holding = match have {
-            1 if http_port != 0 => Holding::Have { http_port, size, mtime },
+            1 if http_port != 0 => Holding::Have {
+                http_port,
+                size,
+                mtime,
+            },
             0 => Holding::Miss,
             _ => return Err(Reject::BadLength),
         };

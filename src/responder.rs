@@ -55,7 +55,10 @@ impl Responder {
                     started += 1;
                 }
                 Err(e) => {
-                    warn!("no {family:?} discovery: cannot bind UDP port {}: {e}", self.port);
+                    warn!(
+                        "no {family:?} discovery: cannot bind UDP port {}: {e}",
+                        self.port
+                    );
                     last_error = Some(e);
                 }
             }
@@ -68,8 +71,14 @@ impl Responder {
 
     fn bind(&self, family: Family) -> io::Result<UdpSocket> {
         let (domain, addr) = match family {
-            Family::V4 => (Domain::IPV4, SocketAddr::from((Ipv4Addr::UNSPECIFIED, self.port))),
-            Family::V6 => (Domain::IPV6, SocketAddr::from((Ipv6Addr::UNSPECIFIED, self.port))),
+            Family::V4 => (
+                Domain::IPV4,
+                SocketAddr::from((Ipv4Addr::UNSPECIFIED, self.port)),
+            ),
+            Family::V6 => (
+                Domain::IPV6,
+                SocketAddr::from((Ipv6Addr::UNSPECIFIED, self.port)),
+            ),
         };
         let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
         // Several daemons on one host (tests, or one per cache) all receive the multicast.
@@ -98,7 +107,16 @@ impl Responder {
             }
             let (len, from) = match socket.recv_from(&mut buf) {
                 Ok(got) => got,
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue;
+                }
                 Err(e) => {
                     warn!("discovery socket: {e}");
                     std::thread::sleep(Duration::from_millis(100));
@@ -109,13 +127,23 @@ impl Responder {
         }
     }
 
-    fn handle(&self, socket: &UdpSocket, datagram: &[u8], from: SocketAddr, other_versions: &mut HashSet<(IpAddr, u8)>) {
+    fn handle(
+        &self,
+        socket: &UdpSocket,
+        datagram: &[u8],
+        from: SocketAddr,
+        other_versions: &mut HashSet<(IpAddr, u8)>,
+    ) {
         let query = match Query::decode(datagram) {
             Ok(query) => query,
             Err(Reject::UnknownVersion(version)) => {
                 Stats::add(&self.stats.other_versions, 1);
                 if other_versions.len() < 256 && other_versions.insert((from.ip(), version)) {
-                    warn!("ignoring queries from {} speaking protocol version {version}; this daemon speaks {}", from.ip(), protocol::VERSION);
+                    warn!(
+                        "ignoring queries from {} speaking protocol version {version}; this daemon speaks {}",
+                        from.ip(),
+                        protocol::VERSION
+                    );
                 }
                 return;
             }
@@ -148,7 +176,12 @@ impl Responder {
         let _ = socket.send_to(&answer.encode(), from);
     }
 
-    fn join_new_interfaces(&self, family: Family, socket: &UdpSocket, joined: &mut HashSet<(String, u32)>) {
+    fn join_new_interfaces(
+        &self,
+        family: Family,
+        socket: &UdpSocket,
+        joined: &mut HashSet<(String, u32)>,
+    ) {
         let sock = SockRef::from(socket);
         for iface in netif::discovery_interfaces(&self.interfaces) {
             let key = (iface.name.clone(), iface.index);

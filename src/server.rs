@@ -57,7 +57,11 @@ async fn package(
         return StatusCode::NOT_FOUND.into_response();
     };
     let method = request.method().clone();
-    let range = request.headers().get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let range = request
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let response = match ServeFile::new(&found.path).oneshot(request).await {
         Ok(response) => response.map(Body::new),
         Err(never) => match never {},

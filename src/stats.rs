@@ -49,7 +49,9 @@ impl Stats {
 
     /// A peer was heard from (a query or an HTTP request). Returns true the first time.
     pub fn heard(&self, peer: IpAddr) -> bool {
-        let Ok(mut peers) = self.peers.lock() else { return false };
+        let Ok(mut peers) = self.peers.lock() else {
+            return false;
+        };
         let now = Instant::now();
         if let Some(entry) = peers.get_mut(&peer) {
             entry.0 += 1;
@@ -67,7 +69,12 @@ impl Stats {
     pub fn render(&self, id: &str, cache_dirs: &[std::path::PathBuf]) -> String {
         let get = |c: &AtomicU64| c.load(Relaxed);
         let mut out = String::new();
-        let _ = writeln!(out, "pacserved {} (id {id}), up {} s", env!("CARGO_PKG_VERSION"), self.started.elapsed().as_secs());
+        let _ = writeln!(
+            out,
+            "pacserved {} (id {id}), up {} s",
+            env!("CARGO_PKG_VERSION"),
+            self.started.elapsed().as_secs()
+        );
         for dir in cache_dirs {
             let _ = writeln!(out, "cache dir: {}", dir.display());
         }
@@ -75,7 +82,11 @@ impl Stats {
         let _ = writeln!(out, "answered HAVE: {}", get(&self.answered_have));
         let _ = writeln!(out, "answered MISS: {}", get(&self.answered_miss));
         let _ = writeln!(out, "dropped (malformed): {}", get(&self.dropped));
-        let _ = writeln!(out, "dropped (other protocol versions): {}", get(&self.other_versions));
+        let _ = writeln!(
+            out,
+            "dropped (other protocol versions): {}",
+            get(&self.other_versions)
+        );
         let _ = writeln!(out, "files served: {}", get(&self.files_served));
         let _ = writeln!(out, "bytes served: {}", get(&self.bytes_served));
         let _ = writeln!(out, "not found: {}", get(&self.not_found));
@@ -84,7 +95,11 @@ impl Stats {
             let mut list: Vec<_> = peers.iter().collect();
             list.sort_by_key(|(_, (_, last))| std::cmp::Reverse(*last));
             for (ip, (count, last)) in list.into_iter().take(50) {
-                let _ = writeln!(out, "  {ip}: {count} requests, last {} s ago", last.elapsed().as_secs());
+                let _ = writeln!(
+                    out,
+                    "  {ip}: {count} requests, last {} s ago",
+                    last.elapsed().as_secs()
+                );
             }
         }
         out

@@ -115,7 +115,12 @@ fn config(limits: Limits, user_agent: &str, proxy: Option<ureq::Proxy>) -> ureq:
 struct FixedAddress(SocketAddr);
 
 impl Resolver for FixedAddress {
-    fn resolve(&self, _: &http::Uri, _: &ureq::config::Config, _: NextTimeout) -> Result<ResolvedSocketAddrs, ureq::Error> {
+    fn resolve(
+        &self,
+        _: &http::Uri,
+        _: &ureq::config::Config,
+        _: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
         let mut addrs = self.empty();
         addrs.push(self.0);
         Ok(addrs)
@@ -179,7 +184,10 @@ fn from_http(
                 out.copy_from(current)?;
                 return Ok(Delivered::NotModified);
             }
-            return Err(Error::Status { url: url.into(), code: status });
+            return Err(Error::Status {
+                url: url.into(),
+                code: status,
+            });
         }
         416 if offset > 0 => {
             let total = header("Content-Range").and_then(parse_unsatisfied_range);
@@ -212,9 +220,16 @@ fn from_http(
                 }
             }
         }
-        _ => return Err(Error::Status { url: url.into(), code: status }),
+        _ => {
+            return Err(Error::Status {
+                url: url.into(),
+                code: status,
+            });
+        }
     };
-    if let Some(encoding) = header("Content-Encoding").filter(|e| !e.eq_ignore_ascii_case("identity")) {
+    if let Some(encoding) =
+        header("Content-Encoding").filter(|e| !e.eq_ignore_ascii_case("identity"))
+    {
         return Err(Error::BadResponse {
             url: url.into(),
             detail: format!("server encoded the file ({encoding}) although we asked for identity"),
@@ -240,10 +255,18 @@ fn from_http(
         });
     }
     out.finish(mtime)?;
-    Ok(Delivered::Body { from: start, received })
+    Ok(Delivered::Body {
+        from: start,
+        received,
+    })
 }
 
-fn from_file(url: &str, out: &mut Output, want: &Want, progress: &mut Progress) -> Result<Delivered, Error> {
+fn from_file(
+    url: &str,
+    out: &mut Output,
+    want: &Want,
+    progress: &mut Progress,
+) -> Result<Delivered, Error> {
     let path = file_url_path(url)?;
     let read_err = |source| Error::ReadSource {
         path: path.clone(),
@@ -275,7 +298,10 @@ fn from_file(url: &str, out: &mut Output, want: &Want, progress: &mut Progress) 
         });
     }
     out.finish(meta.modified().ok())?;
-    Ok(Delivered::Body { from: start, received })
+    Ok(Delivered::Body {
+        from: start,
+        received,
+    })
 }
 
 /// Copies a body into the output until EOF; returns how many bytes arrived.
@@ -332,7 +358,9 @@ pub fn file_url_path(url: &str) -> Result<PathBuf, Error> {
         url: url.to_owned(),
         reason: reason.to_owned(),
     };
-    let rest = url.get("file://".len()..).ok_or_else(|| bad("not a file:// URL"))?;
+    let rest = url
+        .get("file://".len()..)
+        .ok_or_else(|| bad("not a file:// URL"))?;
     let path = match rest.find('/') {
         Some(0) => rest,
         Some(i) if rest[..i].eq_ignore_ascii_case("localhost") => &rest[i..],
@@ -371,11 +399,19 @@ mod tests {
     fn content_range_is_parsed_strictly() {
         assert_eq!(
             parse_content_range("bytes 100-199/200"),
-            Some(ContentRange { start: 100, end: 199, total: Some(200) })
+            Some(ContentRange {
+                start: 100,
+                end: 199,
+                total: Some(200)
+            })
         );
         assert_eq!(
             parse_content_range("bytes 5-9/*"),
-            Some(ContentRange { start: 5, end: 9, total: None })
+            Some(ContentRange {
+                start: 5,
+                end: 9,
+                total: None
+            })
         );
         assert_eq!(parse_content_range("bytes 10-5/20"), None);
         assert_eq!(parse_content_range("bytes 0-20/20"), None);
@@ -387,7 +423,10 @@ mod tests {
 
     #[test]
     fn file_urls() {
-        assert_eq!(file_url_path("file:///srv/repo/a.db").unwrap(), Path::new("/srv/repo/a.db"));
+        assert_eq!(
+            file_url_path("file:///srv/repo/a.db").unwrap(),
+            Path::new("/srv/repo/a.db")
+        );
         assert_eq!(
             file_url_path("file://localhost/srv/a%20b").unwrap(),
             Path::new("/srv/a b")

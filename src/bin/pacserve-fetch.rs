@@ -98,8 +98,11 @@ fn download(args: &Args) -> anyhow::Result<ExitCode> {
         (false, 0) => Verbosity::Normal,
         _ => Verbosity::Verbose,
     };
-    interrupt::exit_on_signal(format!("interrupted; {} kept for resuming", output.display()))
-        .context("cannot handle signals")?;
+    interrupt::exit_on_signal(format!(
+        "interrupted; {} kept for resuming",
+        output.display()
+    ))
+    .context("cannot handle signals")?;
     let settings = settings(args)?;
     let mut progress = Progress::new(verbosity);
     match fetch::fetch(&settings, output, url, &mut progress) {
@@ -124,7 +127,10 @@ fn who_has(args: &Args, name: &str) -> anyhow::Result<ExitCode> {
     discovery.include_self = true;
     let started = Instant::now();
     let answers = discovery::ask(&discovery, name, "", None).context("asking peers")?;
-    print!("{}", discovery::render_answers(&answers, name, started.elapsed()));
+    print!(
+        "{}",
+        discovery::render_answers(&answers, name, started.elapsed())
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -168,6 +174,8 @@ fn settings(args: &Args) -> anyhow::Result<Settings> {
 fn parse_seconds(text: &str) -> Result<Duration, String> {
     match text.parse::<f64>() {
         Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(Duration::from_secs_f64(secs)),
-        _ => Err(format!("expected a positive number of seconds, got {text:?}")),
+        _ => Err(format!(
+            "expected a positive number of seconds, got {text:?}"
+        )),
     }
 }

@@ -92,7 +92,13 @@ fn rejections() {
     assert_eq!(Query::decode(&bad), Err(Reject::BadLength));
 
     // Names that are not plain package files.
-    for name in ["../etc/passwd", "core.db", "a/b.pkg.tar.zst", ".hidden.pkg.tar", "x.pkg.tar.zst.part"] {
+    for name in [
+        "../etc/passwd",
+        "core.db",
+        "a/b.pkg.tar.zst",
+        ".hidden.pkg.tar",
+        "x.pkg.tar.zst.part",
+    ] {
         let q = Query {
             file_name: name.into(),
             ..query()
@@ -116,7 +122,16 @@ fn rejections() {
 #[test]
 fn garbage_never_panics() {
     // A cheap deterministic fuzz: every prefix and many mutations of valid datagrams.
-    let seeds = [query().encode(), Answer { nonce: [1; 8], daemon_id: [2; 8], holding: Holding::Miss }.encode().to_vec()];
+    let seeds = [
+        query().encode(),
+        Answer {
+            nonce: [1; 8],
+            daemon_id: [2; 8],
+            holding: Holding::Miss,
+        }
+        .encode()
+        .to_vec(),
+    ];
     let mut state = 0x1234_5678_9abc_def0u64;
     for seed in seeds {
         for _ in 0..20_000 {

@@ -43,7 +43,11 @@ impl Repo {
         let build = util::tempdir();
         let data_dir = build.path().join("usr/share").join(pkgname);
         fs::create_dir_all(&data_dir).unwrap();
-        fs::write(data_dir.join("data"), random_bytes(payload, payload as u64 ^ 0x5eed)).unwrap();
+        fs::write(
+            data_dir.join("data"),
+            random_bytes(payload, payload as u64 ^ 0x5eed),
+        )
+        .unwrap();
         fs::write(
             build.path().join(".PKGINFO"),
             format!(
@@ -125,16 +129,20 @@ impl Pacman {
             c.args(["-r", "pacman"]);
             c
         };
-        cmd.arg("--config").arg(&self.config).arg("--noconfirm").args(args);
-        for var in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"] {
-            cmd.env_remove(var);
-        }
+        cmd.arg("--config")
+            .arg(&self.config)
+            .arg("--noconfirm")
+            .args(args);
+        util::strip_network_env(&mut cmd);
         cmd
     }
 
     pub fn run(&self, args: &[&str]) -> std::process::Output {
         let out = run(&mut self.command(args));
-        eprintln!("  stdout: {}", String::from_utf8_lossy(&out.stdout).trim_end());
+        eprintln!(
+            "  stdout: {}",
+            String::from_utf8_lossy(&out.stdout).trim_end()
+        );
         out
     }
 

@@ -43,7 +43,11 @@ impl Daemon {
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                     eprintln!("[pacserved] {line}");
-                    if let Some(port) = line.split("HTTP port ").nth(1).and_then(|r| r.split(',').next()) {
+                    if let Some(port) = line
+                        .split("HTTP port ")
+                        .nth(1)
+                        .and_then(|r| r.split(',').next())
+                    {
                         let _ = tx.send(port.trim().parse::<u16>().unwrap_or(0));
                     }
                     if let Ok(mut log) = log.lock() {
@@ -52,7 +56,9 @@ impl Daemon {
                 }
             });
         }
-        let http_port = rx.recv_timeout(Duration::from_secs(10)).expect("pacserved did not start");
+        let http_port = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("pacserved did not start");
         let daemon = Daemon {
             child,
             http_port,
@@ -66,7 +72,12 @@ impl Daemon {
     /// The responder joins its groups right after the HTTP port is logged; give it that moment.
     fn wait_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && !self.log().iter().any(|l| l.contains("listening for queries")) {
+        while Instant::now() < deadline
+            && !self
+                .log()
+                .iter()
+                .any(|l| l.contains("listening for queries"))
+        {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -81,10 +92,6 @@ impl Daemon {
             .into_iter()
             .filter(|l| l.contains(&format!("GET /pkg/{name} ")))
             .collect()
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 }
 

@@ -19,7 +19,10 @@ fn fetch(url: &str, out: &Path, extra: &[&str]) -> Output {
 
 fn assert_prefix(out: &Path, content: &[u8]) {
     let got = fs::read(out).unwrap_or_default();
-    assert!(got.len() <= content.len() && got == content[..got.len()], "output is not a prefix");
+    assert!(
+        got.len() <= content.len() && got == content[..got.len()],
+        "output is not a prefix"
+    );
 }
 
 #[test]
@@ -47,8 +50,16 @@ fn a_lying_content_range_is_refused_and_the_partial_kept() {
     let result = fetch(&server.url(PKG), &out, &[]);
 
     assert_eq!(result.status.code(), Some(1));
-    assert!(stderr(&result).contains("Content-Range"), "{}", stderr(&result));
-    assert_eq!(fs::read(&out).unwrap(), &content[..5000], "partial untouched");
+    assert!(
+        stderr(&result).contains("Content-Range"),
+        "{}",
+        stderr(&result)
+    );
+    assert_eq!(
+        fs::read(&out).unwrap(),
+        &content[..5000],
+        "partial untouched"
+    );
 }
 
 #[test]
@@ -67,10 +78,15 @@ fn a_connection_closed_mid_body_fails_then_resumes_from_a_good_mirror() {
     // pacman tries the next server with the same %o.
     let root = tempdir();
     fs::write(root.path().join(PKG), &content).unwrap();
-    let Some(mirror) = Nginx::start(root.path()) else { return };
+    let Some(mirror) = Nginx::start(root.path()) else {
+        return;
+    };
     assert!(fetch(&mirror.url(PKG), &out, &[]).status.success());
     assert_eq!(fs::read(&out).unwrap(), content);
-    assert_eq!(mirror.requests_for(PKG)[0].body_bytes, (SIZE - 150_000) as u64);
+    assert_eq!(
+        mirror.requests_for(PKG)[0].body_bytes,
+        (SIZE - 150_000) as u64
+    );
 }
 
 #[test]
@@ -81,7 +97,11 @@ fn server_errors_are_reported_with_their_status() {
         let out = dir.path().join(format!("{PKG}.part"));
         let result = fetch(&server.url(PKG), &out, &[]);
         assert_eq!(result.status.code(), Some(1));
-        assert!(stderr(&result).contains(&code.to_string()), "{}", stderr(&result));
+        assert!(
+            stderr(&result).contains(&code.to_string()),
+            "{}",
+            stderr(&result)
+        );
         assert!(!out.exists());
     }
 }
@@ -96,7 +116,11 @@ fn a_stalled_server_times_out_and_keeps_what_arrived() {
     let result = fetch(&server.url(PKG), &out, &["--stall-timeout", "0.5"]);
 
     assert_eq!(result.status.code(), Some(1));
-    assert!(stderr(&result).contains("timed out waiting for data"), "{}", stderr(&result));
+    assert!(
+        stderr(&result).contains("timed out waiting for data"),
+        "{}",
+        stderr(&result)
+    );
     assert_eq!(fs::metadata(&out).unwrap().len(), 64_000);
     assert_prefix(&out, &content);
 }
@@ -133,7 +157,9 @@ fn redirects_are_followed_and_keep_the_range() {
     let content = random_bytes(SIZE, 16);
     let root = tempdir();
     fs::write(root.path().join(PKG), &content).unwrap();
-    let Some(mirror) = Nginx::start(root.path()) else { return };
+    let Some(mirror) = Nginx::start(root.path()) else {
+        return;
+    };
     let redirector = FaultServer::start(Vec::new(), Behaviour::RedirectTo(mirror.url(PKG)));
     let dir = tempdir();
     let out = dir.path().join(format!("{PKG}.part"));
@@ -143,7 +169,10 @@ fn redirects_are_followed_and_keep_the_range() {
 
     assert_eq!(fs::read(&out).unwrap(), content);
     let log = mirror.requests_for(PKG);
-    assert_eq!((log[0].status, log[0].range.as_str()), (206, "bytes=20000-"));
+    assert_eq!(
+        (log[0].status, log[0].range.as_str()),
+        (206, "bytes=20000-")
+    );
 }
 
 #[test]
@@ -165,7 +194,8 @@ fn mirrors_are_reached_through_the_proxy_variables() {
     // ureq tunnels through the proxy (CONNECT) or sends the absolute URL; either names the mirror.
     let first = &proxy.requests()[0];
     assert!(
-        first.starts_with("CONNECT mirror.invalid:80 ") || first.starts_with(&format!("GET {url} ")),
+        first.starts_with("CONNECT mirror.invalid:80 ")
+            || first.starts_with(&format!("GET {url} ")),
         "{first}"
     );
 }

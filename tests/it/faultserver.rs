@@ -58,7 +58,11 @@ impl FaultServer {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}/{}", self.port, path.trim_start_matches('/'))
+        format!(
+            "http://127.0.0.1:{}/{}",
+            self.port,
+            path.trim_start_matches('/')
+        )
     }
 
     /// The request heads received so far.
@@ -94,14 +98,18 @@ fn serve(
                 served += 1;
                 let _ = stream.set_nonblocking(false);
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                let Some(mut head) = read_head(&stream) else { continue };
+                let Some(mut head) = read_head(&stream) else {
+                    continue;
+                };
                 if let Ok(mut r) = requests.lock() {
                     r.push(head.clone());
                 }
                 // As a proxy: accept the tunnel, then answer the request that comes through it.
                 if head.starts_with("CONNECT ") {
                     let _ = (&stream).write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
-                    let Some(inner) = read_head(&stream) else { continue };
+                    let Some(inner) = read_head(&stream) else {
+                        continue;
+                    };
                     head = inner;
                 }
                 answer(stream, &head, content, behaviour, stop);
@@ -125,11 +133,21 @@ fn read_head(mut stream: &TcpStream) -> Option<String> {
 
 fn range_start(head: &str) -> Option<u64> {
     head.lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("range: bytes=").map(str::to_owned))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("range: bytes=")
+                .map(str::to_owned)
+        })
         .and_then(|r| r.trim().trim_end_matches('-').parse().ok())
 }
 
-fn answer(mut stream: TcpStream, head: &str, content: &[u8], behaviour: &Behaviour, stop: &AtomicBool) {
+fn answer(
+    mut stream: TcpStream,
+    head: &str,
+    content: &[u8],
+    behaviour: &Behaviour,
+    stop: &AtomicBool,
+) {
     let len = content.len() as u64;
     let start = range_start(head).filter(|&s| s <= len).unwrap_or(0);
     let honour_range = |extra: &str| -> (String, &[u8]) {
@@ -146,7 +164,11 @@ fn answer(mut stream: TcpStream, head: &str, content: &[u8], behaviour: &Behavio
         (head, body)
     };
     let (head, body, limit): (String, &[u8], Option<usize>) = match behaviour {
-        Behaviour::IgnoreRange => (format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n"), content, None),
+        Behaviour::IgnoreRange => (
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n"),
+            content,
+            None,
+        ),
         Behaviour::LieInContentRange { skew } => {
             let body = &content[start as usize..];
             (
@@ -176,7 +198,9 @@ fn answer(mut stream: TcpStream, head: &str, content: &[u8], behaviour: &Behavio
                 match stream.read(&mut sink) {
                     Ok(0) => return,
                     Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::WouldBlock
+                            || e.kind() == std::io::ErrorKind::TimedOut => {}
                     Err(_) => return,
                 }
             }

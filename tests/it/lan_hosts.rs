@@ -30,7 +30,11 @@ fn site(family: Family) -> Option<Site> {
     let (holder_cache, other_cache, mirror_root) = (tempdir(), tempdir(), tempdir());
     let holder = Daemon::start(lan.host(2), holder_cache.path(), &[]);
     let other = Daemon::start(lan.host(3), other_cache.path(), &[]);
-    let mirror = Nginx::start_in(Some(lan.host(4)), mirror_root.path(), nginx::Options::default())?;
+    let mirror = Nginx::start_in(
+        Some(lan.host(4)),
+        mirror_root.path(),
+        nginx::Options::default(),
+    )?;
     wait_for_daemons(lan.host(1), 2);
     Some(Site {
         lan,
@@ -63,7 +67,10 @@ fn wait_for_daemons(host: &Host, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
     let expect = format!("{n} daemons answered");
     while Instant::now() < deadline {
-        let out = client(host).arg("--list-peers").output().expect("run pacserve-fetch");
+        let out = client(host)
+            .arg("--list-peers")
+            .output()
+            .expect("run pacserve-fetch");
         if String::from_utf8_lossy(&out.stdout).contains(&expect) {
             return;
         }
@@ -87,17 +94,32 @@ fn hit_and_miss(family: Family) {
     let dir = tempdir();
 
     let out = dir.path().join(format!("{PKG}.part"));
-    let hit = run(client(s.lan.host(1)).arg("-v").arg(&out).arg(s.mirror_url(PKG)));
+    let hit = run(client(s.lan.host(1))
+        .arg("-v")
+        .arg(&out)
+        .arg(s.mirror_url(PKG)));
     assert!(hit.status.success());
     assert_eq!(fs::read(&out).unwrap(), content, "byte-identical");
     let served = s.holder.served(PKG);
     assert_eq!(served.len(), 1, "host 2 served it: {:?}", s.holder.log());
     assert!(s.other.served(PKG).is_empty());
-    assert!(s.mirror.requests_for(PKG).is_empty(), "the mirror sent nothing: {:?}", s.mirror.log());
-    assert!(stderr(&hit).contains("2 peers answered, 1 have it"), "{}", stderr(&hit));
+    assert!(
+        s.mirror.requests_for(PKG).is_empty(),
+        "the mirror sent nothing: {:?}",
+        s.mirror.log()
+    );
+    assert!(
+        stderr(&hit).contains("2 peers answered, 1 have it"),
+        "{}",
+        stderr(&hit)
+    );
 
     let out = dir.path().join(format!("{miss}.part"));
-    assert!(run(client(s.lan.host(1)).arg(&out).arg(s.mirror_url(miss))).status.success());
+    assert!(
+        run(client(s.lan.host(1)).arg(&out).arg(s.mirror_url(miss)))
+            .status
+            .success()
+    );
     assert_eq!(fs::read(&out).unwrap(), b"from the mirror");
     assert_eq!(s.mirror.requests_for(miss).len(), 1);
 }
@@ -127,7 +149,14 @@ fn a_static_peer_works_where_multicast_is_blocked() {
 
     let config = dir.path().join("pacserve-fetch.conf");
     fs::write(&config, format!("peers = [\"{}\"]\n", s.lan.ipv4(2))).unwrap();
-    let result = run(s.lan.host(1).command(fetch_bin()).arg("--config").arg(&config).arg(&out).arg(s.mirror_url(PKG)));
+    let result = run(s
+        .lan
+        .host(1)
+        .command(fetch_bin())
+        .arg("--config")
+        .arg(&config)
+        .arg(&out)
+        .arg(s.mirror_url(PKG)));
     assert!(result.status.success());
     assert_eq!(fs::read(&out).unwrap(), content);
     assert_eq!(s.holder.served(PKG).len(), 1);
@@ -152,9 +181,15 @@ fn real_pacman_installs_from_the_peer_and_the_mirror_sends_no_package() {
     let pacman = Pacman::new(&xfer, &[("lanrepo", s.mirror_url("lanrepo"))]);
     let in_host1 = |args: &[&str]| {
         let mut cmd = s.lan.host(1).command("pacman");
-        cmd.arg("--config").arg(&pacman.config).arg("--noconfirm").args(args);
+        cmd.arg("--config")
+            .arg(&pacman.config)
+            .arg("--noconfirm")
+            .args(args);
         let out = run(&mut cmd);
-        eprintln!("  stdout: {}", String::from_utf8_lossy(&out.stdout).trim_end());
+        eprintln!(
+            "  stdout: {}",
+            String::from_utf8_lossy(&out.stdout).trim_end()
+        );
         out
     };
 
@@ -198,7 +233,12 @@ fn measure_discovery_and_peer_throughput() {
     for _ in 0..20 {
         let out = run(client(h1).args(["--who-has", PKG]));
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if let Some(ms) = text.lines().nth(1).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok()) {
+        if let Some(ms) = text
+            .lines()
+            .nth(1)
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+        {
             first.push(ms);
         }
     }
@@ -212,12 +252,20 @@ fn measure_discovery_and_peer_throughput() {
         assert!(result.status.success());
         started.elapsed().as_secs_f64() * 1e3
     };
-    let with_peers: Vec<f64> = (0..15).map(|_| time(&[], "absent-1-1-any.pkg.tar.zst")).collect();
-    let without: Vec<f64> = (0..15).map(|_| time(&["--no-peers"], "absent-1-1-any.pkg.tar.zst")).collect();
+    let with_peers: Vec<f64> = (0..15)
+        .map(|_| time(&[], "absent-1-1-any.pkg.tar.zst"))
+        .collect();
+    let without: Vec<f64> = (0..15)
+        .map(|_| time(&["--no-peers"], "absent-1-1-any.pkg.tar.zst"))
+        .collect();
 
     // Throughput from the peer: pacserve-fetch versus curl from the same daemon.
     let peer_fetch = time(&[], "big-1-1-any.pkg.tar.zst");
-    let url = format!("http://{}:{}/pkg/big-1-1-any.pkg.tar.zst", s.lan.ipv4(2), s.holder.http_port);
+    let url = format!(
+        "http://{}:{}/pkg/big-1-1-any.pkg.tar.zst",
+        s.lan.ipv4(2),
+        s.holder.http_port
+    );
     let started = Instant::now();
     let curl = run(h1.command("curl").args(["-s", "-o", "/dev/null", &url]));
     assert!(curl.status.success());

@@ -14,7 +14,13 @@ const PKG: &str = "shared-3.1-2-x86_64.pkg.tar.zst";
 
 fn client(host: &Host) -> Command {
     let mut cmd = host.command(fetch_bin());
-    cmd.args(["--config", "/dev/null", "--interface", "lo", "--include-self"]);
+    cmd.args([
+        "--config",
+        "/dev/null",
+        "--interface",
+        "lo",
+        "--include-self",
+    ]);
     cmd
 }
 
@@ -34,8 +40,16 @@ fn setup() -> Option<Setup> {
     let (cache_a, cache_b, mirror_root) = (tempdir(), tempdir(), tempdir());
     fs::write(cache_a.path().join(PKG), &content).unwrap();
     fs::write(mirror_root.path().join(PKG), &content).unwrap();
-    let holder = Daemon::start(&host, cache_a.path(), &["--http-port", "0", "--interface", "lo"]);
-    let other = Daemon::start(&host, cache_b.path(), &["--http-port", "0", "--interface", "lo"]);
+    let holder = Daemon::start(
+        &host,
+        cache_a.path(),
+        &["--http-port", "0", "--interface", "lo"],
+    );
+    let other = Daemon::start(
+        &host,
+        cache_b.path(),
+        &["--http-port", "0", "--interface", "lo"],
+    );
     let mirror = Nginx::start_in(Some(&host), mirror_root.path(), nginx::Options::default())?;
     Some(Setup {
         host,
@@ -63,8 +77,16 @@ fn a_package_a_peer_holds_comes_from_that_peer() {
     assert_eq!(fs::read(&out).unwrap(), s.content);
     assert_eq!(s.holder.served(PKG).len(), 1, "holder served it");
     assert!(s.other.served(PKG).is_empty());
-    assert!(s.mirror.requests_for(PKG).is_empty(), "mirror not asked: {:?}", s.mirror.log());
-    assert!(stderr(&result).contains("2 peers answered, 1 have it"), "{}", stderr(&result));
+    assert!(
+        s.mirror.requests_for(PKG).is_empty(),
+        "mirror not asked: {:?}",
+        s.mirror.log()
+    );
+    assert!(
+        stderr(&result).contains("2 peers answered, 1 have it"),
+        "{}",
+        stderr(&result)
+    );
 }
 
 #[test]
@@ -98,7 +120,11 @@ fn databases_never_come_from_peers() {
     let dir = tempdir();
     let out = dir.path().join("core.db.part");
 
-    assert!(run(client(&s.host).arg(&out).arg(mirror_url("core.db"))).status.success());
+    assert!(
+        run(client(&s.host).arg(&out).arg(mirror_url("core.db")))
+            .status
+            .success()
+    );
 
     assert_eq!(fs::read(&out).unwrap(), b"mirror db");
     assert!(s.holder.log().iter().all(|l| !l.contains("core.db")));
@@ -112,7 +138,10 @@ fn who_has_and_list_peers_show_every_daemon() {
     assert!(who.status.success());
     assert_eq!(text.matches("HAVE").count(), 1, "{text}");
     assert_eq!(text.matches("MISS").count(), 1, "{text}");
-    assert!(text.contains(&s.content.len().to_string()), "size shown: {text}");
+    assert!(
+        text.contains(&s.content.len().to_string()),
+        "size shown: {text}"
+    );
     assert!(text.contains(" ms "), "round trip shown: {text}");
 
     let list = run(client(&s.host).arg("--list-peers"));
@@ -127,11 +156,18 @@ fn a_partial_package_resumes_from_the_peer() {
     let out = dir.path().join(format!("{PKG}.part"));
     fs::write(&out, &s.content[..300_000]).unwrap();
 
-    assert!(run(client(&s.host).arg(&out).arg(mirror_url(PKG))).status.success());
+    assert!(
+        run(client(&s.host).arg(&out).arg(mirror_url(PKG)))
+            .status
+            .success()
+    );
 
     assert_eq!(fs::read(&out).unwrap(), s.content);
     let served = s.holder.served(PKG);
-    assert!(served[0].contains(": 206 600000 bytes (bytes=300000-)"), "{served:?}");
+    assert!(
+        served[0].contains(": 206 600000 bytes (bytes=300000-)"),
+        "{served:?}"
+    );
 }
 
 #[test]
@@ -141,7 +177,18 @@ fn a_static_peer_is_asked_without_multicast() {
     let cache = tempdir();
     fs::write(cache.path().join(PKG), &content).unwrap();
     // Its own UDP port, so the unicast query reaches exactly this daemon.
-    let daemon = Daemon::start(&host, cache.path(), &["--http-port", "0", "--udp-port", "15999", "--interface", "lo"]);
+    let daemon = Daemon::start(
+        &host,
+        cache.path(),
+        &[
+            "--http-port",
+            "0",
+            "--udp-port",
+            "15999",
+            "--interface",
+            "lo",
+        ],
+    );
     let dir = tempdir();
     let out = dir.path().join(format!("{PKG}.part"));
 
@@ -150,7 +197,10 @@ fn a_static_peer_is_asked_without_multicast() {
         .arg(&out)
         .arg("http://127.0.0.1:9/unreachable-mirror"));
 
-    assert!(result.status.success(), "came from the static peer, not the dead mirror");
+    assert!(
+        result.status.success(),
+        "came from the static peer, not the dead mirror"
+    );
     assert_eq!(fs::read(&out).unwrap(), content);
     assert_eq!(daemon.served(PKG).len(), 1);
 }
@@ -163,20 +213,53 @@ fn the_daemon_serves_http_correctly_and_refuses_paths_outside_the_cache() {
     fs::write(cache.join("core.db"), b"db").unwrap();
     let secret = tempdir();
     fs::write(secret.path().join("secret-1-1-any.pkg.tar.zst"), b"secret").unwrap();
-    std::os::unix::fs::symlink(secret.path().join("secret-1-1-any.pkg.tar.zst"), cache.join("secret-1-1-any.pkg.tar.zst")).unwrap();
+    std::os::unix::fs::symlink(
+        secret.path().join("secret-1-1-any.pkg.tar.zst"),
+        cache.join("secret-1-1-any.pkg.tar.zst"),
+    )
+    .unwrap();
     fs::create_dir(cache.join("download-AbCdEf")).unwrap();
     fs::write(cache.join("download-AbCdEf/x-1-1-any.pkg.tar.zst"), b"x").unwrap();
     let base = format!("http://127.0.0.1:{}", s.holder.http_port);
     let curl = |args: &[&str]| -> String {
-        let out = run(s.host.command("curl").args(["-s", "--path-as-is", "-o", "/dev/null", "-w", "%{http_code} %{size_download}"]).args(args));
+        let out = run(s
+            .host
+            .command("curl")
+            .args([
+                "-s",
+                "--path-as-is",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{size_download}",
+            ])
+            .args(args));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
 
-    assert_eq!(curl(&[&format!("{base}/pkg/{PKG}")]), format!("200 {}", s.content.len()));
-    assert_eq!(curl(&["-r", "100-199", &format!("{base}/pkg/{PKG}")]), "206 100");
-    assert_eq!(curl(&["-I", &format!("{base}/pkg/{PKG}")]).split(' ').next(), Some("200"));
+    assert_eq!(
+        curl(&[&format!("{base}/pkg/{PKG}")]),
+        format!("200 {}", s.content.len())
+    );
+    assert_eq!(
+        curl(&["-r", "100-199", &format!("{base}/pkg/{PKG}")]),
+        "206 100"
+    );
+    assert_eq!(
+        curl(&["-I", &format!("{base}/pkg/{PKG}")])
+            .split(' ')
+            .next(),
+        Some("200")
+    );
     let later = "Wed, 01 Jan 2098 00:00:00 GMT";
-    assert_eq!(curl(&["-H", &format!("If-Modified-Since: {later}"), &format!("{base}/pkg/{PKG}")]), "304 0");
+    assert_eq!(
+        curl(&[
+            "-H",
+            &format!("If-Modified-Since: {later}"),
+            &format!("{base}/pkg/{PKG}")
+        ]),
+        "304 0"
+    );
     for path in [
         "/pkg/../pkg/core.db",
         "/pkg/%2e%2e%2fcore.db",
@@ -215,9 +298,21 @@ for d in [b"garbage", b"PSRV\x01\x01", b"PSRV\x02\x01" + bytes(58)]:
     // The daemons still answer.
     let who = run(client(&s.host).args(["--who-has", PKG]));
     assert!(String::from_utf8_lossy(&who.stdout).contains("2 daemons answered"));
-    let status = run(s.host.command("curl").args(["-s", &format!("http://127.0.0.1:{}/", s.holder.http_port)]));
+    let status = run(s
+        .host
+        .command("curl")
+        .args(["-s", &format!("http://127.0.0.1:{}/", s.holder.http_port)]));
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.contains("dropped (malformed): 2"), "{text}");
-    assert!(text.contains("dropped (other protocol versions): 1"), "{text}");
-    assert!(s.holder.log().iter().any(|l| l.contains("protocol version 2")), "mismatch is logged");
+    assert!(
+        text.contains("dropped (other protocol versions): 1"),
+        "{text}"
+    );
+    assert!(
+        s.holder
+            .log()
+            .iter()
+            .any(|l| l.contains("protocol version 2")),
+        "mismatch is logged"
+    );
 }

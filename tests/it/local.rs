@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use crate::faultserver::{Behaviour, FaultServer};
 use crate::nginx::Nginx;
 use crate::util::{
-    as_unprivileged, can_unshare, fetch_bin, fetch_cmd, hand_to_unprivileged, random_bytes, require,
-    require_tools, run, stderr, tempdir,
+    as_unprivileged, can_unshare, fetch_bin, fetch_cmd, hand_to_unprivileged, random_bytes,
+    require, require_tools, run, stderr, tempdir,
 };
 
 const PKG: &str = "local-1-1-any.pkg.tar.zst";
@@ -29,9 +29,15 @@ fn file_urls_download_and_resume() {
     assert!(run(fetch_cmd().arg(&out).arg(&url)).status.success());
     assert_eq!(fs::read(&out).unwrap(), content);
 
-    let missing = run(fetch_cmd().arg(dir.path().join("m.part")).arg(format!("{url}.nope")));
+    let missing = run(fetch_cmd()
+        .arg(dir.path().join("m.part"))
+        .arg(format!("{url}.nope")));
     assert_eq!(missing.status.code(), Some(1));
-    assert!(stderr(&missing).contains("No such file"), "{}", stderr(&missing));
+    assert!(
+        stderr(&missing).contains("No such file"),
+        "{}",
+        stderr(&missing)
+    );
 }
 
 #[test]
@@ -47,11 +53,18 @@ fn bad_urls_and_arguments_are_clear_errors() {
     ] {
         let result = run(fetch_cmd().arg(&out).arg(url));
         assert_eq!(result.status.code(), Some(1), "{url}");
-        assert!(stderr(&result).contains(expect), "{url}: {}", stderr(&result));
+        assert!(
+            stderr(&result).contains(expect),
+            "{url}: {}",
+            stderr(&result)
+        );
     }
     let usage = run(fetch_cmd().arg(&out));
     assert_eq!(usage.status.code(), Some(2), "clap usage error");
-    let zero = run(fetch_cmd().args(["--stall-timeout", "0"]).arg(&out).arg("http://127.0.0.1:1/x"));
+    let zero = run(fetch_cmd()
+        .args(["--stall-timeout", "0"])
+        .arg(&out)
+        .arg("http://127.0.0.1:1/x"));
     assert_eq!(zero.status.code(), Some(2));
     assert!(!out.exists());
 }
@@ -59,11 +72,21 @@ fn bad_urls_and_arguments_are_clear_errors() {
 #[test]
 fn a_refused_connection_is_named() {
     // Bind, then drop: nothing listens on the port afterwards.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let dir = tempdir();
-    let result = run(fetch_cmd().arg(dir.path().join("x.part")).arg(format!("http://127.0.0.1:{port}/{PKG}")));
+    let result = run(fetch_cmd()
+        .arg(dir.path().join("x.part"))
+        .arg(format!("http://127.0.0.1:{port}/{PKG}")));
     assert_eq!(result.status.code(), Some(1));
-    assert!(stderr(&result).contains("connection refused"), "{}", stderr(&result));
+    assert!(
+        stderr(&result).contains("connection refused"),
+        "{}",
+        stderr(&result)
+    );
 }
 
 #[test]
@@ -88,8 +111,15 @@ fn name_resolution_failure_and_connect_timeout_are_named() {
         .args(["-rn", "sh", "-c", script, fetch_bin()])
         .arg(&out));
     assert_eq!(timeout.status.code(), Some(1));
-    assert!(stderr(&timeout).contains("timed out connecting"), "{}", stderr(&timeout));
-    assert!(started.elapsed() < Duration::from_secs(8), "bounded by --connect-timeout");
+    assert!(
+        stderr(&timeout).contains("timed out connecting"),
+        "{}",
+        stderr(&timeout)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "bounded by --connect-timeout"
+    );
     assert!(!out.exists());
 }
 
@@ -100,7 +130,9 @@ fn a_full_disk_is_reported_as_such() {
     }
     let root = tempdir();
     fs::write(root.path().join(PKG), random_bytes(1_000_000, 22)).unwrap();
-    let Some(mirror) = Nginx::start(root.path()) else { return };
+    let Some(mirror) = Nginx::start(root.path()) else {
+        return;
+    };
     let mnt = tempdir();
     // A 256 KiB tmpfs in a private mount namespace: the 1 MB package cannot fit.
     let script = r#"mount -t tmpfs -o size=256k tmpfs "$1" && "$0" --no-peers "$1/x.part" "$2"; rc=$?; ls -l "$1" >&2; exit $rc"#;
@@ -109,14 +141,20 @@ fn a_full_disk_is_reported_as_such() {
         .arg(mnt.path())
         .arg(mirror.url(PKG)));
     assert_eq!(result.status.code(), Some(1));
-    assert!(stderr(&result).contains("No space left on device"), "{}", stderr(&result));
+    assert!(
+        stderr(&result).contains("No space left on device"),
+        "{}",
+        stderr(&result)
+    );
 }
 
 #[test]
 fn an_unwritable_directory_is_reported() {
     let root = tempdir();
     fs::write(root.path().join(PKG), random_bytes(1000, 23)).unwrap();
-    let Some(mirror) = Nginx::start(root.path()) else { return };
+    let Some(mirror) = Nginx::start(root.path()) else {
+        return;
+    };
     let dir = tempdir();
     let locked = dir.path().join("locked");
     fs::create_dir(&locked).unwrap();
@@ -124,10 +162,16 @@ fn an_unwritable_directory_is_reported() {
     // Root ignores permissions, so the attempt runs as the unprivileged user when we are root.
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o555)).unwrap();
 
-    let result = run(as_unprivileged(fetch_bin()).arg(locked.join("x.part")).arg(mirror.url(PKG)));
+    let result = run(as_unprivileged(fetch_bin())
+        .arg(locked.join("x.part"))
+        .arg(mirror.url(PKG)));
 
     assert_eq!(result.status.code(), Some(1));
-    assert!(stderr(&result).contains("Permission denied"), "{}", stderr(&result));
+    assert!(
+        stderr(&result).contains("Permission denied"),
+        "{}",
+        stderr(&result)
+    );
 }
 
 #[test]
@@ -136,7 +180,9 @@ fn an_unprivileged_user_writes_into_its_own_0700_directory() {
     let root = tempdir();
     let content = random_bytes(700_000, 24);
     fs::write(root.path().join(PKG), &content).unwrap();
-    let Some(mirror) = Nginx::start(root.path()) else { return };
+    let Some(mirror) = Nginx::start(root.path()) else {
+        return;
+    };
     let cache = tempdir();
     fs::set_permissions(cache.path(), fs::Permissions::from_mode(0o755)).unwrap();
     let sandbox = cache.path().join("download-Zx81Qa");
@@ -149,11 +195,19 @@ fn an_unprivileged_user_writes_into_its_own_0700_directory() {
     assert_eq!(fs::read(&out).unwrap(), content);
 
     // And resumes there too: cut the file back (as root if need be) and fetch again.
-    fs::File::options().write(true).open(&out).unwrap().set_len(100_000).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&out)
+        .unwrap()
+        .set_len(100_000)
+        .unwrap();
     let second = run(as_unprivileged(fetch_bin()).arg(&out).arg(mirror.url(PKG)));
     assert!(second.status.success());
     assert_eq!(fs::read(&out).unwrap(), content);
-    assert_eq!(mirror.requests_for(PKG).last().unwrap().range, "bytes=100000-");
+    assert_eq!(
+        mirror.requests_for(PKG).last().unwrap().range,
+        "bytes=100000-"
+    );
 }
 
 #[test]
@@ -172,16 +226,26 @@ fn sigterm_and_sigint_stop_at_once_and_keep_the_partial() {
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while fs::metadata(&out).map(|m| m.len()).unwrap_or(0) < 100_000 {
-            assert!(Instant::now() < deadline, "download never reached 100000 bytes");
+            assert!(
+                Instant::now() < deadline,
+                "download never reached 100000 bytes"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         let sent = Instant::now();
-        Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status().unwrap();
+        Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
                 break status;
             }
-            assert!(sent.elapsed() < Duration::from_secs(5), "did not stop after SIG{signal}");
+            assert!(
+                sent.elapsed() < Duration::from_secs(5),
+                "did not stop after SIG{signal}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         };
         let mut err = String::new();

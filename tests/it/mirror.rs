@@ -19,7 +19,9 @@ fn mirror_with_package(len: usize) -> (tempfile::TempDir, Vec<u8>) {
 #[test]
 fn fresh_download_is_identical_and_takes_the_mirrors_mtime() {
     let (root, bytes) = mirror_with_package(1_500_000);
-    let Some(mirror) = Nginx::start(root.path()) else { return };
+    let Some(mirror) = Nginx::start(root.path()) else {
+        return;
+    };
     let dir = tempdir();
     let out = dir.path().join(format!("{PKG}.part"));
 
@@ -27,10 +29,17 @@ fn fresh_download_is_identical_and_takes_the_mirrors_mtime() {
 
     assert!(result.status.success());
     assert_eq!(fs::read(&out).unwrap(), bytes);
-    let served = fs::metadata(root.path().join(PKG)).unwrap().modified().unwrap();
+    let served = fs::metadata(root.path().join(PKG))
+        .unwrap()
+        .modified()
+        .unwrap();
     let got = fs::metadata(&out).unwrap().modified().unwrap();
     let whole_seconds = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
-    assert_eq!(whole_seconds(got), whole_seconds(served), "mtime from Last-Modified");
+    assert_eq!(
+        whole_seconds(got),
+        whole_seconds(served),
+        "mtime from Last-Modified"
+    );
     let log = mirror.requests_for(PKG);
     assert_eq!(log.len(), 1);
     assert_eq!((log[0].status, log[0].body_bytes), (200, 1_500_000));
@@ -40,7 +49,9 @@ fn fresh_download_is_identical_and_takes_the_mirrors_mtime() {
 #[test]
 fn resume_transfers_only_the_missing_bytes() {
     let (root, bytes) = mirror_with_package(2_000_000);
-    let Some(mirror) = Nginx::start(root.path()) else { return };
+    let Some(mirror) = Nginx::start(root.path()) else {
+        return;
+    };
     let dir = tempdir();
     let out = dir.path().join(format!("{PKG}.part"));
     fs::write(&out, &bytes[..750_001]).unwrap();
@@ -48,18 +59,28 @@ fn resume_transfers_only_the_missing_bytes() {
     let result = run(fetch_cmd().arg(&out).arg(mirror.url(PKG)));
 
     assert!(result.status.success());
-    assert_eq!(fs::read(&out).unwrap(), bytes, "byte-identical after resume");
+    assert_eq!(
+        fs::read(&out).unwrap(),
+        bytes,
+        "byte-identical after resume"
+    );
     let log = mirror.requests_for(PKG);
     assert_eq!(log.len(), 1, "{log:?}");
     assert_eq!(log[0].range, "bytes=750001-");
     assert_eq!(log[0].status, 206);
-    assert_eq!(log[0].body_bytes, 2_000_000 - 750_001, "only the missing bytes crossed");
+    assert_eq!(
+        log[0].body_bytes,
+        2_000_000 - 750_001,
+        "only the missing bytes crossed"
+    );
 }
 
 #[test]
 fn a_complete_partial_is_accepted_after_416() {
     let (root, bytes) = mirror_with_package(300_000);
-    let Some(mirror) = Nginx::start(root.path()) else { return };
+    let Some(mirror) = Nginx::start(root.path()) else {
+        return;
+    };
     let dir = tempdir();
     let out = dir.path().join(format!("{PKG}.part"));
     fs::write(&out, &bytes).unwrap();
@@ -75,7 +96,9 @@ fn a_complete_partial_is_accepted_after_416() {
 #[test]
 fn a_partial_longer_than_the_file_starts_over() {
     let (root, bytes) = mirror_with_package(300_000);
-    let Some(mirror) = Nginx::start(root.path()) else { return };
+    let Some(mirror) = Nginx::start(root.path()) else {
+        return;
+    };
     let dir = tempdir();
     let out = dir.path().join(format!("{PKG}.part"));
     fs::write(&out, random_bytes(400_000, 99)).unwrap();
@@ -95,17 +118,27 @@ fn databases_and_signatures_start_over() {
     let sig = random_bytes(566, 2);
     fs::write(root.path().join("core.db"), &db).unwrap();
     fs::write(root.path().join(format!("{PKG}.sig")), &sig).unwrap();
-    let Some(mirror) = Nginx::start(root.path()) else { return };
+    let Some(mirror) = Nginx::start(root.path()) else {
+        return;
+    };
     let dir = tempdir();
 
     for (name, bytes) in [("core.db", &db), (&*format!("{PKG}.sig"), &sig)] {
         let out = dir.path().join(format!("{name}.part"));
         fs::write(&out, &bytes[..100]).unwrap();
-        assert!(run(fetch_cmd().arg(&out).arg(mirror.url(name))).status.success());
+        assert!(
+            run(fetch_cmd().arg(&out).arg(mirror.url(name)))
+                .status
+                .success()
+        );
         assert_eq!(&fs::read(&out).unwrap(), bytes);
         let log = mirror.requests_for(name);
         assert_eq!(log.len(), 1);
-        assert_eq!((log[0].range.as_str(), log[0].status), ("", 200), "{name}: {log:?}");
+        assert_eq!(
+            (log[0].range.as_str(), log[0].status),
+            ("", 200),
+            "{name}: {log:?}"
+        );
     }
 }
 
@@ -114,7 +147,9 @@ fn an_unchanged_database_costs_no_body_bytes() {
     let root = tempdir();
     let db = random_bytes(80_000, 3);
     fs::write(root.path().join("extra.db"), &db).unwrap();
-    let Some(mirror) = Nginx::start(root.path()) else { return };
+    let Some(mirror) = Nginx::start(root.path()) else {
+        return;
+    };
     // pacman 6 layout: sync/extra.db.part next to sync/extra.db; pacman 7: sync/download-X/ below.
     let sync = tempdir();
     let sandbox = sync.path().join("download-AbC123");
@@ -122,13 +157,24 @@ fn an_unchanged_database_costs_no_body_bytes() {
 
     // First -Sy: no current copy, full download, mtime from Last-Modified.
     let first = sync.path().join("extra.db.part");
-    assert!(run(fetch_cmd().arg(&first).arg(mirror.url("extra.db"))).status.success());
+    assert!(
+        run(fetch_cmd().arg(&first).arg(mirror.url("extra.db")))
+            .status
+            .success()
+    );
     fs::rename(&first, sync.path().join("extra.db")).unwrap(); // what pacman does on exit 0
 
-    for out in [sync.path().join("extra.db.part"), sandbox.join("extra.db.part")] {
+    for out in [
+        sync.path().join("extra.db.part"),
+        sandbox.join("extra.db.part"),
+    ] {
         let result = run(fetch_cmd().arg(&out).arg(mirror.url("extra.db")));
         assert!(result.status.success());
-        assert_eq!(fs::read(&out).unwrap(), db, "output made from the current copy");
+        assert_eq!(
+            fs::read(&out).unwrap(),
+            db,
+            "output made from the current copy"
+        );
         let last = mirror.requests_for("extra.db").pop().unwrap();
         assert!(!last.if_modified_since.is_empty(), "{last:?}");
         assert_eq!((last.status, last.body_bytes), (304, 0));
@@ -146,7 +192,11 @@ fn an_unchanged_database_costs_no_body_bytes() {
         .set_modified(later)
         .unwrap();
     let out = sync.path().join("extra.db.part");
-    assert!(run(fetch_cmd().arg(&out).arg(mirror.url("extra.db"))).status.success());
+    assert!(
+        run(fetch_cmd().arg(&out).arg(mirror.url("extra.db")))
+            .status
+            .success()
+    );
     assert_eq!(fs::read(&out).unwrap(), newer);
     assert_eq!(mirror.requests_for("extra.db").pop().unwrap().status, 200);
 }
@@ -156,19 +206,27 @@ fn run_by_hand_on_the_database_itself_does_not_destroy_it() {
     let root = tempdir();
     let db = random_bytes(10_000, 5);
     fs::write(root.path().join("core.db"), &db).unwrap();
-    let Some(mirror) = Nginx::start(root.path()) else { return };
+    let Some(mirror) = Nginx::start(root.path()) else {
+        return;
+    };
     let dir = tempdir();
     let out = dir.path().join("core.db");
     fs::write(&out, b"old database").unwrap();
 
-    assert!(run(fetch_cmd().arg(&out).arg(mirror.url("core.db"))).status.success());
+    assert!(
+        run(fetch_cmd().arg(&out).arg(mirror.url("core.db")))
+            .status
+            .success()
+    );
     assert_eq!(fs::read(&out).unwrap(), db);
 }
 
 #[test]
 fn not_found_fails_with_one_line_and_writes_nothing() {
     let root = tempdir();
-    let Some(mirror) = Nginx::start(root.path()) else { return };
+    let Some(mirror) = Nginx::start(root.path()) else {
+        return;
+    };
     let dir = tempdir();
     let out = dir.path().join(format!("{PKG}.part"));
 
@@ -184,12 +242,21 @@ fn not_found_fails_with_one_line_and_writes_nothing() {
 #[test]
 fn user_agent_comes_from_pacman() {
     let (root, _) = mirror_with_package(1000);
-    let Some(mirror) = Nginx::start(root.path()) else { return };
+    let Some(mirror) = Nginx::start(root.path()) else {
+        return;
+    };
     let dir = tempdir();
     let ua = "pacman/7.1.0 (Linux x86_64) libalpm/15.0.0";
 
     let out = dir.path().join("x.part");
-    assert!(run(fetch_cmd().env("HTTP_USER_AGENT", ua).arg(&out).arg(mirror.url(PKG))).status.success());
+    assert!(
+        run(fetch_cmd()
+            .env("HTTP_USER_AGENT", ua)
+            .arg(&out)
+            .arg(mirror.url(PKG)))
+        .status
+        .success()
+    );
 
     assert_eq!(mirror.requests_for(PKG)[0].user_agent, ua);
 }

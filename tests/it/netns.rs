@@ -35,7 +35,9 @@ impl Host {
             .expect("spawn namespace holder");
         let mut line = String::new();
         let stdout = holder.stdout.take().expect("holder stdout");
-        BufReader::new(stdout).read_line(&mut line).expect("namespace ready line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("namespace ready line");
         assert_eq!(line.trim(), "ready", "namespace setup failed");
         Some(Host::Loopback { holder })
     }
@@ -45,7 +47,14 @@ impl Host {
         match self {
             Host::Loopback { holder } => {
                 let mut cmd = Command::new("nsenter");
-                cmd.args(["-t", &holder.id().to_string(), "-U", "-n", "--preserve-credentials", "--"]);
+                cmd.args([
+                    "-t",
+                    &holder.id().to_string(),
+                    "-U",
+                    "-n",
+                    "--preserve-credentials",
+                    "--",
+                ]);
                 cmd.arg(program);
                 cmd
             }
@@ -73,11 +82,14 @@ impl Drop for Host {
                 let _ = holder.wait();
             }
             Host::Netns { name } => {
-                let _ = Command::new("ip").args(["netns", "pids", name]).output().map(|o| {
-                    for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                        let _ = Command::new("kill").args(["-9", pid]).status();
-                    }
-                });
+                let _ = Command::new("ip")
+                    .args(["netns", "pids", name])
+                    .output()
+                    .map(|o| {
+                        for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                            let _ = Command::new("kill").args(["-9", pid]).status();
+                        }
+                    });
                 let _ = Command::new("ip").args(["netns", "del", name]).status();
             }
         }
@@ -95,22 +107,30 @@ pub enum Family {
 pub struct Lan {
     pub hosts: Vec<Host>,
     pub family: Family,
-    switch: Host,
+    /// Kept for its Drop: the bridge's namespace goes with the LAN.
+    _switch: Host,
     net: u16,
 }
 
 impl Lan {
     pub fn new(n: usize, family: Family) -> Option<Lan> {
-        if !require(util::is_root(), "multi-host namespace LAN needs root (ip netns)") || !require_tools(&["ip"]) {
+        if !require(
+            util::is_root(),
+            "multi-host namespace LAN needs root (ip netns)",
+        ) || !require_tools(&["ip"])
+        {
             return None;
         }
         // A per-process prefix keeps parallel tests and leftovers of killed runs apart.
-        let net = (std::process::id() % 200) as u16 + (NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst) as u16 * 7 % 50);
+        let net = (std::process::id() % 200) as u16
+            + (NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst) as u16 * 7 % 50);
         let tag = format!("ps{}x{net}", std::process::id());
         let switch_name = format!("{tag}sw");
         let ok = |cmd: &mut Command| assert!(util::run(cmd).status.success(), "{cmd:?}");
         ok(Command::new("ip").args(["netns", "add", &switch_name]));
-        let switch = Host::Netns { name: switch_name.clone() };
+        let switch = Host::Netns {
+            name: switch_name.clone(),
+        };
         switch.sh("ip link set lo up && ip link add br0 type bridge mcast_snooping 0 stp_state 0 forward_delay 0 && ip link set br0 up");
         let mut hosts = Vec::new();
         for i in 1..=n {
@@ -121,7 +141,9 @@ impl Lan {
                 "ip link set lo up && ip link add eth0 type veth peer name p{i} && ip link set p{i} netns {switch_name} && \
                  sysctl -qw net.ipv6.conf.eth0.accept_dad=0 && ip link set eth0 up"
             ));
-            switch.sh(&format!("ip link set p{i} master br0 && ip link set p{i} up"));
+            switch.sh(&format!(
+                "ip link set p{i} master br0 && ip link set p{i} up"
+            ));
             let mut setup = format!("ip -6 addr add fd77:{net:x}::{i}/64 dev eth0 nodad");
             if family == Family::Dual {
                 setup.push_str(&format!(" && ip addr add 10.77.{net}.{i}/24 dev eth0 && ip route add 224.0.0.0/4 dev eth0"));
@@ -129,7 +151,12 @@ impl Lan {
             host.sh(&setup);
             hosts.push(host);
         }
-        let lan = Lan { hosts, family, switch, net };
+        let lan = Lan {
+            hosts,
+            family,
+            _switch: switch,
+            net,
+        };
         lan.wait_for_link_local();
         Some(lan)
     }
@@ -151,16 +178,14 @@ impl Lan {
         format!("10.77.{}.{i}", self.net)
     }
 
-    /// Pulls host `i`'s cable (the switch port goes down).
-    pub fn unplug(&self, i: usize) {
-        self.switch.sh(&format!("ip link set p{i} down"));
-    }
-
     /// IPv6 link-local addresses appear a moment after the link comes up.
     fn wait_for_link_local(&self) {
         for host in &self.hosts {
             for _ in 0..100 {
-                let out = host.command("ip").args(["-6", "addr", "show", "dev", "eth0", "scope", "link"]).output();
+                let out = host
+                    .command("ip")
+                    .args(["-6", "addr", "show", "dev", "eth0", "scope", "link"])
+                    .output();
                 if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("fe80::")) {
                     break;
                 }

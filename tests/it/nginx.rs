@@ -52,7 +52,10 @@ impl Nginx {
     /// port of 127.0.0.1 in our own namespace when `host` is None.
     pub fn start_in(host: Option<&Host>, root: &Path, options: Options) -> Option<Nginx> {
         let binary = util::find_tool("nginx");
-        if !util::require(binary.is_some(), "nginx is not installed (apt-get install nginx-light)") {
+        if !util::require(
+            binary.is_some(),
+            "nginx is not installed (apt-get install nginx-light)",
+        ) {
             return None;
         }
         let binary = binary?;
@@ -67,8 +70,11 @@ impl Nginx {
                 }
             };
             let dir = util::tempdir();
-            fs::write(dir.path().join("nginx.conf"), config(dir.path(), root, &listen, options))
-                .expect("write nginx.conf");
+            fs::write(
+                dir.path().join("nginx.conf"),
+                config(dir.path(), root, &listen, options),
+            )
+            .expect("write nginx.conf");
             fs::create_dir_all(dir.path().join("tmp")).expect("nginx tmp dir");
             let mut command = match host {
                 Some(host) => host.command(binary),
@@ -108,7 +114,11 @@ impl Nginx {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}/{}", self.port, path.trim_start_matches('/'))
+        format!(
+            "http://127.0.0.1:{}/{}",
+            self.port,
+            path.trim_start_matches('/')
+        )
     }
 
     /// The access log so far, oldest first.
@@ -119,7 +129,10 @@ impl Nginx {
 
     /// Log entries for requests whose path ends with `name`.
     pub fn requests_for(&self, name: &str) -> Vec<Logged> {
-        self.log().into_iter().filter(|l| l.path.ends_with(name)).collect()
+        self.log()
+            .into_iter()
+            .filter(|l| l.path.ends_with(name))
+            .collect()
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -145,7 +158,11 @@ fn config(dir: &Path, root: &Path, listen: &str, options: Options) -> String {
     let d = dir.display();
     // In a user namespace only root is mapped, so nginx's default `nobody` cannot own its temp
     // directories; as root in our own namespace nginx starts no workers, so this changes nothing.
-    let user = if util::is_root() || !listen.contains("127.0.0.1") { "user root root;" } else { "" };
+    let user = if util::is_root() || !listen.contains("127.0.0.1") {
+        "user root root;"
+    } else {
+        ""
+    };
     let throttle = if options.throttle_fresh {
         "limit_rate_after $fast_bytes; limit_rate $slow_rate;"
     } else {
@@ -182,7 +199,13 @@ http {{
 
 fn parse_line(line: &str) -> Option<Logged> {
     let mut f = line.split('\t');
-    let dash = |s: &str| if s == "-" { String::new() } else { s.to_owned() };
+    let dash = |s: &str| {
+        if s == "-" {
+            String::new()
+        } else {
+            s.to_owned()
+        }
+    };
     Some(Logged {
         path: f.next()?.to_owned(),
         status: f.next()?.parse().ok()?,

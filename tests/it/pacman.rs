@@ -4,7 +4,7 @@ use std::fs;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::archrepo::{require_pacman_tools, Pacman, Repo};
+use crate::archrepo::{Pacman, Repo, require_pacman_tools};
 use crate::nginx::{self, Nginx};
 use crate::util::{fetch_bin, tempdir};
 
@@ -19,12 +19,22 @@ fn pacman_syncs_installs_and_skips_an_unchanged_database() {
         .iter()
         .map(|(name, size)| repo.add_package(name, *size))
         .collect();
-    let Some(mirror) = Nginx::start(mirror_root.path()) else { return };
-    let pacman = Pacman::new(&Pacman::xfer_line(fetch_bin()), &[("pstest", mirror.url("pstest"))]);
+    let Some(mirror) = Nginx::start(mirror_root.path()) else {
+        return;
+    };
+    let pacman = Pacman::new(
+        &Pacman::xfer_line(fetch_bin()),
+        &[("pstest", mirror.url("pstest"))],
+    );
 
     let started = Instant::now();
     assert!(pacman.run(&["-Sy"]).status.success());
-    assert!(pacman.run(&["-S", "alpha", "beta", "gamma"]).status.success());
+    assert!(
+        pacman
+            .run(&["-S", "alpha", "beta", "gamma"])
+            .status
+            .success()
+    );
     let elapsed = started.elapsed();
 
     for name in ["alpha", "beta", "gamma"] {
@@ -32,7 +42,11 @@ fn pacman_syncs_installs_and_skips_an_unchanged_database() {
     }
     for file in &files {
         let cached = fs::read(pacman.cache().join(file)).unwrap();
-        assert_eq!(cached, fs::read(repo.dir.join(file)).unwrap(), "{file} in cache is the mirror's");
+        assert_eq!(
+            cached,
+            fs::read(repo.dir.join(file)).unwrap(),
+            "{file} in cache is the mirror's"
+        );
     }
     let log = mirror.log();
     let bytes: u64 = log.iter().map(|l| l.body_bytes).sum();
@@ -48,7 +62,10 @@ fn pacman_syncs_installs_and_skips_an_unchanged_database() {
     let db = mirror.requests_for("pstest.db");
     assert_eq!(db.len(), 2, "{db:?}");
     assert_eq!((db[1].status, db[1].body_bytes), (304, 0), "{db:?}");
-    assert!(pacman.run(&["-S", "--needed", "alpha"]).status.success(), "db still usable");
+    assert!(
+        pacman.run(&["-S", "--needed", "alpha"]).status.success(),
+        "db still usable"
+    );
 }
 
 #[test]
@@ -60,15 +77,26 @@ fn an_interrupted_package_download_resumes_on_the_next_pacman_run() {
     let repo = Repo::create(mirror_root.path(), "pstest");
     let file = repo.add_package("bigpkg", 2_000_000);
     let size = fs::metadata(repo.dir.join(&file)).unwrap().len();
-    let options = nginx::Options { throttle_fresh: true };
-    let Some(mirror) = Nginx::start_with(mirror_root.path(), options) else { return };
-    let pacman = Pacman::new(&Pacman::xfer_line(fetch_bin()), &[("pstest", mirror.url("pstest"))]);
+    let options = nginx::Options {
+        throttle_fresh: true,
+    };
+    let Some(mirror) = Nginx::start_with(mirror_root.path(), options) else {
+        return;
+    };
+    let pacman = Pacman::new(
+        &Pacman::xfer_line(fetch_bin()),
+        &[("pstest", mirror.url("pstest"))],
+    );
     assert!(pacman.run(&["-Sy"]).status.success());
 
     // First attempt: the mirror slows to a crawl after 256 KiB; we stop the download with the
     // SIGTERM a shutdown would send, and pacman gives up on the package.
     let part = pacman.cache().join(format!("{file}.part"));
-    let mut first = pacman.command(&["-S", "bigpkg"]).stdout(Stdio::null()).spawn().unwrap();
+    let mut first = pacman
+        .command(&["-S", "bigpkg"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while fs::metadata(&part).map(|m| m.len()).unwrap_or(0) < 300_000 {
         assert!(Instant::now() < deadline, "download did not get going");
@@ -83,16 +111,25 @@ fn an_interrupted_package_download_resumes_on_the_next_pacman_run() {
     let status = first.wait().unwrap();
     assert!(!status.success(), "pacman reports the failed download");
     let kept = fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
-    assert!(kept >= 300_000 && kept < size, "partial kept: {kept} of {size}");
+    assert!(
+        kept >= 300_000 && kept < size,
+        "partial kept: {kept} of {size}"
+    );
     assert!(pacman.installed_data("bigpkg").is_none());
 
     // Second attempt: only the rest crosses the wire (Range requests are not throttled).
     assert!(pacman.run(&["-S", "bigpkg"]).status.success());
     assert!(pacman.installed_data("bigpkg").is_some());
-    assert_eq!(fs::read(pacman.cache().join(&file)).unwrap(), fs::read(repo.dir.join(&file)).unwrap());
+    assert_eq!(
+        fs::read(pacman.cache().join(&file)).unwrap(),
+        fs::read(repo.dir.join(&file)).unwrap()
+    );
     let log = mirror.requests_for(&file);
     let last = log.last().unwrap();
     assert_eq!(last.range, format!("bytes={kept}-"), "{log:?}");
     assert_eq!((last.status, last.body_bytes), (206, size - kept));
-    eprintln!("REAL-PACMAN-RESUME: {file} {size} bytes, interrupted at {kept}, resumed with {} bytes", last.body_bytes);
+    eprintln!(
+        "REAL-PACMAN-RESUME: {file} {size} bytes, interrupted at {kept}, resumed with {} bytes",
+        last.body_bytes
+    );
 }

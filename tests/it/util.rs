@@ -26,6 +26,13 @@ pub fn fetch_cmd() -> Command {
 /// As [`fetch_cmd`] without the mirror-only options, for tests inside their own namespaces.
 pub fn bare_fetch_cmd() -> Command {
     let mut cmd = Command::new(fetch_bin());
+    strip_network_env(&mut cmd);
+    cmd.env_remove("HTTP_USER_AGENT");
+    cmd
+}
+
+/// Removes proxy settings, so a developer's proxy cannot reroute test traffic.
+pub fn strip_network_env(cmd: &mut Command) {
     for var in [
         "http_proxy",
         "https_proxy",
@@ -35,16 +42,16 @@ pub fn bare_fetch_cmd() -> Command {
         "all_proxy",
         "NO_PROXY",
         "no_proxy",
-        "HTTP_USER_AGENT",
     ] {
         cmd.env_remove(var);
     }
-    cmd
 }
 
 /// Runs and returns the output, printing stderr so a failing test shows what the binary said.
 pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     eprintln!(
         "$ {cmd:?}\n  exit: {:?}\n  stderr: {}",
         out.status.code(),
