@@ -2,9 +2,9 @@
 //!
 //! One query goes out per interface and address family (plus one per static peer); answers are
 //! collected until the first of: the wait runs out; a peer said HAVE and the others had a
-//! moment (twice the first HAVE's round trip) to offer themselves as fallbacks; or as many
-//! daemons answered as the caller expected. With no interface and no static peer there is
-//! nobody to ask, and nothing is waited for at all.
+//! moment (twice the first HAVE's round trip) to offer themselves as fallbacks; or every daemon
+//! the caller expects (those that answered last time, see [`crate::lanmemory`]) has answered.
+//! With no interface and no static peer there is nobody to ask, and nothing is waited for.
 
 use std::collections::HashSet;
 use std::io;
@@ -83,14 +83,22 @@ impl PeerAnswer {
     }
 }
 
+/// What the caller knows of the LAN before asking.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expectation {
+    /// Daemons that answered recently: once all of them have answered again, stop waiting.
+    pub daemons: HashSet<[u8; 8]>,
+    /// Shorter wait to use instead of the full one; for a LAN where nobody answered recently.
+    pub wait: Option<Duration>,
+}
+
 /// Asks for `file_name` and returns every answer (HAVE and MISS) in arrival order, one per
 /// daemon. Own-machine answers are included only with `include_self`, marked either way.
-/// `expected`: stop as soon as this many daemons have answered.
 pub fn ask(
     config: &Discovery,
     file_name: &str,
     arch: &str,
-    expected: Option<usize>,
+    expect: &Expectation,
 ) -> io::Result<Vec<PeerAnswer>> {
     let query = Query {
         nonce: nonce()?,
@@ -105,7 +113,8 @@ pub fn ask(
         return Ok(Vec::new());
     }
     let locals: HashSet<IpAddr> = netif::local_addresses().into_iter().collect();
-    let deadline = started + config.wait;
+    let deadline = started + expect.wait.unwrap_or(config.wait).min(config.wait);
+    let mut outstanding = expect.daemons.clone();
     let mut answers: Vec<PeerAnswer> = Vec::new();
     let mut seen = HashSet::new();
     let mut stop_at = deadline;
@@ -138,8 +147,9 @@ pub fn ask(
                 rtt,
                 is_self,
             });
-            if expected.is_some_and(|n| answers.len() >= n) {
-                return Ok(answers);
+            if outstanding.remove(&answer.daemon_id) && outstanding.is_empty() {
+                // Everyone we know of has spoken; a newcomer as fast as they were has too.
+                stop_at = stop_at.min(Instant::now() + Duration::from_millis(1));
             }
         }
     }

@@ -13,6 +13,7 @@ use std::time::SystemTime;
 
 use crate::discovery::{self, Discovery, PeerAnswer};
 use crate::error::Error;
+use crate::lanmemory;
 use crate::name::{self, FileKind};
 use crate::output::Output;
 use crate::progress::Progress;
@@ -116,8 +117,15 @@ fn peers_with(
     have: u64,
     progress: &Progress,
 ) -> Vec<SocketAddr> {
-    let answers = match discovery::ask(discovery, name, "", None) {
-        Ok(answers) => answers,
+    let mut memory = lanmemory::load();
+    let now = lanmemory::now_secs();
+    let expect = memory.expectation(now);
+    let answers = match discovery::ask(discovery, name, "", &expect) {
+        Ok(answers) => {
+            memory.update(&expect, &answers, now);
+            lanmemory::store(&memory);
+            answers
+        }
         Err(e) => {
             progress.note(|| format!("asking peers failed ({e}); using the mirror"));
             return Vec::new();

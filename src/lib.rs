@@ -21,6 +21,7 @@ pub mod error;
 pub mod fetch;
 pub mod interrupt;
 pub mod journal;
+pub mod lanmemory;
 pub mod name;
 pub mod netif;
 pub mod output;

@@ -126,7 +126,9 @@ fn who_has(args: &Args, name: &str) -> anyhow::Result<ExitCode> {
     // By hand, show this host's daemon too (marked), rather than hide it.
     discovery.include_self = true;
     let started = Instant::now();
-    let answers = discovery::ask(&discovery, name, "", None).context("asking peers")?;
+    // The full wait: a listing should show everyone, not stop at the daemons seen last time.
+    let answers =
+        discovery::ask(&discovery, name, "", &Default::default()).context("asking peers")?;
     print!(
         "{}",
         discovery::render_answers(&answers, name, started.elapsed())

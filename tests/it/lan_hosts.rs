@@ -11,7 +11,7 @@ use crate::archrepo::{Pacman, Repo, require_pacman_tools};
 use crate::daemon::Daemon;
 use crate::netns::{Family, Host, Lan};
 use crate::nginx::{self, Nginx};
-use crate::util::{fetch_bin, random_bytes, run, stderr, tempdir};
+use crate::util::{fetch_bin, lan_memory_dir, random_bytes, run, stderr, tempdir};
 
 const PKG: &str = "lanpkg-1.0-1-x86_64.pkg.tar.zst";
 
@@ -81,6 +81,8 @@ fn wait_for_daemons(host: &Host, n: usize) {
 
 fn client(host: &Host) -> Command {
     let mut cmd = host.command(fetch_bin());
+    // Each test remembers its own LAN (lanmemory lives under TMPDIR), not its neighbours'.
+    cmd.env("TMPDIR", lan_memory_dir());
     cmd.args(["--config", "/dev/null"]);
     cmd
 }
@@ -153,6 +155,7 @@ fn a_static_peer_works_where_multicast_is_blocked() {
         .lan
         .host(1)
         .command(fetch_bin())
+        .env("TMPDIR", lan_memory_dir())
         .arg("--config")
         .arg(&config)
         .arg(&out)
@@ -178,10 +181,12 @@ fn real_pacman_installs_from_the_peer_and_the_mirror_sends_no_package() {
         fs::copy(repo.dir.join(file), s.holder_cache.path().join(file)).unwrap();
     }
     let xfer = format!("{} --config /dev/null '%o' '%u'", fetch_bin());
+    let memory = lan_memory_dir();
     let pacman = Pacman::new(&xfer, &[("lanrepo", s.mirror_url("lanrepo"))]);
     let in_host1 = |args: &[&str]| {
         let mut cmd = s.lan.host(1).command("pacman");
-        cmd.arg("--config")
+        cmd.env("TMPDIR", &memory)
+            .arg("--config")
             .arg(&pacman.config)
             .arg("--noconfirm")
             .args(args);

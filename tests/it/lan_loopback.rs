@@ -8,12 +8,14 @@ use std::process::Command;
 use crate::daemon::Daemon;
 use crate::netns::Host;
 use crate::nginx::{self, Nginx};
-use crate::util::{fetch_bin, random_bytes, run, stderr, tempdir};
+use crate::util::{fetch_bin, lan_memory_dir, random_bytes, run, stderr, tempdir};
 
 const PKG: &str = "shared-3.1-2-x86_64.pkg.tar.zst";
 
 fn client(host: &Host) -> Command {
     let mut cmd = host.command(fetch_bin());
+    // Each test remembers its own LAN (lanmemory lives under TMPDIR), not its neighbours'.
+    cmd.env("TMPDIR", lan_memory_dir());
     cmd.args([
         "--config",
         "/dev/null",
@@ -314,5 +316,39 @@ for d in [b"garbage", b"PSRV\x01\x01", b"PSRV\x02\x01" + bytes(58)]:
             .iter()
             .any(|l| l.contains("protocol version 2")),
         "mismatch is logged"
+    );
+}
+
+#[test]
+fn once_every_known_daemon_has_answered_the_wait_ends() {
+    // A deliberately huge wait: the first run (no memory) pays it in full; the second knows both
+    // daemons and stops as soon as they have said MISS. Margins are seconds, not milliseconds.
+    let Some(s) = setup() else { return };
+    let name = "absent-1-1-any.pkg.tar.zst";
+    fs::write(s._dirs[2].path().join(name), b"m").unwrap();
+    let dir = tempdir();
+    let timed = || {
+        let out = dir.path().join(format!("{name}.part"));
+        let _ = fs::remove_file(&out);
+        let started = std::time::Instant::now();
+        assert!(
+            run(client(&s.host)
+                .args(["--peer-wait", "3000"])
+                .arg(&out)
+                .arg(mirror_url(name)))
+            .status
+            .success()
+        );
+        started.elapsed()
+    };
+    let first = timed();
+    let second = timed();
+    assert!(
+        first.as_millis() >= 3000,
+        "first run waited the full 3 s: {first:?}"
+    );
+    assert!(
+        second.as_millis() < 1500,
+        "second run stopped when both daemons had answered: {second:?}"
     );
 }

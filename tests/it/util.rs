@@ -176,3 +176,12 @@ pub fn hand_to_unprivileged(path: &Path, mode: u32) {
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
+
+/// A TMPDIR for pacserve-fetch's LAN memory, one per test thread, so concurrent tests on
+/// different simulated LANs do not share what they remember.
+pub fn lan_memory_dir() -> std::path::PathBuf {
+    thread_local! {
+        static DIR: tempfile::TempDir = tempdir();
+    }
+    DIR.with(|d| d.path().to_owned())
+}

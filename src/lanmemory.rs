@@ -1,0 +1,180 @@
+//! What the LAN looked like on recent runs, so the next file does not wait for nobody.
+//!
+//! pacman runs us once per file, one after another, so a fixed wait is paid per file. After
+//! each query we record which daemons answered; the next run stops waiting as soon as those
+//! have answered again (see [`crate::discovery::Expectation`]), and when nobody answered
+//! recently it waits only [`QUIET_WAIT`]. A daemon that stays silent through a full wait is
+//! forgotten at once, so a machine that was switched off costs one full wait, not one per file.
+//!
+//! The file lives in a directory of our own under the temporary directory, per user (pacman 7
+//! runs us as its download user, which may write nowhere else), created 0700 and used only if
+//! it is ours. Everything here is best effort: no memory just means the full wait.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::discovery::{Expectation, PeerAnswer};
+use crate::protocol::id_hex;
+
+/// How long an answer is remembered.
+pub const REMEMBER_FOR: Duration = Duration::from_secs(10 * 60);
+/// The wait when nobody answered on a recent run: still several LAN round trips, so a daemon
+/// that has just started is found, but a tenth of the full wait.
+pub const QUIET_WAIT: Duration = Duration::from_millis(20);
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// When we last asked, seconds since the epoch; 0 for never.
+    pub asked_at: u64,
+    /// Daemons and when they last answered.
+    pub daemons: Vec<([u8; 8], u64)>,
+}
+
+impl Memory {
+    /// What to expect now, given `now` in seconds since the epoch.
+    pub fn expectation(&self, now: u64) -> Expectation {
+        let fresh = |t: u64| now.saturating_sub(t) <= REMEMBER_FOR.as_secs();
+        let daemons: HashSet<[u8; 8]> = self
+            .daemons
+            .iter()
+            .filter(|(_, t)| fresh(*t))
+            .map(|(id, _)| *id)
+            .collect();
+        let quiet = daemons.is_empty() && self.asked_at != 0 && fresh(self.asked_at);
+        Expectation {
+            daemons,
+            wait: quiet.then_some(QUIET_WAIT),
+        }
+    }
+
+    /// Records a run's answers: answerers are refreshed, expected daemons that stayed silent are
+    /// dropped, stale entries expire.
+    pub fn update(&mut self, expected: &Expectation, answers: &[PeerAnswer], now: u64) {
+        let answered: HashSet<[u8; 8]> = answers.iter().map(|a| a.daemon_id).collect();
+        self.daemons.retain(|(id, t)| {
+            !answered.contains(id)
+                && !expected.daemons.contains(id)
+                && now.saturating_sub(*t) <= REMEMBER_FOR.as_secs()
+        });
+        self.daemons
+            .extend(answered.into_iter().map(|id| (id, now)));
+        self.daemons.sort();
+        self.asked_at = now;
+    }
+
+    fn parse(text: &str) -> Memory {
+        let mut memory = Memory::default();
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            match (words.next(), words.next(), words.next()) {
+                (Some("asked"), Some(t), None) => memory.asked_at = t.parse().unwrap_or(0),
+                (Some("daemon"), Some(id), Some(t)) => {
+                    if let (Some(id), Ok(t)) = (parse_id(id), t.parse()) {
+                        memory.daemons.push((id, t));
+                    }
+                }
+                _ => {}
+            }
+        }
+        memory
+    }
+
+    fn render(&self) -> String {
+        let mut out = format!("asked {}\n", self.asked_at);
+        for (id, t) in &self.daemons {
+            out.push_str(&format!("daemon {} {t}\n", id_hex(id)));
+        }
+        out
+    }
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `<tmp>/pacserve-fetch-<uid>/lan`, creating the directory if needed; None if it is not ours.
+fn path() -> Option<PathBuf> {
+    let uid = fs::metadata("/proc/self").ok()?.uid();
+    let dir = std::env::temp_dir().join(format!("pacserve-fetch-{uid}"));
+    let _ = fs::DirBuilder::new().mode(0o700).create(&dir);
+    let meta = fs::symlink_metadata(&dir).ok()?;
+    (meta.is_dir() && meta.uid() == uid && meta.mode() & 0o022 == 0).then(|| dir.join("lan"))
+}
+
+pub fn load() -> Memory {
+    path()
+        .and_then(|p| fs::read_to_string(p).ok())
+        .map(|t| Memory::parse(&t))
+        .unwrap_or_default()
+}
+
+/// Replaces the file atomically, so concurrent runs never read half of it.
+pub fn store(memory: &Memory) {
+    let Some(path) = path() else { return };
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let written = fs::File::create(&tmp).and_then(|mut f| f.write_all(memory.render().as_bytes()));
+    if written.is_err() || fs::rename(&tmp, &path).is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+}
+
+fn parse_id(hex: &str) -> Option<[u8; 8]> {
+    if hex.len() != 16 {
+        return None;
+    }
+    let mut id = [0u8; 8];
+    for (i, byte) in id.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Holding;
+
+    fn answer(id: u8) -> PeerAnswer {
+        PeerAnswer {
+            from: "10.0.0.1:15678".parse().unwrap(),
+            daemon_id: [id; 8],
+            holding: Holding::Miss,
+            rtt: Duration::from_millis(1),
+            is_self: false,
+        }
+    }
+
+    #[test]
+    fn remembers_answerers_forgets_the_silent_and_the_stale() {
+        let mut m = Memory::default();
+        assert_eq!(
+            m.expectation(1000),
+            Expectation::default(),
+            "never asked: full wait"
+        );
+
+        m.update(&Expectation::default(), &[answer(1), answer(2)], 1000);
+        let e = m.expectation(1001);
+        assert_eq!(e.daemons.len(), 2);
+        assert_eq!(e.wait, None);
+
+        // Daemon 2 was expected but stayed silent: forgotten immediately.
+        m.update(&e, &[answer(1)], 1002);
+        assert_eq!(m.expectation(1003).daemons, HashSet::from([[1; 8]]));
+
+        // Nobody answers: the next run waits only QUIET_WAIT, until the memory is stale.
+        let e = m.expectation(1004);
+        m.update(&e, &[], 1004);
+        assert_eq!(m.expectation(1005).wait, Some(QUIET_WAIT));
+        assert_eq!(m.expectation(1004 + 3600).wait, None);
+
+        let round_trip = Memory::parse(&m.render());
+        assert_eq!(round_trip, m);
+    }
+}
