@@ -1,4 +1,5 @@
-//! pacserve-fetch's system configuration file, `/etc/pacserve/pacserve-fetch.conf` (TOML).
+//! The system configuration files (TOML): `/etc/pacserve/pacserve-fetch.conf` for the client
+//! and `/etc/pacserve/pacserved.conf` for the daemon.
 //!
 //! It lives in /etc and must be world-readable because pacman 7 runs us as its unprivileged
 //! download user, whose `$HOME` may still point at root's: nothing is read from the user's
@@ -19,7 +20,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub const DEFAULT_PATH: &str = "/etc/pacserve/pacserve-fetch.conf";
+pub const FETCH_PATH: &str = "/etc/pacserve/pacserve-fetch.conf";
+pub const DAEMON_PATH: &str = "/etc/pacserve/pacserved.conf";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -30,6 +32,25 @@ pub struct FileConfig {
     pub interfaces: Option<Vec<String>>,
     pub peer_wait_ms: Option<u64>,
     pub port: Option<u16>,
+}
+
+/// The daemon's file: the same keys as its long options.
+///
+/// ```toml
+/// cache-dirs = ["/var/cache/pacman/pkg"]   # default: CacheDir from pacman.conf
+/// http-port = 15678
+/// udp-port = 15678
+/// interfaces = []
+/// mdns = false
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DaemonFileConfig {
+    pub cache_dirs: Option<Vec<PathBuf>>,
+    pub http_port: Option<u16>,
+    pub udp_port: Option<u16>,
+    pub interfaces: Option<Vec<String>>,
+    pub mdns: Option<bool>,
 }
 
 #[derive(Debug)]
@@ -47,7 +68,10 @@ impl std::fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Reads `path`; when `required` is false a missing file gives the defaults.
-pub fn load(path: &Path, required: bool) -> Result<FileConfig, ConfigError> {
+pub fn load<T: Default + serde::de::DeserializeOwned>(
+    path: &Path,
+    required: bool,
+) -> Result<T, ConfigError> {
     let error = |message: String| ConfigError {
         path: path.to_owned(),
         message,
@@ -55,7 +79,7 @@ pub fn load(path: &Path, required: bool) -> Result<FileConfig, ConfigError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(FileConfig::default());
+            return Ok(T::default());
         }
         Err(e) => return Err(error(e.to_string())),
     };
@@ -82,9 +106,12 @@ mod tests {
     #[test]
     fn a_missing_default_file_is_fine_a_missing_required_one_is_not() {
         let missing = Path::new("/nonexistent/pacserve-fetch.conf");
-        assert_eq!(load(missing, false).unwrap(), FileConfig::default());
+        assert_eq!(
+            load::<FileConfig>(missing, false).unwrap(),
+            FileConfig::default()
+        );
         assert!(
-            load(missing, true)
+            load::<FileConfig>(missing, true)
                 .unwrap_err()
                 .to_string()
                 .starts_with("/nonexistent/")

@@ -30,6 +30,8 @@ pub struct Config {
     pub group_v6: Ipv6Addr,
     /// Interfaces to listen on; empty for every up, multicast-capable, non-loopback one.
     pub interfaces: Vec<String>,
+    /// Announce the HTTP service over mDNS (`_pacserve._tcp`).
+    pub mdns: bool,
     /// Where the daemon id is kept across restarts; unwritable means a new id each start.
     pub state_dir: PathBuf,
 }
@@ -78,6 +80,24 @@ pub fn run(config: Config) -> io::Result<()> {
         )
     })?;
 
+    // Held for the daemon's lifetime: dropping it would end the announcement.
+    let _announcement = if config.mdns {
+        match crate::mdns::announce(http_port, &config.interfaces) {
+            Ok(mdns) => {
+                info!(
+                    "announcing {} on port {http_port} over mDNS",
+                    crate::mdns::SERVICE_TYPE
+                );
+                Some(mdns)
+            }
+            Err(e) => {
+                warn!("{e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let app = App {
         cache,
         stats,

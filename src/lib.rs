@@ -13,6 +13,7 @@
 //!
 //! The binaries in `src/bin/` only parse arguments and print errors.
 
+pub mod args;
 pub mod cache;
 pub mod config;
 pub mod daemon;
@@ -22,10 +23,12 @@ pub mod fetch;
 pub mod interrupt;
 pub mod journal;
 pub mod lanmemory;
+pub mod mdns;
 pub mod name;
 pub mod netif;
 pub mod output;
 pub mod pacmanconf;
+pub mod pacsrv;
 pub mod progress;
 pub mod protocol;
 pub mod responder;

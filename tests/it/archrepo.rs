@@ -81,8 +81,9 @@ pub struct Pacman {
 }
 
 impl Pacman {
-    /// `xfer` is the XferCommand line; `servers` are `(repo, url)` pairs.
-    pub fn new(xfer: &str, servers: &[(&str, String)]) -> Pacman {
+    /// `xfer` is the XferCommand line (None: pacman's own downloader, or pacsrv's);
+    /// `servers` are `(repo, url)` pairs.
+    pub fn new(xfer: Option<&str>, servers: &[(&str, String)]) -> Pacman {
         let base = util::tempdir();
         let b = base.path();
         for dir in ["root", "db", "cache", "gnupg", "hooks"] {
@@ -90,7 +91,7 @@ impl Pacman {
         }
         let mut conf = format!(
             "[options]\nRootDir = {r}\nDBPath = {d}\nCacheDir = {c}\nLogFile = {l}\nGPGDir = {g}\n\
-             HookDir = {h}\nArchitecture = auto\nSigLevel = Never\nXferCommand = {xfer}\n",
+             HookDir = {h}\nArchitecture = auto\nSigLevel = Never\n",
             r = b.join("root").display(),
             d = b.join("db").display(),
             c = b.join("cache").display(),
@@ -98,6 +99,9 @@ impl Pacman {
             g = b.join("gnupg").display(),
             h = b.join("hooks").display(),
         );
+        if let Some(xfer) = xfer {
+            conf.push_str(&format!("XferCommand = {xfer}\n"));
+        }
         for (repo, url) in servers {
             conf.push_str(&format!("\n[{repo}]\nServer = {url}\n"));
         }

@@ -182,7 +182,7 @@ fn real_pacman_installs_from_the_peer_and_the_mirror_sends_no_package() {
     }
     let xfer = format!("{} --config /dev/null '%o' '%u'", fetch_bin());
     let memory = lan_memory_dir();
-    let pacman = Pacman::new(&xfer, &[("lanrepo", s.mirror_url("lanrepo"))]);
+    let pacman = Pacman::new(Some(&xfer), &[("lanrepo", s.mirror_url("lanrepo"))]);
     let in_host1 = |args: &[&str]| {
         let mut cmd = s.lan.host(1).command("pacman");
         cmd.env("TMPDIR", &memory)
@@ -288,4 +288,112 @@ fn measure_discovery_and_peer_throughput() {
         200e3 / curl_ms,
         curl_ms / peer_fetch
     );
+}
+
+#[test]
+fn pacsrv_runs_pacman_once_through_pacserve_fetch() {
+    if !require_pacman_tools() {
+        return;
+    }
+    let Some(s) = site(Family::Dual) else { return };
+    let repo = Repo::create(s.mirror_root.path(), "srvrepo");
+    let file = repo.add_package("viapacsrv", 400_000);
+    fs::copy(repo.dir.join(&file), s.holder_cache.path().join(&file)).unwrap();
+    // A pacman.conf with no XferCommand at all: pacman alone would use its own downloader.
+    let pacman = Pacman::new(None, &[("srvrepo", s.mirror_url("srvrepo"))]);
+    let pacsrv = std::path::Path::new(fetch_bin()).with_file_name("pacsrv");
+
+    let mut cmd = s.lan.host(1).command(pacsrv.to_str().unwrap());
+    cmd.env("TMPDIR", lan_memory_dir())
+        .arg("--config")
+        .arg(&pacman.config)
+        .args(["--noconfirm", "-Sy", "viapacsrv"]);
+    let out = run(&mut cmd);
+
+    assert!(out.status.success());
+    assert!(pacman.installed_data("viapacsrv").is_some());
+    assert_eq!(
+        s.holder.served(&file).len(),
+        1,
+        "the package came from host 2's daemon"
+    );
+    assert!(s.mirror.requests_for(&file).is_empty());
+    assert!(
+        !fs::read_to_string(&pacman.config)
+            .unwrap()
+            .contains("XferCommand"),
+        "pacman.conf untouched"
+    );
+
+    // pacman's exit status is pacsrv's.
+    let mut missing = s.lan.host(1).command(pacsrv.to_str().unwrap());
+    missing
+        .arg("--config")
+        .arg(&pacman.config)
+        .args(["--noconfirm", "-S", "no-such-package"]);
+    assert_eq!(run(&mut missing).status.code(), Some(1));
+}
+
+#[test]
+fn mdns_announcement_is_seen_by_python_zeroconf() {
+    let browser = "/usr/bin/python3";
+    let has_zeroconf = Command::new(browser)
+        .args(["-c", "import zeroconf"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !crate::util::require(
+        has_zeroconf,
+        "python3-zeroconf is not installed (Debian python3-zeroconf)",
+    ) {
+        return;
+    }
+    let Some(lan) = Lan::new(2, Family::Dual) else {
+        return;
+    };
+    let cache = tempdir();
+    let _daemon = Daemon::start(lan.host(2), cache.path(), &["--mdns"]);
+    let script = r#"
+import sys, time
+from zeroconf import Zeroconf, ServiceBrowser, ServiceListener
+found = {}
+class Listener(ServiceListener):
+    def add_service(self, zc, type_, name):
+        info = zc.get_service_info(type_, name, timeout=3000)
+        if info:
+            found[name] = info
+    def update_service(self, zc, type_, name): pass
+    def remove_service(self, zc, type_, name): pass
+zc = Zeroconf()
+ServiceBrowser(zc, "_pacserve._tcp.local.", Listener())
+deadline = time.time() + 10
+while not found and time.time() < deadline:
+    time.sleep(0.1)
+for name, info in found.items():
+    props = {k.decode(): (v or b"").decode() for k, v in info.properties.items()}
+    print("service", name, "port", info.port, "id", props.get("id"), "arch", props.get("arch"), "addresses", *info.parsed_addresses())
+zc.close()
+sys.exit(0 if found else 1)
+"#;
+    let out = run(lan.host(1).command(browser).args(["-c", script]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "no _pacserve._tcp service seen: {text}"
+    );
+    let os_id = fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("ID=")
+                    .map(|v| v.trim_matches('"').to_owned())
+            })
+        })
+        .unwrap_or_else(|| "linux".into());
+    assert!(text.contains("port 15678"), "{text}");
+    assert!(text.contains(&format!("id {os_id} ")), "{text}");
+    assert!(
+        text.contains(&format!("arch {} ", std::env::consts::ARCH)),
+        "{text}"
+    );
+    assert!(text.contains(&lan.ipv4(2)), "announced address: {text}");
 }

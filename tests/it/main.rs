@@ -22,3 +22,5 @@ mod pacman;
 mod lan_loopback;
 // Peers on a multi-host namespace LAN (root): IPv4, IPv6-only, static peers, real pacman.
 mod lan_hosts;
+// Man pages, help, pacman.conf.example, unit, PKGBUILD, completions, README walkthrough.
+mod arch;

@@ -23,7 +23,7 @@ fn pacman_syncs_installs_and_skips_an_unchanged_database() {
         return;
     };
     let pacman = Pacman::new(
-        &Pacman::xfer_line(fetch_bin()),
+        Some(&Pacman::xfer_line(fetch_bin())),
         &[("pstest", mirror.url("pstest"))],
     );
 
@@ -84,7 +84,7 @@ fn an_interrupted_package_download_resumes_on_the_next_pacman_run() {
         return;
     };
     let pacman = Pacman::new(
-        &Pacman::xfer_line(fetch_bin()),
+        Some(&Pacman::xfer_line(fetch_bin())),
         &[("pstest", mirror.url("pstest"))],
     );
     assert!(pacman.run(&["-Sy"]).status.success());

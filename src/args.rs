@@ -1,0 +1,229 @@
+//! Command-line options of both binaries, and how they combine with the configuration files.
+//!
+//! They live in the library, not in `src/bin/`, so that the man-page test, the shell
+//! completions and the binaries all see the same definitions: a flag added here shows up in
+//! `--help`, in the completions, and fails the man-page test until it is documented.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{ArgAction, Parser, ValueEnum};
+
+use crate::config::{self, ConfigError, DaemonFileConfig, FileConfig};
+use crate::daemon;
+use crate::discovery::Discovery;
+use crate::fetch::Settings;
+use crate::pacmanconf;
+use crate::progress::Verbosity;
+use crate::protocol;
+use crate::transfer::Limits;
+
+/// Shells we write completions for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// Download one file for pacman from a LAN peer or the mirror, resuming a partial file.
+#[derive(Debug, Parser)]
+#[command(name = "pacserve-fetch", version, about, long_about = None)]
+pub struct FetchArgs {
+    /// File to write: pacman's %o (…/name.part). Nothing else is written.
+    #[arg(required_unless_present_any = ["who_has", "list_peers", "completions"])]
+    pub output: Option<PathBuf>,
+    /// URL to fetch: pacman's %u (http://, https:// or file://).
+    #[arg(required_unless_present_any = ["who_has", "list_peers", "completions"])]
+    pub url: Option<String>,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Explain each step on stderr.
+    #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Give up connecting to a server after this many seconds.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds)]
+    pub connect_timeout: Duration,
+    /// Give up on a server that sends nothing for this many seconds.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds)]
+    pub stall_timeout: Duration,
+    /// Also ask this peer directly, HOST or HOST:PORT (repeatable); for networks multicast does
+    /// not reach, such as VPNs.
+    #[arg(long = "peer", value_name = "HOST[:PORT]")]
+    pub peers: Vec<String>,
+    /// Do not ask LAN peers; use the mirror only.
+    #[arg(long)]
+    pub no_peers: bool,
+    /// Ask only the static peers, sending no multicast.
+    #[arg(long)]
+    pub no_multicast: bool,
+    /// Send queries only on this interface (repeatable). Default: every up, multicast-capable,
+    /// non-loopback interface.
+    #[arg(long = "interface", value_name = "NAME")]
+    pub interfaces: Vec<String>,
+    /// Wait at most this long for peers to answer [default: 100].
+    #[arg(long, value_name = "MS")]
+    pub peer_wait: Option<u64>,
+    /// UDP port the daemons listen on [default: 15678].
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Also use daemons on this machine (normally skipped: pacman already checked its cache).
+    #[arg(long)]
+    pub include_self: bool,
+    /// Configuration file.
+    #[arg(long, value_name = "FILE", default_value = config::FETCH_PATH)]
+    pub config: PathBuf,
+    /// Instead of downloading: list the daemons that answer for FILE, with round-trip times.
+    #[arg(long, value_name = "FILE", conflicts_with = "list_peers")]
+    pub who_has: Option<String>,
+    /// Instead of downloading: list every daemon that answers at all.
+    #[arg(long)]
+    pub list_peers: bool,
+    /// Print a shell completion script and exit.
+    #[arg(long, value_name = "SHELL", exclusive = true)]
+    pub completions: Option<Shell>,
+}
+
+impl FetchArgs {
+    pub fn verbosity(&self) -> Verbosity {
+        match (self.quiet, self.verbose) {
+            (true, _) => Verbosity::Quiet,
+            (false, 0) => Verbosity::Normal,
+            _ => Verbosity::Verbose,
+        }
+    }
+
+    /// Defaults, then the configuration file, then the command line.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let required = self.config != Path::new(config::FETCH_PATH);
+        let file: FileConfig = config::load(&self.config, required)?;
+        let defaults = Discovery::default();
+        let mut peers = file.peers.unwrap_or_default();
+        peers.extend(self.peers.iter().cloned());
+        let discovery = Discovery {
+            port: self.port.or(file.port).unwrap_or(defaults.port),
+            multicast: !self.no_multicast && file.multicast.unwrap_or(true),
+            interfaces: if self.interfaces.is_empty() {
+                file.interfaces.unwrap_or_default()
+            } else {
+                self.interfaces.clone()
+            },
+            static_peers: peers,
+            wait: self
+                .peer_wait
+                .or(file.peer_wait_ms)
+                .map_or(defaults.wait, Duration::from_millis),
+            include_self: self.include_self,
+            ..defaults
+        };
+        let use_peers = !self.no_peers && file.use_peers.unwrap_or(true);
+        Ok(Settings {
+            limits: Limits {
+                connect: self.connect_timeout,
+                stall: self.stall_timeout,
+            },
+            user_agent: std::env::var("HTTP_USER_AGENT")
+                .ok()
+                .filter(|ua| !ua.is_empty())
+                .unwrap_or_else(|| Settings::default().user_agent),
+            discovery: use_peers.then_some(discovery),
+        })
+    }
+}
+
+/// Answer LAN peers' queries for files in the pacman cache and serve them over HTTP.
+#[derive(Debug, Parser)]
+#[command(name = "pacserved", version, about, long_about = None)]
+pub struct DaemonArgs {
+    /// Cache directory to share (repeatable). Default: CacheDir from pacman.conf, else
+    /// /var/cache/pacman/pkg.
+    #[arg(long = "cache-dir", value_name = "DIR")]
+    pub cache_dirs: Vec<PathBuf>,
+    /// pacman's configuration, read for CacheDir.
+    #[arg(long, value_name = "FILE", default_value = "/etc/pacman.conf")]
+    pub pacman_conf: PathBuf,
+    /// TCP port for HTTP (0 picks a free port and logs it) [default: 15678].
+    #[arg(long, value_name = "PORT")]
+    pub http_port: Option<u16>,
+    /// UDP port for discovery queries [default: 15678].
+    #[arg(long, value_name = "PORT")]
+    pub udp_port: Option<u16>,
+    /// Listen for queries only on this interface (repeatable). Default: every up,
+    /// multicast-capable, non-loopback interface, including ones that appear later.
+    #[arg(long = "interface", value_name = "NAME")]
+    pub interfaces: Vec<String>,
+    /// IPv4 multicast group.
+    #[arg(long, value_name = "ADDR", default_value_t = protocol::GROUP_V4)]
+    pub group_v4: Ipv4Addr,
+    /// IPv6 multicast group.
+    #[arg(long, value_name = "ADDR", default_value_t = protocol::GROUP_V6)]
+    pub group_v6: Ipv6Addr,
+    /// Announce the HTTP service over mDNS as _pacserve._tcp, as pacredir's peers do.
+    #[arg(long)]
+    pub mdns: bool,
+    /// Where the daemon's id is kept across restarts.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/pacserved")]
+    pub state_dir: PathBuf,
+    /// Configuration file.
+    #[arg(long, value_name = "FILE", default_value = config::DAEMON_PATH)]
+    pub config: PathBuf,
+    /// Print a shell completion script and exit.
+    #[arg(long, value_name = "SHELL", exclusive = true)]
+    pub completions: Option<Shell>,
+}
+
+impl DaemonArgs {
+    /// Defaults, then the configuration file, then the command line.
+    pub fn daemon_config(&self) -> Result<daemon::Config, ConfigError> {
+        let required = self.config != Path::new(config::DAEMON_PATH);
+        let file: DaemonFileConfig = config::load(&self.config, required)?;
+        let cache_dirs = match (&self.cache_dirs[..], file.cache_dirs) {
+            ([], Some(dirs)) if !dirs.is_empty() => dirs,
+            ([], _) => pacmanconf::cache_dirs(&self.pacman_conf),
+            (dirs, _) => dirs.to_vec(),
+        };
+        Ok(daemon::Config {
+            cache_dirs,
+            http_port: self.http_port.or(file.http_port).unwrap_or(protocol::PORT),
+            udp_port: self.udp_port.or(file.udp_port).unwrap_or(protocol::PORT),
+            group_v4: self.group_v4,
+            group_v6: self.group_v6,
+            interfaces: if self.interfaces.is_empty() {
+                file.interfaces.unwrap_or_default()
+            } else {
+                self.interfaces.clone()
+            },
+            mdns: self.mdns || file.mdns.unwrap_or(false),
+            state_dir: self.state_dir.clone(),
+        })
+    }
+}
+
+/// Writes `shell`'s completion script for the command `C` to stdout.
+pub fn print_completions<C: clap::CommandFactory>(shell: Shell) {
+    let mut command = C::command();
+    let name = command.get_name().to_owned();
+    let mut out = std::io::stdout();
+    match shell {
+        Shell::Bash => {
+            clap_complete::generate(clap_complete::Shell::Bash, &mut command, name, &mut out)
+        }
+        Shell::Zsh => {
+            clap_complete::generate(clap_complete::Shell::Zsh, &mut command, name, &mut out)
+        }
+        Shell::Fish => {
+            clap_complete::generate(clap_complete::Shell::Fish, &mut command, name, &mut out)
+        }
+    }
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(Duration::from_secs_f64(secs)),
+        _ => Err(format!(
+            "expected a positive number of seconds, got {text:?}"
+        )),
+    }
+}

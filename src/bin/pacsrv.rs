@@ -1,0 +1,67 @@
+//! `pacsrv [pacman arguments]`: pacman once through pacserve-fetch (see `pacserve_fetch::pacsrv`).
+
+use std::io::Write;
+use std::process::{Command, ExitCode};
+
+use anyhow::Context;
+use pacserve_fetch::pacsrv;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pacsrv: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<ExitCode> {
+    let (config, pacman_args) = pacsrv::take_config_arg(std::env::args_os().skip(1).collect());
+    let config = config.unwrap_or_else(|| pacsrv::DEFAULT_PACMAN_CONF.into());
+    let original = std::fs::read_to_string(&config)
+        .with_context(|| format!("cannot read {}", config.display()))?;
+    let exe = std::env::current_exe().context("cannot find pacsrv's own path")?;
+    let patched = pacsrv::with_xfer_command(&original, &pacsrv::xfer_command_for(&exe));
+
+    let mut copy = tempfile::Builder::new()
+        .prefix("pacsrv-")
+        .suffix(".conf")
+        .tempfile()
+        .context("cannot create the temporary pacman.conf")?;
+    copy.write_all(patched.as_bytes())
+        .context("cannot write the temporary pacman.conf")?;
+
+    // The terminal's Ctrl-C reaches pacman directly; SIGTERM and SIGHUP sent to us are passed on.
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).context("cannot handle signals")?;
+    let mut child = Command::new("pacman")
+        .arg("--config")
+        .arg(copy.path())
+        .args(&pacman_args)
+        .spawn()
+        .context("cannot run pacman")?;
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let handle = signals.handle();
+    let forwarder = std::thread::spawn(move || {
+        for signal in signals.forever() {
+            let forward = nix::sys::signal::Signal::try_from(signal)
+                .ok()
+                .filter(|_| signal != SIGINT);
+            if let Some(sig) = forward {
+                let _ = nix::sys::signal::kill(pid, sig);
+            }
+        }
+    });
+    let status = child.wait().context("waiting for pacman")?;
+    handle.close();
+    let _ = forwarder.join();
+    drop(copy);
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1);
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
