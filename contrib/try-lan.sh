@@ -51,7 +51,9 @@ done
 echo "== host2: pacserve-fetch --list-peers"
 ip netns exec "${TAG}h2" "$BIN/pacserve-fetch" --list-peers
 echo "== host2: pacserve-fetch '%o' '%u' (the mirror is unreachable on purpose)"
-ip netns exec "${TAG}h2" "$BIN/pacserve-fetch" -v "$WORK/host2/$PKG.part" "http://10.99.0.254:9/core/os/x86_64/$PKG"
+# No sync database lists this made-up package, so host2 must opt in to unverified peers; with
+# pacman, the sync database vouches for each file and no option is needed.
+ip netns exec "${TAG}h2" "$BIN/pacserve-fetch" -v --unverified-peers "$WORK/host2/$PKG.part" "http://10.99.0.254:9/core/os/x86_64/$PKG"
 cmp "$WORK/host2/$PKG.part" "$WORK/cache/$PKG" && echo "== identical to host1's copy"
 echo "== host1: pacserved's log"
 sed 's/^/   /' "$WORK/pacserved.log"

@@ -75,6 +75,16 @@ pub struct FetchArgs {
     /// Configuration file.
     #[arg(long, value_name = "FILE", default_value = config::FETCH_PATH)]
     pub config: PathBuf,
+    /// pacman's configuration, read for DBPath.
+    #[arg(long, value_name = "FILE", default_value = "/etc/pacman.conf")]
+    pub pacman_conf: PathBuf,
+    /// pacman's database directory, whose sync databases vouch for what peers send
+    /// [default: DBPath from pacman.conf, else /var/lib/pacman].
+    #[arg(long, value_name = "DIR")]
+    pub dbpath: Option<PathBuf>,
+    /// Also take files no sync database lists (pacman -U URL) from peers, unverified.
+    #[arg(long)]
+    pub unverified_peers: bool,
     /// Instead of downloading: list the daemons that answer for FILE, with round-trip times.
     #[arg(long, value_name = "FILE", conflicts_with = "list_peers")]
     pub who_has: Option<String>,
@@ -129,6 +139,11 @@ impl FetchArgs {
                 .filter(|ua| !ua.is_empty())
                 .unwrap_or_else(|| Settings::default().user_agent),
             discovery: use_peers.then_some(discovery),
+            dbpath: self
+                .dbpath
+                .clone()
+                .unwrap_or_else(|| pacmanconf::db_path(&self.pacman_conf)),
+            unverified_peers: self.unverified_peers || file.unverified_peers.unwrap_or(false),
         })
     }
 }

@@ -14,6 +14,7 @@
 //! interfaces = []                         # empty: every up, multicast-capable interface
 //! peer-wait-ms = 100                      # longest wait for answers
 //! port = 15678                            # daemons' UDP port
+//! unverified-peers = false                # files no sync database lists: mirror only
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -32,6 +33,7 @@ pub struct FileConfig {
     pub interfaces: Option<Vec<String>>,
     pub peer_wait_ms: Option<u64>,
     pub port: Option<u16>,
+    pub unverified_peers: Option<bool>,
 }
 
 /// The daemon's file: the same keys as its long options.

@@ -33,6 +33,8 @@ pub enum Error {
     Network { url: String, detail: String },
     /// The server answered, but in a way that would corrupt the output if we wrote it.
     BadResponse { url: String, detail: String },
+    /// The complete file does not match the sync database; it was discarded.
+    BadFile { url: String, why: String },
     /// The body ended before the length the server announced.
     Truncated {
         url: String,
@@ -136,6 +138,9 @@ impl fmt::Display for Error {
             }
             Error::Network { url, detail } => write!(f, "{url}: {detail}"),
             Error::BadResponse { url, detail } => write!(f, "{url}: {detail}"),
+            Error::BadFile { url, why } => {
+                write!(f, "{url}: wrong file ({why}); discarded")
+            }
             Error::Truncated {
                 url,
                 received,

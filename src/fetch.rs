@@ -16,9 +16,11 @@ use crate::error::Error;
 use crate::lanmemory;
 use crate::name::{self, FileKind};
 use crate::output::Output;
+use crate::pacmanconf;
 use crate::progress::Progress;
 use crate::protocol::Holding;
 use crate::transfer::{self, Delivered, Limits, Want};
+use crate::verify::{self, Expected};
 
 /// Everything that shapes a download besides its two arguments.
 #[derive(Debug, Clone)]
@@ -28,6 +30,10 @@ pub struct Settings {
     pub user_agent: String,
     /// How to ask LAN peers; `None` goes straight to the mirror.
     pub discovery: Option<Discovery>,
+    /// pacman's DBPath, whose `sync/*.db` files vouch for what peers send.
+    pub dbpath: PathBuf,
+    /// Take files no sync database lists from peers too, unverified.
+    pub unverified_peers: bool,
 }
 
 impl Default for Settings {
@@ -36,6 +42,8 @@ impl Default for Settings {
             limits: Limits::default(),
             user_agent: concat!("pacserve-fetch/", env!("CARGO_PKG_VERSION")).to_owned(),
             discovery: Some(Discovery::default()),
+            dbpath: PathBuf::from(pacmanconf::DEFAULT_DBPATH),
+            unverified_peers: false,
         }
     }
 }
@@ -55,7 +63,8 @@ pub fn fetch(
     url: &str,
     progress: &mut Progress,
 ) -> Result<Report, Error> {
-    // Decide: what the file is fixes whether we resume and whether a peer may supply it.
+    // Decide: what the file is fixes whether we resume, whether a peer may supply it, and what
+    // the result must match.
     let name = name::target_name(output).ok_or_else(|| Error::BadOutput {
         path: output.to_owned(),
         reason: "does not name a file",
@@ -69,31 +78,51 @@ pub fn fetch(
     if !want.resume && !out.is_empty() {
         progress.note(|| format!("{name}: not resumable, discarding {} bytes", out.len()));
     }
+    let expected = kind
+        .shareable()
+        .then(|| verify::expected(kind, name, &settings.dbpath))
+        .flatten();
+    // A file no sync database vouches for (pacman -U <url>) comes from the mirror, unless the
+    // user trusts the LAN.
+    let peers_may_serve = kind.shareable() && (expected.is_some() || settings.unverified_peers);
 
     // Ask peers: only for packages and their signatures, never databases.
-    let peers = match (&settings.discovery, kind.shareable()) {
-        (Some(discovery), true) => peers_with(discovery, name, out.len(), progress),
+    let peers = match (&settings.discovery, peers_may_serve) {
+        (Some(discovery), true) => {
+            let size = expected.and_then(|e| e.size);
+            peers_with(discovery, name, out.len(), size, progress)
+        }
         _ => Vec::new(),
     };
 
-    // Transfer: each peer in the order it answered, then the mirror pacman named.
+    // Transfer and verify: each peer in the order it answered, then the mirror pacman named.
     for peer in peers {
         let peer_url = peer_url(peer, name);
         let agent = transfer::peer_agent(settings.limits, &settings.user_agent, peer);
-        match transfer::fetch_url(
+        let kept = out.len();
+        let result = transfer::fetch_url(
             &agent,
             &peer_url,
             &mut out,
             &want,
             settings.limits,
             progress,
-        ) {
-            Ok(delivered) => {
-                return Ok(Report {
-                    source: peer_url,
-                    delivered,
-                });
-            }
+        );
+        match result {
+            Ok(delivered) => match mismatch(&out, expected)? {
+                None => {
+                    return Ok(Report {
+                        source: peer_url,
+                        delivered,
+                    });
+                }
+                Some(why) => {
+                    progress.warn(|| {
+                        format!("{peer_url} sent a bad file ({why}); discarding its bytes")
+                    });
+                    out.truncate(kept)?;
+                }
+            },
             Err(e) if e.is_source_failure() => {
                 progress.abandon();
                 progress.warn(|| format!("peer failed, trying the next source: {e}"));
@@ -102,19 +131,55 @@ pub fn fetch(
         }
     }
     let agent = transfer::mirror_agent(settings.limits, &settings.user_agent);
-    let delivered = transfer::fetch_url(&agent, url, &mut out, &want, settings.limits, progress)?;
+    let mut delivered =
+        transfer::fetch_url(&agent, url, &mut out, &want, settings.limits, progress)?;
+    if let Some(why) = mismatch(&out, expected)? {
+        let resumed = matches!(delivered, Delivered::Body { from, .. } if from > 0)
+            || delivered == Delivered::AlreadyComplete;
+        out.truncate(0)?;
+        if !resumed {
+            return Err(Error::BadFile {
+                url: url.to_owned(),
+                why,
+            });
+        }
+        // The partial we resumed was bad (an earlier run's peer, say): the whole file, once.
+        progress.warn(|| format!("{name}: the partial file was bad ({why}); downloading it again"));
+        delivered = transfer::fetch_url(&agent, url, &mut out, &want, settings.limits, progress)?;
+        if let Some(why) = mismatch(&out, expected)? {
+            out.truncate(0)?;
+            return Err(Error::BadFile {
+                url: url.to_owned(),
+                why,
+            });
+        }
+    }
     Ok(Report {
         source: url.to_owned(),
         delivered,
     })
 }
 
+/// Checks a finished output against the sync database, when one describes the file.
+fn mismatch(out: &Output, expected: Option<Expected>) -> Result<Option<String>, Error> {
+    let Some(expected) = expected else {
+        return Ok(None);
+    };
+    verify::mismatch(out.path(), &expected).map_err(|source| Error::WriteOutput {
+        path: out.path().to_owned(),
+        action: "read back",
+        source,
+    })
+}
+
 /// The peers that say they have `name`, in the order they answered, keeping only sizes that can
-/// be the file we are resuming. A discovery failure is not fatal: the mirror remains.
+/// be the file: the sync database's size when known, else at least what we already have. A
+/// discovery failure is not fatal: the mirror remains.
 fn peers_with(
     discovery: &Discovery,
     name: &str,
     have: u64,
+    size_in_db: Option<u64>,
     progress: &Progress,
 ) -> Vec<SocketAddr> {
     let mut memory = lanmemory::load();
@@ -134,7 +199,13 @@ fn peers_with(
     progress.note(|| describe_answers(&answers));
     answers
         .iter()
-        .filter(|a| matches!(a.holding, Holding::Have { size, .. } if size > 0 && size >= have))
+        .filter(|a| match a.holding {
+            Holding::Have { size, .. } => match size_in_db {
+                Some(expected) => size == expected,
+                None => size > 0 && size >= have,
+            },
+            Holding::Miss => false,
+        })
         .filter_map(PeerAnswer::http_addr)
         .collect()
 }

@@ -6,19 +6,17 @@
 //! recently it waits only [`QUIET_WAIT`]. A daemon that stays silent through a full wait is
 //! forgotten at once, so a machine that was switched off costs one full wait, not one per file.
 //!
-//! The file lives in a directory of our own under the temporary directory, per user (pacman 7
-//! runs us as its download user, which may write nowhere else), created 0700 and used only if
-//! it is ours. Everything here is best effort: no memory just means the full wait.
+//! The file lives in [`crate::statedir`]. Everything here is best effort: no memory just means
+//! the full wait.
 
 use std::collections::HashSet;
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::discovery::{Expectation, PeerAnswer};
 use crate::protocol::id_hex;
+use crate::statedir;
 
 /// How long an answer is remembered.
 pub const REMEMBER_FOR: Duration = Duration::from_secs(10 * 60);
@@ -98,15 +96,6 @@ pub fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// `<tmp>/pacserve-fetch-<uid>/lan`, creating the directory if needed; None if it is not ours.
-fn path() -> Option<PathBuf> {
-    let uid = fs::metadata("/proc/self").ok()?.uid();
-    let dir = std::env::temp_dir().join(format!("pacserve-fetch-{uid}"));
-    let _ = fs::DirBuilder::new().mode(0o700).create(&dir);
-    let meta = fs::symlink_metadata(&dir).ok()?;
-    (meta.is_dir() && meta.uid() == uid && meta.mode() & 0o022 == 0).then(|| dir.join("lan"))
-}
-
 pub fn load() -> Memory {
     path()
         .and_then(|p| fs::read_to_string(p).ok())
@@ -114,14 +103,14 @@ pub fn load() -> Memory {
         .unwrap_or_default()
 }
 
-/// Replaces the file atomically, so concurrent runs never read half of it.
 pub fn store(memory: &Memory) {
-    let Some(path) = path() else { return };
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let written = fs::File::create(&tmp).and_then(|mut f| f.write_all(memory.render().as_bytes()));
-    if written.is_err() || fs::rename(&tmp, &path).is_err() {
-        let _ = fs::remove_file(&tmp);
+    if let Some(path) = path() {
+        statedir::write_atomically(&path, memory.render().as_bytes());
     }
+}
+
+fn path() -> Option<PathBuf> {
+    statedir::dir().map(|d| d.join("lan"))
 }
 
 fn parse_id(hex: &str) -> Option<[u8; 8]> {

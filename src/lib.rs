@@ -33,7 +33,10 @@ pub mod progress;
 pub mod protocol;
 pub mod responder;
 pub mod server;
+pub mod statedir;
 pub mod stats;
+pub mod syncdb;
 pub mod transfer;
+pub mod verify;
 
 pub use error::Error;

@@ -92,6 +92,23 @@ impl Output {
         Ok(())
     }
 
+    /// Cuts the output back to its first `len` bytes (discarding what a bad source wrote).
+    pub fn truncate(&mut self, len: u64) -> Result<(), Error> {
+        let len = len.min(self.len);
+        let file = match self.file.take() {
+            Some(file) => file,
+            None => OpenOptions::new()
+                .write(true)
+                .open(&self.path)
+                .map_err(|e| write_error(&self.path, "open", e))?,
+        };
+        file.set_len(len)
+            .map_err(|e| write_error(&self.path, "truncate", e))?;
+        self.len = len;
+        self.file = Some(file);
+        self.begin_at(len)
+    }
+
     /// Replaces the output with a copy of `current` (a database the server says is unchanged),
     /// keeping its modification time so the next If-Modified-Since is right too.
     pub fn copy_from(&mut self, current: &Path) -> Result<(), Error> {

@@ -68,15 +68,20 @@ pub fn take_config_arg(args: Vec<OsString>) -> (Option<PathBuf>, Vec<OsString>) 
     (config, rest)
 }
 
-/// The XferCommand value for the pacserve-fetch next to `exe`, or the installed one.
-pub fn xfer_command_for(exe: &Path) -> String {
+/// The XferCommand value for the pacserve-fetch next to `exe`, or the installed one; it reads
+/// DBPath from the same `pacman_conf` pacman is given, to verify what peers send.
+pub fn xfer_command_for(exe: &Path, pacman_conf: &Path) -> String {
     let sibling = exe.with_file_name("pacserve-fetch");
     let program = if sibling.is_file() {
         sibling
     } else {
         PathBuf::from("/usr/bin/pacserve-fetch")
     };
-    format!("'{}' '%o' '%u'", program.display())
+    format!(
+        "'{}' --pacman-conf '{}' '%o' '%u'",
+        program.display(),
+        pacman_conf.display()
+    )
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ fn run() -> anyhow::Result<ExitCode> {
     let original = std::fs::read_to_string(&config)
         .with_context(|| format!("cannot read {}", config.display()))?;
     let exe = std::env::current_exe().context("cannot find pacsrv's own path")?;
-    let patched = pacsrv::with_xfer_command(&original, &pacsrv::xfer_command_for(&exe));
+    let patched = pacsrv::with_xfer_command(&original, &pacsrv::xfer_command_for(&exe, &config));
 
     let mut copy = tempfile::Builder::new()
         .prefix("pacsrv-")

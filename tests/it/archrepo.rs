@@ -81,7 +81,8 @@ pub struct Pacman {
 }
 
 impl Pacman {
-    /// `xfer` is the XferCommand line (None: pacman's own downloader, or pacsrv's);
+    /// `xfer` is the XferCommand line (None: pacman's own downloader, or pacsrv's), in which
+    /// `@DBPATH@` stands for this pacman's DBPath;
     /// `servers` are `(repo, url)` pairs.
     pub fn new(xfer: Option<&str>, servers: &[(&str, String)]) -> Pacman {
         let base = util::tempdir();
@@ -100,6 +101,7 @@ impl Pacman {
             h = b.join("hooks").display(),
         );
         if let Some(xfer) = xfer {
+            let xfer = xfer.replace("@DBPATH@", &b.join("db").display().to_string());
             conf.push_str(&format!("XferCommand = {xfer}\n"));
         }
         for (repo, url) in servers {

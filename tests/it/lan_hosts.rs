@@ -83,7 +83,8 @@ fn client(host: &Host) -> Command {
     let mut cmd = host.command(fetch_bin());
     // Each test remembers its own LAN (lanmemory lives under TMPDIR), not its neighbours'.
     cmd.env("TMPDIR", lan_memory_dir());
-    cmd.args(["--config", "/dev/null"]);
+    // These files are in no sync database; the pacman tests cover verified peers.
+    cmd.args(["--config", "/dev/null", "--unverified-peers"]);
     cmd
 }
 
@@ -156,6 +157,7 @@ fn a_static_peer_works_where_multicast_is_blocked() {
         .host(1)
         .command(fetch_bin())
         .env("TMPDIR", lan_memory_dir())
+        .arg("--unverified-peers")
         .arg("--config")
         .arg(&config)
         .arg(&out)
@@ -180,7 +182,10 @@ fn real_pacman_installs_from_the_peer_and_the_mirror_sends_no_package() {
     for file in &files {
         fs::copy(repo.dir.join(file), s.holder_cache.path().join(file)).unwrap();
     }
-    let xfer = format!("{} --config /dev/null '%o' '%u'", fetch_bin());
+    let xfer = format!(
+        "{} --config /dev/null --dbpath @DBPATH@ '%o' '%u'",
+        fetch_bin()
+    );
     let memory = lan_memory_dir();
     let pacman = Pacman::new(Some(&xfer), &[("lanrepo", s.mirror_url("lanrepo"))]);
     let in_host1 = |args: &[&str]| {

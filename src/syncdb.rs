@@ -1,0 +1,203 @@
+//! What pacman's sync databases say about a package file: its size, SHA-256 and signature.
+//!
+//! A sync database (`<DBPath>/sync/<repo>.db`) is a tar archive — gzip, zstd, xz or plain —
+//! with one `<name>-<version>/desc` per package. Reading a large one (extra.db: tens of MB once
+//! decompressed) costs far too much to repeat for every file pacman asks for, so the first
+//! lookup after a database changes writes a compact index of it (one line per package file)
+//! into [`crate::statedir`], keyed by the database's path, size and mtime; later lookups read
+//! only that index. Without a usable state directory each lookup scans the database directly.
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use crate::statedir;
+
+/// A package file as a sync database describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub filename: String,
+    pub csize: Option<u64>,
+    pub sha256: Option<[u8; 32]>,
+    /// SHA-256 of the detached signature (`%PGPSIG%`, base64-decoded), when the db carries one.
+    pub signature_sha256: Option<[u8; 32]>,
+}
+
+/// Finds `filename` in the sync databases under `dbpath` (`<dbpath>/sync/*.db`).
+pub fn lookup(dbpath: &Path, filename: &str) -> Option<Entry> {
+    let mut dbs: Vec<PathBuf> = fs::read_dir(dbpath.join("sync"))
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "db") && p.is_file())
+        .collect();
+    dbs.sort();
+    dbs.iter().find_map(|db| lookup_in(db, filename))
+}
+
+/// Finds `filename` in one database, through its index when possible.
+pub fn lookup_in(db: &Path, filename: &str) -> Option<Entry> {
+    let Some(index) = index_path(db) else {
+        let mut found = None;
+        let _ = scan(db, |entry| {
+            if entry.filename == filename {
+                found = Some(entry);
+                return false;
+            }
+            true
+        });
+        return found;
+    };
+    if !index.exists() {
+        build_index(db, &index).ok()?;
+    }
+    search_index(&index, filename)
+}
+
+/// `<statedir>/syncdb-<hash of path, size, mtime>`: a changed database gets a new index.
+fn index_path(db: &Path) -> Option<PathBuf> {
+    let meta = fs::metadata(db).ok()?;
+    let key = format!(
+        "{}\0{}\0{}.{}",
+        db.display(),
+        meta.size(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    );
+    let digest = Sha256::digest(key.as_bytes());
+    Some(statedir::dir()?.join(format!("syncdb-{}", hex(&digest[..12]))))
+}
+
+fn build_index(db: &Path, index: &Path) -> io::Result<()> {
+    let mut lines = String::new();
+    scan(db, |entry| {
+        let opt_hex = |h: Option<[u8; 32]>| h.map_or_else(|| "-".to_owned(), |h| hex(&h));
+        let size = entry
+            .csize
+            .map_or_else(|| "-".to_owned(), |s| s.to_string());
+        lines.push_str(&format!(
+            "{}\t{size}\t{}\t{}\n",
+            entry.filename,
+            opt_hex(entry.sha256),
+            opt_hex(entry.signature_sha256)
+        ));
+        true
+    })?;
+    statedir::write_atomically(index, lines.as_bytes());
+    // Indexes of older versions of this database are now useless; they are small and named by
+    // hash, so they are left for the temporary directory's own cleaning.
+    Ok(())
+}
+
+fn search_index(index: &Path, filename: &str) -> Option<Entry> {
+    let reader = BufReader::new(File::open(index).ok()?);
+    let prefix = format!("{filename}\t");
+    let line = reader
+        .lines()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with(&prefix))?;
+    let mut fields = line.split('\t').skip(1);
+    let csize = fields.next()?.parse().ok();
+    let sha256 = fields.next().and_then(unhex32);
+    let signature_sha256 = fields.next().and_then(unhex32);
+    Some(Entry {
+        filename: filename.to_owned(),
+        csize,
+        sha256,
+        signature_sha256,
+    })
+}
+
+/// Calls `visit` for every package entry until it returns false.
+pub fn scan(db: &Path, mut visit: impl FnMut(Entry) -> bool) -> io::Result<()> {
+    let mut archive = tar::Archive::new(decompressed(db)?);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let is_desc = entry
+            .path()
+            .is_ok_and(|p| p.file_name().is_some_and(|n| n == "desc"));
+        if !is_desc {
+            continue;
+        }
+        let mut text = String::new();
+        if entry.read_to_string(&mut text).is_err() {
+            continue;
+        }
+        if let Some(parsed) = parse_desc(&text) {
+            if !visit(parsed) {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The database's bytes, decompressed according to their magic number.
+fn decompressed(db: &Path) -> io::Result<Box<dyn Read>> {
+    let mut file = File::open(db)?;
+    let mut magic = [0u8; 6];
+    let n = file.read(&mut magic)?;
+    magic[n..].fill(0);
+    file.seek(SeekFrom::Start(0))?;
+    let file = BufReader::new(file);
+    Ok(match magic {
+        [0x1f, 0x8b, ..] => Box::new(flate2::bufread::MultiGzDecoder::new(file)),
+        [0x28, 0xb5, 0x2f, 0xfd, ..] => Box::new(zstd::stream::read::Decoder::with_buffer(file)?),
+        [0xfd, b'7', b'z', b'X', b'Z', 0x00] => Box::new(xz2::bufread::XzDecoder::new(file)),
+        _ => Box::new(file),
+    })
+}
+
+/// Parses a `desc` file's `%FILENAME%`, `%CSIZE%`, `%SHA256SUM%` and `%PGPSIG%`.
+pub fn parse_desc(text: &str) -> Option<Entry> {
+    let mut entry = Entry {
+        filename: String::new(),
+        csize: None,
+        sha256: None,
+        signature_sha256: None,
+    };
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let key = line.trim();
+        if !(key.starts_with('%') && key.ends_with('%')) {
+            continue;
+        }
+        // A value is every line up to the blank separator; the fields we use have one line.
+        let value = lines.next().unwrap_or("").trim();
+        match key {
+            "%FILENAME%" => entry.filename = value.to_owned(),
+            "%CSIZE%" => entry.csize = value.parse().ok(),
+            "%SHA256SUM%" => entry.sha256 = unhex32(value),
+            "%PGPSIG%" => {
+                entry.signature_sha256 = base64::engine::general_purpose::STANDARD
+                    .decode(value)
+                    .ok()
+                    .map(|sig| Sha256::digest(&sig).into())
+            }
+            _ => {}
+        }
+    }
+    (!entry.filename.is_empty()).then_some(entry)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex32(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests;

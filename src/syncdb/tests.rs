@@ -1,0 +1,94 @@
+use super::*;
+use std::io::Write;
+
+const DESC: &str = "%FILENAME%\nfoo-1.0-1-x86_64.pkg.tar.zst\n\n%NAME%\nfoo\n\n%CSIZE%\n1234\n\n\
+%SHA256SUM%\n9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n\n%PGPSIG%\naGVsbG8=\n\n";
+
+fn db_with(entries: &[(&str, String)], compress: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut builder = tar::Builder::new(Vec::new());
+    for (dirname, desc) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(desc.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, format!("{dirname}/desc"), desc.as_bytes())
+            .unwrap();
+    }
+    let tar = builder.into_inner().unwrap();
+    let bytes = match compress {
+        "gz" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(&tar).unwrap();
+            e.finish().unwrap()
+        }
+        "zst" => zstd::encode_all(&tar[..], 3).unwrap(),
+        "xz" => {
+            let mut e = xz2::write::XzEncoder::new(Vec::new(), 6);
+            e.write_all(&tar).unwrap();
+            e.finish().unwrap()
+        }
+        _ => tar,
+    };
+    let path = dir.path().join("core.db");
+    fs::write(&path, bytes).unwrap();
+    (dir, path)
+}
+
+#[test]
+fn parses_the_fields_we_verify_with() {
+    let e = parse_desc(DESC).unwrap();
+    assert_eq!(e.filename, "foo-1.0-1-x86_64.pkg.tar.zst");
+    assert_eq!(e.csize, Some(1234));
+    assert_eq!(
+        hex(&e.sha256.unwrap()),
+        "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    );
+    assert_eq!(e.signature_sha256, Some(Sha256::digest(b"hello").into()));
+    assert!(parse_desc("%NAME%\nfoo\n").is_none());
+}
+
+#[test]
+fn reads_every_compression_pacman_uses() {
+    for compress in ["gz", "zst", "xz", "tar"] {
+        let other = DESC.replace("foo-1.0-1", "bar-2.0-1");
+        let (_dir, db) = db_with(
+            &[("bar-2.0-1", other), ("foo-1.0-1", DESC.to_owned())],
+            compress,
+        );
+        let mut seen = Vec::new();
+        scan(&db, |e| {
+            seen.push(e.filename);
+            true
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            [
+                "bar-2.0-1-x86_64.pkg.tar.zst",
+                "foo-1.0-1-x86_64.pkg.tar.zst"
+            ],
+            "{compress}"
+        );
+        let found = lookup_in(&db, "foo-1.0-1-x86_64.pkg.tar.zst").unwrap();
+        assert_eq!(found.csize, Some(1234), "{compress}");
+        assert!(lookup_in(&db, "nope-1-1-any.pkg.tar.zst").is_none());
+    }
+}
+
+#[test]
+fn garbage_databases_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.db");
+    for bytes in [
+        &b"\x1f\x8bnot gzip"[..],
+        b"\x28\xb5\x2f\xfdjunk",
+        b"plain junk that is no tar",
+        b"",
+    ] {
+        fs::write(&path, bytes).unwrap();
+        let _ = scan(&path, |_| true);
+        assert!(lookup_in(&path, "x.pkg.tar.zst").is_none());
+    }
+}

@@ -1,0 +1,102 @@
+//! Whether a finished output is the file the sync databases describe.
+//!
+//! Anyone on the LAN can run a peer, so bytes are trusted only once they match the local sync
+//! database: a package's `%CSIZE%` and `%SHA256SUM%`, a signature's `%PGPSIG%`. pacman would
+//! eventually notice a bad package too, but only after it has failed the whole transaction and
+//! left the user to delete the file; checking here lets us throw the bad bytes away and take the
+//! file from the next source instead.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::name::FileKind;
+use crate::syncdb;
+
+/// What a correct file looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    pub size: Option<u64>,
+    pub sha256: Option<[u8; 32]>,
+}
+
+impl Expected {
+    /// Nothing to check against.
+    pub fn is_empty(&self) -> bool {
+        self.size.is_none() && self.sha256.is_none()
+    }
+}
+
+/// What the sync databases under `dbpath` say `name` must be; None when no database lists it
+/// (or, for a signature, carries no `%PGPSIG%`).
+pub fn expected(kind: FileKind, name: &str, dbpath: &Path) -> Option<Expected> {
+    let expected = match kind {
+        FileKind::Package => {
+            let entry = syncdb::lookup(dbpath, name)?;
+            Expected {
+                size: entry.csize,
+                sha256: entry.sha256,
+            }
+        }
+        FileKind::PackageSignature => {
+            let entry = syncdb::lookup(dbpath, name.strip_suffix(".sig")?)?;
+            Expected {
+                size: None,
+                sha256: Some(entry.signature_sha256?),
+            }
+        }
+        _ => return None,
+    };
+    (!expected.is_empty()).then_some(expected)
+}
+
+/// Checks `path` against `expected`: Ok(None) when it matches, Ok(Some(reason)) when not.
+pub fn mismatch(path: &Path, expected: &Expected) -> io::Result<Option<String>> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    if let Some(size) = expected.size.filter(|&s| s != len) {
+        return Ok(Some(format!(
+            "{len} bytes where the sync database says {size}"
+        )));
+    }
+    let Some(want) = expected.sha256 else {
+        return Ok(None);
+    };
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match file.read(&mut buf)? {
+            0 => break,
+            n => hasher.update(&buf[..n]),
+        }
+    }
+    let got: [u8; 32] = hasher.finalize().into();
+    Ok((got != want).then(|| "SHA-256 differs from the sync database".to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn size_then_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"test").unwrap();
+        let sha: [u8; 32] = Sha256::digest(b"test").into();
+        let good = Expected {
+            size: Some(4),
+            sha256: Some(sha),
+        };
+        assert_eq!(mismatch(&path, &good).unwrap(), None);
+        let short = Expected {
+            size: Some(5),
+            ..good
+        };
+        assert!(mismatch(&path, &short).unwrap().unwrap().contains("says 5"));
+        std::fs::write(&path, b"tesT").unwrap();
+        assert!(mismatch(&path, &good).unwrap().unwrap().contains("SHA-256"));
+    }
+}
