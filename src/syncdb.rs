@@ -126,10 +126,8 @@ pub fn scan(db: &Path, mut visit: impl FnMut(Entry) -> bool) -> io::Result<()> {
         if entry.read_to_string(&mut text).is_err() {
             continue;
         }
-        if let Some(parsed) = parse_desc(&text) {
-            if !visit(parsed) {
-                break;
-            }
+        if parse_desc(&text).is_some_and(|parsed| !visit(parsed)) {
+            break;
         }
     }
     Ok(())
