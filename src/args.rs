@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
+use crate::allow::Allowlist;
 use crate::config::{self, ConfigError, DaemonFileConfig, FileConfig};
 use crate::daemon;
 use crate::discovery::Discovery;
@@ -178,6 +179,10 @@ pub struct DaemonArgs {
     /// Announce the HTTP service over mDNS as _pacserve._tcp, as pacredir's peers do.
     #[arg(long)]
     pub mdns: bool,
+    /// Answer and serve only this network, ADDR/PREFIX or ADDR (repeatable); replaces the
+    /// default of loopback, link-local and private ranges.
+    #[arg(long = "allow", value_name = "NETWORK")]
+    pub allow: Vec<String>,
     /// Where the daemon's id is kept across restarts.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/pacserved")]
     pub state_dir: PathBuf,
@@ -211,6 +216,17 @@ impl DaemonArgs {
                 self.interfaces.clone()
             },
             mdns: self.mdns || file.mdns.unwrap_or(false),
+            allow: match (&self.allow[..], file.allow) {
+                ([], None) => Allowlist::default(),
+                ([], Some(list)) => Allowlist::parse(&list).map_err(|message| ConfigError {
+                    path: self.config.clone(),
+                    message,
+                })?,
+                (list, _) => Allowlist::parse(list).map_err(|message| ConfigError {
+                    path: "--allow".into(),
+                    message,
+                })?,
+            },
             state_dir: self.state_dir.clone(),
         })
     }

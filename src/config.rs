@@ -44,6 +44,7 @@ pub struct FileConfig {
 /// udp-port = 15678
 /// interfaces = []
 /// mdns = false
+/// allow = ["192.168.1.0/24"]              # default: loopback, link-local, private ranges
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -53,6 +54,7 @@ pub struct DaemonFileConfig {
     pub udp_port: Option<u16>,
     pub interfaces: Option<Vec<String>>,
     pub mdns: Option<bool>,
+    pub allow: Option<Vec<String>>,
 }
 
 #[derive(Debug)]

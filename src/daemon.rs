@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::allow::Allowlist;
 use crate::cache::Cache;
 use crate::protocol::id_hex;
 use crate::responder::Responder;
@@ -32,6 +33,8 @@ pub struct Config {
     pub interfaces: Vec<String>,
     /// Announce the HTTP service over mDNS (`_pacserve._tcp`).
     pub mdns: bool,
+    /// Who may query and download; others get nothing over UDP and 403 over HTTP.
+    pub allow: Allowlist,
     /// Where the daemon id is kept across restarts; unwritable means a new id each start.
     pub state_dir: PathBuf,
 }
@@ -48,6 +51,7 @@ pub fn run(config: Config) -> io::Result<()> {
     let listener = bind_http(config.http_port)?;
     let http_port = listener.local_addr()?.port();
     let stats = Arc::new(Stats::default());
+    let allow = Arc::new(config.allow.clone());
     info!(
         "id {} serving {} on HTTP port {http_port}, discovery on UDP port {}",
         id_hex(&daemon_id),
@@ -68,6 +72,7 @@ pub fn run(config: Config) -> io::Result<()> {
         http_port,
         cache: cache.clone(),
         stats: stats.clone(),
+        allow: allow.clone(),
     }
     .spawn()
     .map_err(|e| {
@@ -101,6 +106,7 @@ pub fn run(config: Config) -> io::Result<()> {
     let app = App {
         cache,
         stats,
+        allow,
         daemon_id: id_hex(&daemon_id),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -110,17 +116,16 @@ pub fn run(config: Config) -> io::Result<()> {
     runtime.block_on(async move {
         listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        let service = server::router(app).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, service)
-            .with_graceful_shutdown(async {
-                shutdown_signal().await;
-                info!("stopping");
-                tokio::spawn(async {
-                    tokio::time::sleep(SHUTDOWN_GRACE).await;
-                    std::process::exit(0);
-                });
-            })
-            .await
+        server::serve(listener, app, async {
+            shutdown_signal().await;
+            info!("stopping");
+            tokio::spawn(async {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+                std::process::exit(0);
+            });
+        })
+        .await;
+        Ok(())
     })
 }
 

@@ -13,6 +13,7 @@
 //!
 //! The binaries in `src/bin/` only parse arguments and print errors.
 
+pub mod allow;
 pub mod args;
 pub mod cache;
 pub mod config;
@@ -31,6 +32,7 @@ pub mod pacmanconf;
 pub mod pacsrv;
 pub mod progress;
 pub mod protocol;
+pub mod ratelimit;
 pub mod responder;
 pub mod server;
 pub mod statedir;

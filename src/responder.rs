@@ -14,13 +14,19 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
+use crate::allow::Allowlist;
 use crate::cache::Cache;
 use crate::protocol::{self, Answer, Holding, Query, Reject};
+use crate::ratelimit::RateLimit;
 use crate::stats::Stats;
 use crate::{info, netif, warn};
 
 /// How often group memberships are refreshed for new interfaces.
 const REJOIN_EVERY: Duration = Duration::from_secs(5);
+/// Queries per second one source may send, sustained and in a burst: pacman asks once per file.
+const QUERIES_PER_SECOND: f64 = 50.0;
+const QUERY_BURST: f64 = 200.0;
+const SOURCES_TRACKED: usize = 4096;
 
 #[derive(Debug, Clone)]
 pub struct Responder {
@@ -32,6 +38,7 @@ pub struct Responder {
     pub http_port: u16,
     pub cache: Arc<Cache>,
     pub stats: Arc<Stats>,
+    pub allow: Arc<Allowlist>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +105,8 @@ impl Responder {
     fn serve(&self, family: Family, socket: UdpSocket) {
         let mut joined = HashSet::new();
         let mut next_join = Instant::now();
-        let mut other_version_senders = HashSet::new();
+        let mut logged_senders = HashSet::new();
+        let mut limit = RateLimit::new(QUERIES_PER_SECOND, QUERY_BURST, SOURCES_TRACKED);
         let mut buf = [0u8; 2048];
         loop {
             if Instant::now() >= next_join {
@@ -123,7 +131,18 @@ impl Responder {
                     continue;
                 }
             };
-            self.handle(&socket, &buf[..len], from, &mut other_version_senders);
+            if !self.allow.permits(from.ip()) {
+                Stats::add(&self.stats.refused, 1);
+                if logged_senders.len() < 256 && logged_senders.insert((from.ip(), 0)) {
+                    warn!("ignoring queries from {}: outside the allowlist", from.ip());
+                }
+                continue;
+            }
+            if !limit.allow(from.ip().to_canonical(), Instant::now()) {
+                Stats::add(&self.stats.rate_limited, 1);
+                continue;
+            }
+            self.handle(&socket, &buf[..len], from, &mut logged_senders);
         }
     }
 

@@ -22,6 +22,8 @@ pub struct Stats {
     pub files_served: AtomicU64,
     pub bytes_served: AtomicU64,
     pub not_found: AtomicU64,
+    pub refused: AtomicU64,
+    pub rate_limited: AtomicU64,
     peers: Mutex<HashMap<IpAddr, (u64, Instant)>>,
 }
 
@@ -37,6 +39,8 @@ impl Default for Stats {
             files_served: AtomicU64::new(0),
             bytes_served: AtomicU64::new(0),
             not_found: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
             peers: Mutex::new(HashMap::new()),
         }
     }
@@ -90,6 +94,16 @@ impl Stats {
         let _ = writeln!(out, "files served: {}", get(&self.files_served));
         let _ = writeln!(out, "bytes served: {}", get(&self.bytes_served));
         let _ = writeln!(out, "not found: {}", get(&self.not_found));
+        let _ = writeln!(
+            out,
+            "refused (outside the allowlist): {}",
+            get(&self.refused)
+        );
+        let _ = writeln!(
+            out,
+            "queries over the rate limit: {}",
+            get(&self.rate_limited)
+        );
         if let Ok(peers) = self.peers.lock() {
             let _ = writeln!(out, "peers heard: {}", peers.len());
             let mut list: Vec<_> = peers.iter().collect();
