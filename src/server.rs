@@ -124,12 +124,13 @@ impl SourceSlot {
 
 impl Drop for SourceSlot {
     fn drop(&mut self) {
-        if let Ok(mut counts) = self.table.lock() {
-            if let Some(count) = counts.get_mut(&self.ip) {
-                *count -= 1;
-                if *count == 0 {
-                    counts.remove(&self.ip);
-                }
+        let Ok(mut counts) = self.table.lock() else {
+            return;
+        };
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
             }
         }
     }
