@@ -71,27 +71,25 @@ pub fn fetch(
     })?;
     let kind = FileKind::of(name);
     let mut out = Output::inspect(output)?;
-    let want = Want {
-        resume: kind.resumable(),
-        unchanged_copy: current_database(kind, output, name),
-    };
-    if !want.resume && !out.is_empty() {
-        progress.note(|| format!("{name}: not resumable, discarding {} bytes", out.len()));
-    }
     let expected = kind
         .shareable()
         .then(|| verify::expected(kind, name, &settings.dbpath))
         .flatten();
+    let want = Want {
+        resume: kind.resumable(),
+        unchanged_copy: current_database(kind, output, name),
+        size: expected.and_then(|e| e.size),
+    };
+    if !want.resume && !out.is_empty() {
+        progress.note(|| format!("{name}: not resumable, discarding {} bytes", out.len()));
+    }
     // A file no sync database vouches for (pacman -U <url>) comes from the mirror, unless the
     // user trusts the LAN.
     let peers_may_serve = kind.shareable() && (expected.is_some() || settings.unverified_peers);
 
     // Ask peers: only for packages and their signatures, never databases.
     let peers = match (&settings.discovery, peers_may_serve) {
-        (Some(discovery), true) => {
-            let size = expected.and_then(|e| e.size);
-            peers_with(discovery, name, out.len(), size, progress)
-        }
+        (Some(discovery), true) => peers_with(discovery, name, out.len(), want.size, progress),
         _ => Vec::new(),
     };
 

@@ -55,6 +55,9 @@ pub struct Want {
     pub resume: bool,
     /// The current copy of a database and its mtime, for If-Modified-Since.
     pub unchanged_copy: Option<(PathBuf, SystemTime)>,
+    /// The file's size per the sync database: a source announcing another size is refused
+    /// before a byte is written.
+    pub size: Option<u64>,
 }
 
 /// What a successful transfer did.
@@ -237,6 +240,12 @@ fn from_http(
     }
     let body_len = header("Content-Length").and_then(|v| v.trim().parse::<u64>().ok());
     let total = body_len.map(|len| start + len);
+    if let Some((announced, expected)) = total.zip(want.size).filter(|(a, e)| a != e) {
+        return Err(Error::BadResponse {
+            url: url.into(),
+            detail: format!("announces {announced} bytes, the sync database says {expected}"),
+        });
+    }
     let mtime = header("Last-Modified").and_then(|v| httpdate::parse_http_date(v).ok());
     let host = response.get_uri().host().unwrap_or("?").to_owned();
 

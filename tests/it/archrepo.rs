@@ -152,6 +152,28 @@ impl Pacman {
         out
     }
 
+    /// Runs this pacman inside a test host's network namespace, with `env` set.
+    pub fn run_in(
+        &self,
+        host: &crate::netns::Host,
+        env: &[(&str, &std::ffi::OsStr)],
+        args: &[&str],
+    ) -> std::process::Output {
+        let mut cmd = host.command("pacman");
+        util::strip_network_env(&mut cmd);
+        cmd.envs(env.iter().copied());
+        cmd.arg("--config")
+            .arg(&self.config)
+            .arg("--noconfirm")
+            .args(args);
+        let out = run(&mut cmd);
+        eprintln!(
+            "  stdout: {}",
+            String::from_utf8_lossy(&out.stdout).trim_end()
+        );
+        out
+    }
+
     /// The installed payload of a test package.
     pub fn installed_data(&self, pkgname: &str) -> Option<Vec<u8>> {
         fs::read(self.root().join("usr/share").join(pkgname).join("data")).ok()

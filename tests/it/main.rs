@@ -24,3 +24,5 @@ mod lan_loopback;
 mod lan_hosts;
 // Man pages, help, pacman.conf.example, unit, PKGBUILD, completions, README walkthrough.
 mod arch;
+// Hostile peers, the allowlist, kill -9, and pacman 7's download user, with the real pacman.
+mod lan_trust;

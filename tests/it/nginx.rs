@@ -35,6 +35,8 @@ pub struct Options {
     /// Requests without a Range header get 256 KiB fast, then 64 KiB/s: slow enough for a test to
     /// interrupt a download, while resumed (Range) requests run at full speed.
     pub throttle_fresh: bool,
+    /// Every request at 256 KiB/s, so a test can interrupt a download again and again.
+    pub throttle_all: bool,
 }
 
 impl Nginx {
@@ -163,10 +165,10 @@ fn config(dir: &Path, root: &Path, listen: &str, options: Options) -> String {
     } else {
         ""
     };
-    let throttle = if options.throttle_fresh {
-        "limit_rate_after $fast_bytes; limit_rate $slow_rate;"
-    } else {
-        ""
+    let throttle = match (options.throttle_fresh, options.throttle_all) {
+        (true, _) => "limit_rate_after $fast_bytes; limit_rate $slow_rate;",
+        (false, true) => "limit_rate 256k;",
+        (false, false) => "",
     };
     format!(
         r#"daemon off;

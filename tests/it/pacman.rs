@@ -79,6 +79,7 @@ fn an_interrupted_package_download_resumes_on_the_next_pacman_run() {
     let size = fs::metadata(repo.dir.join(&file)).unwrap().len();
     let options = nginx::Options {
         throttle_fresh: true,
+        ..Default::default()
     };
     let Some(mirror) = Nginx::start_with(mirror_root.path(), options) else {
         return;

@@ -1,0 +1,362 @@
+//! Nothing from the LAN is trusted: hostile peers, an allowlist, killed downloads, and pacman 7's
+//! unprivileged download user — all with the real pacman on a namespace LAN (root).
+//!
+//! Host 1 runs pacman, host 2 an honest pacserved, host 3 a hostile peer (tests/it/hostile_peer.py,
+//! which answers every query HAVE), host 4 the mirror.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::archrepo::{Pacman, Repo, require_pacman_tools};
+use crate::daemon::Daemon;
+use crate::netns::{Family, Host, Lan};
+use crate::nginx::{self, Nginx};
+use crate::util::{fetch_bin, lan_memory_dir, run, stderr, tempdir};
+
+const HOSTILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/hostile_peer.py");
+
+struct Hostile {
+    child: Child,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Hostile {
+    fn start(host: &Host, mode: &str, real_file: &std::path::Path, own_ip: &str) -> Hostile {
+        let dir = tempdir();
+        let log = dir.path().join("hostile.log");
+        let mut child = host
+            .command("python3")
+            .arg(HOSTILE)
+            .arg(mode)
+            .arg(real_file)
+            .arg(&log)
+            .arg(own_ip)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start hostile peer");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("ready");
+        assert_eq!(line.trim(), "ready");
+        Hostile {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Hostile {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn xfer() -> String {
+    format!(
+        "{} --config /dev/null --dbpath @DBPATH@ '%o' '%u'",
+        fetch_bin()
+    )
+}
+
+#[test]
+fn tampering_peers_never_reach_pacman() {
+    if !require_pacman_tools() {
+        return;
+    }
+    let Some(lan) = Lan::new(4, Family::Dual) else {
+        return;
+    };
+    let mirror_root = tempdir();
+    let repo = Repo::create(mirror_root.path(), "trust");
+    let modes = ["wrongbytes", "wrongsize", "truncated", "html"];
+    let files: Vec<String> = modes
+        .iter()
+        .map(|m| repo.add_package(&format!("victim-{m}"), 300_000))
+        .collect();
+    let Some(mirror) = Nginx::start_in(
+        Some(lan.host(4)),
+        mirror_root.path(),
+        nginx::Options::default(),
+    ) else {
+        return;
+    };
+    let memory = lan_memory_dir();
+    let env: [(&str, &OsStr); 1] = [("TMPDIR", memory.as_os_str())];
+
+    for (mode, file) in modes.iter().zip(&files) {
+        let hostile = Hostile::start(lan.host(3), mode, &repo.dir.join(file), &lan.ipv4(3));
+        let pacman = Pacman::new(
+            Some(&xfer()),
+            &[("trust", format!("http://{}:8080/trust", lan.ipv4(4)))],
+        );
+        assert!(pacman.run_in(lan.host(1), &env, &["-Sy"]).status.success());
+        let pkgname = format!("victim-{mode}");
+        let out = pacman.run_in(lan.host(1), &env, &["-S", &pkgname]);
+
+        assert!(out.status.success(), "{mode}: pacman failed");
+        assert!(
+            pacman.installed_data(&pkgname).is_some(),
+            "{mode}: installed"
+        );
+        assert_eq!(
+            fs::read(pacman.cache().join(file)).unwrap(),
+            fs::read(repo.dir.join(file)).unwrap(),
+            "{mode}"
+        );
+        let served: u64 = mirror.requests_for(file).iter().map(|l| l.body_bytes).sum();
+        assert!(
+            served >= 300_000,
+            "{mode}: the mirror served the body ({served} bytes)"
+        );
+        let log = hostile.log();
+        assert!(
+            log.contains(&format!("QUERY {file}")),
+            "{mode}: the hostile peer was asked: {log}"
+        );
+        assert!(
+            !log.contains(".db"),
+            "{mode}: databases are never asked of peers: {log}"
+        );
+        let text = stderr(&out);
+        match *mode {
+            "wrongsize" => assert!(
+                !log.contains("GET"),
+                "advertised size refused before any request: {log}"
+            ),
+            "wrongbytes" => assert!(
+                text.contains(&lan.ipv4(3)) && text.contains("sent a bad file"),
+                "{text}"
+            ),
+            "html" => assert!(text.contains("announces"), "{text}"),
+            _ => assert!(log.contains("GET"), "{log}"),
+        }
+        eprintln!(
+            "TAMPER {mode}: caught; mirror sent {served} bytes; pacman stderr: {}",
+            text.trim()
+        );
+    }
+}
+
+#[test]
+fn sources_outside_the_allowlist_get_nothing() {
+    let Some(lan) = Lan::new(3, Family::Dual) else {
+        return;
+    };
+    let cache = tempdir();
+    fs::write(cache.path().join("a-1-1-any.pkg.tar.zst"), b"x").unwrap();
+    let allowed = format!("{}/32", lan.ipv4(1));
+    let daemon = Daemon::start(lan.host(2), cache.path(), &["--allow", &allowed]);
+    let who = |host: &Host| {
+        let out = run(host
+            .command(fetch_bin())
+            .env("TMPDIR", lan_memory_dir())
+            .args([
+                "--config",
+                "/dev/null",
+                "--peer-wait",
+                "300",
+                "--who-has",
+                "a-1-1-any.pkg.tar.zst",
+            ]));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Host 1 is allowed (the bridge may need a moment to forward after coming up).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !who(lan.host(1)).contains("1 daemons answered") {
+        assert!(Instant::now() < deadline, "host 1 never got an answer");
+    }
+    assert!(
+        who(lan.host(3)).contains("0 daemons answered"),
+        "host 3 is ignored"
+    );
+    let url = format!(
+        "http://{}:{}/pkg/a-1-1-any.pkg.tar.zst",
+        lan.ipv4(2),
+        daemon.http_port
+    );
+    let code = |host: &Host| {
+        let out =
+            run(host
+                .command("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url]));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(code(lan.host(1)), "200");
+    assert_eq!(code(lan.host(3)), "403");
+    assert!(
+        daemon
+            .log()
+            .iter()
+            .any(|l| l.contains(&format!("ignoring queries from {}", lan.ipv4(3))))
+    );
+}
+
+#[test]
+fn kill_9_mid_download_then_pacman_resumes_and_installs() {
+    if !require_pacman_tools() {
+        return;
+    }
+    let mirror_root = tempdir();
+    let repo = Repo::create(mirror_root.path(), "killrepo");
+    let file = repo.add_package("killme", 1_500_000);
+    let size = fs::metadata(repo.dir.join(&file)).unwrap().len();
+    let options = nginx::Options {
+        throttle_all: true,
+        ..Default::default()
+    };
+    let Some(mirror) = Nginx::start_with(mirror_root.path(), options) else {
+        return;
+    };
+    let pacman = Pacman::new(
+        Some(&Pacman::xfer_line(fetch_bin())),
+        &[("killrepo", mirror.url("killrepo"))],
+    );
+    assert!(pacman.run(&["-Sy"]).status.success());
+    let part = pacman.cache().join(format!("{file}.part"));
+
+    let mut kept = 0;
+    for round in 1..=3 {
+        let mut attempt = pacman
+            .command(&["-S", "killme"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let target = kept + 150_000;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while fs::metadata(&part).map(|m| m.len()).unwrap_or(0) < target {
+            assert!(Instant::now() < deadline, "round {round}: no progress");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let killed = Command::new("pkill")
+            .args(["-KILL", "-f"])
+            .arg(part.to_str().unwrap())
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        assert!(
+            !attempt.wait().unwrap().success(),
+            "round {round}: pacman saw the failure"
+        );
+        let now = fs::metadata(&part).unwrap().len();
+        assert!(
+            now > kept && now < size,
+            "round {round}: partial grew to {now}"
+        );
+        let expected = fs::read(repo.dir.join(&file)).unwrap();
+        assert_eq!(
+            fs::read(&part).unwrap(),
+            expected[..now as usize],
+            "round {round}: partial is a prefix"
+        );
+        kept = now;
+    }
+    assert!(pacman.run(&["-S", "killme"]).status.success());
+    assert!(pacman.installed_data("killme").is_some());
+    let log = mirror.requests_for(&file);
+    assert_eq!(
+        log.last().unwrap().range,
+        format!("bytes={kept}-"),
+        "{log:?}"
+    );
+    eprintln!(
+        "KILL9: 3 kills at {kept} bytes of {size}; {} requests, last resumed at {kept}",
+        log.len()
+    );
+}
+
+#[test]
+fn pacman_7_download_user_sandbox_is_emulated_and_works() {
+    // pacman 6.0.2 has no DownloadUser; this wrapper does what pacman 7 does around the
+    // XferCommand: a fresh 0700 download-XXXXXX directory owned by the unprivileged user, the
+    // leftover .part moved in, the downloader run as that user with no supplementary groups,
+    // the result moved back for pacman to rename.
+    if !require_pacman_tools() {
+        return;
+    }
+    if !crate::util::require(
+        crate::util::is_root(),
+        "switching to the download user needs root",
+    ) {
+        return;
+    }
+    let Some(lan) = Lan::new(4, Family::Dual) else {
+        return;
+    };
+    let mirror_root = tempdir();
+    let repo = Repo::create(mirror_root.path(), "sandbox");
+    let file = repo.add_package("sandboxed", 500_000);
+    let cache = tempdir();
+    fs::copy(repo.dir.join(&file), cache.path().join(&file)).unwrap();
+    let daemon = Daemon::start(lan.host(2), cache.path(), &[]);
+    let Some(mirror) = Nginx::start_in(
+        Some(lan.host(4)),
+        mirror_root.path(),
+        nginx::Options::default(),
+    ) else {
+        return;
+    };
+    let wrapper_dir = tempdir();
+    let wrapper = wrapper_dir.path().join("as-download-user");
+    fs::write(
+        &wrapper,
+        format!(
+            r#"#!/bin/sh
+out="$1"; url="$2"
+dir=$(mktemp -d "$(dirname "$out")/download-XXXXXX")
+chown {nobody}:{nobody} "$dir"; chmod 0700 "$dir"
+part="$dir/$(basename "$out")"
+[ -e "$out" ] && mv "$out" "$part" && chown {nobody}:{nobody} "$part"
+setpriv --reuid={nobody} --regid={nobody} --clear-groups -- env -u TMPDIR {bin} --dbpath "$PACMAN_DBPATH" "$part" "$url"
+rc=$?
+[ -e "$part" ] && mv "$part" "$out"
+rm -rf "$dir"
+exit $rc
+"#,
+            nobody = crate::util::NOBODY,
+            bin = fetch_bin()
+        ),
+    )
+    .unwrap();
+    crate::util::hand_to_unprivileged(wrapper_dir.path(), 0o755);
+    fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let pacman = Pacman::new(
+        Some(&format!("{} '%o' '%u'", wrapper.display())),
+        &[("sandbox", format!("http://{}:8080/sandbox", lan.ipv4(4)))],
+    );
+    // World-readable configuration and databases, as on Arch; the rest stays root's.
+    crate::util::hand_to_unprivileged(pacman.base.path(), 0o755);
+    let dbpath = pacman.base.path().join("db");
+    let env: [(&str, &OsStr); 1] = [("PACMAN_DBPATH", dbpath.as_os_str())];
+
+    assert!(pacman.run_in(lan.host(1), &env, &["-Sy"]).status.success());
+    let out = pacman.run_in(lan.host(1), &env, &["-S", "sandboxed"]);
+
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(pacman.installed_data("sandboxed").is_some());
+    assert_eq!(
+        daemon.served(&file).len(),
+        1,
+        "verified and taken from the peer, as the download user"
+    );
+    assert!(mirror.requests_for(&file).is_empty());
+    assert!(
+        mirror.requests_for("sandbox.db").len() == 1,
+        "the database came from the mirror"
+    );
+}
