@@ -143,6 +143,47 @@ mod tests {
     }
 
     #[test]
+    fn fuzzed_names_never_escape() {
+        // Random names from an alphabet rich in separators, dots, NULs and escapes: whatever
+        // the gate accepts is one plain, non-hidden path component naming a package file.
+        let alphabet: Vec<char> = "ab-._/\\\0%2e:+~ \n.pkg.tar.zst.sig.db.part.."
+            .chars()
+            .collect();
+        let cases: u64 = std::env::var("PACSERVE_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut accepted = 0;
+        for _ in 0..cases {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = (state % 40) as usize;
+            let mut s: String = (0..len)
+                .map(|i| alphabet[((state >> (i % 48)) as usize + i * 7) % alphabet.len()])
+                .collect();
+            if state & 1 == 0 {
+                s.push_str(".pkg.tar.zst");
+            }
+            if is_shareable_name(&s) {
+                accepted += 1;
+                let path = Path::new(&s);
+                assert_eq!(path.components().count(), 1, "{s:?}");
+                assert!(
+                    !s.contains('/') && !s.contains('\0') && !s.starts_with('.'),
+                    "{s:?}"
+                );
+                assert!(
+                    FileKind::of(&s).shareable() && !s.ends_with(".part"),
+                    "{s:?}"
+                );
+            }
+        }
+        eprintln!("FUZZ names: {cases} names, {accepted} accepted, none escaped");
+    }
+
+    #[test]
     fn target_name_strips_part() {
         assert_eq!(
             target_name(Path::new("/c/a.pkg.tar.zst.part")),

@@ -264,6 +264,7 @@ fn the_daemon_serves_http_correctly_and_refuses_paths_outside_the_cache() {
         ]),
         "304 0"
     );
+    let long = format!("/pkg/{}.pkg.tar.zst", "a".repeat(5000));
     for path in [
         "/pkg/../pkg/core.db",
         "/pkg/%2e%2e%2fcore.db",
@@ -272,6 +273,11 @@ fn the_daemon_serves_http_correctly_and_refuses_paths_outside_the_cache() {
         "/pkg/secret-1-1-any.pkg.tar.zst",
         "/pkg/download-AbCdEf%2fx-1-1-any.pkg.tar.zst",
         "/pkg/%2fetc%2fpasswd",
+        "//etc/passwd",
+        "/pkg//etc/passwd",
+        "/pkg/shared-3.1-2-x86_64.pkg.tar.zst%00.txt",
+        "/pkg/%00",
+        &long,
         "/pkg/",
         "/",
     ] {

@@ -360,3 +360,90 @@ exit $rc
         "the database came from the mirror"
     );
 }
+
+#[test]
+fn idle_connections_do_not_stop_a_real_download() {
+    let Some(lan) = Lan::new(3, Family::Dual) else {
+        return;
+    };
+    let cache = tempdir();
+    let name = "big-1-1-any.pkg.tar.zst";
+    let content = crate::util::random_bytes(100_000_000, 51);
+    fs::write(cache.path().join(name), &content).unwrap();
+    let daemon = Daemon::start(lan.host(2), cache.path(), &[]);
+    let dir = tempdir();
+    let download = || {
+        let out = dir.path().join(format!("{name}.part"));
+        let _ = fs::remove_file(&out);
+        let started = Instant::now();
+        let result = run(lan
+            .host(1)
+            .command(fetch_bin())
+            .env("TMPDIR", lan_memory_dir())
+            .args(["--config", "/dev/null", "--unverified-peers"])
+            .arg(&out)
+            .arg("http://127.0.0.1:9/dead-mirror/big-1-1-any.pkg.tar.zst"));
+        assert!(result.status.success());
+        assert!(fs::read(&out).unwrap() == content, "identical");
+        started.elapsed()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while daemon.served(name).is_empty() {
+        assert!(Instant::now() < deadline, "bridge never came up");
+        let _ = download();
+    }
+    let baseline = download();
+
+    // Host 3 opens 500 connections and sends half a request on each, then goes quiet.
+    let script = r#"
+import socket, sys, time
+target = (sys.argv[1], int(sys.argv[2]))
+socks = []
+for _ in range(500):
+    s = socket.socket()
+    s.settimeout(2)
+    try:
+        s.connect(target)
+        s.send(b"GET /pkg/x HTTP/1.1\r\nHost: a\r\n")
+        socks.append(s)
+    except OSError:
+        pass
+def alive():
+    n = 0
+    for s in socks:
+        s.setblocking(False)
+        try:
+            if s.recv(1) != b"":
+                n += 1
+        except BlockingIOError:
+            n += 1
+        except OSError:
+            pass
+    return n
+time.sleep(0.5)
+print("opened", len(socks), "held", alive(), flush=True)
+time.sleep(12)
+print("after-timeout", alive(), flush=True)
+"#;
+    let mut slowloris = lan
+        .host(3)
+        .command("python3")
+        .args(["-c", script, &lan.ipv4(2), &daemon.http_port.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(slowloris.stdout.take().unwrap()).lines();
+    let held = lines.next().unwrap().unwrap();
+    let under_attack = download();
+    let after = lines.next().unwrap().unwrap();
+    let _ = slowloris.wait();
+    eprintln!(
+        "SLOWLORIS: {held}; 100 MB from the peer: {:.0} ms alone, {:.0} ms with the idle connections open; {after}",
+        baseline.as_secs_f64() * 1e3,
+        under_attack.as_secs_f64() * 1e3
+    );
+    assert_eq!(
+        after, "after-timeout 0",
+        "idle connections are closed after the header timeout"
+    );
+}
