@@ -50,6 +50,9 @@ pub struct FetchArgs {
     /// Give up on a server that sends nothing for this many seconds.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds)]
     pub stall_timeout: Duration,
+    /// Move on from a LAN peer that sends nothing for this many seconds.
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_seconds)]
+    pub peer_stall_timeout: Duration,
     /// Also ask this peer directly, HOST or HOST:PORT (repeatable); for networks multicast does
     /// not reach, such as VPNs.
     #[arg(long = "peer", value_name = "HOST[:PORT]")]
@@ -134,6 +137,10 @@ impl FetchArgs {
             limits: Limits {
                 connect: self.connect_timeout,
                 stall: self.stall_timeout,
+            },
+            peer_limits: Limits {
+                connect: self.peer_stall_timeout.min(self.connect_timeout),
+                stall: self.peer_stall_timeout,
             },
             user_agent: std::env::var("HTTP_USER_AGENT")
                 .ok()

@@ -25,7 +25,11 @@ use crate::verify::{self, Expected};
 /// Everything that shapes a download besides its two arguments.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Time limits for mirrors.
     pub limits: Limits,
+    /// Time limits for LAN peers: short, because a LAN answers in milliseconds and a stalled
+    /// peer should cost the user seconds at most before the next source takes over.
+    pub peer_limits: Limits,
     /// Sent to mirrors and peers; pacman exports `HTTP_USER_AGENT` for us to pass on.
     pub user_agent: String,
     /// How to ask LAN peers; `None` goes straight to the mirror.
@@ -40,6 +44,7 @@ impl Default for Settings {
     fn default() -> Settings {
         Settings {
             limits: Limits::default(),
+            peer_limits: Limits::peer_default(),
             user_agent: concat!("pacserve-fetch/", env!("CARGO_PKG_VERSION")).to_owned(),
             discovery: Some(Discovery::default()),
             dbpath: PathBuf::from(pacmanconf::DEFAULT_DBPATH),
@@ -88,45 +93,46 @@ pub fn fetch(
     let peers_may_serve = kind.shareable() && (expected.is_some() || settings.unverified_peers);
 
     // Ask peers: only for packages and their signatures, never databases.
+    let mut memory = lanmemory::load();
     let peers = match (&settings.discovery, peers_may_serve) {
-        (Some(discovery), true) => peers_with(discovery, name, out.len(), want.size, progress),
+        (Some(discovery), true) => {
+            peers_with(discovery, name, out.len(), want.size, &mut memory, progress)
+        }
         _ => Vec::new(),
     };
 
     // Transfer and verify: each peer in the order it answered, then the mirror pacman named.
-    for peer in peers {
+    // A peer that fails in any way is avoided for a while by later runs too.
+    for (peer, daemon_id) in peers {
         let peer_url = peer_url(peer, name);
-        let agent = transfer::peer_agent(settings.limits, &settings.user_agent, peer);
+        let agent = transfer::peer_agent(settings.peer_limits, &settings.user_agent, peer);
         let kept = out.len();
-        let result = transfer::fetch_url(
-            &agent,
-            &peer_url,
-            &mut out,
-            &want,
-            settings.limits,
-            progress,
-        );
-        match result {
+        let limits = settings.peer_limits;
+        let result = transfer::fetch_url(&agent, &peer_url, &mut out, &want, limits, progress);
+        let failure = match result {
             Ok(delivered) => match mismatch(&out, expected)? {
                 None => {
+                    memory.succeeded(&daemon_id);
+                    lanmemory::store(&memory);
                     return Ok(Report {
                         source: peer_url,
                         delivered,
                     });
                 }
                 Some(why) => {
-                    progress.warn(|| {
-                        format!("{peer_url} sent a bad file ({why}); discarding its bytes")
-                    });
                     out.truncate(kept)?;
+                    format!("{peer_url} sent a bad file ({why}); discarding its bytes")
                 }
             },
             Err(e) if e.is_source_failure() => {
                 progress.abandon();
-                progress.warn(|| format!("peer failed, trying the next source: {e}"));
+                format!("peer failed, trying the next source: {e}")
             }
             Err(e) => return Err(e),
-        }
+        };
+        progress.warn(|| failure);
+        memory.failed(daemon_id, lanmemory::now_secs());
+        lanmemory::store(&memory);
     }
     let agent = transfer::mirror_agent(settings.limits, &settings.user_agent);
     let mut delivered =
@@ -178,15 +184,15 @@ fn peers_with(
     name: &str,
     have: u64,
     size_in_db: Option<u64>,
+    memory: &mut lanmemory::Memory,
     progress: &Progress,
-) -> Vec<SocketAddr> {
-    let mut memory = lanmemory::load();
+) -> Vec<(SocketAddr, [u8; 8])> {
     let now = lanmemory::now_secs();
     let expect = memory.expectation(now);
     let answers = match discovery::ask(discovery, name, "", &expect) {
         Ok(answers) => {
             memory.update(&expect, &answers, now);
-            lanmemory::store(&memory);
+            lanmemory::store(memory);
             answers
         }
         Err(e) => {
@@ -204,7 +210,14 @@ fn peers_with(
             },
             Holding::Miss => false,
         })
-        .filter_map(PeerAnswer::http_addr)
+        .filter(|a| {
+            let avoided = memory.avoided(&a.daemon_id, now);
+            if avoided {
+                progress.note(|| format!("{} failed recently; skipping it for now", a.from));
+            }
+            !avoided
+        })
+        .filter_map(|a| Some((a.http_addr()?, a.daemon_id)))
         .collect()
 }
 

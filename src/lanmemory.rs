@@ -6,6 +6,10 @@
 //! recently it waits only [`QUIET_WAIT`]. A daemon that stays silent through a full wait is
 //! forgotten at once, so a machine that was switched off costs one full wait, not one per file.
 //!
+//! It also remembers which daemons failed a transfer (refused, reset, stalled, sent a bad file)
+//! and keeps them out of the next [`backoff`] seconds, growing with repeated failures, so an
+//! upgrade does not pay the same failure for every file.
+//!
 //! The file lives in [`crate::statedir`]. Everything here is best effort: no memory just means
 //! the full wait.
 
@@ -23,6 +27,15 @@ pub const REMEMBER_FOR: Duration = Duration::from_secs(10 * 60);
 /// The wait when nobody answered on a recent run: still several LAN round trips, so a daemon
 /// that has just started is found, but a tenth of the full wait.
 pub const QUIET_WAIT: Duration = Duration::from_millis(20);
+/// A failed daemon is avoided for this long per consecutive failure (as pacredir does)…
+pub const BACKOFF_STEP: Duration = Duration::from_secs(30);
+/// …but never longer than this.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(10 * 60);
+
+/// How long a daemon that has failed `failures` times in a row is avoided.
+pub fn backoff(failures: u32) -> Duration {
+    BACKOFF_STEP.saturating_mul(failures).min(BACKOFF_MAX)
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Memory {
@@ -30,6 +43,8 @@ pub struct Memory {
     pub asked_at: u64,
     /// Daemons and when they last answered.
     pub daemons: Vec<([u8; 8], u64)>,
+    /// Daemons that failed: consecutive failures and until when (epoch seconds) to avoid them.
+    pub failed: Vec<([u8; 8], u32, u64)>,
 }
 
 impl Memory {
@@ -61,7 +76,34 @@ impl Memory {
         self.daemons
             .extend(answered.into_iter().map(|id| (id, now)));
         self.daemons.sort();
+        self.failed
+            .retain(|(_, _, until)| *until + BACKOFF_MAX.as_secs() > now);
         self.asked_at = now;
+    }
+
+    /// Whether `id` is being avoided at `now`.
+    pub fn avoided(&self, id: &[u8; 8], now: u64) -> bool {
+        self.failed
+            .iter()
+            .any(|(f, _, until)| f == id && *until > now)
+    }
+
+    /// `id` failed a transfer at `now`.
+    pub fn failed(&mut self, id: [u8; 8], now: u64) {
+        let failures = self
+            .failed
+            .iter()
+            .find(|(f, _, _)| *f == id)
+            .map_or(0, |(_, n, _)| *n)
+            + 1;
+        self.failed.retain(|(f, _, _)| *f != id);
+        self.failed
+            .push((id, failures, now + backoff(failures).as_secs()));
+    }
+
+    /// `id` delivered a good file: its failures are forgiven.
+    pub fn succeeded(&mut self, id: &[u8; 8]) {
+        self.failed.retain(|(f, _, _)| f != id);
     }
 
     fn parse(text: &str) -> Memory {
@@ -75,6 +117,12 @@ impl Memory {
                         memory.daemons.push((id, t));
                     }
                 }
+                (Some("failed"), Some(id), Some(rest)) => {
+                    let until = words.next().and_then(|u| u.parse().ok());
+                    if let (Some(id), Ok(n), Some(until)) = (parse_id(id), rest.parse(), until) {
+                        memory.failed.push((id, n, until));
+                    }
+                }
                 _ => {}
             }
         }
@@ -85,6 +133,9 @@ impl Memory {
         let mut out = format!("asked {}\n", self.asked_at);
         for (id, t) in &self.daemons {
             out.push_str(&format!("daemon {} {t}\n", id_hex(id)));
+        }
+        for (id, n, until) in &self.failed {
+            out.push_str(&format!("failed {} {n} {until}\n", id_hex(id)));
         }
         out
     }
@@ -163,7 +214,22 @@ mod tests {
         assert_eq!(m.expectation(1005).wait, Some(QUIET_WAIT));
         assert_eq!(m.expectation(1004 + 3600).wait, None);
 
+        m.failed([7; 8], 2000);
         let round_trip = Memory::parse(&m.render());
         assert_eq!(round_trip, m);
+    }
+
+    #[test]
+    fn failed_daemons_are_avoided_for_longer_each_time() {
+        let mut m = Memory::default();
+        m.failed([1; 8], 1000);
+        assert!(m.avoided(&[1; 8], 1029));
+        assert!(!m.avoided(&[1; 8], 1030));
+        m.failed([1; 8], 1030);
+        assert!(m.avoided(&[1; 8], 1089), "second failure: 60 s");
+        assert!(!m.avoided(&[2; 8], 1030));
+        m.succeeded(&[1; 8]);
+        assert!(!m.avoided(&[1; 8], 1031));
+        assert_eq!(backoff(100), BACKOFF_MAX);
     }
 }

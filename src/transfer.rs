@@ -48,6 +48,16 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// For LAN peers: 2 s to connect, 2 s without data.
+    pub fn peer_default() -> Limits {
+        Limits {
+            connect: Duration::from_secs(2),
+            stall: Duration::from_secs(2),
+        }
+    }
+}
+
 /// How the file should be requested; decided by the caller from the file's kind.
 #[derive(Debug, Clone, Default)]
 pub struct Want {

@@ -3,7 +3,8 @@
 Usage: hostile_peer.py MODE REAL_FILE LOG
 MODE: wrongbytes (right size, flipped bytes), wrongsize (claims and serves 100 bytes more),
 truncated (right size announced, corrupt bytes, connection closed halfway), html (an HTML error
-page with status 200). Every query and request is appended to LOG. Stops after 120 s.
+page with status 200), stall (the right bytes, but only half, then silence), 404 (HAVE, then
+404 Not Found). Every query and request is appended to LOG. Stops after 120 s.
 """
 import os, socket, struct, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,7 +22,18 @@ def log(line):
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
-        log("GET " + self.path)
+        log("GET " + self.path + " " + str(self.headers.get("Range")))
+        if mode == "404":
+            self.send_error(404)
+            return
+        if mode == "stall":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(good)))
+            self.end_headers()
+            self.wfile.write(good[: len(good) // 2])
+            self.wfile.flush()
+            time.sleep(60)
+            return
         if mode == "html":
             page = b"<html><body>Service temporarily unavailable</body></html>"
             self.send_response(200)

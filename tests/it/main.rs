@@ -26,3 +26,5 @@ mod lan_hosts;
 mod arch;
 // Hostile peers, the allowlist, kill -9, and pacman 7's download user, with the real pacman.
 mod lan_trust;
+// Peers dying, unplugged, stalling or lying mid-transfer; the download carries on.
+mod lan_faults;

@@ -178,6 +178,18 @@ impl Lan {
         format!("10.77.{}.{i}", self.net)
     }
 
+    /// Pulls host `i`'s cable: its switch port goes down.
+    pub fn unplug(&self, i: usize) {
+        self._switch.sh(&format!("ip link set p{i} down"));
+    }
+
+    /// Limits what host `i` sends to `rate` (tc tbf, e.g. "16mbit").
+    pub fn limit_rate(&self, i: usize, rate: &str) {
+        self.host(i).sh(&format!(
+            "tc qdisc add dev eth0 root tbf rate {rate} burst 64kb latency 400ms"
+        ));
+    }
+
     /// IPv6 link-local addresses appear a moment after the link comes up.
     fn wait_for_link_local(&self) {
         for host in &self.hosts {
