@@ -27,6 +27,10 @@ use crate::error::Error;
 use crate::output::Output;
 use crate::progress::Progress;
 
+/// Bytes moved per read and write. Large enough that a 1 GB/s stream costs a few thousand
+/// system calls a second; small enough to keep the client's memory in single-digit megabytes.
+const COPY_BUFFER: usize = 512 * 1024;
+
 /// The time limits of one transfer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -118,6 +122,7 @@ fn config(limits: Limits, user_agent: &str, proxy: Option<ureq::Proxy>) -> ureq:
         .timeout_per_read(Some(limits.stall))
         .user_agent(user_agent)
         .accept_encoding("identity")
+        .input_buffer_size(COPY_BUFFER)
         .proxy(proxy)
         .max_redirects(10)
         .build()
@@ -330,7 +335,7 @@ fn pump(
     progress: &Progress,
     on_read_error: impl Fn(io::Error) -> Error,
 ) -> Result<u64, Error> {
-    let mut buf = vec![0u8; 128 * 1024];
+    let mut buf = vec![0u8; COPY_BUFFER];
     let mut received = 0u64;
     loop {
         let n = match body.read(&mut buf) {

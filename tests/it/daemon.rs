@@ -82,6 +82,11 @@ impl Daemon {
         }
     }
 
+    #[allow(dead_code)] // used by benches/lan.rs
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// kill -9, as a crash or power loss would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

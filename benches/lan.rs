@@ -1,0 +1,479 @@
+//! The LAN benchmark: every target of the speed issue, measured side by side with its reference
+//! in the same run, on a LAN of network namespaces (root; nothing leaves the machine).
+//!
+//! Run: `sudo cargo bench --bench lan` (needs nginx, curl, iproute2 with tc, and for the last
+//! scenario pacman, repo-add and bsdtar). Prints one line per scenario with medians and ratios.
+//! Under `cargo test --all-targets` it only says how to run it.
+
+#[path = "../tests/it/archrepo.rs"]
+#[allow(dead_code)]
+mod archrepo;
+#[path = "../tests/it/daemon.rs"]
+#[allow(dead_code)]
+mod daemon;
+#[path = "../tests/it/netns.rs"]
+#[allow(dead_code)]
+mod netns;
+#[path = "../tests/it/nginx.rs"]
+#[allow(dead_code)]
+mod nginx;
+#[path = "../tests/it/util.rs"]
+#[allow(dead_code)]
+mod util;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use archrepo::{Pacman, Repo};
+use daemon::Daemon;
+use netns::{Family, Host, Lan};
+use nginx::Nginx;
+use util::{fetch_bin, random_bytes, tempdir};
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "lan benchmark: not run under cargo test; run it with `cargo bench --bench lan` as root"
+        );
+        return;
+    }
+    if !util::is_root() {
+        eprintln!("lan benchmark: needs root (ip netns, tc)");
+        std::process::exit(1);
+    }
+    if std::env::args().any(|a| a == "--rss-of") {
+        return rss_of();
+    }
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
+    if wanted("miss") {
+        miss_and_no_peers();
+    }
+    if wanted("hit") {
+        hit_throughput();
+    }
+    if wanted("daemon") {
+        daemon_concurrency_and_queries();
+    }
+    if wanted("scale") {
+        scale_50_daemons();
+    }
+    if wanted("pacman") {
+        real_pacman();
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn percentile(mut v: Vec<f64>, p: usize) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[(v.len() * p / 100).min(v.len() - 1)]
+}
+
+/// Wall time of a command that must succeed, in ms.
+fn timed(cmd: &mut Command) -> f64 {
+    let started = Instant::now();
+    let out = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run");
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ms
+}
+
+fn fetch(host: &Host, memory: &Path, out: &Path, url: &str) -> Command {
+    let _ = fs::remove_file(out);
+    let mut cmd = host.command(fetch_bin());
+    cmd.env("TMPDIR", memory)
+        .args(["--config", "/dev/null", "--unverified-peers", "-q"])
+        .arg(out)
+        .arg(url);
+    cmd
+}
+
+fn curl(host: &Host, out: &Path, url: &str) -> Command {
+    let _ = fs::remove_file(out);
+    let mut cmd = host.command("curl");
+    cmd.args(["-s", "-f", "-o"]).arg(out).arg(url);
+    cmd
+}
+
+fn wait_for_daemons(lan: &Lan, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let expect = format!("{n} daemons answered");
+    loop {
+        let out = lan
+            .host(1)
+            .command(fetch_bin())
+            .args(["--config", "/dev/null", "--list-peers"])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains(&expect) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never heard {n} daemons");
+    }
+}
+
+/// Cost per file of a miss (two live peers, then no peers at all) versus curl from the mirror.
+fn miss_and_no_peers() {
+    for peers in [2usize, 0] {
+        let lan = Lan::new(4, Family::Dual).expect("LAN");
+        let (mirror_root, c2, c3, memory, dir) =
+            (tempdir(), tempdir(), tempdir(), tempdir(), tempdir());
+        fs::write(
+            mirror_root.path().join("miss-1-1-any.pkg.tar.zst"),
+            random_bytes(200_000, 1),
+        )
+        .unwrap();
+        let _daemons: Vec<Daemon> = [(2, &c2), (3, &c3)]
+            .iter()
+            .take(peers)
+            .map(|(i, c)| Daemon::start(lan.host(*i), c.path(), &[]))
+            .collect();
+        let _mirror = Nginx::start_in(
+            Some(lan.host(4)),
+            mirror_root.path(),
+            nginx::Options::default(),
+        )
+        .expect("nginx");
+        if peers > 0 {
+            wait_for_daemons(&lan, peers);
+        } else {
+            // Let the bridge settle with a plain request.
+            let url = format!("http://{}:8080/miss-1-1-any.pkg.tar.zst", lan.ipv4(4));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while curl(lan.host(1), &dir.path().join("w"), &url)
+                .status()
+                .map(|s| !s.success())
+                .unwrap_or(true)
+            {
+                assert!(Instant::now() < deadline);
+            }
+        }
+        let url = format!("http://{}:8080/miss-1-1-any.pkg.tar.zst", lan.ipv4(4));
+        let out = dir.path().join("miss-1-1-any.pkg.tar.zst.part");
+        let first = timed(&mut fetch(lan.host(1), memory.path(), &out, &url));
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for _ in 0..40 {
+            ours.push(timed(&mut fetch(lan.host(1), memory.path(), &out, &url)));
+            theirs.push(timed(&mut curl(lan.host(1), &out, &url)));
+        }
+        let (o, t) = (median(ours), median(theirs));
+        println!(
+            "miss, {peers} live peers: pacserve-fetch median {o:.1} ms vs curl from the mirror {t:.1} ms: +{:.1} ms per file (first file of the run: {first:.1} ms) [target: +5 ms with 2 peers, +25 ms with none]",
+            o - t
+        );
+    }
+}
+
+/// Peer download throughput versus curl from the same daemon; unlimited, then 1 Gbit/s.
+fn hit_throughput() {
+    let lan = Lan::new(3, Family::Dual).expect("LAN");
+    let (cache, memory) = (tempdir(), tempdir());
+    // Both clients write into RAM (tmpfs), so the disk's writeback does not decide the race.
+    let dir = tempfile::Builder::new()
+        .tempdir_in("/dev/shm")
+        .unwrap_or_else(|_| tempdir());
+    let name = "big-1-1-any.pkg.tar.zst";
+    write_random_file(&cache.path().join(name), 1_000_000_000);
+    let daemon = Daemon::start(lan.host(2), cache.path(), &[]);
+    wait_for_daemons(&lan, 1);
+    let mirror = "http://127.0.0.1:9/dead-mirror/big-1-1-any.pkg.tar.zst";
+    let direct = format!("http://{}:{}/pkg/{name}", lan.ipv4(2), daemon.http_port);
+    let out = dir.path().join(format!("{name}.part"));
+
+    // Peak RSS of the client on the 1 GB file, and the daemon's RSS.
+    let rss = rss_of_command(lan.host(1), memory.path(), &out, mirror);
+    println!(
+        "client peak RSS on a 1 GB file: {:.1} MB [target: 15 MB]",
+        rss as f64 / 1024.0
+    );
+
+    for limit in [None, Some("1gbit")] {
+        if let Some(rate) = limit {
+            lan.limit_rate(2, rate);
+        }
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        // Alternate who goes first.
+        for round in 0..4 {
+            for turn in 0..2 {
+                let _ = fs::remove_file(&out);
+                if (round + turn) % 2 == 0 {
+                    ours.push(1e3 / timed(&mut fetch(lan.host(1), memory.path(), &out, mirror)));
+                } else {
+                    theirs.push(1e3 / timed(&mut curl(lan.host(1), &out, &direct)));
+                }
+            }
+        }
+        let (o, t) = (median(ours) * 1e3, median(theirs) * 1e3);
+        println!(
+            "hit, {} link: pacserve-fetch {o:.0} MB/s vs curl from the same daemon {t:.0} MB/s: ratio {:.2} [target: 0.95]",
+            limit.unwrap_or("unlimited veth"),
+            o / t
+        );
+    }
+    let _ = fs::remove_file(&out);
+}
+
+/// 32 concurrent downloads from pacserved versus nginx on the same files; query latency with
+/// 50,000 files in the cache; the daemon's idle memory.
+fn daemon_concurrency_and_queries() {
+    let lan = Lan::new(3, Family::Dual).expect("LAN");
+    let (cache, out) = (tempdir(), tempdir());
+    for i in 0..32 {
+        write_random_file(
+            &cache.path().join(format!("f{i}-1-1-any.pkg.tar.zst")),
+            20_000_000,
+        );
+    }
+    for i in 0..50_000 {
+        fs::write(
+            cache.path().join(format!("small{i}-1-1-any.pkg.tar.zst")),
+            b"",
+        )
+        .unwrap();
+    }
+    let daemon = Daemon::start(lan.host(2), cache.path(), &[]);
+    let nginx =
+        Nginx::start_in(Some(lan.host(2)), cache.path(), nginx::Options::default()).expect("nginx");
+    wait_for_daemons(&lan, 1);
+    std::thread::sleep(Duration::from_millis(500));
+    let idle = rss_kb(&daemon);
+
+    let burst = |url_of: &dyn Fn(usize) -> String| -> f64 {
+        let started = Instant::now();
+        let children: Vec<_> = (0..32)
+            .map(|i| {
+                lan.host(1)
+                    .command("curl")
+                    .args(["-s", "-f", "-o", "/dev/null", &url_of(i)])
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut c in children {
+            assert!(c.wait().unwrap().success());
+        }
+        640.0 / started.elapsed().as_secs_f64()
+    };
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        ours.push(burst(&|i| {
+            format!(
+                "http://{}:{}/pkg/f{i}-1-1-any.pkg.tar.zst",
+                lan.ipv4(2),
+                daemon.http_port
+            )
+        }));
+        theirs.push(burst(&|i| {
+            format!("http://{}:8080/f{i}-1-1-any.pkg.tar.zst", lan.ipv4(2))
+        }));
+    }
+    let (o, t) = (median(ours), median(theirs));
+    println!(
+        "daemon, 32 concurrent 20 MB downloads: pacserved {o:.0} MB/s vs nginx {t:.0} MB/s: ratio {:.2} [target: 0.9]",
+        o / t
+    );
+    drop(nginx);
+
+    let mut rtts = Vec::new();
+    for i in 0..300 {
+        let name = format!("small{}-1-1-any.pkg.tar.zst", i * 163 % 50_000);
+        let o = lan
+            .host(1)
+            .command(fetch_bin())
+            .args(["--config", "/dev/null", "--who-has", &name])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        if let Some(ms) = text
+            .lines()
+            .nth(1)
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+        {
+            rtts.push(ms);
+        }
+    }
+    println!(
+        "query with 50,000 files in the cache: round trip median {:.3} ms, p99 {:.3} ms over {} queries [target: answered within 1 ms p99]",
+        median(rtts.clone()),
+        percentile(rtts.clone(), 99),
+        rtts.len()
+    );
+    println!(
+        "daemon RSS idle: {:.1} MB [target: 30 MB]; after the load: {:.1} MB",
+        idle as f64 / 1024.0,
+        rss_kb(&daemon) as f64 / 1024.0
+    );
+    let _ = out;
+}
+
+/// The miss cost with 50 daemons answering on one LAN.
+fn scale_50_daemons() {
+    let lan = Lan::new(52, Family::Dual).expect("LAN");
+    let caches: Vec<_> = (0..50).map(|_| tempdir()).collect();
+    let _daemons: Vec<Daemon> = caches
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Daemon::start(lan.host(i + 2), c.path(), &[]))
+        .collect();
+    let (mirror_root, memory, dir) = (tempdir(), tempdir(), tempdir());
+    fs::write(
+        mirror_root.path().join("miss-1-1-any.pkg.tar.zst"),
+        random_bytes(200_000, 2),
+    )
+    .unwrap();
+    let _mirror = Nginx::start_in(
+        Some(lan.host(52)),
+        mirror_root.path(),
+        nginx::Options::default(),
+    )
+    .expect("nginx");
+    wait_for_daemons(&lan, 50);
+    let url = format!("http://{}:8080/miss-1-1-any.pkg.tar.zst", lan.ipv4(52));
+    let out = dir.path().join("miss-1-1-any.pkg.tar.zst.part");
+    let first = timed(&mut fetch(lan.host(1), memory.path(), &out, &url));
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..30 {
+        ours.push(timed(&mut fetch(lan.host(1), memory.path(), &out, &url)));
+        theirs.push(timed(&mut curl(lan.host(1), &out, &url)));
+    }
+    let (o, t) = (median(ours), median(theirs));
+    println!(
+        "scale, 50 daemons answering MISS: pacserve-fetch median {o:.1} ms vs curl {t:.1} ms: +{:.1} ms per file (first: {first:.1} ms)",
+        o - t
+    );
+}
+
+/// pacman installing 30 packages: pacserve-fetch with one peer holding them, versus curl as
+/// XferCommand, with the mirror limited to 10 Mbit/s.
+fn real_pacman() {
+    if !archrepo::require_pacman_tools() {
+        return;
+    }
+    let lan = Lan::new(4, Family::Dual).expect("LAN");
+    let (mirror_root, cache, memory) = (tempdir(), tempdir(), tempdir());
+    let repo = Repo::create(mirror_root.path(), "bench");
+    let names: Vec<String> = (0..30).map(|i| format!("pkg{i}")).collect();
+    for name in &names {
+        let file = repo.add_package(name, 250_000);
+        fs::copy(repo.dir.join(&file), cache.path().join(&file)).unwrap();
+    }
+    let _daemon = Daemon::start(lan.host(2), cache.path(), &[]);
+    let _mirror = Nginx::start_in(
+        Some(lan.host(4)),
+        mirror_root.path(),
+        nginx::Options::default(),
+    )
+    .expect("nginx");
+    lan.limit_rate(4, "10mbit");
+    wait_for_daemons(&lan, 1);
+    let server = format!("http://{}:8080/bench", lan.ipv4(4));
+    let env: [(&str, &std::ffi::OsStr); 1] = [("TMPDIR", memory.path().as_os_str())];
+    let args: Vec<&str> = std::iter::once("-S")
+        .chain(names.iter().map(String::as_str))
+        .collect();
+    let mut results = Vec::new();
+    for (label, xfer) in [
+        (
+            "pacserve-fetch",
+            format!(
+                "{} --config /dev/null --dbpath @DBPATH@ '%o' '%u'",
+                fetch_bin()
+            ),
+        ),
+        ("curl", "/usr/bin/curl -s -f -C - -o %o %u".to_owned()),
+    ] {
+        let pacman = Pacman::new(Some(&xfer), &[("bench", server.clone())]);
+        assert!(pacman.run_in(lan.host(1), &env, &["-Sy"]).status.success());
+        let started = Instant::now();
+        assert!(pacman.run_in(lan.host(1), &env, &args).status.success());
+        results.push((label, started.elapsed().as_secs_f64()));
+    }
+    println!(
+        "real pacman, 30 packages (7.5 MB), mirror at 10 Mbit/s, one peer holding them: pacserve-fetch {:.2} s vs curl {:.2} s: {:.1}x faster",
+        results[0].1,
+        results[1].1,
+        results[1].1 / results[0].1
+    );
+}
+
+fn write_random_file(path: &Path, len: usize) {
+    use std::io::Write;
+    let mut f = std::io::BufWriter::new(fs::File::create(path).unwrap());
+    let chunk = random_bytes(1 << 20, len as u64);
+    let mut left = len;
+    let mut salt = 0u8;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        // Vary each MiB a little so no two are identical.
+        let mut block = chunk[..n].to_vec();
+        block[0] = salt;
+        salt = salt.wrapping_add(1);
+        f.write_all(&block).unwrap();
+        left -= n;
+    }
+}
+
+fn rss_kb(daemon: &Daemon) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{}/status", daemon.pid())).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Peak RSS (KiB) of one pacserve-fetch run: this binary re-runs itself as a wrapper whose only
+/// child is the client, so RUSAGE_CHILDREN is exactly the client's peak.
+fn rss_of_command(host: &Host, memory: &Path, out: &Path, url: &str) -> u64 {
+    let _ = fs::remove_file(out);
+    let me = std::env::current_exe().unwrap();
+    let mut cmd = host.command(me.to_str().unwrap());
+    cmd.args([
+        "--bench",
+        "--rss-of",
+        fetch_bin(),
+        "--config",
+        "/dev/null",
+        "--unverified-peers",
+        "-q",
+    ])
+    .arg(out)
+    .arg(url)
+    .env("TMPDIR", memory);
+    let o = cmd.output().unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+fn rss_of() {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == "--rss-of").unwrap();
+    let status = Command::new(&args[at + 1])
+        .args(&args[at + 2..])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let usage =
+        nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap();
+    println!("{}", usage.max_rss());
+}
