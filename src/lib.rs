@@ -24,6 +24,7 @@ pub mod fetch;
 pub mod interrupt;
 pub mod journal;
 pub mod lanmemory;
+pub mod localfile;
 pub mod mdns;
 pub mod name;
 pub mod netif;

@@ -8,12 +8,9 @@
 //! output from that copy without a body byte crossing the wire. Package bytes are never decoded
 //! (`Accept-Encoding: identity`), because offsets must count raw bytes.
 //!
-//! `file://` URLs (local repositories) follow the same rules with a seek instead of a Range.
+//! `file://` URLs (local repositories) follow the same rules in [`crate::localfile`].
 
-use std::ffi::OsString;
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::ffi::OsStringExt;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -24,6 +21,7 @@ use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::{Agent, ResponseExt, http};
 
 use crate::error::Error;
+use crate::localfile;
 use crate::output::Output;
 use crate::progress::Progress;
 
@@ -160,7 +158,7 @@ pub fn fetch_url(
     })?;
     match scheme.to_ascii_lowercase().as_str() {
         "http" | "https" => from_http(agent, url, out, want, limits, progress),
-        "file" => from_file(url, out, want, progress),
+        "file" => localfile::fetch(url, out, want, progress),
         other => Err(Error::BadUrl {
             url: url.to_owned(),
             reason: format!("unsupported scheme {other}:// (expected http, https or file)"),
@@ -285,51 +283,8 @@ fn from_http(
     })
 }
 
-fn from_file(
-    url: &str,
-    out: &mut Output,
-    want: &Want,
-    progress: &mut Progress,
-) -> Result<Delivered, Error> {
-    let path = file_url_path(url)?;
-    let read_err = |source| Error::ReadSource {
-        path: path.clone(),
-        source,
-    };
-    let mut source = File::open(&path).map_err(read_err)?;
-    let meta = source.metadata().map_err(read_err)?;
-    if !meta.is_file() {
-        return Err(Error::ReadSource {
-            path,
-            source: io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
-        });
-    }
-    let size = meta.len();
-    let start = match out.len() {
-        have if want.resume && have <= size => have,
-        _ => 0,
-    };
-    source.seek(SeekFrom::Start(start)).map_err(read_err)?;
-    out.begin_at(start)?;
-    progress.start(name_of(out.path()), "local file", Some(size), start);
-    let received = pump(&mut source, out, progress, read_err)?;
-    progress.finish();
-    if start + received != size {
-        return Err(Error::Truncated {
-            url: url.into(),
-            received,
-            expected: size - start,
-        });
-    }
-    out.finish(meta.modified().ok())?;
-    Ok(Delivered::Body {
-        from: start,
-        received,
-    })
-}
-
 /// Copies a body into the output until EOF; returns how many bytes arrived.
-fn pump(
+pub(crate) fn pump(
     body: &mut dyn Read,
     out: &mut Output,
     progress: &Progress,
@@ -376,42 +331,7 @@ pub fn parse_unsatisfied_range(value: &str) -> Option<u64> {
     value.trim().strip_prefix("bytes */")?.trim().parse().ok()
 }
 
-/// The local path of a `file://` URL: `file:///p` or `file://localhost/p`, percent-escapes decoded.
-pub fn file_url_path(url: &str) -> Result<PathBuf, Error> {
-    let bad = |reason: &str| Error::BadUrl {
-        url: url.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let rest = url
-        .get("file://".len()..)
-        .ok_or_else(|| bad("not a file:// URL"))?;
-    let path = match rest.find('/') {
-        Some(0) => rest,
-        Some(i) if rest[..i].eq_ignore_ascii_case("localhost") => &rest[i..],
-        _ => return Err(bad("file:// URLs must name a local absolute path")),
-    };
-    let decoded = percent_decode(path).ok_or_else(|| bad("invalid percent-escape"))?;
-    Ok(PathBuf::from(OsString::from_vec(decoded)))
-}
-
-fn percent_decode(s: &str) -> Option<Vec<u8>> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    Some(out)
-}
-
-fn name_of(path: &Path) -> &str {
+pub(crate) fn name_of(path: &Path) -> &str {
     crate::name::target_name(path).unwrap_or("file")
 }
 
@@ -443,20 +363,5 @@ mod tests {
         assert_eq!(parse_content_range("bytes x-1/2"), None);
         assert_eq!(parse_unsatisfied_range("bytes */1234"), Some(1234));
         assert_eq!(parse_unsatisfied_range("bytes 0-1/2"), None);
-    }
-
-    #[test]
-    fn file_urls() {
-        assert_eq!(
-            file_url_path("file:///srv/repo/a.db").unwrap(),
-            Path::new("/srv/repo/a.db")
-        );
-        assert_eq!(
-            file_url_path("file://localhost/srv/a%20b").unwrap(),
-            Path::new("/srv/a b")
-        );
-        assert!(file_url_path("file://otherhost/srv/a").is_err());
-        assert!(file_url_path("file://relative").is_err());
-        assert!(file_url_path("file:///bad%zz").is_err());
     }
 }
