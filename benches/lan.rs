@@ -112,23 +112,6 @@ fn curl(host: &Host, out: &Path, url: &str) -> Command {
     cmd
 }
 
-fn wait_for_daemons(lan: &Lan, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let expect = format!("{n} daemons answered");
-    loop {
-        let out = lan
-            .host(1)
-            .command(fetch_bin())
-            .args(["--config", "/dev/null", "--list-peers"])
-            .output()
-            .unwrap();
-        if String::from_utf8_lossy(&out.stdout).contains(&expect) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never heard {n} daemons");
-    }
-}
-
 /// Cost per file of a miss (two live peers, then no peers at all) versus curl from the mirror.
 fn miss_and_no_peers() {
     for peers in [2usize, 0] {
@@ -152,7 +135,7 @@ fn miss_and_no_peers() {
         )
         .expect("nginx");
         if peers > 0 {
-            wait_for_daemons(&lan, peers);
+            lan.wait_for_daemons(peers);
         } else {
             // Let the bridge settle with a plain request.
             let url = format!("http://{}:8080/miss-1-1-any.pkg.tar.zst", lan.ipv4(4));
@@ -192,7 +175,7 @@ fn hit_throughput() {
     let name = "big-1-1-any.pkg.tar.zst";
     write_random_file(&cache.path().join(name), 1_000_000_000);
     let daemon = Daemon::start(lan.host(2), cache.path(), &[]);
-    wait_for_daemons(&lan, 1);
+    lan.wait_for_daemons(1);
     let mirror = "http://127.0.0.1:9/dead-mirror/big-1-1-any.pkg.tar.zst";
     let direct = format!("http://{}:{}/pkg/{name}", lan.ipv4(2), daemon.http_port);
     let out = dir.path().join(format!("{name}.part"));
@@ -251,7 +234,7 @@ fn daemon_concurrency_and_queries() {
     let daemon = Daemon::start(lan.host(2), cache.path(), &[]);
     let nginx =
         Nginx::start_in(Some(lan.host(2)), cache.path(), nginx::Options::default()).expect("nginx");
-    wait_for_daemons(&lan, 1);
+    lan.wait_for_daemons(1);
     std::thread::sleep(Duration::from_millis(500));
     let idle = rss_kb(&daemon);
 
@@ -345,7 +328,7 @@ fn scale_50_daemons() {
         nginx::Options::default(),
     )
     .expect("nginx");
-    wait_for_daemons(&lan, 50);
+    lan.wait_for_daemons(50);
     let url = format!("http://{}:8080/miss-1-1-any.pkg.tar.zst", lan.ipv4(52));
     let out = dir.path().join("miss-1-1-any.pkg.tar.zst.part");
     let first = timed(&mut fetch(lan.host(1), memory.path(), &out, &url));
@@ -383,7 +366,7 @@ fn real_pacman() {
     )
     .expect("nginx");
     lan.limit_rate(4, "10mbit");
-    wait_for_daemons(&lan, 1);
+    lan.wait_for_daemons(1);
     let server = format!("http://{}:8080/bench", lan.ipv4(4));
     let env: [(&str, &std::ffi::OsStr); 1] = [("TMPDIR", memory.path().as_os_str())];
     let args: Vec<&str> = std::iter::once("-S")

@@ -173,7 +173,7 @@ fn load_or_create_id(state_dir: &Path) -> io::Result<[u8; 8]> {
     let file = state_dir.join("id");
     if let Some(id) = std::fs::read_to_string(&file)
         .ok()
-        .and_then(|t| parse_id(t.trim()))
+        .and_then(|t| crate::protocol::parse_id_hex(t.trim()))
     {
         return Ok(id);
     }
@@ -189,15 +189,4 @@ fn load_or_create_id(state_dir: &Path) -> io::Result<[u8; 8]> {
         );
     }
     Ok(id)
-}
-
-fn parse_id(hex: &str) -> Option<[u8; 8]> {
-    if hex.len() != 16 {
-        return None;
-    }
-    let mut id = [0u8; 8];
-    for (i, byte) in id.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(id)
 }

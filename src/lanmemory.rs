@@ -113,13 +113,15 @@ impl Memory {
             match (words.next(), words.next(), words.next()) {
                 (Some("asked"), Some(t), None) => memory.asked_at = t.parse().unwrap_or(0),
                 (Some("daemon"), Some(id), Some(t)) => {
-                    if let (Some(id), Ok(t)) = (parse_id(id), t.parse()) {
+                    if let (Some(id), Ok(t)) = (crate::protocol::parse_id_hex(id), t.parse()) {
                         memory.daemons.push((id, t));
                     }
                 }
                 (Some("failed"), Some(id), Some(rest)) => {
                     let until = words.next().and_then(|u| u.parse().ok());
-                    if let (Some(id), Ok(n), Some(until)) = (parse_id(id), rest.parse(), until) {
+                    if let (Some(id), Ok(n), Some(until)) =
+                        (crate::protocol::parse_id_hex(id), rest.parse(), until)
+                    {
                         memory.failed.push((id, n, until));
                     }
                 }
@@ -162,17 +164,6 @@ pub fn store(memory: &Memory) {
 
 fn path() -> Option<PathBuf> {
     statedir::dir().map(|d| d.join("lan"))
-}
-
-fn parse_id(hex: &str) -> Option<[u8; 8]> {
-    if hex.len() != 16 {
-        return None;
-    }
-    let mut id = [0u8; 8];
-    for (i, byte) in id.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(id)
 }
 
 #[cfg(test)]

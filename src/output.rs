@@ -95,13 +95,7 @@ impl Output {
     /// Cuts the output back to its first `len` bytes (discarding what a bad source wrote).
     pub fn truncate(&mut self, len: u64) -> Result<(), Error> {
         let len = len.min(self.len);
-        let file = match self.file.take() {
-            Some(file) => file,
-            None => OpenOptions::new()
-                .write(true)
-                .open(&self.path)
-                .map_err(|e| write_error(&self.path, "open", e))?,
-        };
+        let file = self.take_or_open()?;
         file.set_len(len)
             .map_err(|e| write_error(&self.path, "truncate", e))?;
         self.len = len;
@@ -126,18 +120,25 @@ impl Output {
 
     /// Closes the output, setting its modification time (from Last-Modified) when known.
     pub fn finish(&mut self, mtime: Option<SystemTime>) -> Result<(), Error> {
-        let file = match self.file.take() {
-            Some(file) => file,
-            None => OpenOptions::new()
-                .write(true)
-                .open(&self.path)
-                .map_err(|e| write_error(&self.path, "open", e))?,
-        };
+        let file = self.take_or_open()?;
         if let Some(mtime) = mtime {
             file.set_modified(mtime)
                 .map_err(|e| write_error(&self.path, "set the time of", e))?;
         }
         Ok(())
+    }
+}
+
+impl Output {
+    /// The open file, or the existing output opened for writing.
+    fn take_or_open(&mut self) -> Result<File, Error> {
+        match self.file.take() {
+            Some(file) => Ok(file),
+            None => OpenOptions::new()
+                .write(true)
+                .open(&self.path)
+                .map_err(|e| write_error(&self.path, "open", e)),
+        }
     }
 }
 

@@ -244,28 +244,25 @@ fn pkgbuild_package_installs_everything() {
     }
 }
 
+/// A shipped configuration file with every commented-out `key = value` line switched on.
+fn uncommented(path: &str) -> String {
+    read(path)
+        .lines()
+        .map(|l| l.trim_start_matches('#'))
+        .filter(|l| l.contains(" = "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[test]
 fn config_file_examples_parse() {
-    let fetch: pacserve_fetch::config::FileConfig = toml::from_str(
-        &read("contrib/pacserve-fetch.conf")
-            .lines()
-            .map(|l| l.trim_start_matches('#'))
-            .filter(|l| l.contains(" = "))
-            .collect::<Vec<_>>()
-            .join("\n"),
-    )
-    .unwrap();
+    let fetch: pacserve_fetch::config::FileConfig =
+        toml::from_str(&uncommented("contrib/pacserve-fetch.conf")).unwrap();
     assert_eq!(fetch.peer_wait_ms, Some(100));
-    let daemon: pacserve_fetch::config::DaemonFileConfig = toml::from_str(
-        &read("contrib/pacserved.conf")
-            .lines()
-            .map(|l| l.trim_start_matches('#'))
-            .filter(|l| l.contains(" = "))
-            .collect::<Vec<_>>()
-            .join("\n"),
-    )
-    .unwrap();
+    let daemon: pacserve_fetch::config::DaemonFileConfig =
+        toml::from_str(&uncommented("contrib/pacserved.conf")).unwrap();
     assert_eq!(daemon.http_port, Some(15678));
+    assert_eq!(daemon.allow.map(|a| a.len()), Some(2));
 }
 
 #[test]

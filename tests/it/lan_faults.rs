@@ -8,6 +8,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::daemon::Daemon;
+use crate::hostile::Hostile;
 use crate::netns::{Family, Host, Lan};
 use crate::nginx::{self, Nginx};
 use crate::util::{fetch_bin, random_bytes, tempdir};
@@ -100,7 +101,7 @@ fn two_peers() -> Option<TwoPeers> {
     let mirror = Nginx::start_in(Some(lan.host(4)), dirs[2].path(), nginx::Options::default())?;
     lan.limit_rate(2, "16mbit");
     lan.limit_rate(3, "16mbit");
-    wait_for_peers(&lan);
+    lan.wait_for_daemons(2);
     Some(TwoPeers {
         lan,
         daemons,
@@ -108,23 +109,6 @@ fn two_peers() -> Option<TwoPeers> {
         content,
         _dirs: dirs,
     })
-}
-
-/// The bridge forwards nothing for a moment after coming up.
-fn wait_for_peers(lan: &Lan) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let out = lan
-            .host(1)
-            .command(fetch_bin())
-            .args(["--config", "/dev/null", "--list-peers"])
-            .output()
-            .unwrap();
-        if !String::from_utf8_lossy(&out.stdout).contains("0 daemons answered") {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no daemon ever answered");
-    }
 }
 
 /// Which daemon (0 or 1) began serving PKG.
@@ -211,28 +195,8 @@ fn hostile_then_mirror(mode: &str) {
     ) else {
         return;
     };
-    let log = real.path().join("hostile.log");
-    let mut hostile = lan
-        .host(3)
-        .command("python3")
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/it/hostile_peer.py"
-        ))
-        .arg(mode)
-        .arg(real.path().join(PKG))
-        .arg(&log)
-        .arg(lan.ipv4(3))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(hostile.stdout.take().unwrap()),
-        &mut ready,
-    )
-    .unwrap();
-    wait_for_peers(&lan);
+    let hostile = Hostile::start(lan.host(3), mode, &real.path().join(PKG), &lan.ipv4(3));
+    lan.wait_for_daemons(1);
 
     let memory = tempdir();
     let started = Instant::now();
@@ -240,13 +204,12 @@ fn hostile_then_mirror(mode: &str) {
     let elapsed = started.elapsed();
     // The next file: the failed peer is avoided, not asked again.
     let (again, _, _) = start_fetch(lan.host(1), &mirror_url(&lan), memory.path()).finish();
-    let _ = hostile.kill();
-    let _ = hostile.wait();
+    let hostile_log = hostile.log();
+    drop(hostile);
     assert!(again);
 
     assert!(ok, "{err}");
     assert!(bytes == content, "byte-identical");
-    let hostile_log = fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(
         hostile_log.matches("GET /pkg/").count(),
         1,

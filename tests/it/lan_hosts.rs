@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::archrepo::{Pacman, Repo, require_pacman_tools};
 use crate::daemon::Daemon;
@@ -35,7 +35,7 @@ fn site(family: Family) -> Option<Site> {
         mirror_root.path(),
         nginx::Options::default(),
     )?;
-    wait_for_daemons(lan.host(1), 2);
+    lan.wait_for_daemons(2);
     Some(Site {
         lan,
         holder,
@@ -59,24 +59,6 @@ impl Site {
             fs::write(self.holder_cache.path().join(name), bytes).unwrap();
         }
     }
-}
-
-/// A fresh bridge forwards nothing for a moment after its ports come up (≈0.5 s here); wait
-/// until host 1 hears `n` daemons, so tests measure discovery rather than link bring-up.
-fn wait_for_daemons(host: &Host, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let expect = format!("{n} daemons answered");
-    while Instant::now() < deadline {
-        let out = client(host)
-            .arg("--list-peers")
-            .output()
-            .expect("run pacserve-fetch");
-        if String::from_utf8_lossy(&out.stdout).contains(&expect) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("host 1 never heard {n} daemons");
 }
 
 fn client(host: &Host) -> Command {
@@ -188,20 +170,8 @@ fn real_pacman_installs_from_the_peer_and_the_mirror_sends_no_package() {
     );
     let memory = lan_memory_dir();
     let pacman = Pacman::new(Some(&xfer), &[("lanrepo", s.mirror_url("lanrepo"))]);
-    let in_host1 = |args: &[&str]| {
-        let mut cmd = s.lan.host(1).command("pacman");
-        cmd.env("TMPDIR", &memory)
-            .arg("--config")
-            .arg(&pacman.config)
-            .arg("--noconfirm")
-            .args(args);
-        let out = run(&mut cmd);
-        eprintln!(
-            "  stdout: {}",
-            String::from_utf8_lossy(&out.stdout).trim_end()
-        );
-        out
-    };
+    let env: [(&str, &std::ffi::OsStr); 1] = [("TMPDIR", memory.as_os_str())];
+    let in_host1 = |args: &[&str]| pacman.run_in(s.lan.host(1), &env, args);
 
     let started = Instant::now();
     assert!(in_host1(&["-Sy"]).status.success());

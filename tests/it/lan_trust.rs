@@ -7,60 +7,15 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::archrepo::{Pacman, Repo, require_pacman_tools};
 use crate::daemon::Daemon;
+use crate::hostile::Hostile;
 use crate::netns::{Family, Host, Lan};
 use crate::nginx::{self, Nginx};
 use crate::util::{fetch_bin, lan_memory_dir, run, stderr, tempdir};
-
-const HOSTILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/hostile_peer.py");
-
-struct Hostile {
-    child: Child,
-    log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Hostile {
-    fn start(host: &Host, mode: &str, real_file: &std::path::Path, own_ip: &str) -> Hostile {
-        let dir = tempdir();
-        let log = dir.path().join("hostile.log");
-        let mut child = host
-            .command("python3")
-            .arg(HOSTILE)
-            .arg(mode)
-            .arg(real_file)
-            .arg(&log)
-            .arg(own_ip)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start hostile peer");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("ready");
-        assert_eq!(line.trim(), "ready");
-        Hostile {
-            child,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Hostile {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn xfer() -> String {
     format!(
@@ -91,10 +46,11 @@ fn tampering_peers_never_reach_pacman() {
     ) else {
         return;
     };
-    let memory = lan_memory_dir();
-    let env: [(&str, &OsStr); 1] = [("TMPDIR", memory.as_os_str())];
-
     for (mode, file) in modes.iter().zip(&files) {
+        // A fresh LAN memory per mode: the hostile peer keeps one daemon id, and after its first
+        // failure pacserve-fetch would (rightly) avoid it for the next rounds.
+        let memory = tempdir();
+        let env: [(&str, &OsStr); 1] = [("TMPDIR", memory.path().as_os_str())];
         let hostile = Hostile::start(lan.host(3), mode, &repo.dir.join(file), &lan.ipv4(3));
         let pacman = Pacman::new(
             Some(&xfer()),

@@ -7,6 +7,7 @@ mod util;
 mod archrepo;
 mod daemon;
 mod faultserver;
+mod hostile;
 mod netns;
 mod nginx;
 

@@ -178,6 +178,34 @@ impl Lan {
         format!("10.77.{}.{i}", self.net)
     }
 
+    /// Waits until host 1 hears at least `n` daemons: a fresh bridge forwards nothing for a
+    /// moment after its ports come up (≈0.5 s here), and tests should measure discovery, not
+    /// link bring-up.
+    pub fn wait_for_daemons(&self, n: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let out = self
+                .host(1)
+                .command(util::fetch_bin())
+                .args(["--config", "/dev/null", "--list-peers"])
+                .output()
+                .expect("run pacserve-fetch --list-peers");
+            let heard = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .last()
+                .and_then(|l| l.split_whitespace().next()?.parse::<usize>().ok())
+                .unwrap_or(0);
+            if heard >= n {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "host 1 never heard {n} daemons"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// Pulls host `i`'s cable: its switch port goes down.
     pub fn unplug(&self, i: usize) {
         self._switch.sh(&format!("ip link set p{i} down"));
