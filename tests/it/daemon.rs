@@ -97,12 +97,23 @@ impl Daemon {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
-    /// Log lines recording a GET of `name`.
+    /// Log lines recording a GET of `name`. The log arrives through a pipe and a reader thread,
+    /// so a line written just before the client finished may lag a little: wait up to half a
+    /// second for the first one.
     pub fn served(&self, name: &str) -> Vec<String> {
-        self.log()
-            .into_iter()
-            .filter(|l| l.contains(&format!("GET /pkg/{name} ")))
-            .collect()
+        let needle = format!("GET /pkg/{name} ");
+        let deadline = Instant::now() + Duration::from_millis(500);
+        loop {
+            let lines: Vec<String> = self
+                .log()
+                .into_iter()
+                .filter(|l| l.contains(&needle))
+                .collect();
+            if !lines.is_empty() || Instant::now() >= deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
