@@ -55,16 +55,18 @@ impl Progress {
             return;
         }
         let bar = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
+        // The name may be cut to fit the terminal; the source host never is.
         let template = match total {
             Some(_) => {
-                "{wide_msg} {bytes:>10} {binary_bytes_per_sec:>12} {eta:>4} [{bar:20}] {percent:>3}%"
+                "{wide_msg} {prefix} {bytes:>9} {binary_bytes_per_sec:>11} {eta:>3} [{bar:12}] {percent:>3}%"
             }
-            None => "{wide_msg} {bytes:>10} {binary_bytes_per_sec:>12} {spinner}",
+            None => "{wide_msg} {prefix} {bytes:>9} {binary_bytes_per_sec:>11} {spinner}",
         };
         if let Ok(style) = ProgressStyle::with_template(template) {
             bar.set_style(style.progress_chars("#-"));
         }
-        bar.set_message(format!("{name} from {host}"));
+        bar.set_message(name.to_owned());
+        bar.set_prefix(format!("from {host}"));
         bar.set_position(done);
         bar.reset_eta();
         bar.enable_steady_tick(Duration::from_millis(200));

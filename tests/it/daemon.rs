@@ -87,6 +87,21 @@ impl Daemon {
         self.child.id()
     }
 
+    /// SIGTERM, as systemd stops it; returns the exit status once it has exited (bounded wait).
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// kill -9, as a crash or power loss would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

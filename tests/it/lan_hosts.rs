@@ -372,3 +372,52 @@ sys.exit(0 if found else 1)
     );
     assert!(text.contains(&lan.ipv4(2)), "announced address: {text}");
 }
+
+#[test]
+fn own_daemon_is_skipped_proxies_are_bypassed_and_late_interfaces_are_joined() {
+    let Some(lan) = Lan::new(3, Family::Dual) else {
+        return;
+    };
+    let content = random_bytes(300_000, 44);
+    let (own_cache, peer_cache, late_cache) = (tempdir(), tempdir(), tempdir());
+    fs::write(own_cache.path().join(PKG), &content).unwrap();
+    fs::write(peer_cache.path().join(PKG), &content).unwrap();
+    let own = Daemon::start(lan.host(1), own_cache.path(), &[]);
+    let peer = Daemon::start(lan.host(2), peer_cache.path(), &[]);
+    lan.wait_for_daemons(2);
+
+    // Host 1's own daemon is listed (marked) by hand, but never downloaded from; and a proxy in
+    // the environment, dead on purpose, is not used for the peer.
+    let listing = run(client(lan.host(1)).args(["--who-has", PKG]));
+    let text = String::from_utf8_lossy(&listing.stdout);
+    assert!(text.contains("(this host)"), "{text}");
+    let dir = tempdir();
+    let out = dir.path().join(format!("{PKG}.part"));
+    let fetched = run(client(lan.host(1))
+        .env("http_proxy", "http://127.0.0.1:9")
+        .env("HTTP_PROXY", "http://127.0.0.1:9")
+        .env("ALL_PROXY", "http://127.0.0.1:9")
+        .arg(&out)
+        .arg("http://127.0.0.1:9/dead-mirror/x.pkg.tar.zst"));
+    assert!(fetched.status.success(), "{}", stderr(&fetched));
+    assert_eq!(fs::read(&out).unwrap(), content);
+    assert_eq!(peer.served(PKG).len(), 1);
+    assert!(
+        own.served(PKG).is_empty(),
+        "never from this host's own daemon"
+    );
+
+    // A daemon whose network comes up after it started (a laptop joining Wi-Fi).
+    lan.host(3).sh("ip link set eth0 down");
+    let _late = Daemon::start(lan.host(3), late_cache.path(), &[]);
+    lan.host(3).sh(&format!(
+        "ip link set eth0 up && ip route replace 224.0.0.0/4 dev eth0 && ip addr replace {}/24 dev eth0",
+        lan.ipv4(3)
+    ));
+    let started = Instant::now();
+    lan.wait_for_daemons(3);
+    eprintln!(
+        "late interface joined after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}

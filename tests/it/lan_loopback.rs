@@ -361,3 +361,18 @@ fn once_every_known_daemon_has_answered_the_wait_ends() {
         "second run stopped when both daemons had answered: {second:?}"
     );
 }
+
+#[test]
+fn sigterm_stops_the_daemon_cleanly() {
+    let Some(mut s) = setup() else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let status = s
+        .holder
+        .terminate()
+        .expect("pacserved exited after SIGTERM");
+    assert!(status.success(), "{status}");
+    assert!(started.elapsed().as_secs() < 7, "within the 5 s grace");
+    assert!(s.holder.log().iter().any(|l| l.contains("stopping")));
+}

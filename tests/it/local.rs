@@ -255,3 +255,112 @@ fn sigterm_and_sigint_stop_at_once_and_keep_the_partial() {
         assert_eq!(fs::read(&out).unwrap(), &content[..100_000]);
     }
 }
+
+#[test]
+fn progress_is_drawn_only_on_a_terminal() {
+    if !require_tools(&["script"]) {
+        return;
+    }
+    let root = tempdir();
+    fs::write(root.path().join(PKG), random_bytes(2_000_000, 26)).unwrap();
+    let Some(mirror) = Nginx::start(root.path()) else {
+        return;
+    };
+    let dir = tempdir();
+    let out = dir.path().join(format!("{PKG}.part"));
+    // script(1) gives the command a pseudo-terminal and copies what it draws to stdout.
+    let line = format!(
+        "{} --no-peers --config /dev/null {} {}",
+        fetch_bin(),
+        out.display(),
+        mirror.url(PKG)
+    );
+    let tty = run(Command::new("script").args(["-qfec", &line, "/dev/null"]));
+    let drawn = String::from_utf8_lossy(&tty.stdout);
+    assert!(tty.status.success());
+    assert!(
+        drawn.contains("local-1-1") && drawn.contains("from 127.0.0.1"),
+        "{drawn}"
+    );
+    assert!(drawn.contains("100%") && drawn.contains("MiB"), "{drawn}");
+
+    fs::remove_file(&out).unwrap();
+    let piped = run(fetch_cmd().arg(&out).arg(mirror.url(PKG)));
+    assert!(piped.status.success());
+    assert!(
+        piped.stderr.is_empty() && piped.stdout.is_empty(),
+        "silent without a terminal"
+    );
+    let quiet = run(Command::new("script").args(["-qfec", &format!("{line} -q"), "/dev/null"]));
+    assert!(
+        !String::from_utf8_lossy(&quiet.stdout).contains("100%"),
+        "-q draws nothing"
+    );
+}
+
+#[test]
+fn https_is_spoken_and_an_untrusted_certificate_is_a_clear_error() {
+    if !require_tools(&["openssl"]) {
+        return;
+    }
+    // A self-signed certificate on a TLS port: the handshake happens, verification refuses it.
+    let dir = tempdir();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    assert!(made.status.success());
+    let mut server = Command::new("openssl")
+        .args(["s_server", "-quiet", "-accept", "0", "-cert"])
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // s_server prints "ACCEPT" then listens; find its port.
+    let port = (0..100)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            let ss = Command::new("ss").args(["-Hltnp"]).output().ok()?;
+            String::from_utf8_lossy(&ss.stdout)
+                .lines()
+                .find(|l| l.contains(&format!("pid={},", server.id())))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(3)?
+                        .rsplit(':')
+                        .next()?
+                        .parse::<u16>()
+                        .ok()
+                })
+        })
+        .expect("openssl s_server port");
+    let result = run(fetch_cmd()
+        .arg(dir.path().join("x.part"))
+        .arg(format!("https://127.0.0.1:{port}/{PKG}")));
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(result.status.code(), Some(1));
+    let err = stderr(&result);
+    assert!(
+        err.contains(&format!("https://127.0.0.1:{port}/"))
+            && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+}
