@@ -193,7 +193,7 @@ fn hit_throughput() {
         }
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         // Alternate who goes first.
-        for round in 0..4 {
+        for round in 0..6 {
             for turn in 0..2 {
                 let _ = fs::remove_file(&out);
                 if (round + turn) % 2 == 0 {
