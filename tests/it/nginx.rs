@@ -37,6 +37,9 @@ pub struct Options {
     pub throttle_fresh: bool,
     /// Every request at 256 KiB/s, so a test can interrupt a download again and again.
     pub throttle_all: bool,
+    /// nginx as a production server runs: a master with one worker per core, sendfile; the
+    /// reference for benchmarks.
+    pub production: bool,
 }
 
 impl Nginx {
@@ -172,9 +175,9 @@ fn config(dir: &Path, root: &Path, listen: &str, options: Options) -> String {
     };
     format!(
         r#"daemon off;
-master_process off;
+master_process {master};
+worker_processes {workers};
 {user}
-worker_processes 1;
 pid {d}/nginx.pid;
 events {{ worker_connections 64; }}
 http {{
@@ -186,6 +189,8 @@ http {{
     uwsgi_temp_path {d}/tmp;
     scgi_temp_path {d}/tmp;
     default_type application/octet-stream;
+    sendfile {sendfile};
+    tcp_nopush {sendfile};
     map $http_range $fast_bytes {{ "" 256k; default 0; }}
     map $http_range $slow_rate {{ "" 64k; default 0; }}
     server {{
@@ -195,7 +200,10 @@ http {{
     }}
 }}
 "#,
-        root = root.display()
+        root = root.display(),
+        master = if options.production { "on" } else { "off" },
+        workers = if options.production { "auto" } else { "1" },
+        sendfile = if options.production { "on" } else { "off" },
     )
 }
 
