@@ -190,3 +190,17 @@ fn load_or_create_id(state_dir: &Path) -> io::Result<[u8; 8]> {
     }
     Ok(id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_daemon_id_survives_a_restart_and_an_unwritable_state_dir_still_gives_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_or_create_id(dir.path()).unwrap();
+        assert_eq!(load_or_create_id(dir.path()).unwrap(), first);
+        let nowhere = Path::new("/proc/no-such-dir/pacserved");
+        assert_ne!(load_or_create_id(nowhere).unwrap(), first);
+    }
+}

@@ -213,6 +213,10 @@ pub fn resolve_peer(peer: &str, default_port: u16) -> Vec<SocketAddr> {
         .unwrap_or_default()
 }
 
+/// Room for the answers of a large LAN arriving at once: each datagram costs about 1 KiB of
+/// kernel buffer, and 200 daemons answer within a millisecond or two.
+const ANSWER_BUFFER: usize = 1 << 20;
+
 /// The client's two sockets; either may be missing (no IPv6 on this host, say).
 struct Sockets {
     v4: Option<UdpSocket>,
@@ -225,6 +229,7 @@ impl Sockets {
             .and_then(|s| {
                 s.set_multicast_ttl_v4(1)?;
                 s.set_multicast_loop_v4(true)?;
+                let _ = s.set_recv_buffer_size(ANSWER_BUFFER);
                 s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)).into())?;
                 s.set_nonblocking(true)?;
                 Ok(UdpSocket::from(s))
@@ -235,6 +240,7 @@ impl Sockets {
                 s.set_only_v6(true)?;
                 s.set_multicast_hops_v6(1)?;
                 s.set_multicast_loop_v6(true)?;
+                let _ = s.set_recv_buffer_size(ANSWER_BUFFER);
                 s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)).into())?;
                 s.set_nonblocking(true)?;
                 Ok(UdpSocket::from(s))

@@ -376,3 +376,38 @@ fn sigterm_stops_the_daemon_cleanly() {
     assert!(started.elapsed().as_secs() < 7, "within the 5 s grace");
     assert!(s.holder.log().iter().any(|l| l.contains("stopping")));
 }
+
+#[test]
+fn under_systemd_log_lines_carry_syslog_priorities() {
+    let Some(host) = Host::loopback() else {
+        return;
+    };
+    let (cache, state) = (tempdir(), tempdir());
+    let mut daemon = host
+        .command(crate::daemon::daemon_bin())
+        .args([
+            "--http-port",
+            "0",
+            "--udp-port",
+            "15990",
+            "--interface",
+            "lo",
+            "--cache-dir",
+        ])
+        .arg(cache.path())
+        .arg("--state-dir")
+        .arg(state.path())
+        .env("JOURNAL_STREAM", "8:12345")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(daemon.stderr.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(first.starts_with("<6>id "), "{first}");
+}

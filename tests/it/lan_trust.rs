@@ -403,3 +403,95 @@ print("after-timeout", alive(), flush=True)
         "idle connections are closed after the header timeout"
     );
 }
+
+#[test]
+fn signatures_are_checked_against_pgpsig_and_unlisted_files_come_from_the_mirror() {
+    if !crate::util::require_tools(&["repo-add", "bsdtar", "zstd"]) {
+        return;
+    }
+    let Some(lan) = Lan::new(4, Family::Dual) else {
+        return;
+    };
+    let mirror_root = tempdir();
+    let repo = Repo::create(mirror_root.path(), "sigrepo");
+    // repo-add records a detached signature lying next to the package as %PGPSIG%.
+    let signature = crate::util::random_bytes(310, 71);
+    let pkg = {
+        let probe = tempdir();
+        let name = Repo::create(probe.path(), "probe").add_package("signed", 100_000);
+        fs::copy(probe.path().join("probe").join(&name), repo.dir.join(&name)).unwrap();
+        fs::write(repo.dir.join(format!("{name}.sig")), &signature).unwrap();
+        let added = run(Command::new("repo-add")
+            .arg("-q")
+            .arg(repo.dir.join("sigrepo.db.tar.gz"))
+            .arg(repo.dir.join(&name)));
+        assert!(added.status.success());
+        name
+    };
+    let sig = format!("{pkg}.sig");
+    let unlisted = "unlisted-1-1-any.pkg.tar.zst";
+    fs::write(repo.dir.join(unlisted), b"not in any database").unwrap();
+    let dbpath = tempdir();
+    fs::create_dir(dbpath.path().join("sync")).unwrap();
+    fs::copy(
+        repo.dir.join("sigrepo.db.tar.gz"),
+        dbpath.path().join("sync/sigrepo.db"),
+    )
+    .unwrap();
+    let cache = tempdir();
+    fs::write(cache.path().join(&sig), &signature).unwrap();
+    fs::write(cache.path().join(unlisted), b"not in any database").unwrap();
+    let daemon = Daemon::start(lan.host(2), cache.path(), &[]);
+    let Some(mirror) = Nginx::start_in(
+        Some(lan.host(4)),
+        mirror_root.path(),
+        nginx::Options::default(),
+    ) else {
+        return;
+    };
+    lan.wait_for_daemons(1);
+    let dir = tempdir();
+    let fetch = |name: &str, extra: &[&str]| {
+        let memory = tempdir();
+        let out = dir.path().join(format!("{name}.part"));
+        let _ = fs::remove_file(&out);
+        let result = run(lan
+            .host(1)
+            .command(fetch_bin())
+            .env("TMPDIR", memory.path())
+            .args(["--config", "/dev/null", "--dbpath"])
+            .arg(dbpath.path())
+            .args(extra)
+            .arg(&out)
+            .arg(format!("http://{}:8080/sigrepo/{name}", lan.ipv4(4))));
+        assert!(result.status.success(), "{}", stderr(&result));
+        (fs::read(&out).unwrap(), stderr(&result))
+    };
+
+    // The right signature: taken from the peer.
+    assert_eq!(fetch(&sig, &[]).0, signature);
+    assert_eq!(daemon.served(&sig).len(), 1);
+    assert!(mirror.requests_for(&sig).is_empty());
+
+    // A wrong signature of the same size on the peer: discarded, the mirror's is used.
+    let mut wrong = signature.clone();
+    wrong[100] ^= 0xff;
+    fs::write(cache.path().join(&sig), &wrong).unwrap();
+    let (got, err) = fetch(&sig, &[]);
+    assert_eq!(got, signature);
+    assert!(err.contains("sent a bad file"), "{err}");
+    assert_eq!(mirror.requests_for(&sig).len(), 1);
+
+    // A file no database lists: the mirror, although the peer has it — unless opted in.
+    assert_eq!(fetch(unlisted, &[]).0, b"not in any database");
+    assert!(
+        daemon.served(unlisted).is_empty(),
+        "not asked without --unverified-peers"
+    );
+    assert_eq!(mirror.requests_for(unlisted).len(), 1);
+    assert_eq!(
+        fetch(unlisted, &["--unverified-peers"]).0,
+        b"not in any database"
+    );
+    assert_eq!(daemon.served(unlisted).len(), 1);
+}

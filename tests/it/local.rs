@@ -364,3 +364,23 @@ fn https_is_spoken_and_an_untrusted_certificate_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn the_client_links_no_async_runtime() {
+    // pacman runs pacserve-fetch once per file: it stays small and synchronous. The daemon, in
+    // the same package, does use tokio, which is what makes this check able to fail.
+    if !require_tools(&["nm"]) {
+        return;
+    }
+    let count = |bin: &str| {
+        let out = run(Command::new("nm").args(["-C", "--defined-only"]).arg(bin));
+        String::from_utf8_lossy(&out.stdout)
+            .matches("tokio::")
+            .count()
+    };
+    assert_eq!(count(fetch_bin()), 0, "pacserve-fetch contains tokio code");
+    assert!(
+        count(crate::daemon::daemon_bin()) > 0,
+        "the check sees tokio where it is"
+    );
+}
