@@ -45,7 +45,7 @@ for _ in $(seq 50); do grep -q "listening for queries" "$WORK/pacserved.log" && 
 
 # host2: which peers are there? (the bridge needs a moment after coming up)
 for _ in $(seq 50); do
-    ip netns exec "${TAG}h2" "$BIN/pacserve-fetch" --list-peers | grep -q "^1 daemons" && break
+    ip netns exec "${TAG}h2" "$BIN/pacserve-fetch" --list-peers | grep -q "^1 daemon answered" && break
     sleep 0.1
 done
 echo "== host2: pacserve-fetch --list-peers"

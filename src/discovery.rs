@@ -306,11 +306,15 @@ pub fn render_answers(answers: &[PeerAnswer], name: &str, waited: Duration) -> S
         );
     }
     let haves = answers.iter().filter(|a| a.http_addr().is_some()).count();
+    let daemons = match answers.len() {
+        1 => "1 daemon".to_owned(),
+        n => format!("{n} daemons"),
+    };
     let _ = writeln!(
         out,
-        "{} daemons answered within {} ms; {haves} have {name}",
-        answers.len(),
-        waited.as_millis()
+        "{daemons} answered within {} ms; {haves} {} {name}",
+        waited.as_millis(),
+        if haves == 1 { "has" } else { "have" }
     );
     out
 }

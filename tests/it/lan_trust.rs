@@ -129,7 +129,7 @@ fn sources_outside_the_allowlist_get_nothing() {
     };
     // Host 1 is allowed (the bridge may need a moment to forward after coming up).
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !who(lan.host(1)).contains("1 daemons answered") {
+    while !who(lan.host(1)).contains("1 daemon answered") {
         assert!(Instant::now() < deadline, "host 1 never got an answer");
     }
     assert!(
