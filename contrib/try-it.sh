@@ -16,8 +16,13 @@ if ! need nginx || ! need bsdtar; then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-cargo build --release --quiet
-BIN=$PWD/target/release/pacserve-fetch
+# PACSERVE_FETCH_BIN: use an already built binary (the test suite does) instead of building.
+if [ -n "${PACSERVE_FETCH_BIN:-}" ]; then
+    BIN=$PACSERVE_FETCH_BIN
+else
+    cargo build --release --quiet
+    BIN=$PWD/target/release/pacserve-fetch
+fi
 
 WORK=$(mktemp -d)
 chmod 755 "$WORK"   # nginx workers run as nobody when started by root
@@ -46,11 +51,11 @@ CONF
 URL=http://127.0.0.1:$PORT/demo/os/x86_64/$PKG
 OUT=$WORK/cache/$PKG.part
 
-echo "== pacserve-fetch '$OUT' '$URL'"
-"$BIN" -v "$OUT" "$URL"
+echo "== pacserve-fetch --no-peers '$OUT' '$URL'   (mirror only: this demo is about the downloader)"
+"$BIN" --no-peers -v "$OUT" "$URL"
 echo "== simulate an interrupted download: keep the first 1 MB and run again"
 truncate -s 1000000 "$OUT"
-"$BIN" -v "$OUT" "$URL"
+"$BIN" --no-peers -v "$OUT" "$URL"
 cmp "$OUT" "$WORK/mirror/demo/os/x86_64/$PKG" && echo "== identical to the mirror's copy"
 echo "== what the mirror sent (nginx access log):"
 sed 's/^/   /' "$WORK/access.log"

@@ -279,3 +279,20 @@ fn the_readme_walkthrough_fetches_from_the_first_host() {
         "{text}"
     );
 }
+
+#[test]
+fn the_readme_first_command_downloads_and_resumes() {
+    if !require_tools(&["nginx", "bsdtar", "python3"]) {
+        return;
+    }
+    let out = run(Command::new("bash")
+        .arg(Path::new(ROOT).join("contrib/try-it.sh"))
+        .env("PACSERVE_FETCH_BIN", fetch_bin()));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("identical to the mirror's copy"), "{text}");
+    assert!(
+        text.contains("206 3") && text.contains("range=\"bytes=1000000-\""),
+        "{text}"
+    );
+}
