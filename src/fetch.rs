@@ -93,12 +93,14 @@ pub fn fetch(
     let peers_may_serve = kind.shareable() && (expected.is_some() || settings.unverified_peers);
 
     // Ask peers: only for packages and their signatures, never databases.
-    let mut memory = lanmemory::load();
-    let peers = match (&settings.discovery, peers_may_serve) {
-        (Some(discovery), true) => {
-            peers_with(discovery, name, out.len(), want.size, &mut memory, progress)
-        }
-        _ => Vec::new(),
+    let asking = settings.discovery.as_ref().filter(|_| peers_may_serve);
+    let mut memory = match asking {
+        Some(_) => lanmemory::load(),
+        None => lanmemory::Memory::default(),
+    };
+    let peers = match asking {
+        Some(discovery) => peers_with(discovery, name, out.len(), want.size, &mut memory, progress),
+        None => Vec::new(),
     };
 
     // Transfer and verify: each peer in the order it answered, then the mirror pacman named.
