@@ -128,12 +128,7 @@ fn miss_and_no_peers() {
             .take(peers)
             .map(|(i, c)| Daemon::start(lan.host(*i), c.path(), &[]))
             .collect();
-        let _mirror = Nginx::start_in(
-            Some(lan.host(4)),
-            mirror_root.path(),
-            nginx::Options::default(),
-        )
-        .expect("nginx");
+        let _mirror = Nginx::mirror_on(lan.host(4), mirror_root.path()).expect("nginx");
         if peers > 0 {
             lan.wait_for_daemons(peers);
         } else {
@@ -232,8 +227,7 @@ fn daemon_concurrency_and_queries() {
         .unwrap();
     }
     let daemon = Daemon::start(lan.host(2), cache.path(), &[]);
-    let nginx =
-        Nginx::start_in(Some(lan.host(2)), cache.path(), nginx::Options::default()).expect("nginx");
+    let nginx = Nginx::mirror_on(lan.host(2), cache.path()).expect("nginx");
     lan.wait_for_daemons(1);
     std::thread::sleep(Duration::from_millis(500));
     let idle = rss_kb(&daemon);
@@ -322,12 +316,7 @@ fn scale_50_daemons() {
         random_bytes(200_000, 2),
     )
     .unwrap();
-    let _mirror = Nginx::start_in(
-        Some(lan.host(52)),
-        mirror_root.path(),
-        nginx::Options::default(),
-    )
-    .expect("nginx");
+    let _mirror = Nginx::mirror_on(lan.host(52), mirror_root.path()).expect("nginx");
     lan.wait_for_daemons(50);
     let url = format!("http://{}:8080/miss-1-1-any.pkg.tar.zst", lan.ipv4(52));
     let out = dir.path().join("miss-1-1-any.pkg.tar.zst.part");
@@ -359,12 +348,7 @@ fn real_pacman() {
         fs::copy(repo.dir.join(&file), cache.path().join(&file)).unwrap();
     }
     let _daemon = Daemon::start(lan.host(2), cache.path(), &[]);
-    let _mirror = Nginx::start_in(
-        Some(lan.host(4)),
-        mirror_root.path(),
-        nginx::Options::default(),
-    )
-    .expect("nginx");
+    let _mirror = Nginx::mirror_on(lan.host(4), mirror_root.path()).expect("nginx");
     lan.limit_rate(4, "10mbit");
     lan.wait_for_daemons(1);
     let server = format!("http://{}:8080/bench", lan.ipv4(4));

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::daemon::Daemon;
 use crate::hostile::Hostile;
 use crate::netns::{Family, Host, Lan};
-use crate::nginx::{self, Nginx};
+use crate::nginx::Nginx;
 use crate::util::{fetch_bin, random_bytes, tempdir};
 
 const PKG: &str = "faultpkg-1.0-1-x86_64.pkg.tar.zst";
@@ -98,7 +98,7 @@ fn two_peers() -> Option<TwoPeers> {
         Daemon::start(lan.host(2), dirs[0].path(), &[]),
         Daemon::start(lan.host(3), dirs[1].path(), &[]),
     ];
-    let mirror = Nginx::start_in(Some(lan.host(4)), dirs[2].path(), nginx::Options::default())?;
+    let mirror = Nginx::mirror_on(lan.host(4), dirs[2].path())?;
     lan.limit_rate(2, "16mbit");
     lan.limit_rate(3, "16mbit");
     lan.wait_for_daemons(2);
@@ -188,11 +188,7 @@ fn hostile_then_mirror(mode: &str) {
     let (real, mirror_root) = (tempdir(), tempdir());
     fs::write(real.path().join(PKG), &content).unwrap();
     fs::write(mirror_root.path().join(PKG), &content).unwrap();
-    let Some(mirror) = Nginx::start_in(
-        Some(lan.host(4)),
-        mirror_root.path(),
-        nginx::Options::default(),
-    ) else {
+    let Some(mirror) = Nginx::mirror_on(lan.host(4), mirror_root.path()) else {
         return;
     };
     let hostile = Hostile::start(lan.host(3), mode, &real.path().join(PKG), &lan.ipv4(3));

@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::archrepo::{Pacman, Repo, require_pacman_tools};
 use crate::daemon::Daemon;
 use crate::netns::{Family, Host, Lan};
-use crate::nginx::{self, Nginx};
+use crate::nginx::Nginx;
 use crate::util::{fetch_bin, lan_memory_dir, random_bytes, run, stderr, tempdir};
 
 const PKG: &str = "lanpkg-1.0-1-x86_64.pkg.tar.zst";
@@ -30,11 +30,7 @@ fn site(family: Family) -> Option<Site> {
     let (holder_cache, other_cache, mirror_root) = (tempdir(), tempdir(), tempdir());
     let holder = Daemon::start(lan.host(2), holder_cache.path(), &[]);
     let other = Daemon::start(lan.host(3), other_cache.path(), &[]);
-    let mirror = Nginx::start_in(
-        Some(lan.host(4)),
-        mirror_root.path(),
-        nginx::Options::default(),
-    )?;
+    let mirror = Nginx::mirror_on(lan.host(4), mirror_root.path())?;
     lan.wait_for_daemons(2);
     Some(Site {
         lan,

@@ -39,11 +39,7 @@ fn tampering_peers_never_reach_pacman() {
         .iter()
         .map(|m| repo.add_package(&format!("victim-{m}"), 300_000))
         .collect();
-    let Some(mirror) = Nginx::start_in(
-        Some(lan.host(4)),
-        mirror_root.path(),
-        nginx::Options::default(),
-    ) else {
+    let Some(mirror) = Nginx::mirror_on(lan.host(4), mirror_root.path()) else {
         return;
     };
     for (mode, file) in modes.iter().zip(&files) {
@@ -256,11 +252,7 @@ fn pacman_7_download_user_sandbox_is_emulated_and_works() {
     let cache = tempdir();
     fs::copy(repo.dir.join(&file), cache.path().join(&file)).unwrap();
     let daemon = Daemon::start(lan.host(2), cache.path(), &[]);
-    let Some(mirror) = Nginx::start_in(
-        Some(lan.host(4)),
-        mirror_root.path(),
-        nginx::Options::default(),
-    ) else {
+    let Some(mirror) = Nginx::mirror_on(lan.host(4), mirror_root.path()) else {
         return;
     };
     let wrapper_dir = tempdir();
@@ -442,11 +434,7 @@ fn signatures_are_checked_against_pgpsig_and_unlisted_files_come_from_the_mirror
     fs::write(cache.path().join(&sig), &signature).unwrap();
     fs::write(cache.path().join(unlisted), b"not in any database").unwrap();
     let daemon = Daemon::start(lan.host(2), cache.path(), &[]);
-    let Some(mirror) = Nginx::start_in(
-        Some(lan.host(4)),
-        mirror_root.path(),
-        nginx::Options::default(),
-    ) else {
+    let Some(mirror) = Nginx::mirror_on(lan.host(4), mirror_root.path()) else {
         return;
     };
     lan.wait_for_daemons(1);

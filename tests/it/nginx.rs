@@ -53,6 +53,11 @@ impl Nginx {
         Nginx::start_in(None, root, options)
     }
 
+    /// The usual mirror of the LAN tests: plain nginx on port 8080 of `host`.
+    pub fn mirror_on(host: &Host, root: &Path) -> Option<Nginx> {
+        Nginx::start_in(Some(host), root, Options::default())
+    }
+
     /// nginx inside a test host's namespace, on port 8080 of every address it has; or on a free
     /// port of 127.0.0.1 in our own namespace when `host` is None.
     pub fn start_in(host: Option<&Host>, root: &Path, options: Options) -> Option<Nginx> {
