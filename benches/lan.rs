@@ -153,7 +153,7 @@ fn miss_and_no_peers() {
         }
         let (o, t) = (median(ours), median(theirs));
         println!(
-            "miss, {peers} live peers: pacserve-fetch median {o:.1} ms vs curl from the mirror {t:.1} ms: +{:.1} ms per file (first file of the run: {first:.1} ms) [target: +5 ms with 2 peers, +25 ms with none]",
+            "miss, {peers} live peers: pacserve-fetch median {o:.1} ms vs curl from the mirror {t:.1} ms: {:+.1} ms per file (first file of the run: {first:.1} ms) [target: +5 ms with 2 peers, +25 ms with none]",
             o - t
         );
     }
@@ -328,7 +328,7 @@ fn scale_50_daemons() {
     }
     let (o, t) = (median(ours), median(theirs));
     println!(
-        "scale, 50 daemons answering MISS: pacserve-fetch median {o:.1} ms vs curl {t:.1} ms: +{:.1} ms per file (first: {first:.1} ms)",
+        "scale, 50 daemons answering MISS: pacserve-fetch median {o:.1} ms vs curl {t:.1} ms: {:+.1} ms per file (first: {first:.1} ms)",
         o - t
     );
 }
