@@ -114,8 +114,9 @@ pub fn fetch(
         let failure = match result {
             Ok(delivered) => match mismatch(&out, expected)? {
                 None => {
-                    memory.succeeded(&daemon_id);
-                    lanmemory::store(&memory);
+                    if memory.succeeded(&daemon_id) {
+                        lanmemory::store(&memory);
+                    }
                     return Ok(Report {
                         source: peer_url,
                         delivered,
@@ -139,7 +140,7 @@ pub fn fetch(
     let agent = transfer::mirror_agent(settings.limits, &settings.user_agent);
     let mut delivered =
         transfer::fetch_url(&agent, url, &mut out, &want, settings.limits, progress)?;
-    if let Some(why) = mismatch(&out, expected)? {
+    while let Some(why) = mismatch(&out, expected)? {
         let resumed = matches!(delivered, Delivered::Body { from, .. } if from > 0)
             || delivered == Delivered::AlreadyComplete;
         out.truncate(0)?;
@@ -149,16 +150,10 @@ pub fn fetch(
                 why,
             });
         }
-        // The partial we resumed was bad (an earlier run's peer, say): the whole file, once.
+        // The partial we resumed was bad (an earlier run's peer, say): the whole file, once —
+        // from byte 0 it is no longer a resume, so a second mismatch ends the loop above.
         progress.warn(|| format!("{name}: the partial file was bad ({why}); downloading it again"));
         delivered = transfer::fetch_url(&agent, url, &mut out, &want, settings.limits, progress)?;
-        if let Some(why) = mismatch(&out, expected)? {
-            out.truncate(0)?;
-            return Err(Error::BadFile {
-                url: url.to_owned(),
-                why,
-            });
-        }
     }
     Ok(Report {
         source: url.to_owned(),

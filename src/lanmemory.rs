@@ -101,9 +101,12 @@ impl Memory {
             .push((id, failures, now + backoff(failures).as_secs()));
     }
 
-    /// `id` delivered a good file: its failures are forgiven.
-    pub fn succeeded(&mut self, id: &[u8; 8]) {
+    /// `id` delivered a good file: its failures are forgiven. Returns whether anything changed,
+    /// so the common case (a peer with no failures) costs no write.
+    pub fn succeeded(&mut self, id: &[u8; 8]) -> bool {
+        let before = self.failed.len();
         self.failed.retain(|(f, _, _)| f != id);
+        self.failed.len() != before
     }
 
     fn parse(text: &str) -> Memory {
@@ -219,7 +222,8 @@ mod tests {
         m.failed([1; 8], 1030);
         assert!(m.avoided(&[1; 8], 1089), "second failure: 60 s");
         assert!(!m.avoided(&[2; 8], 1030));
-        m.succeeded(&[1; 8]);
+        assert!(m.succeeded(&[1; 8]));
+        assert!(!m.succeeded(&[1; 8]), "nothing left to forgive");
         assert!(!m.avoided(&[1; 8], 1031));
         assert_eq!(backoff(100), BACKOFF_MAX);
     }
