@@ -105,7 +105,7 @@ impl Responder {
     fn serve(&self, family: Family, socket: UdpSocket) {
         let mut joined = HashSet::new();
         let mut next_join = Instant::now();
-        let mut logged_senders = HashSet::new();
+        let mut warned = Warned::default();
         let mut limit = RateLimit::new(QUERIES_PER_SECOND, QUERY_BURST, SOURCES_TRACKED);
         let mut buf = [0u8; 2048];
         loop {
@@ -133,7 +133,7 @@ impl Responder {
             };
             if !self.allow.permits(from.ip()) {
                 Stats::add(&self.stats.refused, 1);
-                if logged_senders.len() < 256 && logged_senders.insert((from.ip(), 0)) {
+                if warned.first_time(from.ip(), Oddity::OutsideAllowlist) {
                     warn!("ignoring queries from {}: outside the allowlist", from.ip());
                 }
                 continue;
@@ -142,22 +142,16 @@ impl Responder {
                 Stats::add(&self.stats.rate_limited, 1);
                 continue;
             }
-            self.handle(&socket, &buf[..len], from, &mut logged_senders);
+            self.handle(&socket, &buf[..len], from, &mut warned);
         }
     }
 
-    fn handle(
-        &self,
-        socket: &UdpSocket,
-        datagram: &[u8],
-        from: SocketAddr,
-        other_versions: &mut HashSet<(IpAddr, u8)>,
-    ) {
+    fn handle(&self, socket: &UdpSocket, datagram: &[u8], from: SocketAddr, warned: &mut Warned) {
         let query = match Query::decode(datagram) {
             Ok(query) => query,
             Err(Reject::UnknownVersion(version)) => {
                 Stats::add(&self.stats.other_versions, 1);
-                if other_versions.len() < 256 && other_versions.insert((from.ip(), version)) {
+                if warned.first_time(from.ip(), Oddity::Version(version)) {
                     warn!(
                         "ignoring queries from {} speaking protocol version {version}; this daemon speaks {}",
                         from.ip(),
@@ -225,5 +219,26 @@ impl Responder {
             }
             joined.insert(key);
         }
+    }
+}
+
+/// Why a sender is ignored; each is logged once per sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Oddity {
+    OutsideAllowlist,
+    Version(u8),
+}
+
+/// The senders already warned about, so a flood costs one log line per sender and cause. Bounded,
+/// so spoofed sources cannot grow it: past the bound nothing more is logged (the counters on the
+/// status page still count).
+#[derive(Debug, Default)]
+struct Warned(HashSet<(IpAddr, Oddity)>);
+
+impl Warned {
+    const MAX: usize = 256;
+
+    fn first_time(&mut self, sender: IpAddr, oddity: Oddity) -> bool {
+        self.0.len() < Self::MAX && self.0.insert((sender, oddity))
     }
 }
