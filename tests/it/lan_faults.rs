@@ -44,14 +44,7 @@ fn start_fetch(host: &Host, mirror_url: &str, memory: &std::path::Path) -> Run {
 
 impl Run {
     fn wait_for_bytes(&self, n: u64) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while fs::metadata(&self.out).map(|m| m.len()).unwrap_or(0) < n {
-            assert!(
-                Instant::now() < deadline,
-                "transfer never reached {n} bytes"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        crate::util::wait_for_len(&self.out, n, Duration::from_secs(20));
     }
 
     /// Waits (bounded) for the exit; returns success and stderr.

@@ -186,11 +186,7 @@ fn kill_9_mid_download_then_pacman_resumes_and_installs() {
             .spawn()
             .unwrap();
         let target = kept + 150_000;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while fs::metadata(&part).map(|m| m.len()).unwrap_or(0) < target {
-            assert!(Instant::now() < deadline, "round {round}: no progress");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        crate::util::wait_for_len(&part, target, Duration::from_secs(20));
         let killed = Command::new("pkill")
             .args(["-KILL", "-f"])
             .arg(part.to_str().unwrap())

@@ -224,14 +224,7 @@ fn sigterm_and_sigint_stop_at_once_and_keep_the_partial() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while fs::metadata(&out).map(|m| m.len()).unwrap_or(0) < 100_000 {
-            assert!(
-                Instant::now() < deadline,
-                "download never reached 100000 bytes"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        crate::util::wait_for_len(&out, 100_000, Duration::from_secs(10));
         let sent = Instant::now();
         Command::new("kill")
             .arg(format!("-{signal}"))

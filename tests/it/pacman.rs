@@ -98,11 +98,7 @@ fn an_interrupted_package_download_resumes_on_the_next_pacman_run() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while fs::metadata(&part).map(|m| m.len()).unwrap_or(0) < 300_000 {
-        assert!(Instant::now() < deadline, "download did not get going");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    crate::util::wait_for_len(&part, 300_000, Duration::from_secs(20));
     let killed = std::process::Command::new("pkill")
         .args(["-TERM", "-f"])
         .arg(part.to_str().unwrap())

@@ -185,3 +185,17 @@ pub fn lan_memory_dir() -> std::path::PathBuf {
     }
     DIR.with(|d| d.path().to_owned())
 }
+
+/// Waits until the file at `path` holds at least `n` bytes (a download under way has got that
+/// far); panics after `limit`.
+pub fn wait_for_len(path: &Path, n: u64, limit: std::time::Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    while std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never reached {n} bytes within {limit:?}",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
