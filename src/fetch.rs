@@ -151,7 +151,7 @@ pub fn fetch(
             });
         }
         // The partial we resumed was bad (an earlier run's peer, say): the whole file, once —
-        // from byte 0 it is no longer a resume, so a second mismatch ends the loop above.
+        // from byte 0 it is no longer a resume, so a second mismatch ends this loop with an error.
         progress.warn(|| format!("{name}: the partial file was bad ({why}); downloading it again"));
         delivered = transfer::fetch_url(&agent, url, &mut out, &want, settings.limits, progress)?;
     }
