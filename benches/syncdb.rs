@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use pacserve_fetch::syncdb;
+use pacserve_fetch::pacman::syncdb;
 
 fn main() {
     // `cargo bench` passes --bench; under `cargo test --all-targets` this is only a smoke run.

@@ -1,45 +1,23 @@
 //! pacserve-fetch: share pacman's package cache across a LAN.
 //!
-//! pacman runs `pacserve-fetch '%o' '%u'` once per file it needs. [`fetch::fetch`] is that whole
-//! job, top to bottom; everything else in this crate is one idea it leans on:
+//! The folders are the architecture:
 //!
-//! - [`name`]: what kind of file pacman asked for (database, signature, package), which decides
-//!   whether it may be resumed and where it may come from.
-//! - [`output`]: the `%o` file itself — the only file we ever write.
-//! - [`transfer`]: moving bytes from an `http(s)://` or `file://` source into the output,
-//!   resuming where it makes sense and refusing anything that would corrupt it.
-//! - [`progress`]: the terminal progress line, drawn only when stderr is a terminal.
-//! - [`error`]: the one error type, whose messages name the file or URL involved.
+//! - [`client`]: `pacserve-fetch`, the program pacman runs for every file. Start at
+//!   [`client::fetch::fetch`], one download top to bottom.
+//! - [`daemon`]: `pacserved`, which answers the LAN's queries for the local cache and serves it
+//!   over HTTP. Start at [`daemon::run`].
+//! - [`protocol`]: what crosses the LAN between the two: the discovery datagrams, their spec, and
+//!   the interfaces they go out on.
+//! - [`pacman`]: pacman's world: file names, sync databases, pacman.conf, `pacsrv`.
 //!
-//! The binaries in `src/bin/` only parse arguments and print errors.
+//! The client never imports from the daemon, nor the daemon from the client: they share only
+//! `protocol`, `pacman` and the few pieces at this level ([`config`] files, [`cli`] helpers, the
+//! [`statedir`]). The binaries in `src/bin/` only parse arguments and print errors.
 
-pub mod allow;
-pub mod args;
-pub mod cache;
+pub mod cli;
+pub mod client;
 pub mod config;
 pub mod daemon;
-pub mod discovery;
-pub mod error;
-pub mod fetch;
-pub mod interrupt;
-pub mod journal;
-pub mod lanmemory;
-pub mod localfile;
-pub mod mdns;
-pub mod name;
-pub mod netif;
-pub mod output;
-pub mod pacmanconf;
-pub mod pacsrv;
-pub mod progress;
+pub mod pacman;
 pub mod protocol;
-pub mod ratelimit;
-pub mod responder;
-pub mod server;
 pub mod statedir;
-pub mod stats;
-pub mod syncdb;
-pub mod transfer;
-pub mod verify;
-
-pub use error::Error;

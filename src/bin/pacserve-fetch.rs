@@ -1,16 +1,17 @@
 //! `pacserve-fetch '%o' '%u'`: pacman's XferCommand, and by hand a way to see the LAN's peers.
-//! Argument parsing and printing only; the work is `pacserve_fetch::fetch::fetch`.
+//! Argument parsing and printing only; the work is `pacserve_fetch::client::fetch::fetch`.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
-use pacserve_fetch::args::{self, FetchArgs};
-use pacserve_fetch::discovery;
-use pacserve_fetch::fetch;
-use pacserve_fetch::progress::Progress;
-use pacserve_fetch::{Error, interrupt};
+use pacserve_fetch::cli;
+use pacserve_fetch::client::args::FetchArgs;
+use pacserve_fetch::client::discovery;
+use pacserve_fetch::client::fetch;
+use pacserve_fetch::client::progress::Progress;
+use pacserve_fetch::client::{Error, interrupt};
 
 /// A name no daemon holds, so every live daemon answers MISS.
 const PROBE_NAME: &str = "pacserve-probe-0-0-any.pkg.tar.zst";
@@ -19,7 +20,7 @@ fn main() -> ExitCode {
     let args = FetchArgs::parse();
     let result = match (&args.who_has, args.list_peers, args.completions) {
         (_, _, Some(shell)) => {
-            args::print_completions::<FetchArgs>(shell);
+            cli::print_completions::<FetchArgs>(shell);
             Ok(ExitCode::SUCCESS)
         }
         (Some(name), _, _) => who_has(&args, name),

@@ -4,13 +4,14 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use pacserve_fetch::args::{self, DaemonArgs};
+use pacserve_fetch::cli;
 use pacserve_fetch::daemon;
+use pacserve_fetch::daemon::args::DaemonArgs;
 
 fn main() -> ExitCode {
     let args = DaemonArgs::parse();
     if let Some(shell) = args.completions {
-        args::print_completions::<DaemonArgs>(shell);
+        cli::print_completions::<DaemonArgs>(shell);
         return ExitCode::SUCCESS;
     }
     let result = args

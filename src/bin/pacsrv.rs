@@ -1,10 +1,10 @@
-//! `pacsrv [pacman arguments]`: pacman once through pacserve-fetch (see `pacserve_fetch::pacsrv`).
+//! `pacsrv [pacman arguments]`: pacman once through pacserve-fetch (see `pacserve_fetch::pacman::pacsrv`).
 
 use std::io::Write;
 use std::process::{Command, ExitCode};
 
 use anyhow::Context;
-use pacserve_fetch::pacsrv;
+use pacserve_fetch::pacman::pacsrv;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 

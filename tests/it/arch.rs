@@ -7,7 +7,8 @@ use std::path::Path;
 use std::process::Command;
 
 use clap::CommandFactory;
-use pacserve_fetch::args::{DaemonArgs, FetchArgs};
+use pacserve_fetch::client::args::FetchArgs;
+use pacserve_fetch::daemon::args::DaemonArgs;
 
 use crate::util::{fetch_bin, is_root, require, require_tools, run, tempdir};
 

@@ -2,7 +2,7 @@
 //!
 //! pacman runs us once per file, one after another, so a fixed wait is paid per file. After
 //! each query we record which daemons answered; the next run stops waiting as soon as those
-//! have answered again (see [`crate::discovery::Expectation`]), and when nobody answered
+//! have answered again (see [`crate::client::discovery::Expectation`]), and when nobody answered
 //! recently it waits only [`QUIET_WAIT`]. A daemon that stays silent through a full wait is
 //! forgotten at once, so a machine that was switched off costs one full wait, not one per file.
 //!
@@ -18,7 +18,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::discovery::{Expectation, PeerAnswer};
+use crate::client::discovery::{Expectation, PeerAnswer};
 use crate::protocol::id_hex;
 use crate::statedir;
 

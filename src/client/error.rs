@@ -10,8 +10,6 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::transfer::Limits;
-
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -60,63 +58,6 @@ impl Error {
             self,
             Error::BadOutput { .. } | Error::WriteOutput { .. } | Error::Interrupted
         )
-    }
-
-    /// Maps a ureq failure to our variants. The limits are only used to word timeouts.
-    pub(crate) fn from_ureq(url: &str, err: &ureq::Error, limits: Limits) -> Error {
-        use ureq::Timeout as T;
-        let url = url.to_owned();
-        match err {
-            ureq::Error::HostNotFound => Error::HostNotFound { url },
-            ureq::Error::Timeout(T::Connect | T::Resolve) => Error::Timeout {
-                url,
-                phase: "connecting",
-                limit: limits.connect,
-            },
-            ureq::Error::Timeout(_) | ureq::Error::BodyStalled => Error::Timeout {
-                url,
-                phase: "waiting for data",
-                limit: limits.stall,
-            },
-            ureq::Error::BadUri(reason) => Error::BadUrl {
-                url,
-                reason: reason.clone(),
-            },
-            ureq::Error::Http(e) => Error::BadUrl {
-                url,
-                reason: e.to_string(),
-            },
-            ureq::Error::Io(e) => Error::from_io_on_wire(url, e, limits),
-            other => Error::Network {
-                url,
-                detail: other.to_string(),
-            },
-        }
-    }
-
-    /// An I/O error while talking to a server. ureq's body reader wraps its own errors in
-    /// io::Error, so those are unwrapped first to keep timeouts recognisable.
-    pub(crate) fn from_io_on_wire(url: String, e: &io::Error, limits: Limits) -> Error {
-        if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>()) {
-            return Error::from_ureq(&url, inner, limits);
-        }
-        let detail = match e.kind() {
-            io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
-            io::ErrorKind::ConnectionReset => "connection reset by peer".to_owned(),
-            io::ErrorKind::UnexpectedEof => "connection closed before the body ended".to_owned(),
-            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
-                return Error::Timeout {
-                    url,
-                    phase: "waiting for data",
-                    limit: limits.stall,
-                };
-            }
-            _ if e.to_string().contains("lookup address") => {
-                return Error::HostNotFound { url };
-            }
-            _ => io_reason(e),
-        };
-        Error::Network { url, detail }
     }
 }
 
@@ -170,7 +111,7 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 /// `io::Error`'s Display appends "(os error 28)"; users want the words only.
-fn io_reason(e: &io::Error) -> String {
+pub(crate) fn io_reason(e: &io::Error) -> String {
     let text = e.to_string();
     match text.find(" (os error") {
         Some(cut) => text[..cut].to_owned(),

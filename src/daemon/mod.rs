@@ -1,5 +1,24 @@
-//! pacserved's startup and shutdown: resolve the configuration, bind, start the responder
-//! threads and the HTTP server, and stop cleanly on SIGTERM or SIGINT.
+//! `pacserved`: the daemon that answers the LAN's queries for the local pacman cache and serves
+//! it over HTTP.
+//!
+//! Start at [`run`]: resolve the configuration, bind, start the responder threads
+//! ([`responder`], UDP answers) and the HTTP server ([`server`]), and stop cleanly on SIGTERM or
+//! SIGINT. Around them: which files may be served ([`cache`]), who may ask ([`allow`],
+//! [`ratelimit`]), counters for the status page ([`stats`]), logging ([`journal`]) and the
+//! optional mDNS announcement ([`mdns`]).
+//!
+//! May use: [`crate::protocol`], [`crate::pacman`], and the shared pieces at the crate root.
+//! Never [`crate::client`].
+
+pub mod allow;
+pub mod args;
+pub mod cache;
+pub mod journal;
+pub mod mdns;
+pub mod ratelimit;
+pub mod responder;
+pub mod server;
+pub mod stats;
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
@@ -9,12 +28,12 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::allow::Allowlist;
-use crate::cache::Cache;
+use crate::daemon::allow::Allowlist;
+use crate::daemon::cache::Cache;
+use crate::daemon::responder::Responder;
+use crate::daemon::server::App;
+use crate::daemon::stats::Stats;
 use crate::protocol::id_hex;
-use crate::responder::Responder;
-use crate::server::{self, App};
-use crate::stats::Stats;
 use crate::{info, warn};
 
 /// In-flight downloads get this long to finish after SIGTERM before the process exits anyway.
@@ -87,11 +106,11 @@ pub fn run(config: Config) -> io::Result<()> {
 
     // Held for the daemon's lifetime: dropping it would end the announcement.
     let _announcement = if config.mdns {
-        match crate::mdns::announce(http_port, &config.interfaces) {
+        match crate::daemon::mdns::announce(http_port, &config.interfaces) {
             Ok(mdns) => {
                 info!(
                     "announcing {} on port {http_port} over mDNS",
-                    crate::mdns::SERVICE_TYPE
+                    crate::daemon::mdns::SERVICE_TYPE
                 );
                 Some(mdns)
             }

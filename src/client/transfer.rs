@@ -8,7 +8,8 @@
 //! output from that copy without a body byte crossing the wire. Package bytes are never decoded
 //! (`Accept-Encoding: identity`), because offsets must count raw bytes.
 //!
-//! `file://` URLs (local repositories) follow the same rules in [`crate::localfile`].
+//! `file://` URLs (local repositories) follow the same rules in [`crate::client::localfile`];
+//! [`crate::client::fetch`] picks between the two.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -20,10 +21,9 @@ use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::{Agent, ResponseExt, http};
 
-use crate::error::Error;
-use crate::localfile;
-use crate::output::Output;
-use crate::progress::Progress;
+use crate::client::error::{Error, io_reason};
+use crate::client::output::Output;
+use crate::client::progress::Progress;
 
 /// Bytes moved per read and write. Large enough that a 1 GB/s stream costs a few thousand
 /// system calls a second; small enough to keep the client's memory in single-digit megabytes.
@@ -158,7 +158,6 @@ pub fn fetch_url(
     })?;
     match scheme.to_ascii_lowercase().as_str() {
         "http" | "https" => from_http(agent, url, out, want, limits, progress),
-        "file" => localfile::fetch(url, out, want, progress),
         other => Err(Error::BadUrl {
             url: url.to_owned(),
             reason: format!("unsupported scheme {other}:// (expected http, https or file)"),
@@ -186,9 +185,7 @@ fn from_http(
         0 => format!("GET {url}"),
         _ => format!("GET {url} from byte {offset}"),
     });
-    let response = request
-        .call()
-        .map_err(|e| Error::from_ureq(url, &e, limits))?;
+    let response = request.call().map_err(|e| ureq_error(url, &e, limits))?;
     let status = response.status().as_u16();
     let headers = response.headers();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -266,7 +263,7 @@ fn from_http(
     progress.start(name_of(out.path()), &host, total, start);
     let mut body = response.into_body().into_reader();
     let received = pump(&mut body, out, progress, |e| {
-        Error::from_io_on_wire(url.to_owned(), &e, limits)
+        wire_error(url.to_owned(), &e, limits)
     })?;
     progress.finish();
     if let Some(expected) = body_len.filter(|&len| len != received) {
@@ -281,6 +278,63 @@ fn from_http(
         from: start,
         received,
     })
+}
+
+/// Maps a ureq failure to our variants. The limits are only used to word timeouts.
+fn ureq_error(url: &str, err: &ureq::Error, limits: Limits) -> Error {
+    use ureq::Timeout as T;
+    let url = url.to_owned();
+    match err {
+        ureq::Error::HostNotFound => Error::HostNotFound { url },
+        ureq::Error::Timeout(T::Connect | T::Resolve) => Error::Timeout {
+            url,
+            phase: "connecting",
+            limit: limits.connect,
+        },
+        ureq::Error::Timeout(_) | ureq::Error::BodyStalled => Error::Timeout {
+            url,
+            phase: "waiting for data",
+            limit: limits.stall,
+        },
+        ureq::Error::BadUri(reason) => Error::BadUrl {
+            url,
+            reason: reason.clone(),
+        },
+        ureq::Error::Http(e) => Error::BadUrl {
+            url,
+            reason: e.to_string(),
+        },
+        ureq::Error::Io(e) => wire_error(url, e, limits),
+        other => Error::Network {
+            url,
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// An I/O error while talking to a server. ureq's body reader wraps its own errors in
+/// io::Error, so those are unwrapped first to keep timeouts recognisable.
+fn wire_error(url: String, e: &io::Error, limits: Limits) -> Error {
+    if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>()) {
+        return ureq_error(&url, inner, limits);
+    }
+    let detail = match e.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+        io::ErrorKind::ConnectionReset => "connection reset by peer".to_owned(),
+        io::ErrorKind::UnexpectedEof => "connection closed before the body ended".to_owned(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+            return Error::Timeout {
+                url,
+                phase: "waiting for data",
+                limit: limits.stall,
+            };
+        }
+        _ if e.to_string().contains("lookup address") => {
+            return Error::HostNotFound { url };
+        }
+        _ => io_reason(e),
+    };
+    Error::Network { url, detail }
 }
 
 /// Copies a body into the output until EOF; returns how many bytes arrived.
@@ -332,7 +386,7 @@ pub fn parse_unsatisfied_range(value: &str) -> Option<u64> {
 }
 
 pub(crate) fn name_of(path: &Path) -> &str {
-    crate::name::target_name(path).unwrap_or("file")
+    crate::pacman::name::target_name(path).unwrap_or("file")
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! `file://` sources: a local repository (`Server = file:///srv/repo`), common on build hosts.
 //!
-//! The same rules as HTTP in [`crate::transfer`], with a seek in place of a Range request: a
+//! The same rules as HTTP in [`crate::client::transfer`], with a seek in place of a Range request: a
 //! resumable partial continues where it stops if it is not longer than the source, otherwise the
 //! copy starts over; the output takes the source's mtime.
 
@@ -10,10 +10,10 @@ use std::io::{self, Seek, SeekFrom};
 use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 
-use crate::error::Error;
-use crate::output::Output;
-use crate::progress::Progress;
-use crate::transfer::{Delivered, Want, name_of, pump};
+use crate::client::error::Error;
+use crate::client::output::Output;
+use crate::client::progress::Progress;
+use crate::client::transfer::{Delivered, Want, name_of, pump};
 
 /// Copies the file a `file://` URL names into `out`.
 pub fn fetch(

@@ -27,10 +27,10 @@ use tokio::sync::Semaphore;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
-use crate::allow::Allowlist;
-use crate::cache::Cache;
+use crate::daemon::allow::Allowlist;
+use crate::daemon::cache::Cache;
+use crate::daemon::stats::Stats;
 use crate::info;
-use crate::stats::Stats;
 
 /// Connections served at once; further ones are closed on arrival.
 pub const MAX_CONNECTIONS: usize = 1024;

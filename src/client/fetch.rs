@@ -11,16 +11,17 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::discovery::{self, Discovery, PeerAnswer};
-use crate::error::Error;
-use crate::lanmemory;
-use crate::name::{self, FileKind};
-use crate::output::Output;
-use crate::pacmanconf;
-use crate::progress::Progress;
+use crate::client::discovery::{self, Discovery, PeerAnswer};
+use crate::client::error::Error;
+use crate::client::lanmemory;
+use crate::client::localfile;
+use crate::client::output::Output;
+use crate::client::progress::Progress;
+use crate::client::transfer::{self, Delivered, Limits, Want};
+use crate::client::verify::{self, Expected};
+use crate::pacman;
+use crate::pacman::name::{self, FileKind};
 use crate::protocol::Holding;
-use crate::transfer::{self, Delivered, Limits, Want};
-use crate::verify::{self, Expected};
 
 /// Everything that shapes a download besides its two arguments.
 #[derive(Debug, Clone)]
@@ -47,7 +48,7 @@ impl Default for Settings {
             peer_limits: Limits::peer_default(),
             user_agent: concat!("pacserve-fetch/", env!("CARGO_PKG_VERSION")).to_owned(),
             discovery: Some(Discovery::default()),
-            dbpath: PathBuf::from(pacmanconf::DEFAULT_DBPATH),
+            dbpath: PathBuf::from(pacman::conf::DEFAULT_DBPATH),
             unverified_peers: false,
         }
     }
@@ -138,8 +139,7 @@ pub fn fetch(
         lanmemory::store(&memory);
     }
     let agent = transfer::mirror_agent(settings.limits, &settings.user_agent);
-    let mut delivered =
-        transfer::fetch_url(&agent, url, &mut out, &want, settings.limits, progress)?;
+    let mut delivered = from_mirror(&agent, url, &mut out, &want, settings.limits, progress)?;
     while let Some(why) = mismatch(&out, expected)? {
         let resumed = matches!(delivered, Delivered::Body { from, .. } if from > 0)
             || delivered == Delivered::AlreadyComplete;
@@ -153,12 +153,30 @@ pub fn fetch(
         // The partial we resumed was bad (an earlier run's peer, say): the whole file, once —
         // from byte 0 it is no longer a resume, so a second mismatch ends this loop with an error.
         progress.warn(|| format!("{name}: the partial file was bad ({why}); downloading it again"));
-        delivered = transfer::fetch_url(&agent, url, &mut out, &want, settings.limits, progress)?;
+        delivered = from_mirror(&agent, url, &mut out, &want, settings.limits, progress)?;
     }
     Ok(Report {
         source: url.to_owned(),
         delivered,
     })
+}
+
+/// The mirror pacman named: a local repository for `file://`, else HTTP(S).
+fn from_mirror(
+    agent: &ureq::Agent,
+    url: &str,
+    out: &mut Output,
+    want: &Want,
+    limits: Limits,
+    progress: &mut Progress,
+) -> Result<Delivered, Error> {
+    let is_file = url
+        .get(..7)
+        .is_some_and(|s| s.eq_ignore_ascii_case("file://"));
+    match is_file {
+        true => localfile::fetch(url, out, want, progress),
+        false => transfer::fetch_url(agent, url, out, want, limits, progress),
+    }
 }
 
 /// Checks a finished output against the sync database, when one describes the file.

@@ -56,7 +56,9 @@
 
 use std::fmt;
 
-use crate::name;
+use crate::pacman::name;
+
+pub mod netif;
 
 pub const MAGIC: [u8; 4] = *b"PSRV";
 pub const VERSION: u8 = 1;

@@ -3,7 +3,7 @@
 //! One query goes out per interface and address family (plus one per static peer); answers are
 //! collected until the first of: the wait runs out; a peer said HAVE and the others had a
 //! moment (twice the first HAVE's round trip) to offer themselves as fallbacks; or every daemon
-//! the caller expects (those that answered last time, see [`crate::lanmemory`]) has answered.
+//! the caller expects (those that answered last time, see [`crate::client::lanmemory`]) has answered.
 //! With no interface and no static peer there is nobody to ask, and nothing is waited for.
 
 use std::collections::HashSet;
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-use crate::netif;
+use crate::protocol::netif;
 use crate::protocol::{self, Answer, Holding, Query};
 
 /// Where and how long to ask.

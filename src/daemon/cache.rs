@@ -11,7 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-use crate::name::is_shareable_name;
+use crate::pacman::name::is_shareable_name;
 
 /// A file the cache holds.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,8 +12,8 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::name::FileKind;
-use crate::syncdb;
+use crate::pacman::name::FileKind;
+use crate::pacman::syncdb;
 
 /// What a correct file looks like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::error::Error;
+use crate::client::error::Error;
 
 /// The output file and how many bytes of it are already written.
 #[derive(Debug)]

@@ -37,10 +37,10 @@ pub fn write(level: Level, message: fmt::Arguments) {
 
 #[macro_export]
 macro_rules! info {
-    ($($arg:tt)*) => { $crate::journal::write($crate::journal::Level::Info, format_args!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::daemon::journal::write($crate::daemon::journal::Level::Info, format_args!($($arg)*)) };
 }
 
 #[macro_export]
 macro_rules! warn {
-    ($($arg:tt)*) => { $crate::journal::write($crate::journal::Level::Warning, format_args!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::daemon::journal::write($crate::daemon::journal::Level::Warning, format_args!($($arg)*)) };
 }

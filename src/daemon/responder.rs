@@ -14,12 +14,13 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
-use crate::allow::Allowlist;
-use crate::cache::Cache;
+use crate::daemon::allow::Allowlist;
+use crate::daemon::cache::Cache;
+use crate::daemon::ratelimit::RateLimit;
+use crate::daemon::stats::Stats;
+use crate::protocol::netif;
 use crate::protocol::{self, Answer, Holding, Query, Reject};
-use crate::ratelimit::RateLimit;
-use crate::stats::Stats;
-use crate::{info, netif, warn};
+use crate::{info, warn};
 
 /// How often group memberships are refreshed for new interfaces.
 const REJOIN_EVERY: Duration = Duration::from_secs(5);

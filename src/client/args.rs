@@ -1,0 +1,143 @@
+//! pacserve-fetch's command line, and how it combines with `/etc/pacserve/pacserve-fetch.conf`
+//! into the [`Settings`] of one download.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{ArgAction, Parser};
+
+use crate::cli::{Shell, parse_seconds};
+use crate::client::discovery::Discovery;
+use crate::client::fetch::Settings;
+use crate::client::progress::Verbosity;
+use crate::client::transfer::Limits;
+use crate::config::{self, ConfigError, FileConfig};
+use crate::pacman;
+
+/// Download one file for pacman from a LAN peer or the mirror, resuming a partial file.
+#[derive(Debug, Parser)]
+#[command(name = "pacserve-fetch", version, about, long_about = None)]
+pub struct FetchArgs {
+    /// File to write: pacman's %o (…/name.part). Nothing else is written.
+    #[arg(required_unless_present_any = ["who_has", "list_peers", "completions"])]
+    pub output: Option<PathBuf>,
+    /// URL to fetch: pacman's %u (http://, https:// or file://).
+    #[arg(required_unless_present_any = ["who_has", "list_peers", "completions"])]
+    pub url: Option<String>,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Explain each step on stderr.
+    #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Give up connecting to a server after this many seconds.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds)]
+    pub connect_timeout: Duration,
+    /// Give up on a server that sends nothing for this many seconds.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds)]
+    pub stall_timeout: Duration,
+    /// Move on from a LAN peer that sends nothing for this many seconds.
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = parse_seconds)]
+    pub peer_stall_timeout: Duration,
+    /// Also ask this peer directly, HOST or HOST:PORT (repeatable); for networks multicast does
+    /// not reach, such as VPNs.
+    #[arg(long = "peer", value_name = "HOST[:PORT]")]
+    pub peers: Vec<String>,
+    /// Do not ask LAN peers; use the mirror only.
+    #[arg(long)]
+    pub no_peers: bool,
+    /// Ask only the static peers, sending no multicast.
+    #[arg(long)]
+    pub no_multicast: bool,
+    /// Send queries only on this interface (repeatable). Default: every up, multicast-capable,
+    /// non-loopback interface.
+    #[arg(long = "interface", value_name = "NAME")]
+    pub interfaces: Vec<String>,
+    /// Wait at most this long for peers to answer [default: 100].
+    #[arg(long, value_name = "MS")]
+    pub peer_wait: Option<u64>,
+    /// UDP port the daemons listen on [default: 15678].
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Also use daemons on this machine (normally skipped: pacman already checked its cache).
+    #[arg(long)]
+    pub include_self: bool,
+    /// Configuration file.
+    #[arg(long, value_name = "FILE", default_value = config::FETCH_PATH)]
+    pub config: PathBuf,
+    /// pacman's configuration, read for DBPath.
+    #[arg(long, value_name = "FILE", default_value = "/etc/pacman.conf")]
+    pub pacman_conf: PathBuf,
+    /// pacman's database directory, whose sync databases vouch for what peers send
+    /// [default: DBPath from pacman.conf, else /var/lib/pacman].
+    #[arg(long, value_name = "DIR")]
+    pub dbpath: Option<PathBuf>,
+    /// Also take files no sync database lists (pacman -U URL) from peers, unverified.
+    #[arg(long)]
+    pub unverified_peers: bool,
+    /// Instead of downloading: list the daemons that answer for FILE, with round-trip times.
+    #[arg(long, value_name = "FILE", conflicts_with = "list_peers")]
+    pub who_has: Option<String>,
+    /// Instead of downloading: list every daemon that answers at all.
+    #[arg(long)]
+    pub list_peers: bool,
+    /// Print a shell completion script and exit.
+    #[arg(long, value_name = "SHELL", exclusive = true)]
+    pub completions: Option<Shell>,
+}
+
+impl FetchArgs {
+    pub fn verbosity(&self) -> Verbosity {
+        match (self.quiet, self.verbose) {
+            (true, _) => Verbosity::Quiet,
+            (false, 0) => Verbosity::Normal,
+            _ => Verbosity::Verbose,
+        }
+    }
+
+    /// Defaults, then the configuration file, then the command line.
+    pub fn settings(&self) -> Result<Settings, ConfigError> {
+        let required = self.config != Path::new(config::FETCH_PATH);
+        let file: FileConfig = config::load(&self.config, required)?;
+        let defaults = Discovery::default();
+        let mut peers = file.peers.unwrap_or_default();
+        peers.extend(self.peers.iter().cloned());
+        let discovery = Discovery {
+            port: self.port.or(file.port).unwrap_or(defaults.port),
+            multicast: !self.no_multicast && file.multicast.unwrap_or(true),
+            interfaces: if self.interfaces.is_empty() {
+                file.interfaces.unwrap_or_default()
+            } else {
+                self.interfaces.clone()
+            },
+            static_peers: peers,
+            wait: self
+                .peer_wait
+                .or(file.peer_wait_ms)
+                .map_or(defaults.wait, Duration::from_millis),
+            include_self: self.include_self,
+            ..defaults
+        };
+        let use_peers = !self.no_peers && file.use_peers.unwrap_or(true);
+        Ok(Settings {
+            limits: Limits {
+                connect: self.connect_timeout,
+                stall: self.stall_timeout,
+            },
+            peer_limits: Limits {
+                connect: self.peer_stall_timeout.min(self.connect_timeout),
+                stall: self.peer_stall_timeout,
+            },
+            user_agent: std::env::var("HTTP_USER_AGENT")
+                .ok()
+                .filter(|ua| !ua.is_empty())
+                .unwrap_or_else(|| Settings::default().user_agent),
+            discovery: use_peers.then_some(discovery),
+            dbpath: self
+                .dbpath
+                .clone()
+                .unwrap_or_else(|| pacman::conf::db_path(&self.pacman_conf)),
+            unverified_peers: self.unverified_peers || file.unverified_peers.unwrap_or(false),
+        })
+    }
+}

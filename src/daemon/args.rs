@@ -1,0 +1,97 @@
+//! pacserved's command line, and how it combines with `/etc/pacserve/pacserved.conf` into the
+//! daemon's [`Config`].
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+
+use crate::cli::Shell;
+use crate::config::{self, ConfigError, DaemonFileConfig};
+use crate::daemon::Config;
+use crate::daemon::allow::Allowlist;
+use crate::pacman;
+use crate::protocol;
+
+/// Answer LAN peers' queries for files in the pacman cache and serve them over HTTP.
+#[derive(Debug, Parser)]
+#[command(name = "pacserved", version, about, long_about = None)]
+pub struct DaemonArgs {
+    /// Cache directory to share (repeatable). Default: CacheDir from pacman.conf, else
+    /// /var/cache/pacman/pkg.
+    #[arg(long = "cache-dir", value_name = "DIR")]
+    pub cache_dirs: Vec<PathBuf>,
+    /// pacman's configuration, read for CacheDir.
+    #[arg(long, value_name = "FILE", default_value = "/etc/pacman.conf")]
+    pub pacman_conf: PathBuf,
+    /// TCP port for HTTP (0 picks a free port and logs it) [default: 15678].
+    #[arg(long, value_name = "PORT")]
+    pub http_port: Option<u16>,
+    /// UDP port for discovery queries [default: 15678].
+    #[arg(long, value_name = "PORT")]
+    pub udp_port: Option<u16>,
+    /// Listen for queries only on this interface (repeatable). Default: every up,
+    /// multicast-capable, non-loopback interface, including ones that appear later.
+    #[arg(long = "interface", value_name = "NAME")]
+    pub interfaces: Vec<String>,
+    /// IPv4 multicast group.
+    #[arg(long, value_name = "ADDR", default_value_t = protocol::GROUP_V4)]
+    pub group_v4: Ipv4Addr,
+    /// IPv6 multicast group.
+    #[arg(long, value_name = "ADDR", default_value_t = protocol::GROUP_V6)]
+    pub group_v6: Ipv6Addr,
+    /// Announce the HTTP service over mDNS as _pacserve._tcp, as pacredir's peers do.
+    #[arg(long)]
+    pub mdns: bool,
+    /// Answer and serve only this network, ADDR/PREFIX or ADDR (repeatable); replaces the
+    /// default of loopback, link-local and private ranges.
+    #[arg(long = "allow", value_name = "NETWORK")]
+    pub allow: Vec<String>,
+    /// Where the daemon's id is kept across restarts.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/pacserved")]
+    pub state_dir: PathBuf,
+    /// Configuration file.
+    #[arg(long, value_name = "FILE", default_value = config::DAEMON_PATH)]
+    pub config: PathBuf,
+    /// Print a shell completion script and exit.
+    #[arg(long, value_name = "SHELL", exclusive = true)]
+    pub completions: Option<Shell>,
+}
+
+impl DaemonArgs {
+    /// Defaults, then the configuration file, then the command line.
+    pub fn daemon_config(&self) -> Result<Config, ConfigError> {
+        let required = self.config != Path::new(config::DAEMON_PATH);
+        let file: DaemonFileConfig = config::load(&self.config, required)?;
+        let cache_dirs = match (&self.cache_dirs[..], file.cache_dirs) {
+            ([], Some(dirs)) if !dirs.is_empty() => dirs,
+            ([], _) => pacman::conf::cache_dirs(&self.pacman_conf),
+            (dirs, _) => dirs.to_vec(),
+        };
+        Ok(Config {
+            cache_dirs,
+            http_port: self.http_port.or(file.http_port).unwrap_or(protocol::PORT),
+            udp_port: self.udp_port.or(file.udp_port).unwrap_or(protocol::PORT),
+            group_v4: self.group_v4,
+            group_v6: self.group_v6,
+            interfaces: if self.interfaces.is_empty() {
+                file.interfaces.unwrap_or_default()
+            } else {
+                self.interfaces.clone()
+            },
+            mdns: self.mdns || file.mdns.unwrap_or(false),
+            allow: match (&self.allow[..], file.allow) {
+                ([], None) => Allowlist::default(),
+                ([], Some(list)) => Allowlist::parse(&list).map_err(|message| ConfigError {
+                    path: self.config.clone(),
+                    message,
+                })?,
+                (list, _) => Allowlist::parse(list).map_err(|message| ConfigError {
+                    path: "--allow".into(),
+                    message,
+                })?,
+            },
+            state_dir: self.state_dir.clone(),
+        })
+    }
+}
