@@ -10,7 +10,9 @@
 //! May use: [`crate::protocol`], [`crate::pacman`], and the shared pieces at the crate root.
 //! Never [`crate::daemon`]: the client must work on a machine where no daemon runs.
 
+pub mod adopt;
 pub mod args;
+pub mod dbcopy;
 pub mod discovery;
 pub mod error;
 pub mod fetch;
