@@ -78,6 +78,8 @@ impl Repo {
 pub struct Pacman {
     pub base: tempfile::TempDir,
     pub config: PathBuf,
+    /// The pacman binary: Debian's `pacman` (6.0.2), or pacman 7.1 (tests/it/pacman7.rs).
+    pub program: PathBuf,
 }
 
 impl Pacman {
@@ -109,7 +111,11 @@ impl Pacman {
         }
         let config = b.join("pacman.conf");
         fs::write(&config, conf).unwrap();
-        Pacman { base, config }
+        Pacman {
+            base,
+            config,
+            program: PathBuf::from("pacman"),
+        }
     }
 
     /// The XferCommand line for the binary under test as a mirror-only downloader, quoted as
@@ -129,10 +135,10 @@ impl Pacman {
     /// A pacman command with our config; run as root directly, else in a user namespace.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = if util::is_root() {
-            Command::new("pacman")
+            Command::new(&self.program)
         } else {
             let mut c = Command::new("unshare");
-            c.args(["-r", "pacman"]);
+            c.arg("-r").arg(&self.program);
             c
         };
         cmd.arg("--config")
@@ -159,19 +165,29 @@ impl Pacman {
         env: &[(&str, &std::ffi::OsStr)],
         args: &[&str],
     ) -> std::process::Output {
-        let mut cmd = host.command("pacman");
+        let out = run(&mut self.command_in(host, env, args));
+        eprintln!(
+            "  stdout: {}",
+            String::from_utf8_lossy(&out.stdout).trim_end()
+        );
+        out
+    }
+
+    /// This pacman inside a test host's network namespace, with `env` set, not yet run.
+    pub fn command_in(
+        &self,
+        host: &crate::netns::Host,
+        env: &[(&str, &std::ffi::OsStr)],
+        args: &[&str],
+    ) -> Command {
+        let mut cmd = host.command(self.program.to_str().expect("UTF-8 pacman path"));
         util::strip_network_env(&mut cmd);
         cmd.envs(env.iter().copied());
         cmd.arg("--config")
             .arg(&self.config)
             .arg("--noconfirm")
             .args(args);
-        let out = run(&mut cmd);
-        eprintln!(
-            "  stdout: {}",
-            String::from_utf8_lossy(&out.stdout).trim_end()
-        );
-        out
+        cmd
     }
 
     /// The installed payload of a test package.

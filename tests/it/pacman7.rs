@@ -1,0 +1,571 @@
+//! pacman 7.1 — the pacman Arch ships — with pacserve-fetch as its XferCommand, `DownloadUser`
+//! set to an unprivileged user the tests create, and its sandbox on (root, namespace LAN).
+//!
+//! pacman 7 runs the downloader as that user in a fresh 0700 `<CacheDir>/download-XXXXXX`
+//! directory per batch. Every test here uses a pacman.conf given with `--config`, with its own
+//! DBPath and CacheDir, and the XferCommand `pacserve-fetch '%o' '%u'` with no other options:
+//! what pacserve-fetch knows of DBPath, CacheDir and `-yy` it learns from the invoking pacman.
+//! pacman 7.1 is found through `PACSERVE_PACMAN7` (`.ci/run` builds it with `.ci/pacman7.sh`).
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::archrepo::{Pacman, Repo, require_pacman_tools};
+use crate::daemon::Daemon;
+use crate::hostile::Hostile;
+use crate::netns::{Family, Host, Lan};
+use crate::nginx::{self, Nginx};
+use crate::util::{self, fetch_bin, require, run, stderr, tempdir};
+
+/// The unprivileged user pacman 7 downloads as in these tests (Arch uses `alpm`).
+pub const DOWNLOAD_USER: &str = "pacserve-dl";
+
+/// pacman 7.1's path, once the download user exists; None (after `util::require`) when a
+/// prerequisite is missing.
+pub fn pacman7() -> Option<PathBuf> {
+    if !require_pacman_tools() || !require(util::is_root(), "pacman 7's DownloadUser needs root") {
+        return None;
+    }
+    let path = std::env::var_os("PACSERVE_PACMAN7").map(PathBuf::from);
+    let found = path.as_ref().is_some_and(|p| p.is_file());
+    if !require(
+        found,
+        "PACSERVE_PACMAN7 does not name pacman 7.1 (build it with .ci/pacman7.sh PREFIX)",
+    ) {
+        return None;
+    }
+    create_download_user();
+    path
+}
+
+/// `useradd` once per test run, when the user does not exist yet (tests run in parallel).
+fn create_download_user() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if nix_user_exists(DOWNLOAD_USER) {
+            return;
+        }
+        let added = run(Command::new("useradd").args([
+            "--system",
+            "--no-create-home",
+            "--home-dir",
+            "/",
+            "--shell",
+            "/usr/sbin/nologin",
+            "--user-group",
+            DOWNLOAD_USER,
+        ]));
+        assert!(added.status.success(), "useradd {DOWNLOAD_USER}");
+    });
+}
+
+fn nix_user_exists(name: &str) -> bool {
+    Command::new("id")
+        .args(["-u", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A confined pacman 7.1 with `DownloadUser` and pacserve-fetch (copied where the download user
+/// can execute it) as a plain `'%o' '%u'` XferCommand.
+pub fn pacman7_with(program: &Path, servers: &[(&str, String)]) -> Pacman {
+    let mut pacman = Pacman::new(None, servers);
+    let base = pacman.base.path();
+    // The download user must reach the cache, the databases and the binary, as on Arch.
+    fs::set_permissions(base, fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = base.join("bin");
+    fs::create_dir(&bin).unwrap();
+    fs::copy(fetch_bin(), bin.join("pacserve-fetch")).unwrap();
+    fs::set_permissions(
+        bin.join("pacserve-fetch"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    // Its own TMPDIR: the download user's LAN memory and database indexes, per test.
+    fs::create_dir(base.join("tmp")).unwrap();
+    fs::set_permissions(base.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    let conf = fs::read_to_string(&pacman.config).unwrap().replacen(
+        "[options]\n",
+        &format!(
+            "[options]\nDownloadUser = {DOWNLOAD_USER}\nXferCommand = '{}' '%o' '%u'\n",
+            bin.join("pacserve-fetch").display()
+        ),
+        1,
+    );
+    fs::write(&pacman.config, conf).unwrap();
+    pacman.program = program.to_owned();
+    pacman
+}
+
+fn env(pacman: &Pacman) -> [(&'static str, &OsStr); 1] {
+    [(
+        "TMPDIR",
+        pacman.base.path().join("tmp").into_os_string().leak(),
+    )]
+}
+
+/// pacman 7's temporary download directories still present in CacheDir and DBPath/sync.
+fn download_dirs(pacman: &Pacman) -> Vec<PathBuf> {
+    let sync = pacman.base.path().join("db/sync");
+    [pacman.cache(), sync]
+        .iter()
+        .filter_map(|dir| fs::read_dir(dir).ok())
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("download-"))
+        .map(|e| e.path())
+        .collect()
+}
+
+fn ok(out: &std::process::Output, what: &str) {
+    assert!(out.status.success(), "{what}: {}", stderr(out));
+}
+
+#[test]
+fn pacman7_databases_304_on_sy_full_on_syy_and_a_truncated_one_is_repaired() {
+    let Some(program) = pacman7() else {
+        return;
+    };
+    let Some(lan) = Lan::new(2, Family::Dual) else {
+        return;
+    };
+    let mirror_root = tempdir();
+    let repo = Repo::create(mirror_root.path(), "p7db");
+    repo.add_package("dbpkg", 50_000);
+    let Some(mirror) = Nginx::mirror_on(lan.host(2), mirror_root.path()) else {
+        return;
+    };
+    let pacman = pacman7_with(
+        &program,
+        &[("p7db", format!("http://{}:8080/p7db", lan.ipv4(2)))],
+    );
+    let env = env(&pacman);
+    let host = lan.host(1);
+    let db_size = fs::metadata(repo.dir.join("p7db.db")).unwrap().len();
+
+    ok(&pacman.run_in(host, &env, &["-Sy"]), "first -Sy");
+    ok(&pacman.run_in(host, &env, &["-Sy"]), "second -Sy");
+    ok(&pacman.run_in(host, &env, &["-Syy"]), "-Syy");
+    let db = mirror.requests_for("p7db.db");
+    let seen: Vec<_> = db
+        .iter()
+        .map(|l| (l.status, l.body_bytes, !l.if_modified_since.is_empty()))
+        .collect();
+    eprintln!("P7-DB: -Sy, -Sy, -Syy: {seen:?} (status, body bytes, If-Modified-Since sent)");
+    assert_eq!(db.len(), 3, "{db:?}");
+    assert_eq!((db[0].status, db[0].body_bytes), (200, db_size));
+    assert_eq!(
+        (db[1].status, db[1].body_bytes),
+        (304, 0),
+        "unchanged -Sy: 304"
+    );
+    assert_eq!(
+        (db[2].status, db[2].body_bytes),
+        (200, db_size),
+        "-Syy: full body"
+    );
+    assert!(
+        db[2].if_modified_since.is_empty(),
+        "-Syy sends no If-Modified-Since"
+    );
+
+    // A damaged database with its mtime kept: pacman cannot read it, and neither -Sy nor -Syy
+    // may keep it with a 304.
+    let current = pacman.base.path().join("db/sync/p7db.db");
+    let mtime = fs::metadata(&current).unwrap().modified().unwrap();
+    let bytes = fs::read(&current).unwrap();
+    fs::write(&current, &bytes[..bytes.len() / 2]).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&current)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    ok(
+        &pacman.run_in(host, &env, &["-Sy"]),
+        "-Sy over a truncated db",
+    );
+    fs::write(&current, &bytes[..bytes.len() / 2]).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&current)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    ok(
+        &pacman.run_in(host, &env, &["-Syy"]),
+        "-Syy over a truncated db",
+    );
+    ok(
+        &pacman.run_in(host, &env, &["-S", "dbpkg"]),
+        "install from the repaired db",
+    );
+    assert!(pacman.installed_data("dbpkg").is_some());
+    let db = mirror.requests_for("p7db.db");
+    let seen: Vec<_> = db.iter().map(|l| (l.status, l.body_bytes)).collect();
+    eprintln!(
+        "P7-DB-REPAIR: truncated, -Sy then truncated, -Syy: {:?}",
+        &seen[3..]
+    );
+    assert_eq!(
+        (db[3].status, db[3].body_bytes),
+        (200, db_size),
+        "truncated: -Sy refetches"
+    );
+    assert_eq!(
+        (db[4].status, db[4].body_bytes),
+        (200, db_size),
+        "truncated: -Syy refetches"
+    );
+    assert_eq!(
+        fs::read(&current).unwrap(),
+        fs::read(repo.dir.join("p7db.db")).unwrap()
+    );
+    assert!(left_in_download_dirs(&pacman).is_empty());
+}
+
+#[test]
+fn pacman7_installs_through_peers_and_mirror_and_refuses_a_tampered_copy() {
+    let Some(program) = pacman7() else {
+        return;
+    };
+    // Host 1 runs pacman, host 2 an honest pacserved holding `frompeer`, host 3 a hostile peer
+    // offering a tampered `tampered` (right size, wrong bytes), host 4 the mirror.
+    let Some(lan) = Lan::new(4, Family::Dual) else {
+        return;
+    };
+    let mirror_root = tempdir();
+    let repo = Repo::create(mirror_root.path(), "p7lan");
+    let frompeer = repo.add_package("frompeer", 400_000);
+    let tampered = repo.add_package("tampered", 300_000);
+    let frommirror = repo.add_package("frommirror", 200_000);
+    let peer_cache = tempdir();
+    fs::copy(repo.dir.join(&frompeer), peer_cache.path().join(&frompeer)).unwrap();
+    let daemon = Daemon::start(lan.host(2), peer_cache.path(), &[]);
+    let hostile = Hostile::start(
+        lan.host(3),
+        "wrongbytes",
+        &repo.dir.join(&tampered),
+        &lan.ipv4(3),
+    );
+    let Some(mirror) = Nginx::mirror_on(lan.host(4), mirror_root.path()) else {
+        return;
+    };
+    lan.wait_for_daemons(2);
+    let pacman = pacman7_with(
+        &program,
+        &[("p7lan", format!("http://{}:8080/p7lan", lan.ipv4(4)))],
+    );
+    let env = env(&pacman);
+
+    ok(&pacman.run_in(lan.host(1), &env, &["-Sy"]), "-Sy");
+    let out = pacman.run_in(
+        lan.host(1),
+        &env,
+        &["-S", "frompeer", "tampered", "frommirror"],
+    );
+    ok(&out, "-S");
+
+    for (pkg, file) in [
+        ("frompeer", &frompeer),
+        ("tampered", &tampered),
+        ("frommirror", &frommirror),
+    ] {
+        assert!(pacman.installed_data(pkg).is_some(), "{pkg} installed");
+        assert_eq!(
+            fs::read(pacman.cache().join(file)).unwrap(),
+            fs::read(repo.dir.join(file)).unwrap(),
+            "{file} in the cache is the real one"
+        );
+    }
+    assert_eq!(
+        daemon.served(&frompeer).len(),
+        1,
+        "frompeer came from the peer"
+    );
+    assert!(
+        mirror.requests_for(&frompeer).is_empty(),
+        "and not from the mirror"
+    );
+    let log = hostile.log();
+    assert!(
+        log.contains(&format!("GET /pkg/{tampered}")),
+        "the hostile peer was tried: {log}"
+    );
+    let text = stderr(&out);
+    assert!(
+        text.contains("sent a bad file"),
+        "the tampered copy was refused: {text}"
+    );
+    let mirrored: Vec<u64> = [&tampered, &frommirror]
+        .iter()
+        .map(|f| mirror.requests_for(f).iter().map(|l| l.body_bytes).sum())
+        .collect();
+    assert!(
+        mirror.requests_for("p7lan.db").len() == 1,
+        "the database came from the mirror"
+    );
+    assert!(
+        !log.contains(".db"),
+        "databases are never asked of peers: {log}"
+    );
+    assert!(left_in_download_dirs(&pacman).is_empty());
+    eprintln!(
+        "P7-LAN: {frompeer} from the peer ({} GET), {tampered} refused from the hostile peer then \
+         {} bytes from the mirror, {frommirror} {} bytes from the mirror",
+        daemon.served(&frompeer).len(),
+        mirrored[0],
+        mirrored[1]
+    );
+}
+
+/// The directory of the `.part` pacman 7 is downloading `file` into, once it holds `n` bytes.
+fn wait_for_part(pacman: &Pacman, file: &str, n: u64) -> PathBuf {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = download_dirs(pacman)
+            .into_iter()
+            .map(|d| d.join(format!("{file}.part")))
+            .find(|p| fs::metadata(p).is_ok_and(|m| m.len() >= n));
+        if let Some(part) = found {
+            return part;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{file}.part never reached {n} bytes"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn pacman7_resumes_an_interrupted_download_on_the_next_run() {
+    let Some(program) = pacman7() else {
+        return;
+    };
+    let Some(lan) = Lan::new(2, Family::Dual) else {
+        return;
+    };
+    let mirror_root = tempdir();
+    let repo = Repo::create(mirror_root.path(), "p7resume");
+    let file = repo.add_package("p7big", 2_000_000);
+    let size = fs::metadata(repo.dir.join(&file)).unwrap().len();
+    // Fresh requests slow to 64 KiB/s after 256 KiB; Range requests run at full speed.
+    let options = nginx::Options {
+        throttle_fresh: true,
+        ..Default::default()
+    };
+    let Some(mirror) = Nginx::start_in(Some(lan.host(2)), mirror_root.path(), options) else {
+        return;
+    };
+    let pacman = pacman7_with(
+        &program,
+        &[("p7resume", format!("http://{}:8080/p7resume", lan.ipv4(2)))],
+    );
+    let env = env(&pacman);
+    ok(&pacman.run_in(lan.host(1), &env, &["-Sy"]), "-Sy");
+
+    // The SIGTERM a shutdown (or Ctrl-C's SIGINT) would send, to the downloader only.
+    let mut first = pacman
+        .command_in(lan.host(1), &env, &["-S", "p7big"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let part = wait_for_part(&pacman, &file, 300_000);
+    let owner = std::os::unix::fs::MetadataExt::uid(&fs::metadata(&part).unwrap());
+    let pattern = format!("{}/download-.*/{file}.part", pacman.cache().display());
+    let killed = Command::new("pkill")
+        .args(["-TERM", "-f", &pattern])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "pkill found the downloader");
+    assert!(
+        !first.wait().unwrap().success(),
+        "pacman reports the failed download"
+    );
+    let kept = fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        kept >= 300_000 && kept < size,
+        "partial stranded in {}: {kept}",
+        part.display()
+    );
+    let user_uid = run(Command::new("id").args(["-u", DOWNLOAD_USER]));
+    assert_eq!(
+        String::from_utf8_lossy(&user_uid.stdout).trim(),
+        owner.to_string(),
+        "the download user wrote it"
+    );
+
+    ok(
+        &pacman.run_in(lan.host(1), &env, &["-S", "p7big"]),
+        "second -S",
+    );
+    assert!(pacman.installed_data("p7big").is_some());
+    assert_eq!(
+        fs::read(pacman.cache().join(&file)).unwrap(),
+        fs::read(repo.dir.join(&file)).unwrap()
+    );
+    let log = mirror.requests_for(&file);
+    let last = log.last().unwrap();
+    assert_eq!(last.range, format!("bytes={kept}-"), "{log:?}");
+    assert_eq!(
+        (last.status, last.body_bytes),
+        (206, size - kept),
+        "{log:?}"
+    );
+    assert_nothing_stranded(&pacman);
+    eprintln!(
+        "P7-RESUME: {file} {size} bytes, interrupted at {kept}; next run: {} {} range={} {} bytes",
+        log.len(),
+        last.status,
+        last.range,
+        last.body_bytes
+    );
+}
+
+#[test]
+fn pacman7_batch_with_one_failed_file_does_not_download_the_others_twice() {
+    let Some(program) = pacman7() else {
+        return;
+    };
+    let Some(lan) = Lan::new(2, Family::Dual) else {
+        return;
+    };
+    let mirror_root = tempdir();
+    let repo = Repo::create(mirror_root.path(), "p7batch");
+    let files: Vec<String> = ["aaone", "bbtwo", "zzlast"]
+        .iter()
+        .map(|name| repo.add_package(name, 150_000))
+        .collect();
+    let Some(mirror) = Nginx::mirror_on(lan.host(2), mirror_root.path()) else {
+        return;
+    };
+    let pacman = pacman7_with(
+        &program,
+        &[("p7batch", format!("http://{}:8080/p7batch", lan.ipv4(2)))],
+    );
+    let env = env(&pacman);
+    ok(&pacman.run_in(lan.host(1), &env, &["-Sy"]), "-Sy");
+
+    // The mirror loses the last file of the batch: pacman 7 fails the batch and strands the
+    // finished ones in its download directory.
+    let last = repo.dir.join(&files[2]);
+    let hidden = mirror_root.path().join("hidden");
+    fs::rename(&last, &hidden).unwrap();
+    // Through pacsrv, which also removes the directories pacman 7 leaves empty.
+    let failed = pacsrv_in(
+        &pacman,
+        lan.host(1),
+        &env,
+        &["-S", "aaone", "bbtwo", "zzlast"],
+    );
+    assert!(!failed.status.success(), "the batch failed");
+    for file in &files[..2] {
+        assert_eq!(
+            mirror.requests_for(file).len(),
+            1,
+            "{file} was downloaded before the failure"
+        );
+    }
+    let stranded = download_dirs(&pacman);
+    assert!(
+        !stranded.is_empty(),
+        "pacman 7 left its download directory behind"
+    );
+
+    fs::rename(&hidden, &last).unwrap();
+    let retry = pacsrv_in(
+        &pacman,
+        lan.host(1),
+        &env,
+        &["-S", "aaone", "bbtwo", "zzlast"],
+    );
+    ok(&retry, "retry");
+    for (name, file) in ["aaone", "bbtwo", "zzlast"].iter().zip(&files) {
+        assert!(pacman.installed_data(name).is_some(), "{name} installed");
+        assert_eq!(
+            fs::read(pacman.cache().join(file)).unwrap(),
+            fs::read(repo.dir.join(file)).unwrap()
+        );
+    }
+    let counts: Vec<(String, Vec<u16>)> = files
+        .iter()
+        .map(|f| {
+            (
+                f.clone(),
+                mirror.requests_for(f).iter().map(|l| l.status).collect(),
+            )
+        })
+        .collect();
+    eprintln!("P7-BATCH: mirror requests per file over both runs: {counts:?}");
+    for file in &files[..2] {
+        assert_eq!(
+            mirror.requests_for(file).len(),
+            1,
+            "{file} not downloaded twice: {counts:?}"
+        );
+    }
+    assert_eq!(counts[2].1, [404, 200], "{counts:?}");
+    let left = left_in_download_dirs(&pacman);
+    assert!(
+        left.is_empty(),
+        "no download directories left behind: {left:?}"
+    );
+    let text = stderr(&failed);
+    eprintln!("P7-BATCH: first run's stderr: {}", text.trim());
+}
+
+/// What is left in pacman 7's download directories: (directory, file names).
+fn left_in_download_dirs(pacman: &Pacman) -> Vec<(PathBuf, Vec<String>)> {
+    download_dirs(pacman)
+        .into_iter()
+        .map(|d| {
+            let names = fs::read_dir(&d)
+                .map(|r| {
+                    r.filter_map(Result::ok)
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            (d, names)
+        })
+        .collect()
+}
+
+/// Under a plain XferCommand every stranded file was adopted: what remains are empty
+/// directories, which only root may remove from CacheDir (pacsrv does).
+fn assert_nothing_stranded(pacman: &Pacman) {
+    let left = left_in_download_dirs(pacman);
+    assert!(
+        left.iter().all(|(_, names)| names.is_empty()),
+        "files stranded in download directories: {left:?}"
+    );
+}
+
+/// pacsrv with pacman 7.1 (through `$PACMAN`), from the download user's reach.
+fn pacsrv_in(
+    pacman: &Pacman,
+    host: &Host,
+    env: &[(&str, &OsStr)],
+    args: &[&str],
+) -> std::process::Output {
+    let pacsrv = pacman.base.path().join("bin/pacsrv");
+    if !pacsrv.exists() {
+        fs::copy(env!("CARGO_BIN_EXE_pacsrv"), &pacsrv).unwrap();
+    }
+    let mut cmd = host.command(pacsrv.to_str().unwrap());
+    util::strip_network_env(&mut cmd);
+    cmd.envs(env.iter().copied())
+        .env("PACMAN", &pacman.program)
+        .arg("--config")
+        .arg(&pacman.config)
+        .arg("--noconfirm")
+        .args(args);
+    run(&mut cmd)
+}
