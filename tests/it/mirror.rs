@@ -260,3 +260,36 @@ fn user_agent_comes_from_pacman() {
 
     assert_eq!(mirror.requests_for(PKG)[0].user_agent, ua);
 }
+
+#[test]
+fn a_missing_optional_signature_is_quiet_unless_verbose() {
+    let (root, _) = mirror_with_package(1000);
+    let Some(mirror) = Nginx::start(root.path()) else {
+        return;
+    };
+    let dir = tempdir();
+    for (name, verbose, says_404) in [
+        (format!("{PKG}.sig"), false, false),
+        ("core.db.sig".to_owned(), false, false),
+        (format!("{PKG}.sig"), true, true),
+        ("nothere-1-1-any.pkg.tar.zst".to_owned(), false, true),
+    ] {
+        let mut cmd = fetch_cmd();
+        if verbose {
+            cmd.arg("-v");
+        }
+        let out = run(cmd
+            .arg(dir.path().join(format!("{name}.part")))
+            .arg(mirror.url(&name)));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{name}: still a failure for pacman"
+        );
+        assert_eq!(
+            stderr(&out).contains("404"),
+            says_404,
+            "{name} verbose={verbose}"
+        );
+    }
+}

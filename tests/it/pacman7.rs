@@ -569,3 +569,55 @@ fn pacsrv_in(
         .args(args);
     run(&mut cmd)
 }
+
+#[test]
+fn pacsrv_says_when_the_download_user_cannot_execute_pacserve_fetch() {
+    if !require(util::is_root(), "creating the download user needs root")
+        || !util::require_tools(&["pacman"])
+    {
+        return;
+    }
+    create_download_user();
+    // A build tree under a directory only root may enter, as /root/… is.
+    let closed = tempdir();
+    let bin = closed.path().join("bin");
+    fs::create_dir(&bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    for (from, name) in [
+        (env!("CARGO_BIN_EXE_pacsrv"), "pacsrv"),
+        (fetch_bin(), "pacserve-fetch"),
+    ] {
+        fs::copy(from, bin.join(name)).unwrap();
+    }
+    let conf = closed.path().join("pacman.conf");
+    fs::write(
+        &conf,
+        format!("[options]\nDownloadUser = {DOWNLOAD_USER}\n"),
+    )
+    .unwrap();
+    let pacsrv = || {
+        run(Command::new(bin.join("pacsrv"))
+            .arg("--config")
+            .arg(&conf)
+            .arg("-V"))
+    };
+
+    fs::set_permissions(closed.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    let refused = pacsrv();
+    let text = stderr(&refused);
+    assert!(!refused.status.success(), "refused before running pacman");
+    assert!(
+        text.contains(&format!(
+            "DownloadUser {DOWNLOAD_USER}, which cannot execute"
+        )) && text.contains("not searchable")
+            && text.contains("chmod o+x"),
+        "{text}"
+    );
+    fs::set_permissions(closed.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let ran = pacsrv();
+    assert!(ran.status.success(), "{}", stderr(&ran));
+    assert!(
+        String::from_utf8_lossy(&ran.stdout).contains("Pacman v"),
+        "pacman ran"
+    );
+}
