@@ -29,15 +29,17 @@ fn run() -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot read {}", config.display()))?;
     let exe = std::env::current_exe().context("cannot find pacsrv's own path")?;
     let program = pacsrv::fetch_program(&exe);
-    if let Some(user) = download_user::configured(&original) {
-        if let Some(why) = download_user::cannot_execute(&program, &user) {
-            anyhow::bail!(
-                "pacman runs its XferCommand as DownloadUser {user}, which cannot execute {}: \
-                 {why}.\nInstall pacserve-fetch (/usr/bin), or make that path searchable \
-                 (chmod o+x on each directory), or run the installed pacsrv.",
-                program.display()
-            );
-        }
+    let user = download_user::configured(&original);
+    let blocked = user
+        .as_deref()
+        .and_then(|user| Some((user, download_user::cannot_execute(&program, user)?)));
+    if let Some((user, why)) = blocked {
+        anyhow::bail!(
+            "pacman runs its XferCommand as DownloadUser {user}, which cannot execute {}: \
+             {why}.\nInstall pacserve-fetch (/usr/bin), or make that path searchable \
+             (chmod o+x on each directory), or run the installed pacsrv.",
+            program.display()
+        );
     }
     let patched = pacsrv::with_xfer_command(&original, &pacsrv::xfer_command(&program));
 
