@@ -141,21 +141,21 @@ impl Pacman {
             c.arg("-r").arg(&self.program);
             c
         };
+        util::strip_network_env(&mut cmd);
+        self.with_config(cmd, args)
+    }
+
+    /// `cmd` with this pacman's configuration, `--noconfirm`, and `args`.
+    fn with_config(&self, mut cmd: Command, args: &[&str]) -> Command {
         cmd.arg("--config")
             .arg(&self.config)
             .arg("--noconfirm")
             .args(args);
-        util::strip_network_env(&mut cmd);
         cmd
     }
 
     pub fn run(&self, args: &[&str]) -> std::process::Output {
-        let out = run(&mut self.command(args));
-        eprintln!(
-            "  stdout: {}",
-            String::from_utf8_lossy(&out.stdout).trim_end()
-        );
-        out
+        run_showing_stdout(self.command(args))
     }
 
     /// Runs this pacman inside a test host's network namespace, with `env` set.
@@ -165,12 +165,7 @@ impl Pacman {
         env: &[(&str, &std::ffi::OsStr)],
         args: &[&str],
     ) -> std::process::Output {
-        let out = run(&mut self.command_in(host, env, args));
-        eprintln!(
-            "  stdout: {}",
-            String::from_utf8_lossy(&out.stdout).trim_end()
-        );
-        out
+        run_showing_stdout(self.command_in(host, env, args))
     }
 
     /// This pacman inside a test host's network namespace, with `env` set, not yet run.
@@ -183,15 +178,34 @@ impl Pacman {
         let mut cmd = host.command(self.program.to_str().expect("UTF-8 pacman path"));
         util::strip_network_env(&mut cmd);
         cmd.envs(env.iter().copied());
-        cmd.arg("--config")
-            .arg(&self.config)
-            .arg("--noconfirm")
-            .args(args);
-        cmd
+        self.with_config(cmd, args)
+    }
+
+    /// Asserts that package `pkgname` is installed and that `file` in the cache is the
+    /// repository's, byte for byte.
+    pub fn assert_installed_from(&self, repo: &Repo, pkgname: &str, file: &str) {
+        assert!(
+            self.installed_data(pkgname).is_some(),
+            "{pkgname} installed"
+        );
+        assert!(
+            fs::read(self.cache().join(file)).ok() == fs::read(repo.dir.join(file)).ok(),
+            "{file} in the cache is the repository's"
+        );
     }
 
     /// The installed payload of a test package.
     pub fn installed_data(&self, pkgname: &str) -> Option<Vec<u8>> {
         fs::read(self.root().join("usr/share").join(pkgname).join("data")).ok()
     }
+}
+
+/// Runs pacman, printing its stdout too (a failing test shows what pacman said).
+fn run_showing_stdout(mut cmd: Command) -> std::process::Output {
+    let out = run(&mut cmd);
+    eprintln!(
+        "  stdout: {}",
+        String::from_utf8_lossy(&out.stdout).trim_end()
+    );
+    out
 }

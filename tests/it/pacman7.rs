@@ -123,30 +123,63 @@ fn download_dirs(pacman: &Pacman) -> Vec<PathBuf> {
         .collect()
 }
 
+/// pacman 7.1 on host 1 of a namespace LAN whose last host is the mirror of repository `repo`.
+struct Scene {
+    program: PathBuf,
+    lan: Lan,
+    mirror_root: tempfile::TempDir,
+    repo: Repo,
+}
+
+impl Scene {
+    /// None (after `util::require`) when a prerequisite is missing.
+    fn new(hosts: usize, repo: &str) -> Option<Scene> {
+        let program = pacman7()?;
+        let lan = Lan::new(hosts, Family::Dual)?;
+        let mirror_root = tempdir();
+        let repo = Repo::create(mirror_root.path(), repo);
+        Some(Scene {
+            program,
+            lan,
+            mirror_root,
+            repo,
+        })
+    }
+
+    /// nginx on the last host, serving the repository.
+    fn mirror(&self, options: nginx::Options) -> Option<Nginx> {
+        let host = self.lan.host(self.lan.hosts.len());
+        Nginx::start_in(Some(host), self.mirror_root.path(), options)
+    }
+
+    /// pacman 7.1 (see [`pacman7_with`]) using that mirror.
+    fn pacman(&self) -> Pacman {
+        let name = &self.repo.name;
+        let mirror = self.lan.ipv4(self.lan.hosts.len());
+        pacman7_with(
+            &self.program,
+            &[(name, format!("http://{mirror}:8080/{name}"))],
+        )
+    }
+}
+
 fn ok(out: &std::process::Output, what: &str) {
     assert!(out.status.success(), "{what}: {}", stderr(out));
 }
 
 #[test]
 fn pacman7_databases_304_on_sy_full_on_syy_and_a_truncated_one_is_repaired() {
-    let Some(program) = pacman7() else {
+    let Some(scene) = Scene::new(2, "p7db") else {
         return;
     };
-    let Some(lan) = Lan::new(2, Family::Dual) else {
-        return;
-    };
-    let mirror_root = tempdir();
-    let repo = Repo::create(mirror_root.path(), "p7db");
+    let repo = &scene.repo;
     repo.add_package("dbpkg", 50_000);
-    let Some(mirror) = Nginx::mirror_on(lan.host(2), mirror_root.path()) else {
+    let Some(mirror) = scene.mirror(Default::default()) else {
         return;
     };
-    let pacman = pacman7_with(
-        &program,
-        &[("p7db", format!("http://{}:8080/p7db", lan.ipv4(2)))],
-    );
+    let pacman = scene.pacman();
     let env = env(&pacman);
-    let host = lan.host(1);
+    let host = scene.lan.host(1);
     let db_size = fs::metadata(repo.dir.join("p7db.db")).unwrap().len();
 
     ok(&pacman.run_in(host, &env, &["-Sy"]), "first -Sy");
@@ -232,16 +265,12 @@ fn pacman7_databases_304_on_sy_full_on_syy_and_a_truncated_one_is_repaired() {
 
 #[test]
 fn pacman7_installs_through_peers_and_mirror_and_refuses_a_tampered_copy() {
-    let Some(program) = pacman7() else {
-        return;
-    };
     // Host 1 runs pacman, host 2 an honest pacserved holding `frompeer`, host 3 a hostile peer
     // offering a tampered `tampered` (right size, wrong bytes), host 4 the mirror.
-    let Some(lan) = Lan::new(4, Family::Dual) else {
+    let Some(scene) = Scene::new(4, "p7lan") else {
         return;
     };
-    let mirror_root = tempdir();
-    let repo = Repo::create(mirror_root.path(), "p7lan");
+    let (lan, repo) = (&scene.lan, &scene.repo);
     let frompeer = repo.add_package("frompeer", 400_000);
     let tampered = repo.add_package("tampered", 300_000);
     let frommirror = repo.add_package("frommirror", 200_000);
@@ -254,14 +283,11 @@ fn pacman7_installs_through_peers_and_mirror_and_refuses_a_tampered_copy() {
         &repo.dir.join(&tampered),
         &lan.ipv4(3),
     );
-    let Some(mirror) = Nginx::mirror_on(lan.host(4), mirror_root.path()) else {
+    let Some(mirror) = scene.mirror(Default::default()) else {
         return;
     };
     lan.wait_for_daemons(2);
-    let pacman = pacman7_with(
-        &program,
-        &[("p7lan", format!("http://{}:8080/p7lan", lan.ipv4(4)))],
-    );
+    let pacman = scene.pacman();
     let env = env(&pacman);
 
     ok(&pacman.run_in(lan.host(1), &env, &["-Sy"]), "-Sy");
@@ -277,12 +303,7 @@ fn pacman7_installs_through_peers_and_mirror_and_refuses_a_tampered_copy() {
         ("tampered", &tampered),
         ("frommirror", &frommirror),
     ] {
-        assert!(pacman.installed_data(pkg).is_some(), "{pkg} installed");
-        assert_eq!(
-            fs::read(pacman.cache().join(file)).unwrap(),
-            fs::read(repo.dir.join(file)).unwrap(),
-            "{file} in the cache is the real one"
-        );
+        pacman.assert_installed_from(repo, pkg, file);
     }
     assert_eq!(
         daemon.served(&frompeer).len(),
@@ -346,14 +367,10 @@ fn wait_for_part(pacman: &Pacman, file: &str, n: u64) -> PathBuf {
 
 #[test]
 fn pacman7_resumes_an_interrupted_download_on_the_next_run() {
-    let Some(program) = pacman7() else {
+    let Some(scene) = Scene::new(2, "p7resume") else {
         return;
     };
-    let Some(lan) = Lan::new(2, Family::Dual) else {
-        return;
-    };
-    let mirror_root = tempdir();
-    let repo = Repo::create(mirror_root.path(), "p7resume");
+    let (lan, repo) = (&scene.lan, &scene.repo);
     let file = repo.add_package("p7big", 2_000_000);
     let size = fs::metadata(repo.dir.join(&file)).unwrap().len();
     // Fresh requests slow to 64 KiB/s after 256 KiB; Range requests run at full speed.
@@ -361,13 +378,10 @@ fn pacman7_resumes_an_interrupted_download_on_the_next_run() {
         throttle_fresh: true,
         ..Default::default()
     };
-    let Some(mirror) = Nginx::start_in(Some(lan.host(2)), mirror_root.path(), options) else {
+    let Some(mirror) = scene.mirror(options) else {
         return;
     };
-    let pacman = pacman7_with(
-        &program,
-        &[("p7resume", format!("http://{}:8080/p7resume", lan.ipv4(2)))],
-    );
+    let pacman = scene.pacman();
     let env = env(&pacman);
     ok(&pacman.run_in(lan.host(1), &env, &["-Sy"]), "-Sy");
 
@@ -406,11 +420,7 @@ fn pacman7_resumes_an_interrupted_download_on_the_next_run() {
         &pacman.run_in(lan.host(1), &env, &["-S", "p7big"]),
         "second -S",
     );
-    assert!(pacman.installed_data("p7big").is_some());
-    assert_eq!(
-        fs::read(pacman.cache().join(&file)).unwrap(),
-        fs::read(repo.dir.join(&file)).unwrap()
-    );
+    pacman.assert_installed_from(repo, "p7big", &file);
     let log = mirror.requests_for(&file);
     let last = log.last().unwrap();
     assert_eq!(last.range, format!("bytes={kept}-"), "{log:?}");
@@ -431,32 +441,25 @@ fn pacman7_resumes_an_interrupted_download_on_the_next_run() {
 
 #[test]
 fn pacman7_batch_with_one_failed_file_does_not_download_the_others_twice() {
-    let Some(program) = pacman7() else {
+    let Some(scene) = Scene::new(2, "p7batch") else {
         return;
     };
-    let Some(lan) = Lan::new(2, Family::Dual) else {
-        return;
-    };
-    let mirror_root = tempdir();
-    let repo = Repo::create(mirror_root.path(), "p7batch");
+    let (lan, repo) = (&scene.lan, &scene.repo);
     let files: Vec<String> = ["aaone", "bbtwo", "zzlast"]
         .iter()
         .map(|name| repo.add_package(name, 150_000))
         .collect();
-    let Some(mirror) = Nginx::mirror_on(lan.host(2), mirror_root.path()) else {
+    let Some(mirror) = scene.mirror(Default::default()) else {
         return;
     };
-    let pacman = pacman7_with(
-        &program,
-        &[("p7batch", format!("http://{}:8080/p7batch", lan.ipv4(2)))],
-    );
+    let pacman = scene.pacman();
     let env = env(&pacman);
     ok(&pacman.run_in(lan.host(1), &env, &["-Sy"]), "-Sy");
 
     // The mirror loses the last file of the batch: pacman 7 fails the batch and strands the
     // finished ones in its download directory.
     let last = repo.dir.join(&files[2]);
-    let hidden = mirror_root.path().join("hidden");
+    let hidden = scene.mirror_root.path().join("hidden");
     fs::rename(&last, &hidden).unwrap();
     // Through pacsrv, which also removes the directories pacman 7 leaves empty.
     let failed = pacsrv_in(
@@ -488,11 +491,7 @@ fn pacman7_batch_with_one_failed_file_does_not_download_the_others_twice() {
     );
     ok(&retry, "retry");
     for (name, file) in ["aaone", "bbtwo", "zzlast"].iter().zip(&files) {
-        assert!(pacman.installed_data(name).is_some(), "{name} installed");
-        assert_eq!(
-            fs::read(pacman.cache().join(file)).unwrap(),
-            fs::read(repo.dir.join(file)).unwrap()
-        );
+        pacman.assert_installed_from(repo, name, file);
     }
     let counts: Vec<(String, Vec<u16>)> = files
         .iter()
