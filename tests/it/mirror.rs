@@ -145,7 +145,8 @@ fn databases_and_signatures_start_over() {
 #[test]
 fn an_unchanged_database_costs_no_body_bytes() {
     let root = tempdir();
-    let db = random_bytes(80_000, 3);
+    // A real (plain tar) archive: only a copy that reads as one may be kept by a 304.
+    let db = tar_of(random_bytes(80_000, 3));
     fs::write(root.path().join("extra.db"), &db).unwrap();
     let Some(mirror) = Nginx::start(root.path()) else {
         return;
@@ -182,7 +183,7 @@ fn an_unchanged_database_costs_no_body_bytes() {
     }
 
     // The mirror's copy changes: the next fetch gets the new body.
-    let newer = random_bytes(81_000, 4);
+    let newer = tar_of(random_bytes(81_000, 4));
     fs::write(root.path().join("extra.db"), &newer).unwrap();
     let later = SystemTime::now() + Duration::from_secs(60);
     fs::File::options()
@@ -292,4 +293,15 @@ fn a_missing_optional_signature_is_quiet_unless_verbose() {
             "{name} verbose={verbose}"
         );
     }
+}
+
+/// `data` as the one file of a plain tar archive, as a sync database would be one.
+fn tar_of(data: Vec<u8>) -> Vec<u8> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.append_data(&mut header, "data", &data[..]).unwrap();
+    builder.into_inner().unwrap()
 }
