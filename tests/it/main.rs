@@ -21,6 +21,7 @@ mod local;
 mod pacman;
 // pacman 7.1 with its DownloadUser sandbox: peers, mirror, -Syy, resuming across runs.
 mod pacman7;
+mod pacman7_setup;
 // Peers on loopback inside a private namespace (rootless): protocol, daemon, discovery.
 mod lan_loopback;
 // Peers on a multi-host namespace LAN (root): IPv4, IPv6-only, static peers, real pacman.
