@@ -355,6 +355,34 @@ fn pacman7_batch_with_one_failed_file_does_not_download_the_others_twice() {
 }
 
 #[test]
+fn pacman7_with_disable_sandbox_fails_before_any_request() {
+    // pacman 7.1's documented trap: DownloadUser + DisableSandbox runs the command as the
+    // download user with %o in a root-owned directory. Nothing may cross the network first.
+    let Some(scene) = Scene::new(2, "p7trap") else {
+        return;
+    };
+    scene.repo.add_package("trapped", 2_000_000);
+    let Some(mirror) = scene.mirror(Default::default()) else {
+        return;
+    };
+    let pacman = scene.pacman();
+    let conf = fs::read_to_string(&pacman.config).unwrap();
+    fs::write(
+        &pacman.config,
+        conf.replacen("[options]\n", "[options]\nDisableSandbox\n", 1),
+    )
+    .unwrap();
+    let out = pacman.run_in(scene.lan.host(1), &env(&pacman), &["-Sy"]);
+    assert!(!out.status.success(), "pacman 7.1 cannot write there");
+    assert!(
+        stderr(&out).contains("Permission denied"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(mirror.log().is_empty(), "no request: {:?}", mirror.log());
+}
+
+#[test]
 fn pacsrv_says_when_the_download_user_cannot_execute_pacserve_fetch() {
     if !require(util::is_root(), "creating the download user needs root")
         || !util::require_tools(&["pacman"])
