@@ -52,6 +52,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// The server says the file does not exist (404 or 410).
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            Error::Status {
+                code: 404 | 410,
+                ..
+            }
+        )
+    }
+
     /// True when another source might succeed where this one failed.
     pub fn is_source_failure(&self) -> bool {
         !matches!(

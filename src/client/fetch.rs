@@ -6,11 +6,11 @@
 //! last one wrote, and resumes after it); a local failure such as a full disk ends the job at
 //! once, since no other source can fix it.
 
-use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
+use crate::client::adopt::{self, Adopted};
+use crate::client::dbcopy;
 use crate::client::discovery::{self, Discovery, PeerAnswer};
 use crate::client::error::Error;
 use crate::client::lanmemory;
@@ -39,6 +39,8 @@ pub struct Settings {
     pub dbpath: PathBuf,
     /// Take files no sync database lists from peers too, unverified.
     pub unverified_peers: bool,
+    /// The invoking pacman forces a database refresh (`-Syy`): no If-Modified-Since.
+    pub forced_refresh: bool,
 }
 
 impl Default for Settings {
@@ -50,6 +52,7 @@ impl Default for Settings {
             discovery: Some(Discovery::default()),
             dbpath: PathBuf::from(pacman::conf::DEFAULT_DBPATH),
             unverified_peers: false,
+            forced_refresh: false,
         }
     }
 }
@@ -76,14 +79,22 @@ pub fn fetch(
         reason: "does not name a file",
     })?;
     let kind = FileKind::of(name);
-    let mut out = Output::inspect(output)?;
     let expected = kind
         .shareable()
         .then(|| verify::expected(kind, name, &settings.dbpath))
         .flatten();
+    // pacman 7: take over what an earlier, failed batch stranded in its download-* directory.
+    let adopted = adopt::stranded(output, name, kind, expected.as_ref(), progress);
+    let mut out = Output::open(output)?;
+    if adopted == Adopted::Complete {
+        return Ok(Report {
+            source: "an earlier run's download directory".to_owned(),
+            delivered: Delivered::AlreadyComplete,
+        });
+    }
     let want = Want {
         resume: kind.resumable(),
-        unchanged_copy: current_database(kind, output, name),
+        unchanged_copy: dbcopy::unchanged_copy(kind, output, name, settings.forced_refresh),
         size: expected.and_then(|e| e.size),
     };
     if !want.resume && !out.is_empty() {
@@ -264,36 +275,6 @@ pub fn peer_url(peer: SocketAddr, name: &str) -> String {
         }
     }
     format!("http://{host}:{}/pkg/{path}", peer.port())
-}
-
-/// The copy of a database pacman is about to replace: next to `%o`, or one directory up when
-/// pacman 7 downloads into a temporary `download-XXXXXX` directory. Its mtime is what the mirror
-/// compares with If-Modified-Since.
-fn current_database(kind: FileKind, output: &Path, name: &str) -> Option<(PathBuf, SystemTime)> {
-    if kind != FileKind::Database {
-        return None;
-    }
-    let dir = output.parent()?;
-    let beside = dir.join(name);
-    let above = dir.parent().map(|up| up.join(name));
-    [Some(beside), above]
-        .into_iter()
-        .flatten()
-        .filter(|candidate| !same_file(candidate, output))
-        .find_map(|candidate| {
-            let meta = fs::metadata(&candidate).ok().filter(|m| m.is_file())?;
-            Some((candidate, meta.modified().ok()?))
-        })
-}
-
-/// Run by hand as `pacserve-fetch core.db URL`, the "current copy" would be the output itself;
-/// copying a file onto itself would empty it.
-fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (fs::metadata(a), fs::metadata(b)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => a == b,
-    }
 }
 
 #[cfg(test)]

@@ -4,13 +4,17 @@
 //! then the mirror, and report. The rest of this folder is what that function leans on: the
 //! `%o` file ([`output`]), moving bytes over HTTP ([`transfer`]) or from `file://`
 //! ([`localfile`]), asking the LAN ([`discovery`], remembered between runs in [`lanmemory`]),
-//! checking a finished file against the sync database ([`verify`]), the terminal ([`progress`],
-//! [`interrupt`]) and the one error type ([`error`]).
+//! checking a finished file against the sync database ([`verify`]), the database copy a 304 may
+//! keep ([`dbcopy`]), what an earlier pacman 7 run stranded ([`adopt`]), the terminal
+//! ([`progress`], [`interrupt`]) and the one error type ([`error`]). [`args`] combines options,
+//! configuration and the invoking pacman's command line into the settings of one download.
 //!
 //! May use: [`crate::protocol`], [`crate::pacman`], and the shared pieces at the crate root.
 //! Never [`crate::daemon`]: the client must work on a machine where no daemon runs.
 
+pub mod adopt;
 pub mod args;
+pub mod dbcopy;
 pub mod discovery;
 pub mod error;
 pub mod fetch;

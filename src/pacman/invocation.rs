@@ -86,7 +86,28 @@ impl Invocation {
         let program = PathBuf::from(words.first()?.clone());
         let mut invocation = Invocation::parse(&words[1..]);
         invocation.program = program;
+        // Relative paths are pacman's, from its working directory, not ours (pacman 7 runs us
+        // in its download directory). Only readable when we run as pacman's user (pacman 6, or
+        // pacman 7 without DownloadUser); otherwise they stay relative, as before.
+        if let Ok(cwd) = std::fs::read_link(format!("/proc/{ppid}/cwd")) {
+            invocation.relative_to(&cwd);
+        }
         Some(invocation)
+    }
+
+    /// Makes every relative path of the command line relative to `cwd`.
+    pub fn relative_to(&mut self, cwd: &Path) {
+        let paths = [
+            &mut self.config,
+            &mut self.dbpath,
+            &mut self.root,
+            &mut self.sysroot,
+        ];
+        for path in paths.into_iter().flatten().chain(self.cachedirs.iter_mut()) {
+            if path.is_relative() {
+                *path = cwd.join(&*path);
+            }
+        }
     }
 
     /// Parses pacman's arguments (without argv\[0\]).
@@ -298,6 +319,15 @@ mod tests {
         let p = parse("-S --sysroot /sys").paths();
         assert_eq!(p.config, Path::new("/sys/etc/pacman.conf"));
         assert_eq!(p.dbpath, Path::new("/sys/var/lib/pacman"));
+    }
+
+    #[test]
+    fn relative_paths_are_pacmans() {
+        let mut inv = parse("-S --config ./p.conf -b db --cachedir /abs --cachedir c");
+        inv.relative_to(Path::new("/home/u"));
+        assert_eq!(inv.config.as_deref(), Some(Path::new("/home/u/./p.conf")));
+        assert_eq!(inv.dbpath.as_deref(), Some(Path::new("/home/u/db")));
+        assert_eq!(inv.cachedirs, [Path::new("/abs"), Path::new("/home/u/c")]);
     }
 
     #[test]

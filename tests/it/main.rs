@@ -19,6 +19,9 @@ mod faults;
 mod local;
 // The real pacman using pacserve-fetch as its XferCommand.
 mod pacman;
+// pacman 7.1 with its DownloadUser sandbox: peers, mirror, -Syy, resuming across runs.
+mod pacman7;
+mod pacman7_setup;
 // Peers on loopback inside a private namespace (rootless): protocol, daemon, discovery.
 mod lan_loopback;
 // Peers on a multi-host namespace LAN (root): IPv4, IPv6-only, static peers, real pacman.
