@@ -5,7 +5,7 @@
 //! directory per batch. Every test here uses a pacman.conf given with `--config`, with its own
 //! DBPath and CacheDir, and the XferCommand `pacserve-fetch '%o' '%u'` with no other options:
 //! what pacserve-fetch knows of DBPath, CacheDir and `-yy` it learns from the invoking pacman.
-//! pacman 7.1 is found through `PACSERVE_PACMAN7` (`.ci/run` builds it with `.ci/pacman7.sh`).
+//! pacman 7.1 is found through `PACSERVE_PACMAN7` (`.ci/run` builds it with `../shared/pacman7/build.sh`).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

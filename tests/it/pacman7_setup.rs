@@ -27,7 +27,7 @@ pub fn pacman7() -> Option<PathBuf> {
     let found = path.as_ref().is_some_and(|p| p.is_file());
     if !require(
         found,
-        "PACSERVE_PACMAN7 does not name pacman 7.1 (build it with .ci/pacman7.sh PREFIX)",
+        "PACSERVE_PACMAN7 does not name pacman 7.1 (build it with ../shared/pacman7/build.sh PREFIX)",
     ) {
         return None;
     }
