@@ -98,7 +98,7 @@ fn forward(from: OwnedFd, to: OwnedFd, delay: Duration) {
             return; // the interface (and namespace) went away
         }
         // A packet socket also sees what is sent out of its interface, including our own sends.
-        if from_addr.sll_pkttype == libc::PACKET_OUTGOING as u8 {
+        if from_addr.sll_pkttype == libc::PACKET_OUTGOING {
             continue;
         }
         let item = (Instant::now() + delay, buf[..n as usize].to_vec());
