@@ -10,6 +10,7 @@ mod faultserver;
 mod hostile;
 mod netns;
 mod nginx;
+mod relay;
 
 // pacserve-fetch against nginx: fresh, resumed, databases, errors.
 mod mirror;
