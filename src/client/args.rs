@@ -123,10 +123,12 @@ impl FetchArgs {
             limits: Limits {
                 connect: self.connect_timeout,
                 stall: self.stall_timeout,
+                ..Limits::default()
             },
             peer_limits: Limits {
                 connect: self.peer_stall_timeout.min(self.connect_timeout),
                 stall: self.peer_stall_timeout,
+                ..Limits::peer_default()
             },
             user_agent: std::env::var("HTTP_USER_AGENT")
                 .ok()

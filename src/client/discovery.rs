@@ -5,6 +5,10 @@
 //! moment (twice the first HAVE's round trip) to offer themselves as fallbacks; or every daemon
 //! the caller expects (those that answered last time, see [`crate::client::lanmemory`]) has answered.
 //! With no interface and no static peer there is nobody to ask, and nothing is waited for.
+//!
+//! Answers are believed only from the link the query went out on or from a static peer (see
+//! [`crate::client::onlink`]), and kept one per daemon id *and* source address: another host
+//! answering first with a real daemon's id must not get the real answer dropped as a duplicate.
 
 use std::collections::HashSet;
 use std::io;
@@ -15,6 +19,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
+use crate::client::onlink::Links;
 use crate::protocol::netif;
 use crate::protocol::{self, Answer, Holding, Query};
 
@@ -108,7 +113,7 @@ pub fn ask(
     let datagram = query.encode();
     let sockets = Sockets::open()?;
     let started = Instant::now();
-    let sent = send_queries(config, &sockets, &datagram);
+    let (sent, links) = send_queries(config, &sockets, &datagram);
     if sent == 0 {
         return Ok(Vec::new());
     }
@@ -126,7 +131,10 @@ pub fn ask(
             let Ok(answer) = Answer::decode(&datagram) else {
                 continue;
             };
-            if answer.nonce != query.nonce || !seen.insert(answer.daemon_id) {
+            if answer.nonce != query.nonce
+                || !links.accepts(from)
+                || !seen.insert((answer.daemon_id, from.ip()))
+            {
                 continue;
             }
             let is_self = locals.contains(&from.ip());
@@ -162,26 +170,31 @@ fn nonce() -> io::Result<[u8; 8]> {
     Ok(nonce)
 }
 
-/// Sends the query on every chosen interface and to every static peer; returns how many went out.
-fn send_queries(config: &Discovery, sockets: &Sockets, datagram: &[u8]) -> usize {
+/// Sends the query on every chosen interface and to every static peer; returns how many went out
+/// and where answers may come from.
+fn send_queries(config: &Discovery, sockets: &Sockets, datagram: &[u8]) -> (usize, Links) {
     let mut sent = 0;
-    if config.multicast {
-        for iface in netif::discovery_interfaces(&config.interfaces) {
-            if let (Some(v4), Some(addr)) = (&sockets.v4, iface.ipv4.first()) {
-                let ok = SockRef::from(v4).set_multicast_if_v4(addr).is_ok()
-                    && v4.send_to(datagram, (config.group_v4, config.port)).is_ok();
-                sent += usize::from(ok);
-            }
-            if let (Some(v6), true) = (&sockets.v6, iface.has_ipv6) {
-                let group = SocketAddrV6::new(config.group_v6, config.port, 0, iface.index);
-                let ok = SockRef::from(v6).set_multicast_if_v6(iface.index).is_ok()
-                    && v6.send_to(datagram, group).is_ok();
-                sent += usize::from(ok);
-            }
+    let interfaces = match config.multicast {
+        true => netif::discovery_interfaces(&config.interfaces),
+        false => Vec::new(),
+    };
+    let mut peers = Vec::new();
+    for iface in &interfaces {
+        if let (Some(v4), Some(addr)) = (&sockets.v4, iface.ipv4.first()) {
+            let ok = SockRef::from(v4).set_multicast_if_v4(addr).is_ok()
+                && v4.send_to(datagram, (config.group_v4, config.port)).is_ok();
+            sent += usize::from(ok);
+        }
+        if let (Some(v6), true) = (&sockets.v6, iface.has_ipv6) {
+            let group = SocketAddrV6::new(config.group_v6, config.port, 0, iface.index);
+            let ok = SockRef::from(v6).set_multicast_if_v6(iface.index).is_ok()
+                && v6.send_to(datagram, group).is_ok();
+            sent += usize::from(ok);
         }
     }
     for peer in &config.static_peers {
         for addr in resolve_peer(peer, config.port) {
+            peers.push(addr);
             let socket = match addr {
                 SocketAddr::V4(_) => &sockets.v4,
                 SocketAddr::V6(_) => &sockets.v6,
@@ -191,7 +204,7 @@ fn send_queries(config: &Discovery, sockets: &Sockets, datagram: &[u8]) -> usize
             }
         }
     }
-    sent
+    (sent, Links::new(&interfaces, config.port, &peers))
 }
 
 /// `HOST`, `HOST:PORT`, `IPv6` or `[IPv6]:PORT` to socket addresses.

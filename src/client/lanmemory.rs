@@ -8,13 +8,16 @@
 //!
 //! It also remembers which daemons failed a transfer (refused, reset, stalled, sent a bad file)
 //! and keeps them out of the next [`backoff`] seconds, growing with repeated failures, so an
-//! upgrade does not pay the same failure for every file.
+//! upgrade does not pay the same failure for every file. A failure is recorded against the
+//! daemon id *and* the address it answered from: another host answering with a real daemon's
+//! id (shown on its status page) then gets only itself avoided.
 //!
 //! The file lives in [`crate::statedir`]. Everything here is best effort: no memory just means
 //! the full wait.
 
 use std::collections::HashSet;
 use std::fs;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -37,14 +40,18 @@ pub fn backoff(failures: u32) -> Duration {
     BACKOFF_STEP.saturating_mul(failures).min(BACKOFF_MAX)
 }
 
+/// Who failed: a daemon id as answered from one address.
+pub type Blame = ([u8; 8], IpAddr);
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Memory {
     /// When we last asked, seconds since the epoch; 0 for never.
     pub asked_at: u64,
     /// Daemons and when they last answered.
     pub daemons: Vec<([u8; 8], u64)>,
-    /// Daemons that failed: consecutive failures and until when (epoch seconds) to avoid them.
-    pub failed: Vec<([u8; 8], u32, u64)>,
+    /// Daemons that failed, by id and address: consecutive failures and until when (epoch
+    /// seconds) to avoid them.
+    pub failed: Vec<(Blame, u32, u64)>,
 }
 
 impl Memory {
@@ -82,14 +89,14 @@ impl Memory {
     }
 
     /// Whether `id` is being avoided at `now`.
-    pub fn avoided(&self, id: &[u8; 8], now: u64) -> bool {
+    pub fn avoided(&self, id: &Blame, now: u64) -> bool {
         self.failed
             .iter()
             .any(|(f, _, until)| f == id && *until > now)
     }
 
     /// `id` failed a transfer at `now`.
-    pub fn failed(&mut self, id: [u8; 8], now: u64) {
+    pub fn failed(&mut self, id: Blame, now: u64) {
         let failures = self
             .failed
             .iter()
@@ -103,7 +110,7 @@ impl Memory {
 
     /// `id` delivered a good file: its failures are forgiven. Returns whether anything changed,
     /// so the common case (a peer with no failures) costs no write.
-    pub fn succeeded(&mut self, id: &[u8; 8]) -> bool {
+    pub fn succeeded(&mut self, id: &Blame) -> bool {
         let before = self.failed.len();
         self.failed.retain(|(f, _, _)| f != id);
         self.failed.len() != before
@@ -122,10 +129,11 @@ impl Memory {
                 }
                 (Some("failed"), Some(id), Some(rest)) => {
                     let until = words.next().and_then(|u| u.parse().ok());
-                    if let (Some(id), Ok(n), Some(until)) =
-                        (crate::protocol::parse_id_hex(id), rest.parse(), until)
+                    let from = words.next().and_then(|a| a.parse().ok());
+                    if let (Some(id), Ok(n), Some(until), Some(from)) =
+                        (crate::protocol::parse_id_hex(id), rest.parse(), until, from)
                     {
-                        memory.failed.push((id, n, until));
+                        memory.failed.push(((id, from), n, until));
                     }
                 }
                 _ => {}
@@ -139,8 +147,8 @@ impl Memory {
         for (id, t) in &self.daemons {
             out.push_str(&format!("daemon {} {t}\n", id_hex(id)));
         }
-        for (id, n, until) in &self.failed {
-            out.push_str(&format!("failed {} {n} {until}\n", id_hex(id)));
+        for ((id, from), n, until) in &self.failed {
+            out.push_str(&format!("failed {} {n} {until} {from}\n", id_hex(id)));
         }
         out
     }
@@ -173,6 +181,10 @@ fn path() -> Option<PathBuf> {
 mod tests {
     use super::*;
     use crate::protocol::Holding;
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, n])
+    }
 
     fn answer(id: u8) -> PeerAnswer {
         PeerAnswer {
@@ -208,7 +220,7 @@ mod tests {
         assert_eq!(m.expectation(1005).wait, Some(QUIET_WAIT));
         assert_eq!(m.expectation(1004 + 3600).wait, None);
 
-        m.failed([7; 8], 2000);
+        m.failed(([7; 8], ip(7)), 2000);
         let round_trip = Memory::parse(&m.render());
         assert_eq!(round_trip, m);
     }
@@ -216,15 +228,20 @@ mod tests {
     #[test]
     fn failed_daemons_are_avoided_for_longer_each_time() {
         let mut m = Memory::default();
-        m.failed([1; 8], 1000);
-        assert!(m.avoided(&[1; 8], 1029));
-        assert!(!m.avoided(&[1; 8], 1030));
-        m.failed([1; 8], 1030);
-        assert!(m.avoided(&[1; 8], 1089), "second failure: 60 s");
-        assert!(!m.avoided(&[2; 8], 1030));
-        assert!(m.succeeded(&[1; 8]));
-        assert!(!m.succeeded(&[1; 8]), "nothing left to forgive");
-        assert!(!m.avoided(&[1; 8], 1031));
+        let one = ([1; 8], ip(1));
+        m.failed(one, 1000);
+        assert!(m.avoided(&one, 1029));
+        assert!(!m.avoided(&one, 1030));
+        m.failed(one, 1030);
+        assert!(m.avoided(&one, 1089), "second failure: 60 s");
+        assert!(!m.avoided(&([2; 8], ip(1)), 1030));
+        assert!(
+            !m.avoided(&([1; 8], ip(2)), 1030),
+            "the same id from another address is another daemon"
+        );
+        assert!(m.succeeded(&one));
+        assert!(!m.succeeded(&one), "nothing left to forgive");
+        assert!(!m.avoided(&one, 1031));
         assert_eq!(backoff(100), BACKOFF_MAX);
     }
 }

@@ -5,19 +5,25 @@
 //! `%o` file ([`output`]), moving bytes over HTTP ([`transfer`]) or from `file://`
 //! ([`localfile`]), asking the LAN ([`discovery`], remembered between runs in [`lanmemory`]),
 //! checking a finished file against the sync database ([`verify`]), the terminal ([`progress`],
-//! [`interrupt`]) and the one error type ([`error`]).
+//! [`interrupt`]) and the one error type ([`error`]). What the LAN may cost is bounded by
+//! [`peerlimits`] (how many peers, how long), [`bodylimit`] (how long and how slow a body),
+//! [`onlink`] (whose answers count) and [`outlock`] (one writer per output).
 //!
 //! May use: [`crate::protocol`], [`crate::pacman`], and the shared pieces at the crate root.
 //! Never [`crate::daemon`]: the client must work on a machine where no daemon runs.
 
 pub mod args;
+pub mod bodylimit;
 pub mod discovery;
 pub mod error;
 pub mod fetch;
 pub mod interrupt;
 pub mod lanmemory;
 pub mod localfile;
+pub mod onlink;
+pub mod outlock;
 pub mod output;
+pub mod peerlimits;
 pub mod progress;
 pub mod transfer;
 pub mod verify;
