@@ -98,7 +98,8 @@ pub struct Expectation {
 }
 
 /// Asks for `file_name` and returns every answer (HAVE and MISS) in arrival order, one per
-/// daemon. Own-machine answers are included only with `include_self`, marked either way.
+/// daemon id and source address (a dual-stack daemon answers twice; see [`per_daemon`]).
+/// Own-machine answers are included only with `include_self`, marked either way.
 pub fn ask(
     config: &Discovery,
     file_name: &str,
@@ -293,16 +294,26 @@ impl Sockets {
     }
 }
 
+/// The first answer of each daemon id: what to show and count, one line per daemon.
+pub fn per_daemon(answers: &[PeerAnswer]) -> Vec<&PeerAnswer> {
+    let mut seen = HashSet::new();
+    answers
+        .iter()
+        .filter(|a| seen.insert(a.daemon_id))
+        .collect()
+}
+
 /// The listing `pacserve-fetch --who-has` prints: one line per daemon that answered.
 pub fn render_answers(answers: &[PeerAnswer], name: &str, waited: Duration) -> String {
     use std::fmt::Write;
+    let answers = per_daemon(answers);
     let mut out = String::new();
     let _ = writeln!(
         out,
         "{:<42} {:>9}  {:<6} {:>12}  DAEMON ID",
         "PEER", "RTT", "ANSWER", "SIZE"
     );
-    for a in answers {
+    for a in &answers {
         let (answer, size) = match a.holding {
             Holding::Have { size, .. } => ("HAVE", size.to_string()),
             Holding::Miss => ("MISS", "-".to_owned()),

@@ -289,10 +289,10 @@ fn peers_with(
 }
 
 fn describe_answers(answers: &[PeerAnswer]) -> String {
+    let first = answers.first().map(|a| a.rtt);
+    let answers = discovery::per_daemon(answers);
     let haves = answers.iter().filter(|a| a.http_addr().is_some()).count();
-    let first = answers
-        .first()
-        .map(|a| format!(", first after {:.2} ms", a.rtt.as_secs_f64() * 1e3));
+    let first = first.map(|rtt| format!(", first after {:.2} ms", rtt.as_secs_f64() * 1e3));
     format!(
         "{} peers answered, {haves} have it{}",
         answers.len(),

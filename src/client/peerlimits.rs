@@ -3,12 +3,14 @@
 //!
 //! Anyone on the LAN can answer a query, as often and under as many daemon ids as it likes, so
 //! every per-peer limit is multiplied by the number of answers unless the answers are bounded
-//! too. [`choose`] keeps at most [`MAX_PEERS_PER_FILE`] candidates, one per source address,
-//! never one whose HTTP port is below [`MIN_HTTP_PORT`]; [`PeerPhase`] caps the time all of
-//! them together may take. The per-connection limits (headers, speed floor) are in
+//! too. [`choose`] keeps at most [`MAX_PEERS_PER_FILE`] candidates, one per source address and
+//! one per daemon id across address families (a dual-stack daemon answers over both; an
+//! impostor with a real daemon's id on the same family does not hide the real one), never one whose
+//! HTTP port is below [`MIN_HTTP_PORT`]; [`PeerPhase`] caps the time all of them together may
+//! take. The per-connection limits (headers, speed floor) are in
 //! [`peer_limits`]; the speed floor itself is enforced by [`crate::client::bodylimit`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -101,8 +103,8 @@ impl Candidate {
 }
 
 /// The answers worth trying, in answer order: HAVE with a size that `fits`, a port of at least
-/// [`MIN_HTTP_PORT`], not `avoided`, the first per source address, at most
-/// [`MAX_PEERS_PER_FILE`]. `skipped` hears why an answer was left out.
+/// [`MIN_HTTP_PORT`], not `avoided`, the first per source address, one family per daemon id,
+/// at most [`MAX_PEERS_PER_FILE`]. `skipped` hears why an answer was left out.
 pub fn choose(
     answers: &[PeerAnswer],
     fits: impl Fn(u64) -> bool,
@@ -110,6 +112,8 @@ pub fn choose(
     mut skipped: impl FnMut(&PeerAnswer, &str),
 ) -> Vec<Candidate> {
     let mut hosts: HashSet<IpAddr> = HashSet::new();
+    // The family each daemon id was first chosen over.
+    let mut daemons: HashMap<[u8; 8], bool> = HashMap::new();
     let mut chosen = Vec::new();
     for answer in answers {
         let (Holding::Have { size, .. }, Some(http)) = (answer.holding, answer.http_addr()) else {
@@ -127,13 +131,21 @@ pub fn choose(
             skipped(answer, "names a system port for HTTP");
         } else if avoided(&candidate) {
             skipped(answer, "failed recently; skipping it for now");
-        } else if !hosts.insert(http.ip()) {
+        } else if hosts.contains(&http.ip())
+            || daemons
+                .get(&answer.daemon_id)
+                .is_some_and(|&v4| v4 != http.is_ipv4())
+        {
             // One host, one chance: a host answering under many ids would otherwise be tried
-            // once per id.
+            // once per id. And the same id over the other family is the same dual-stack daemon;
+            // over the same family from another address it is an impostor or the real one, so
+            // both are tried (and blamed apart).
         } else if chosen.len() == MAX_PEERS_PER_FILE {
             skipped(answer, "one peer too many for one file");
             break;
         } else {
+            hosts.insert(http.ip());
+            daemons.entry(answer.daemon_id).or_insert(http.is_ipv4());
             chosen.push(candidate);
         }
     }
@@ -178,6 +190,11 @@ mod tests {
                 .any(|w| w.contains("10.0.0.2") && w.contains("system port"))
         );
         assert!(choose(&answers, |s| s == 7, |_| false, |_, _| {}).is_empty());
+        let dual_stack = [
+            have("10.0.0.2:15678", 1, 15678),
+            have("[fe80::2%2]:15678", 1, 15678),
+        ];
+        assert_eq!(choose(&dual_stack, |_| true, |_| false, |_, _| {}).len(), 1);
     }
 
     #[test]
@@ -186,6 +203,7 @@ mod tests {
             have("10.0.0.66:15678", 5, 15678),
             have("10.0.0.2:15678", 5, 15678),
         ];
+        assert_eq!(choose(&answers, |_| true, |_| false, |_, _| {}).len(), 2);
         let spoofer = answers[0].http_addr().unwrap().ip();
         let chosen = choose(&answers, |_| true, |c| c.blame().1 == spoofer, |_, _| {});
         assert_eq!(chosen.len(), 1);

@@ -102,7 +102,16 @@ impl Scene {
         };
         let mut cmd = self.lan.host(1).command(fetch_bin());
         cmd.env("TMPDIR", memory)
-            .args(["--config", "/dev/null", "-v", "--dbpath"])
+            // A generous wait: a scripted peer on a loaded machine may take a while to answer,
+            // and the wait ends as soon as one says HAVE.
+            .args([
+                "--config",
+                "/dev/null",
+                "-v",
+                "--peer-wait",
+                "1000",
+                "--dbpath",
+            ])
             .arg(dbpath)
             .args(extra)
             .arg(out)
