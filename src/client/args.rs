@@ -9,8 +9,8 @@ use clap::{ArgAction, Parser};
 use crate::cli::{Shell, parse_seconds};
 use crate::client::discovery::Discovery;
 use crate::client::fetch::Settings;
+use crate::client::limits::Limits;
 use crate::client::progress::Verbosity;
-use crate::client::transfer::Limits;
 use crate::config::{self, ConfigError, FileConfig};
 use crate::pacman;
 

@@ -17,12 +17,13 @@ use std::time::SystemTime;
 use crate::client::discovery::{self, Discovery, PeerAnswer};
 use crate::client::error::Error;
 use crate::client::lanmemory;
+use crate::client::limits::Limits;
 use crate::client::localfile;
 use crate::client::outlock::OutputLock;
 use crate::client::output::Output;
 use crate::client::peerlimits::{self, Candidate, PeerPhase};
 use crate::client::progress::Progress;
-use crate::client::transfer::{self, Delivered, Limits, Want};
+use crate::client::transfer::{self, Delivered, Want};
 use crate::client::verify::{self, Expected};
 use crate::pacman;
 use crate::pacman::name::{self, FileKind};
@@ -129,7 +130,9 @@ fn fetch_locked(
     // Transfer and verify: each chosen peer in the order it answered, all of them within the
     // phase's budget, then the mirror pacman named. A peer that fails in any way is avoided
     // for a while by later runs too.
-    let vouched = out.len();
+    // The last byte we can vouch for: what we had before any peer (nothing, when the file
+    // starts over anyway).
+    let vouched = if want.resume { out.len() } else { 0 };
     let phase = PeerPhase::start(want.size.or(peers.first().map(|c| c.size)).unwrap_or(0));
     for peer in peers {
         let Some(left) = phase.left() else {

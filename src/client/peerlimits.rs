@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::client::bodylimit::LowSpeed;
 use crate::client::discovery::PeerAnswer;
-use crate::client::transfer::Limits;
+use crate::client::limits::Limits;
 use crate::protocol::Holding;
 
 /// At most this many peers are tried for one file: one good peer and two fallbacks cover a LAN

@@ -13,7 +13,7 @@
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use std::net::SocketAddr;
 
@@ -21,8 +21,9 @@ use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::{Agent, ResponseExt, http};
 
-use crate::client::bodylimit::{Cut, Guarded, LowSpeed};
-use crate::client::error::{Error, io_reason};
+use crate::client::bodylimit::Guarded;
+use crate::client::error::Error;
+use crate::client::httperror::{ureq_error, wire_error};
 use crate::client::output::Output;
 use crate::client::progress::Progress;
 
@@ -30,47 +31,7 @@ use crate::client::progress::Progress;
 /// system calls a second; small enough to keep the client's memory in single-digit megabytes.
 const COPY_BUFFER: usize = 512 * 1024;
 
-/// The time limits of one transfer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// How long resolving and connecting (TCP and TLS) may take.
-    pub connect: Duration,
-    /// How long a server may send nothing, before the headers or in the body, before we give up.
-    pub stall: Duration,
-    /// How long the whole response head may take, however it trickles in; `None`: only `stall`.
-    pub headers: Option<Duration>,
-    /// A body slower than this is abandoned (see [`crate::client::bodylimit`]); `None`: never.
-    pub low_speed: Option<LowSpeed>,
-    /// The exchange must be over by then, body included; `None`: no end.
-    pub deadline: Option<Instant>,
-}
-
-impl Default for Limits {
-    /// 10 s each: what pacman's own downloader uses (CURLOPT_CONNECTTIMEOUT, and LOW_SPEED_TIME
-    /// with a 1 byte/s floor), so switching to pacserve-fetch does not change how long a dead
-    /// mirror costs.
-    fn default() -> Limits {
-        Limits {
-            connect: Duration::from_secs(10),
-            stall: Duration::from_secs(10),
-            headers: None,
-            low_speed: None,
-            deadline: None,
-        }
-    }
-}
-
-impl Limits {
-    /// For LAN peers: 2 s to connect, 2 s without data (the rest is added per file by
-    /// [`crate::client::peerlimits`]).
-    pub fn peer_default() -> Limits {
-        Limits {
-            connect: Duration::from_secs(2),
-            stall: Duration::from_secs(2),
-            ..Limits::default()
-        }
-    }
-}
+use crate::client::limits::Limits;
 
 /// How the file should be requested; decided by the caller from the file's kind.
 #[derive(Debug, Clone, Default)]
@@ -336,85 +297,6 @@ fn from_http(
         from: start,
         received,
     })
-}
-
-/// Maps a ureq failure to our variants. The limits are only used to word timeouts.
-fn ureq_error(url: &str, err: &ureq::Error, limits: Limits) -> Error {
-    use ureq::Timeout as T;
-    let url = url.to_owned();
-    match err {
-        ureq::Error::HostNotFound => Error::HostNotFound { url },
-        ureq::Error::Timeout(T::Connect | T::Resolve) => Error::Timeout {
-            url,
-            phase: "connecting",
-            limit: limits.connect,
-        },
-        ureq::Error::Timeout(T::RecvResponse) => Error::Timeout {
-            url,
-            phase: "waiting for the response headers",
-            limit: limits.headers.unwrap_or_default(),
-        },
-        ureq::Error::Timeout(T::Global) => Error::Timeout {
-            url,
-            phase: "at the end of the time given to peers",
-            limit: Duration::ZERO,
-        },
-        ureq::Error::Timeout(_) | ureq::Error::BodyStalled => Error::Timeout {
-            url,
-            phase: "waiting for data",
-            limit: limits.stall,
-        },
-        ureq::Error::BadUri(reason) => Error::BadUrl {
-            url,
-            reason: reason.clone(),
-        },
-        ureq::Error::Http(e) => Error::BadUrl {
-            url,
-            reason: e.to_string(),
-        },
-        ureq::Error::Io(e) => wire_error(url, e, limits),
-        other => Error::Network {
-            url,
-            detail: other.to_string(),
-        },
-    }
-}
-
-/// An I/O error while talking to a server. ureq's body reader wraps its own errors in
-/// io::Error, so those are unwrapped first to keep timeouts recognisable.
-fn wire_error(url: String, e: &io::Error, limits: Limits) -> Error {
-    if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>()) {
-        return ureq_error(&url, inner, limits);
-    }
-    match Cut::of(e) {
-        Some(Cut::Overlong { limit }) => return Error::Overlong { url, limit },
-        Some(Cut::TooSlow { got, floor }) => {
-            return Error::TooSlow {
-                url,
-                got,
-                floor: floor.bytes_per_sec,
-                window: floor.window,
-            };
-        }
-        None => {}
-    }
-    let detail = match e.kind() {
-        io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
-        io::ErrorKind::ConnectionReset => "connection reset by peer".to_owned(),
-        io::ErrorKind::UnexpectedEof => "connection closed before the body ended".to_owned(),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
-            return Error::Timeout {
-                url,
-                phase: "waiting for data",
-                limit: limits.stall,
-            };
-        }
-        _ if e.to_string().contains("lookup address") => {
-            return Error::HostNotFound { url };
-        }
-        _ => io_reason(e),
-    };
-    Error::Network { url, detail }
 }
 
 /// Copies a body into the output until EOF; returns how many bytes arrived.
