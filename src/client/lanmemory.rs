@@ -5,6 +5,8 @@
 //! have answered again (see [`crate::client::discovery::Expectation`]), and when nobody answered
 //! recently it waits only [`QUIET_WAIT`]. A daemon that stays silent through a full wait is
 //! forgotten at once, so a machine that was switched off costs one full wait, not one per file.
+//! A few ids per source address are remembered ([`MAX_PER_ADDRESS`], [`MAX_REMEMBERED`]), so a
+//! host answering under hundreds of ids does not make the memory about its inventions.
 //!
 //! It also remembers which daemons failed a transfer (refused, reset, stalled, sent a bad file)
 //! and keeps them out of the next [`backoff`] seconds, growing with repeated failures, so an
@@ -15,7 +17,7 @@
 //! The file lives in [`crate::statedir`]. Everything here is best effort: no memory just means
 //! the full wait.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -30,6 +32,12 @@ pub const REMEMBER_FOR: Duration = Duration::from_secs(10 * 60);
 /// The wait when nobody answered on a recent run: still several LAN round trips, so a daemon
 /// that has just started is found, but a tenth of the full wait.
 pub const QUIET_WAIT: Duration = Duration::from_millis(20);
+/// At most this many daemon ids are remembered per source address (a machine runs one daemon;
+/// tests run a few on one address)…
+pub const MAX_PER_ADDRESS: usize = 4;
+/// …and this many in all, so a host answering under hundreds of ids cannot fill the memory, and
+/// with it every later wait, with daemons that do not exist.
+pub const MAX_REMEMBERED: usize = 64;
 /// A failed daemon is avoided for this long per consecutive failure (as pacredir does)…
 pub const BACKOFF_STEP: Duration = Duration::from_secs(30);
 /// …but never longer than this.
@@ -74,7 +82,17 @@ impl Memory {
     /// Records a run's answers: answerers are refreshed, expected daemons that stayed silent are
     /// dropped, stale entries expire.
     pub fn update(&mut self, expected: &Expectation, answers: &[PeerAnswer], now: u64) {
-        let answered: HashSet<[u8; 8]> = answers.iter().map(|a| a.daemon_id).collect();
+        let mut per_address: HashMap<IpAddr, usize> = HashMap::new();
+        let answered: HashSet<[u8; 8]> = answers
+            .iter()
+            .filter(|a| {
+                let n = per_address.entry(a.from.ip()).or_default();
+                *n += 1;
+                *n <= MAX_PER_ADDRESS
+            })
+            .map(|a| a.daemon_id)
+            .take(MAX_REMEMBERED)
+            .collect();
         self.daemons.retain(|(id, t)| {
             !answered.contains(id)
                 && !expected.daemons.contains(id)
@@ -82,6 +100,10 @@ impl Memory {
         });
         self.daemons
             .extend(answered.into_iter().map(|id| (id, now)));
+        if self.daemons.len() > MAX_REMEMBERED {
+            self.daemons.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
+            self.daemons.truncate(MAX_REMEMBERED);
+        }
         self.daemons.sort();
         self.failed
             .retain(|(_, _, until)| *until + BACKOFF_MAX.as_secs() > now);
@@ -181,6 +203,7 @@ fn path() -> Option<PathBuf> {
 mod tests {
     use super::*;
     use crate::protocol::Holding;
+    use std::net::SocketAddr;
 
     fn ip(n: u8) -> IpAddr {
         IpAddr::from([10, 0, 0, n])
@@ -223,6 +246,22 @@ mod tests {
         m.failed(([7; 8], ip(7)), 2000);
         let round_trip = Memory::parse(&m.render());
         assert_eq!(round_trip, m);
+    }
+
+    #[test]
+    fn a_host_answering_under_many_ids_is_remembered_a_few_times() {
+        let flood: Vec<PeerAnswer> = (0..=255).map(answer).collect();
+        let mut m = Memory::default();
+        m.update(&Expectation::default(), &flood, 1000);
+        assert_eq!(m.daemons.len(), MAX_PER_ADDRESS);
+        let spread: Vec<PeerAnswer> = (0..=255)
+            .map(|i| PeerAnswer {
+                from: SocketAddr::from(([10, 0, 1, i], 15678)),
+                ..answer(i)
+            })
+            .collect();
+        m.update(&Expectation::default(), &spread, 1001);
+        assert_eq!(m.daemons.len(), MAX_REMEMBERED);
     }
 
     #[test]

@@ -24,14 +24,13 @@ use ureq::{Agent, ResponseExt, http};
 use crate::client::bodylimit::Guarded;
 use crate::client::error::Error;
 use crate::client::httperror::{ureq_error, wire_error};
+use crate::client::limits::Limits;
 use crate::client::output::Output;
 use crate::client::progress::Progress;
 
 /// Bytes moved per read and write. Large enough that a 1 GB/s stream costs a few thousand
 /// system calls a second; small enough to keep the client's memory in single-digit megabytes.
 const COPY_BUFFER: usize = 512 * 1024;
-
-use crate::client::limits::Limits;
 
 /// How the file should be requested; decided by the caller from the file's kind.
 #[derive(Debug, Clone, Default)]

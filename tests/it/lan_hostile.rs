@@ -289,6 +289,15 @@ fn case_3_a_host_answering_under_300_ids_costs_at_most_three_tries() {
     );
     outcome.assert_done(&s.content, "300 ids");
     assert!((1..=3).contains(&tries), "{tries} tries");
+    // Nor do its ids fill the LAN memory that shapes every later wait: a few per address.
+    let memory_file = memory.path().join("pacserve-fetch-0").join("lan");
+    let remembered = fs::read_to_string(&memory_file).unwrap_or_default();
+    let daemons = remembered
+        .lines()
+        .filter(|l| l.starts_with("daemon "))
+        .count();
+    eprintln!("CASE 3: {daemons} daemons remembered");
+    assert!((1..=24).contains(&daemons), "{daemons} remembered");
 }
 
 #[test]
