@@ -431,7 +431,18 @@ fn case_6_two_runs_on_one_output_never_interleave() {
     let first = spawn(&out, "near.db");
     util::wait_for_len(&out, 1_200_000, Duration::from_secs(20));
     let second = spawn(&out, "near.db");
+    // Let the second run get going (today's code starts writing at once), then freeze it, so
+    // the file can be read as the first run left it before the second takes its turn.
+    std::thread::sleep(Duration::from_millis(300));
+    let signal = |sig: &str| {
+        let sent = Command::new("kill")
+            .args([sig, &second.id().to_string()])
+            .status();
+        assert!(sent.is_ok_and(|s| s.success()));
+    };
+    signal("-STOP");
     let (code, bytes, err) = finish(first, &out);
+    signal("-CONT");
     assert_eq!(code, Some(0), "{err}");
     assert!(bytes == content, "first run: exit 0 with a wrong file");
     let (code, bytes, err) = finish(second, &out);
