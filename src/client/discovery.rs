@@ -95,6 +95,9 @@ pub struct Expectation {
     pub daemons: HashSet<[u8; 8]>,
     /// Shorter wait to use instead of the full one; for a LAN where nobody answered recently.
     pub wait: Option<Duration>,
+    /// Daemons being avoided, by id and address: their answers are collected but end no wait,
+    /// so an impostor answering first with a real daemon's id cannot cut the real one off.
+    pub avoided: HashSet<([u8; 8], IpAddr)>,
 }
 
 /// Asks for `file_name` and returns every answer (HAVE and MISS) in arrival order, one per
@@ -143,8 +146,12 @@ pub fn ask(
                 continue;
             }
             let rtt = started.elapsed();
-            if matches!(answer.holding, Holding::Have { .. })
-                && !answers.iter().any(|a| a.http_addr().is_some())
+            let counts = !expect.avoided.contains(&(answer.daemon_id, from.ip()));
+            if counts
+                && matches!(answer.holding, Holding::Have { .. })
+                && !answers.iter().any(|a| {
+                    a.http_addr().is_some() && !expect.avoided.contains(&(a.daemon_id, a.from.ip()))
+                })
             {
                 // First HAVE: give slower peers as long again to offer themselves as fallbacks.
                 stop_at = stop_at.min(Instant::now() + rtt + Duration::from_millis(1));
@@ -156,7 +163,7 @@ pub fn ask(
                 rtt,
                 is_self,
             });
-            if outstanding.remove(&answer.daemon_id) && outstanding.is_empty() {
+            if counts && outstanding.remove(&answer.daemon_id) && outstanding.is_empty() {
                 // Everyone we know of has spoken; a newcomer as fast as they were has too.
                 stop_at = stop_at.min(Instant::now() + Duration::from_millis(1));
             }

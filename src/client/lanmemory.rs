@@ -76,6 +76,12 @@ impl Memory {
         Expectation {
             daemons,
             wait: quiet.then_some(QUIET_WAIT),
+            avoided: self
+                .failed
+                .iter()
+                .filter(|(_, _, until)| *until > now)
+                .map(|(blame, _, _)| *blame)
+                .collect(),
         }
     }
 
