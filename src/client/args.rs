@@ -15,8 +15,8 @@ use clap::{ArgAction, Parser};
 use crate::cli::{Shell, parse_seconds};
 use crate::client::discovery::Discovery;
 use crate::client::fetch::Settings;
+use crate::client::limits::Limits;
 use crate::client::progress::Verbosity;
-use crate::client::transfer::Limits;
 use crate::config::{self, ConfigError, FileConfig};
 use crate::pacman::invocation::{self, Invocation, Paths};
 
@@ -149,10 +149,12 @@ impl FetchArgs {
             limits: Limits {
                 connect: self.connect_timeout,
                 stall: self.stall_timeout,
+                ..Limits::default()
             },
             peer_limits: Limits {
                 connect: self.peer_stall_timeout.min(self.connect_timeout),
                 stall: self.peer_stall_timeout,
+                ..Limits::peer_default()
             },
             user_agent: std::env::var("HTTP_USER_AGENT")
                 .ok()

@@ -8,20 +8,29 @@
 //! keep ([`dbcopy`]), what an earlier pacman 7 run stranded ([`adopt`]), the terminal
 //! ([`progress`], [`interrupt`]) and the one error type ([`error`]). [`args`] combines options,
 //! configuration and the invoking pacman's command line into the settings of one download.
+//! What the LAN may cost is bounded by [`peerlimits`] (how many peers, how long), [`bodylimit`]
+//! (how long and how slow a body), [`onlink`] (whose answers count) and [`outlock`] (one writer
+//! per output).
 //!
 //! May use: [`crate::protocol`], [`crate::pacman`], and the shared pieces at the crate root.
 //! Never [`crate::daemon`]: the client must work on a machine where no daemon runs.
 
 pub mod adopt;
 pub mod args;
+pub mod bodylimit;
 pub mod dbcopy;
 pub mod discovery;
 pub mod error;
 pub mod fetch;
+pub mod httperror;
 pub mod interrupt;
 pub mod lanmemory;
+pub mod limits;
 pub mod localfile;
+pub mod onlink;
+pub mod outlock;
 pub mod output;
+pub mod peerlimits;
 pub mod progress;
 pub mod transfer;
 pub mod verify;

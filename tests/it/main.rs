@@ -33,3 +33,6 @@ mod arch;
 mod lan_trust;
 // Peers dying, unplugged, stalling or lying mid-transfer; the download carries on.
 mod lan_faults;
+// Hostile LAN hosts against the client's limits: endless or dripping bodies, floods of answers,
+// spoofed ids, foreign ports; and one writer per output (issue 10).
+mod lan_hostile;
