@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use crate::client::agent;
 use crate::client::discovery::{self, Discovery, PeerAnswer};
 use crate::client::error::Error;
 use crate::client::lanmemory;
@@ -39,6 +40,9 @@ pub struct Settings {
     pub dbpath: PathBuf,
     /// Take files no sync database lists from peers too, unverified.
     pub unverified_peers: bool,
+    /// The local pacserved's agent socket (abstract name) for mirror downloads; None: always
+    /// standalone.
+    pub agent_socket: Option<String>,
 }
 
 impl Default for Settings {
@@ -50,6 +54,7 @@ impl Default for Settings {
             discovery: Some(Discovery::default()),
             dbpath: PathBuf::from(pacman::conf::DEFAULT_DBPATH),
             unverified_peers: false,
+            agent_socket: Some(crate::protocol::agent::DEFAULT_SOCKET.to_owned()),
         }
     }
 }
@@ -138,8 +143,11 @@ pub fn fetch(
         memory.failed(daemon_id, lanmemory::now_secs());
         lanmemory::store(&memory);
     }
-    let agent = transfer::mirror_agent(settings.limits, &settings.user_agent);
-    let mut delivered = from_mirror(&agent, url, &mut out, &want, settings.limits, progress)?;
+    // The mirror: through the local pacserved when it runs (warm connections, prefetched
+    // files), else directly; see client::agent.
+    let socket = settings.agent_socket.as_deref();
+    let mirror = agent::Mirror::new(socket, settings.limits, &settings.user_agent, url, progress);
+    let mut delivered = from_mirror(&mirror, url, &mut out, &want, progress)?;
     while let Some(why) = mismatch(&out, expected)? {
         let resumed = matches!(delivered, Delivered::Body { from, .. } if from > 0)
             || delivered == Delivered::AlreadyComplete;
@@ -153,7 +161,7 @@ pub fn fetch(
         // The partial we resumed was bad (an earlier run's peer, say): the whole file, once —
         // from byte 0 it is no longer a resume, so a second mismatch ends this loop with an error.
         progress.warn(|| format!("{name}: the partial file was bad ({why}); downloading it again"));
-        delivered = from_mirror(&agent, url, &mut out, &want, settings.limits, progress)?;
+        delivered = from_mirror(&mirror, url, &mut out, &want, progress)?;
     }
     Ok(Report {
         source: url.to_owned(),
@@ -163,11 +171,10 @@ pub fn fetch(
 
 /// The mirror pacman named: a local repository for `file://`, else HTTP(S).
 fn from_mirror(
-    agent: &ureq::Agent,
+    mirror: &agent::Mirror,
     url: &str,
     out: &mut Output,
     want: &Want,
-    limits: Limits,
     progress: &mut Progress,
 ) -> Result<Delivered, Error> {
     let is_file = url
@@ -175,7 +182,7 @@ fn from_mirror(
         .is_some_and(|s| s.eq_ignore_ascii_case("file://"));
     match is_file {
         true => localfile::fetch(url, out, want, progress),
-        false => transfer::fetch_url(agent, url, out, want, limits, progress),
+        false => mirror.fetch(url, out, want, progress),
     }
 }
 

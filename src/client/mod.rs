@@ -1,7 +1,7 @@
 //! `pacserve-fetch`: the one-shot downloader pacman runs as `XferCommand` for every file.
 //!
 //! Start at [`fetch::fetch`]: decide what the file is, ask the LAN who has it, try those peers,
-//! then the mirror, and report. The rest of this folder is what that function leans on: the
+//! then the mirror (through the local pacserved's [`agent`] when one runs), and report. The rest of this folder is what that function leans on: the
 //! `%o` file ([`output`]), moving bytes over HTTP ([`transfer`]) or from `file://`
 //! ([`localfile`]), asking the LAN ([`discovery`], remembered between runs in [`lanmemory`]),
 //! checking a finished file against the sync database ([`verify`]), the terminal ([`progress`],
@@ -10,6 +10,7 @@
 //! May use: [`crate::protocol`], [`crate::pacman`], and the shared pieces at the crate root.
 //! Never [`crate::daemon`]: the client must work on a machine where no daemon runs.
 
+pub mod agent;
 pub mod args;
 pub mod discovery;
 pub mod error;

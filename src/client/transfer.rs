@@ -112,8 +112,14 @@ pub fn peer_agent(limits: Limits, user_agent: &str, addr: SocketAddr) -> Agent {
     )
 }
 
-fn config(limits: Limits, user_agent: &str, proxy: Option<ureq::Proxy>) -> ureq::config::Config {
+/// The one HTTP configuration of the client, for mirrors, peers and the local agent alike.
+pub(crate) fn config(
+    limits: Limits,
+    user_agent: &str,
+    proxy: Option<ureq::Proxy>,
+) -> ureq::config::Config {
     Agent::config_builder()
+        .tls_config(crate::tls::system_trust())
         .http_status_as_error(false)
         .timeout_resolve(Some(limits.connect))
         .timeout_connect(Some(limits.connect))

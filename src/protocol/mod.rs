@@ -58,6 +58,7 @@ use std::fmt;
 
 use crate::pacman::name;
 
+pub mod agent;
 pub mod netif;
 
 pub const MAGIC: [u8; 4] = *b"PSRV";
