@@ -2,24 +2,28 @@
 //!
 //! pacman starts a new `pacserve-fetch` for every file, so on its own each file pays a fresh
 //! TCP (and TLS) handshake and TCP slow start. The local daemon outlives those processes: it
-//! keeps keep-alive connections to mirrors, and fetches the transaction's next files ahead. [`Mirror`] hides the difference from [`crate::client::fetch`]: the request goes
+//! keeps keep-alive connections to mirrors, and fetches the transaction's next files ahead ([`plan`]). [`Mirror`] hides the difference from [`crate::client::fetch`]: the request goes
 //! over the agent socket ([`transport`]) when a daemon listens, and straight to the mirror when
 //! none does, when a proxy is configured (the daemon would not use the caller's proxy), or when
 //! the daemon fails mid-transfer — then the direct request resumes from what the output already
 //! holds. Either way this process writes every byte of `%o` and checks the result; the daemon
 //! never sees the file. The protocol is [`crate::protocol::agent`].
 
+pub mod plan;
 pub mod transport;
 
 use std::cell::OnceCell;
+use std::path::Path;
 use std::sync::Mutex;
 
 use ureq::Agent;
 
+use crate::client::discovery::Discovery;
 use crate::client::error::Error;
 use crate::client::output::Output;
 use crate::client::progress::Progress;
 use crate::client::transfer::{self, Delivered, Limits, Want};
+use crate::pacman::name::FileKind;
 
 /// Where the mirror's bytes come from for one run.
 pub struct Mirror {
@@ -27,6 +31,8 @@ pub struct Mirror {
     user_agent: String,
     /// Through the local daemon, when one answered on the agent socket.
     via_daemon: Option<Agent>,
+    /// That daemon's socket name.
+    socket: Option<String>,
     /// Built on first use: loading the system's trust store costs a few milliseconds.
     direct: OnceCell<Agent>,
 }
@@ -59,6 +65,7 @@ impl Mirror {
             Agent::with_parts(config, connector, transport::NoLookup)
         });
         Mirror {
+            socket: via_daemon.as_ref().and(socket).map(str::to_owned),
             limits,
             user_agent: user_agent.to_owned(),
             via_daemon,
@@ -66,9 +73,18 @@ impl Mirror {
         }
     }
 
-    /// Whether the local daemon carries this run's mirror requests.
-    pub fn via_daemon(&self) -> bool {
-        self.via_daemon.is_some()
+    /// On a package's run, tells the daemon this pacman transaction's plan if it does not know
+    /// it yet, so it can fetch the next files ahead; see [`plan`].
+    pub fn offer_plan(
+        &self,
+        kind: FileKind,
+        discovery: Option<&Discovery>,
+        dbpath: &Path,
+        progress: &Progress,
+    ) {
+        if let Some(socket) = self.socket.as_deref().filter(|_| kind == FileKind::Package) {
+            plan::offer(socket, discovery, dbpath, progress);
+        }
     }
 
     /// Fetches `url` into `out`; through the daemon first, directly if the daemon fails.
