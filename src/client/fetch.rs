@@ -147,7 +147,7 @@ pub fn fetch(
     // files), else directly; see client::agent.
     let socket = settings.agent_socket.as_deref();
     let mirror = agent::Mirror::new(socket, settings.limits, &settings.user_agent, url, progress);
-    mirror.offer_plan(kind, asking, &settings.dbpath, progress);
+    mirror.offer_plan(kind, asking, progress);
     let mut delivered = from_mirror(&mirror, url, &mut out, &want, progress)?;
     while let Some(why) = mismatch(&out, expected)? {
         let resumed = matches!(delivered, Delivered::Body { from, .. } if from > 0)

@@ -134,7 +134,11 @@ pub fn run(config: Config) -> io::Result<()> {
     };
     if let Some(name) = &config.agent_socket {
         let prefetch = Prefetch::new(config.prefetch, PREFETCH_MAX_BYTES, &config.state_dir);
-        agent::spawn(name, prefetch)?;
+        // Without the agent every client still works standalone: a second daemon in the same
+        // namespace (tests) or a taken name costs speed, not function.
+        if let Err(e) = agent::spawn(name, prefetch) {
+            warn!("no download agent: {e}");
+        }
     }
     let app = App {
         cache,

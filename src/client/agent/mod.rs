@@ -13,7 +13,6 @@ pub mod plan;
 pub mod transport;
 
 use std::cell::OnceCell;
-use std::path::Path;
 use std::sync::Mutex;
 
 use ureq::Agent;
@@ -75,15 +74,9 @@ impl Mirror {
 
     /// On a package's run, tells the daemon this pacman transaction's plan if it does not know
     /// it yet, so it can fetch the next files ahead; see [`plan`].
-    pub fn offer_plan(
-        &self,
-        kind: FileKind,
-        discovery: Option<&Discovery>,
-        dbpath: &Path,
-        progress: &Progress,
-    ) {
+    pub fn offer_plan(&self, kind: FileKind, discovery: Option<&Discovery>, progress: &Progress) {
         if let Some(socket) = self.socket.as_deref().filter(|_| kind == FileKind::Package) {
-            plan::offer(socket, discovery, dbpath, progress);
+            plan::offer(socket, discovery, progress);
         }
     }
 

@@ -42,12 +42,7 @@ const PARALLEL_QUERIES: usize = 16;
 
 /// Sends the invoking pacman's plan to the daemon at `socket`, once per transaction. Best
 /// effort: any failure just means no prefetch.
-pub fn offer(
-    socket: &str,
-    discovery: Option<&Discovery>,
-    dbpath: &std::path::Path,
-    progress: &Progress,
-) {
+pub fn offer(socket: &str, discovery: Option<&Discovery>, progress: &Progress) {
     let Some(invocation) = Invocation::of_parent().filter(|i| i.operation == Some('S')) else {
         return;
     };
@@ -56,7 +51,7 @@ pub fn offer(
     };
     if ask(socket, &Job::Knows(txn), "").as_deref() != Some("YES") {
         let started = Instant::now();
-        let plan = make(&invocation, discovery, dbpath);
+        let plan = make(&invocation, discovery);
         let body: String = plan.iter().map(|p| p.to_string()).collect::<String>() + "\n";
         let answer = ask(socket, &Job::Plan(txn), &body);
         progress.note(|| {
@@ -81,12 +76,10 @@ fn ask(socket: &str, job: &Job, body: &str) -> Option<String> {
 }
 
 /// The files this transaction will fetch from the mirror, in pacman's order.
-fn make(
-    invocation: &Invocation,
-    discovery: Option<&Discovery>,
-    dbpath: &std::path::Path,
-) -> Vec<Planned> {
-    let cachedirs = invocation.paths().cachedirs;
+fn make(invocation: &Invocation, discovery: Option<&Discovery>) -> Vec<Planned> {
+    // The invoking pacman's own paths: its --config, --dbpath, --cachedir.
+    let paths = invocation.paths();
+    let (cachedirs, dbpath) = (&paths.cachedirs, &paths.dbpath);
     let candidates: Vec<Planned> = print_urls(invocation)
         .into_iter()
         .filter_map(|url| {
