@@ -143,17 +143,28 @@ impl Transaction {
 
     /// The process `pid` as it runs now; None when it is gone.
     pub fn of_process(pid: u32) -> Option<Transaction> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // The command name may hold spaces and parentheses: fields count from the last ')'.
-        let after = &stat[stat.rfind(')')? + 1..];
-        let start = after.split_whitespace().nth(19)?.parse().ok()?;
+        let start = stat_field(pid, 19)?.parse().ok()?;
         Some(Transaction { pid, start })
+    }
+
+    /// Whether `caller` is a child of this transaction's pacman: only pacman's own downloader
+    /// may tell the daemon about its transaction.
+    pub fn is_parent_of(&self, caller: u32) -> bool {
+        stat_field(caller, 1).and_then(|p| p.parse::<u32>().ok()) == Some(self.pid) && self.alive()
     }
 
     /// Whether the pacman that started this transaction still runs.
     pub fn alive(&self) -> bool {
         Transaction::of_process(self.pid) == Some(*self)
     }
+}
+
+/// Field `n` of `/proc/<pid>/stat` counted after the command name (0 is the state). The name
+/// may hold spaces and parentheses, so fields count from the last ')'.
+fn stat_field(pid: u32, n: usize) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(n).map(str::to_owned)
 }
 
 /// One file of a plan: what pacman will request and what the sync database says it is.
@@ -260,5 +271,8 @@ mod tests {
         let me = Transaction::of_process(std::process::id()).unwrap();
         assert!(me.alive());
         assert!(!Transaction { start: 1, ..me }.alive() || me.start == 1);
+        let parent = Transaction::of_process(std::os::unix::process::parent_id()).unwrap();
+        assert!(parent.is_parent_of(std::process::id()));
+        assert!(!me.is_parent_of(std::process::id()));
     }
 }

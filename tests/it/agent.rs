@@ -73,11 +73,10 @@ fn transfers_through_the_agent_are_identical_and_share_one_kept_alive_connection
         let result = run(client(&host).arg(&part).arg(mirror.url(name)));
         assert!(result.status.success(), "{}", stderr(&result));
         assert_eq!(&fs::read(&part).unwrap(), content, "{name} is the mirror's");
-        let line = logged(&daemon, "agent: uid", 1)
-            .into_iter()
-            .find(|l| l.contains(&mirror.url(name)));
-        assert!(
-            line.is_some(),
+        let moved = logged(&daemon, &format!("{}: 20", mirror.url(name)), 1);
+        assert_eq!(
+            moved.len(),
+            1,
             "the daemon moved {name}: {:?}",
             daemon.log()
         );

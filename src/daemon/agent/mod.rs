@@ -124,7 +124,15 @@ fn serve(conn: UnixStream, caller: Caller, upstream: &ureq::Agent, prefetch: &Pr
         }
     };
     let mut conn = conn;
-    match Job::parse(&line) {
+    let job = Job::parse(&line).and_then(|job| match &job {
+        Job::Knows(txn) | Job::Plan(txn)
+            if !u32::try_from(caller.pid).is_ok_and(|pid| txn.is_parent_of(pid)) =>
+        {
+            Err(format!("pacman {txn} is not the caller's parent"))
+        }
+        _ => Ok(job),
+    });
+    match job {
         Ok(Job::Fetch {
             origin,
             connect_ms,

@@ -233,29 +233,44 @@ fn write_head(
 
 /// Copies a body to the client; chunked framing ends only when the whole body arrived, so a
 /// mirror that breaks off shows as a cut to the client too.
+///
+/// Each piece is written only after the next read, so the last one goes out after the mirror's
+/// body ended: by then ureq has put the connection back into its pool, and the next
+/// `pacserve-fetch`, which pacman starts the moment this one exits, finds it there.
 fn copy_body(body: &mut dyn Read, conn: &mut UnixStream, chunked: bool) -> io::Result<u64> {
-    let mut buf = vec![0u8; COPY_BUFFER];
+    let (mut held, mut next) = (vec![0u8; COPY_BUFFER], vec![0u8; COPY_BUFFER]);
+    let mut held_len = 0;
     let mut sent = 0u64;
     loop {
-        let n = match body.read(&mut buf) {
-            Ok(0) => break,
+        let n = match body.read(&mut next) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        if chunked {
-            conn.write_all(format!("{n:x}\r\n").as_bytes())?;
-            conn.write_all(&buf[..n])?;
-            conn.write_all(b"\r\n")?;
-        } else {
-            conn.write_all(&buf[..n])?;
+        if held_len > 0 {
+            write_piece(conn, &held[..held_len], chunked)?;
+            sent += held_len as u64;
         }
-        sent += n as u64;
+        if n == 0 {
+            break;
+        }
+        std::mem::swap(&mut held, &mut next);
+        held_len = n;
     }
     if chunked {
         conn.write_all(b"0\r\n\r\n")?;
     }
     Ok(sent)
+}
+
+fn write_piece(conn: &mut UnixStream, piece: &[u8], chunked: bool) -> io::Result<()> {
+    if chunked {
+        conn.write_all(format!("{:x}\r\n", piece.len()).as_bytes())?;
+        conn.write_all(piece)?;
+        conn.write_all(b"\r\n")
+    } else {
+        conn.write_all(piece)
+    }
 }
 
 /// Answers from a prefetched copy as the mirror would: whole, from `offset`, or 416.
