@@ -51,7 +51,17 @@ pub fn offer(socket: &str, discovery: Option<&Discovery>, progress: &Progress) {
     };
     if ask(socket, &Job::Knows(txn), "").as_deref() != Some("YES") {
         let started = Instant::now();
+        // pacman chdir()s into the download directory before starting us; relative paths on
+        // its command line (`--config p/pacman.conf`) mean its caller's directory, PWD.
+        let here = std::env::current_dir().ok();
+        let pwd = parent_pwd(txn.pid);
+        if let Some(pwd) = &pwd {
+            let _ = std::env::set_current_dir(pwd);
+        }
         let plan = make(&invocation, discovery);
+        if let Some(here) = here.filter(|_| pwd.is_some()) {
+            let _ = std::env::set_current_dir(here);
+        }
         let body: String = plan.iter().map(|p| p.to_string()).collect::<String>() + "\n";
         let answer = ask(socket, &Job::Plan(txn), &body);
         progress.note(|| {
@@ -63,6 +73,16 @@ pub fn offer(socket: &str, discovery: Option<&Discovery>, progress: &Progress) {
             )
         });
     }
+}
+
+/// The directory pacman was started in, from its environment's PWD.
+fn parent_pwd(pid: u32) -> Option<std::path::PathBuf> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let pwd = environ
+        .split(|b| *b == 0)
+        .find_map(|var| var.strip_prefix(b"PWD="))?;
+    let dir = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(pwd));
+    (dir.is_absolute() && dir.is_dir()).then_some(dir)
 }
 
 /// One request on a fresh agent connection; the first line of the answer.
