@@ -150,13 +150,18 @@ impl Transaction {
     /// Whether `caller` is a child of this transaction's pacman: only pacman's own downloader
     /// may tell the daemon about its transaction.
     pub fn is_parent_of(&self, caller: u32) -> bool {
-        stat_field(caller, 1).and_then(|p| p.parse::<u32>().ok()) == Some(self.pid) && self.alive()
+        parent_of(caller) == Some(self.pid) && self.alive()
     }
 
     /// Whether the pacman that started this transaction still runs.
     pub fn alive(&self) -> bool {
         Transaction::of_process(self.pid) == Some(*self)
     }
+}
+
+/// The parent process id of `pid`.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    stat_field(pid, 1)?.parse().ok()
 }
 
 /// Field `n` of `/proc/<pid>/stat` counted after the command name (0 is the state). The name

@@ -9,7 +9,8 @@
 //! into the daemon's staging directory as `<txn>-<n>.part`. A staged file is trusted only in
 //! memory and only once its size and SHA-256 match the sync database's (sent in the plan); the
 //! staging directory is emptied at start, so nothing a crash or Ctrl-C leaves behind is ever
-//! handed out. When pacman asks for a staged file, it is streamed to that request (while still
+//! handed out. Only the downloaders of the transaction's own pacman (its child processes) may
+//! plan it or take its files. When pacman asks for a staged file, it is streamed to that request (while still
 //! arriving if need be, holding back the last byte until verified) and deleted. Plans whose
 //! pacman has exited, or idle longer than [`STALE_AFTER`], are dropped with their files.
 
@@ -132,14 +133,22 @@ impl Prefetch {
         });
     }
 
-    /// pacman requests `url`: start the files after it, and hand over its staged copy if there
-    /// is one. None: fetch it from the mirror as usual.
-    pub fn claim(&self, url: &str, user_agent: Option<&str>, upstream: &Agent) -> Option<Staged> {
+    /// pacman's downloader `caller` requests `url`: start the files after it, and hand over
+    /// its staged copy if there is one. None: fetch it from the mirror as usual. Only plans of
+    /// the caller's own pacman count, so no other process can take a transaction's files.
+    pub fn claim(
+        &self,
+        url: &str,
+        caller: u32,
+        user_agent: Option<&str>,
+        upstream: &Agent,
+    ) -> Option<Staged> {
         if self.window == 0 {
             return None;
         }
+        let parent = Transaction::of_process(crate::protocol::agent::parent_of(caller)?)?;
         let mut plans = self.lock();
-        let (txn, index) = plans.iter().find_map(|(txn, plan)| {
+        let (txn, index) = plans.get_key_value(&parent).and_then(|(txn, plan)| {
             let i = plan.files[plan.next.min(plan.files.len())..]
                 .iter()
                 .position(|p| p.url == url)?;

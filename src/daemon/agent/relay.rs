@@ -96,7 +96,8 @@ pub fn relay(
     };
     let url = format!("{origin}{}", request.path);
     let who = format!("uid {} pid {}", caller.uid, caller.pid);
-    if let Some(staged) = prefetch.claim(&url, request.user_agent.as_deref(), upstream) {
+    let pid = u32::try_from(caller.pid).unwrap_or(0);
+    if let Some(staged) = prefetch.claim(&url, pid, request.user_agent.as_deref(), upstream) {
         let offset = request.range.as_deref().and_then(range_start);
         return match answer_from_staged(&mut conn, staged, offset) {
             Ok(sent) => info!("agent: {who}: {url}: prefetched, {sent} bytes"),
