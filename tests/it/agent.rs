@@ -29,14 +29,15 @@ fn daemon(host: &Host, extra: &[&str]) -> (Daemon, tempfile::TempDir) {
     (Daemon::start(host, cache.path(), &args), cache)
 }
 
-/// Log lines of the daemon containing `needle`, waiting briefly for the pipe to deliver them.
-fn logged(daemon: &Daemon, needle: &str, at_least: usize) -> Vec<String> {
+/// Log lines of the daemon containing every one of `needles`, waiting briefly for the pipe to
+/// deliver at least `at_least` of them.
+fn logged(daemon: &Daemon, needles: &[&str], at_least: usize) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         let lines: Vec<String> = daemon
             .log()
             .into_iter()
-            .filter(|l| l.contains(needle))
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
             .collect();
         if lines.len() >= at_least || Instant::now() >= deadline {
             return lines;
@@ -73,7 +74,7 @@ fn transfers_through_the_agent_are_identical_and_share_one_kept_alive_connection
         let result = run(client(&host).arg(&part).arg(mirror.url(name)));
         assert!(result.status.success(), "{}", stderr(&result));
         assert_eq!(&fs::read(&part).unwrap(), content, "{name} is the mirror's");
-        let moved = logged(&daemon, &format!("{}: 20", mirror.url(name)), 1);
+        let moved = logged(&daemon, &[&format!("{}: 20", mirror.url(name))], 1);
         assert_eq!(
             moved.len(),
             1,
@@ -103,7 +104,7 @@ fn transfers_through_the_agent_are_identical_and_share_one_kept_alive_connection
     let log = mirror.log();
     assert_ne!(log[3].connection, log[0].connection, "{log:?}");
     assert_eq!(
-        logged(&daemon, "agent: uid", 4).len(),
+        logged(&daemon, &["agent: uid"], 4).len(),
         3,
         "{:?}",
         daemon.log()
@@ -272,7 +273,7 @@ fn https_mirrors_are_checked_against_the_system_trust_store() {
     assert!(result.status.success(), "{}", stderr(&result));
     assert_eq!(fs::read(&part).unwrap(), content);
     assert_eq!(
-        logged(&daemon, "agent: uid", 1).len(),
+        logged(&daemon, &["agent: uid"], 1).len(),
         1,
         "{:?}",
         daemon.log()
@@ -391,7 +392,7 @@ fn pacman_gets_exactly_its_transaction_and_the_agent_prefetches_the_rest_of_it()
             "{name}"
         );
     }
-    let prefetched = logged(&t.daemon, ": prefetched, ", 1);
+    let prefetched = logged(&t.daemon, &[": prefetched, "], 1);
     assert!(!prefetched.is_empty(), "{:?}", t.daemon.log());
     assert!(t.staging_empties(), "handed-over files are deleted");
 }
@@ -454,5 +455,37 @@ fn ctrl_c_mid_transaction_then_a_rerun_resumes_and_installs() {
     assert!(
         t.staging_empties(),
         "nothing of the interrupted run stays staged"
+    );
+}
+
+#[test]
+fn pacsrv_takes_the_same_path_through_the_agent() {
+    let Some(t) = transaction(4, 120_000, nginx::Options::default()) else {
+        return;
+    };
+    // No XferCommand in pacman.conf: pacsrv supplies pacserve-fetch with its defaults.
+    let pacman = Pacman::new(None, &[("pstest", t.mirror.url("pstest"))]);
+    let pacsrv = Path::new(fetch_bin()).with_file_name("pacsrv");
+    let mut cmd = t.host.command(pacsrv.to_str().unwrap());
+    util::strip_network_env(&mut cmd);
+    let out = run(cmd
+        .env("TMPDIR", lan_memory_dir())
+        .arg("--config")
+        .arg(&pacman.config)
+        .args(["--noconfirm", "-Sy", "p0", "p1", "p2", "p3"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    for i in 0..4 {
+        let file = format!("p{i}-1.0-1-any.pkg.tar.zst");
+        assert!(pacman.installed_data(&format!("p{i}")).is_some());
+        assert_eq!(t.mirror.requests_for(&file).len(), 1, "{file} once");
+        let url = t.mirror.url(&format!("pstest/{file}"));
+        let through = logged(&t.daemon, &["agent: uid", &url], 1).len();
+        assert_eq!(through, 1, "{file} through the agent: {:?}", t.daemon.log());
+    }
+    assert_eq!(
+        logged(&t.daemon, &["plan of 4 files"], 1).len(),
+        1,
+        "{:?}",
+        t.daemon.log()
     );
 }
