@@ -82,6 +82,12 @@ pub struct FetchArgs {
     /// Also take files no sync database lists (pacman -U URL) from peers, unverified.
     #[arg(long)]
     pub unverified_peers: bool,
+    /// Download from the mirror directly even when the local pacserved offers its agent.
+    #[arg(long)]
+    pub no_agent: bool,
+    /// The local pacserved's agent socket, an abstract Unix socket name [default: pacserved/agent].
+    #[arg(long, value_name = "NAME")]
+    pub agent_socket: Option<String>,
     /// Instead of downloading: list the daemons that answer for FILE, with round-trip times.
     #[arg(long, value_name = "FILE", conflicts_with = "list_peers")]
     pub who_has: Option<String>,
@@ -164,6 +170,10 @@ impl FetchArgs {
             dbpath: self.pacman_paths(invocation).dbpath,
             forced_refresh: invocation.is_some_and(Invocation::forced_refresh),
             unverified_peers: self.unverified_peers || file.unverified_peers.unwrap_or(false),
+            agent_socket: (!self.no_agent && file.use_agent.unwrap_or(true)).then(|| {
+                (self.agent_socket.clone().or(file.agent_socket))
+                    .unwrap_or_else(|| crate::protocol::agent::DEFAULT_SOCKET.to_owned())
+            }),
         })
     }
 }

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::client::adopt::{self, Adopted};
+use crate::client::agent;
 use crate::client::dbcopy;
 use crate::client::discovery::{self, Discovery, PeerAnswer};
 use crate::client::error::Error;
@@ -47,6 +48,9 @@ pub struct Settings {
     pub unverified_peers: bool,
     /// The invoking pacman forces a database refresh (`-Syy`): no If-Modified-Since.
     pub forced_refresh: bool,
+    /// The local pacserved's agent socket (abstract name) for mirror downloads; None: always
+    /// standalone.
+    pub agent_socket: Option<String>,
 }
 
 impl Default for Settings {
@@ -59,6 +63,7 @@ impl Default for Settings {
             dbpath: PathBuf::from(pacman::conf::DEFAULT_DBPATH),
             unverified_peers: false,
             forced_refresh: false,
+            agent_socket: Some(crate::protocol::agent::DEFAULT_SOCKET.to_owned()),
         }
     }
 }
@@ -195,8 +200,13 @@ fn fetch_locked(
         progress.note(|| format!("{name}: dropping the unverifiable bytes of failed peers"));
         out.truncate(vouched)?;
     }
+    // The mirror: through the local pacserved when it runs (warm connections, prefetched
+    // files), else directly; see client::agent.
+    let socket = settings.agent_socket.as_deref();
+    let mirror = agent::Mirror::new(socket, settings.limits, &settings.user_agent, url, progress);
+    mirror.offer_plan(kind, asking, progress);
     let on_peer_bytes = out.len() > vouched;
-    let result = mirror_verified(settings, url, &mut out, &want, expected, progress);
+    let result = mirror_verified(&mirror, url, &mut out, &want, expected, progress);
     if result.is_err() && on_peer_bytes {
         // The partial now holds bytes no one vouched for: keep only what we had before.
         let _ = out.truncate(vouched);
@@ -206,7 +216,7 @@ fn fetch_locked(
 
 /// The mirror pacman named, and the sync database's verdict on the result.
 fn mirror_verified(
-    settings: &Settings,
+    mirror: &agent::Mirror,
     url: &str,
     out: &mut Output,
     want: &Want,
@@ -214,8 +224,7 @@ fn mirror_verified(
     progress: &mut Progress,
 ) -> Result<Report, Error> {
     let name = transfer::name_of(out.path()).to_owned();
-    let agent = transfer::mirror_agent(settings.limits, &settings.user_agent);
-    let mut delivered = from_mirror(&agent, url, out, want, settings.limits, progress)?;
+    let mut delivered = from_mirror(mirror, url, out, want, progress)?;
     while let Some(why) = mismatch(out, expected)? {
         let resumed = matches!(delivered, Delivered::Body { from, .. } if from > 0)
             || delivered == Delivered::AlreadyComplete;
@@ -229,7 +238,7 @@ fn mirror_verified(
         // The partial we resumed was bad (an earlier run's peer, say): the whole file, once —
         // from byte 0 it is no longer a resume, so a second mismatch ends this loop with an error.
         progress.warn(|| format!("{name}: the partial file was bad ({why}); downloading it again"));
-        delivered = from_mirror(&agent, url, out, want, settings.limits, progress)?;
+        delivered = from_mirror(mirror, url, out, want, progress)?;
     }
     Ok(Report {
         source: url.to_owned(),
@@ -239,11 +248,10 @@ fn mirror_verified(
 
 /// The mirror pacman named: a local repository for `file://`, else HTTP(S).
 fn from_mirror(
-    agent: &ureq::Agent,
+    mirror: &agent::Mirror,
     url: &str,
     out: &mut Output,
     want: &Want,
-    limits: Limits,
     progress: &mut Progress,
 ) -> Result<Delivered, Error> {
     let is_file = url
@@ -251,7 +259,7 @@ fn from_mirror(
         .is_some_and(|s| s.eq_ignore_ascii_case("file://"));
     match is_file {
         true => localfile::fetch(url, out, want, progress),
-        false => transfer::fetch_url(agent, url, out, want, limits, progress),
+        false => mirror.fetch(url, out, want, progress),
     }
 }
 

@@ -1,7 +1,7 @@
 //! `pacserve-fetch`: the one-shot downloader pacman runs as `XferCommand` for every file.
 //!
 //! Start at [`fetch::fetch`]: decide what the file is, ask the LAN who has it, try those peers,
-//! then the mirror, and report. The rest of this folder is what that function leans on: the
+//! then the mirror (through the local pacserved's [`agent`] when one runs), and report. The rest of this folder is what that function leans on: the
 //! `%o` file ([`output`]), moving bytes over HTTP ([`transfer`]) or from `file://`
 //! ([`localfile`]), asking the LAN ([`discovery`], remembered between runs in [`lanmemory`]),
 //! checking a finished file against the sync database ([`verify`]), the database copy a 304 may
@@ -16,6 +16,7 @@
 //! Never [`crate::daemon`]: the client must work on a machine where no daemon runs.
 
 pub mod adopt;
+pub mod agent;
 pub mod args;
 pub mod bodylimit;
 pub mod dbcopy;

@@ -91,7 +91,8 @@ pub fn peer_agent(limits: Limits, user_agent: &str, addr: SocketAddr) -> Agent {
     )
 }
 
-fn config(
+/// The one HTTP configuration of the client, for mirrors, peers and the local agent alike.
+pub(crate) fn config(
     limits: Limits,
     user_agent: &str,
     proxy: Option<ureq::Proxy>,
@@ -101,6 +102,7 @@ fn config(
         .deadline
         .map(|d| d.saturating_duration_since(Instant::now()));
     Agent::config_builder()
+        .tls_config(crate::tls::system_trust())
         .http_status_as_error(false)
         .timeout_resolve(Some(limits.connect))
         .timeout_connect(Some(limits.connect))

@@ -27,6 +27,8 @@ mod pacman7_setup;
 mod lan_loopback;
 // Peers on a multi-host namespace LAN (root): IPv4, IPv6-only, static peers, real pacman.
 mod lan_hosts;
+// The local download agent: warm mirror connections, prefetch, fallback, refusals, HTTPS.
+mod agent;
 // Man pages, help, pacman.conf.example, unit, PKGBUILD, completions, README walkthrough.
 mod arch;
 // Hostile peers, the allowlist, kill -9, and pacman 7's download user, with the real pacman.
