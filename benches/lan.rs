@@ -57,6 +57,8 @@ fn main() {
         .filter(|a| !a.starts_with("--"))
         .collect();
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| name.contains(o.as_str()));
+    // Before any thread exists: see mirror_path::private_mounts.
+    let private = wanted("mirror") && mirror_path::private_mounts();
     if wanted("miss") {
         miss_and_no_peers();
     }
@@ -73,7 +75,7 @@ fn main() {
         real_pacman();
     }
     if wanted("mirror") {
-        mirror_path::run();
+        mirror_path::run(private);
     }
 }
 

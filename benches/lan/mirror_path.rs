@@ -7,6 +7,12 @@
 //! fresh cache and has synced its databases before the clock starts; the figure is
 //! `pacman -Sw` of all 40 packages. pacserve-fetch runs with its defaults (verification on),
 //! named in XferCommand exactly as the man page says.
+//!
+//! Then the same over HTTPS, with a certificate from a private CA. So that pacman's libcurl, curl,
+//! pacserve-fetch and pacserved all trust it the way they would trust a real mirror — through the
+//! system store, not a flag — the benchmark process enters a mount namespace of its own at start
+//! ([`private_mounts`]) and binds a bundle with the CA added over the system bundle there; the
+//! machine's own trust store is never touched.
 
 use std::fs;
 use std::path::Path;
@@ -16,7 +22,7 @@ use crate::archrepo::{Pacman, Repo};
 use crate::daemon::Daemon;
 use crate::median;
 use crate::netns::{Family, Lan};
-use crate::nginx::Nginx;
+use crate::nginx::{Nginx, Options};
 use crate::util::{fetch_bin, tempdir};
 
 const PACKAGES: usize = 40;
@@ -33,23 +39,75 @@ struct Row {
     with_daemon: bool,
 }
 
-pub fn run() {
+/// The system CA bundle that pacman's libcurl, curl and rustls-native-certs read.
+const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Moves this process into a mount namespace of its own (before any thread exists: a process
+/// with threads cannot unshare its file-system context), so that [`trust`] can change what the
+/// system trust store says for this benchmark's children only.
+pub fn private_mounts() -> bool {
+    // SAFETY: unshare(2) with a valid flag, at start while single-threaded.
+    let ok = unsafe { nix::libc::unshare(nix::libc::CLONE_NEWNS) } == 0;
+    ok && std::process::Command::new("mount")
+        .args(["--make-rprivate", "/"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Adds `ca` to the system bundle as this benchmark's children see it.
+fn trust(ca: &Path, scratch: &Path) {
+    let bundle = scratch.join("ca-certificates.crt");
+    let mut text = fs::read(SYSTEM_BUNDLE).unwrap_or_default();
+    text.extend(fs::read(ca).unwrap());
+    fs::write(&bundle, text).unwrap();
+    let bound = std::process::Command::new("mount")
+        .arg("--bind")
+        .arg(&bundle)
+        .arg(SYSTEM_BUNDLE)
+        .status()
+        .expect("mount");
+    assert!(bound.success(), "bind the bundle over {SYSTEM_BUNDLE}");
+}
+
+pub fn run(private: bool) {
     if !crate::archrepo::require_pacman_tools()
-        || !crate::util::require_tools(&["ethtool", "curl", "nginx"])
+        || !crate::util::require_tools(&["ethtool", "curl", "nginx", "openssl"])
     {
         return;
     }
     let lan = Lan::new(4, Family::Dual).expect("LAN");
-    let (mirror_root, memory, daemon_cache) = (tempdir(), tempdir(), tempdir());
+    let (mirror_root, scratch) = (tempdir(), tempdir());
     let repo = Repo::create(mirror_root.path(), "bench");
     let names: Vec<String> = (0..PACKAGES).map(|i| format!("mp{i}")).collect();
     for name in &names {
         repo.add_package(name, PAYLOAD);
     }
-    let _mirror = Nginx::mirror_on(lan.host(4), mirror_root.path()).expect("nginx");
     lan.delay_link(4, ONE_WAY);
     lan.limit_rate(4, RATE);
-    let server = format!("http://{}:8080/bench", lan.ipv4(4));
+    for https in [false, true] {
+        if https && !private {
+            println!("mirror path, https: skipped (could not make a private mount namespace)");
+            continue;
+        }
+        let options = Options {
+            https,
+            https_ip: lan.ipv4(4).parse().ok(),
+            ..Options::default()
+        };
+        let mirror =
+            Nginx::start_in(Some(lan.host(4)), mirror_root.path(), options).expect("nginx");
+        if https {
+            trust(&mirror.ca_file(), scratch.path());
+        }
+        let scheme = if https { "https" } else { "http" };
+        let server = format!("{scheme}://{}:8080/bench", lan.ipv4(4));
+        rows_against(&lan, &server, &names, scheme);
+    }
+}
+
+/// Every row, [`ROUNDS`] times alternating, against the mirror at `server`.
+fn rows_against(lan: &Lan, server: &str, names: &[String], scheme: &str) {
+    let (memory, daemon_cache) = (tempdir(), tempdir());
 
     let fetch = format!("{} --dbpath @DBPATH@ '%o' '%u'", fetch_bin());
     let rows = [
@@ -95,7 +153,7 @@ pub fn run() {
             let _daemon = row
                 .with_daemon
                 .then(|| Daemon::start(lan.host(1), daemon_cache.path(), &[]));
-            let pacman = Pacman::new(row.xfer.as_deref(), &[("bench", server.clone())]);
+            let pacman = Pacman::new(row.xfer.as_deref(), &[("bench", server.to_owned())]);
             set_parallel_downloads(&pacman.config, row.parallel);
             let synced = pacman.run_in(lan.host(1), &env, &["-Sy"]);
             assert!(synced.status.success(), "{}: -Sy failed", row.label);
@@ -119,7 +177,7 @@ pub fn run() {
     }
     let reference = median(seconds[0].clone());
     println!(
-        "mirror path, real pacman -Sw of {PACKAGES} × 1 MB, mirror {} ms away each way at {RATE}, http, median of {ROUNDS}:",
+        "mirror path, real pacman -Sw of {PACKAGES} × 1 MB, mirror {} ms away each way at {RATE}, {scheme}, median of {ROUNDS}:",
         ONE_WAY.as_millis()
     );
     for (row, times) in rows.iter().zip(seconds) {

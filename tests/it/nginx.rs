@@ -46,6 +46,8 @@ pub struct Options {
     /// HTTPS with a certificate for 127.0.0.1 signed by a private CA made for this server
     /// ([`Nginx::ca_file`]), which no trust store knows.
     pub https: bool,
+    /// With `https`, the certificate also names this address (a LAN host's).
+    pub https_ip: Option<std::net::IpAddr>,
 }
 
 impl Nginx {
@@ -92,7 +94,7 @@ impl Nginx {
             )
             .expect("write nginx.conf");
             fs::create_dir_all(dir.path().join("tmp")).expect("nginx tmp dir");
-            if options.https && !make_certificates(dir.path()) {
+            if options.https && !make_certificates(dir.path(), options.https_ip) {
                 return None;
             }
             let mut command = match host {
@@ -242,21 +244,30 @@ http {{
     )
 }
 
-/// A CA and a server certificate for 127.0.0.1 signed by it, in `dir`; false (after the
-/// policy in `util::require`) without openssl.
-fn make_certificates(dir: &Path) -> bool {
+/// A CA and a server certificate for 127.0.0.1 (and `also`) signed by it, in `dir`; false
+/// (after the policy in `util::require`) without openssl.
+fn make_certificates(dir: &Path, also: Option<std::net::IpAddr>) -> bool {
     if !util::require_tools(&["openssl"]) {
         return false;
     }
+    let san = match also {
+        Some(ip) => format!("IP:127.0.0.1,IP:{ip}"),
+        None => "IP:127.0.0.1".to_owned(),
+    };
     let script = "set -e
         ec='-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes'
         openssl req -x509 $ec -keyout ca.key -out ca.pem -days 2 -subj /CN=pacserve-test-ca \
             -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign
         openssl req $ec -keyout server.key -out server.csr -subj /CN=127.0.0.1
-        printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > ext
+        printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\n' \"$SAN\" > ext
         openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
             -out server.pem -days 2 -extfile ext";
-    let out = util::run(Command::new("sh").args(["-c", script]).current_dir(dir));
+    let out = util::run(
+        Command::new("sh")
+            .args(["-c", script])
+            .env("SAN", san)
+            .current_dir(dir),
+    );
     assert!(out.status.success(), "openssl failed");
     true
 }
