@@ -116,7 +116,10 @@ mod tests {
         peers.heard("::ffff:10.0.0.7".parse().unwrap(), t0);
         let page = peers.render(t0);
         assert!(page.contains("peers heard in the last 10 min: 3"), "{page}");
-        assert!(page.contains("  fe80::/64 (2 addresses): 2 requests"), "{page}");
+        assert!(
+            page.contains("  fe80::/64 (2 addresses): 2 requests"),
+            "{page}"
+        );
         assert!(page.contains("  10.0.0.7: 1 requests"), "{page}");
         assert!(!page.contains("4455") && !page.contains("99aa"), "{page}");
         let later = t0 + FORGET_AFTER + Duration::from_secs(1);
@@ -137,7 +140,9 @@ mod tests {
         let len = peers.0.lock().unwrap().len();
         assert_eq!(len, MAX_PEERS);
         let page = peers.render(t0 + Duration::from_secs(1));
-        assert!(page.contains(&std::net::Ipv4Addr::from(0x0a00_0000u32 + MAX_PEERS as u32 + 9).to_string()));
+        assert!(page.contains(
+            &std::net::Ipv4Addr::from(0x0a00_0000u32 + MAX_PEERS as u32 + 9).to_string()
+        ));
         assert!(!page.contains("10.0.0.0:"), "the oldest made room: {page}");
     }
 }

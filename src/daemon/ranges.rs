@@ -60,10 +60,7 @@ mod tests {
     #[test]
     fn if_range_matches_only_the_exact_strong_validator() {
         let date = "Wed, 01 Jan 2025 00:00:00 GMT";
-        let file = headers(&[
-            (header::ETAG, "\"abc\""),
-            (header::LAST_MODIFIED, date),
-        ]);
+        let file = headers(&[(header::ETAG, "\"abc\""), (header::LAST_MODIFIED, date)]);
         let asks = |v: &str| if_range_fails(&headers(&[(header::IF_RANGE, v)]), &file);
         assert!(!if_range_fails(&HeaderMap::new(), &file), "no If-Range");
         assert!(!asks("\"abc\""));

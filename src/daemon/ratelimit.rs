@@ -153,7 +153,10 @@ mod tests {
                 limit.allow(at("10.0.0.9", port), t0);
             }
         }
-        assert!(!limit.allow(at("10.0.0.9", 30001), t0), "guessed port drained");
+        assert!(
+            !limit.allow(at("10.0.0.9", 30001), t0),
+            "guessed port drained"
+        );
         assert!(
             limit.allow(at("10.0.0.9", 41234), t0),
             "the victim's run from another port is answered"
@@ -172,8 +175,14 @@ mod tests {
         }
         assert!(limit.buckets.len() <= 64, "bounded");
         let now = t0 + Duration::from_millis(3);
-        assert!(limit.allow(at("10.0.0.1", 5000), now), "a newcomer is answered");
-        assert!(limit.allow(at("10.0.0.1", 5000), now), "and keeps its bucket");
+        assert!(
+            limit.allow(at("10.0.0.1", 5000), now),
+            "a newcomer is answered"
+        );
+        assert!(
+            limit.allow(at("10.0.0.1", 5000), now),
+            "and keeps its bucket"
+        );
     }
 
     #[test]

@@ -37,7 +37,7 @@ use crate::daemon::stats::Stats;
 
 /// Connections served at once; when all are taken, a source holding fewer connections than the
 /// heaviest one takes one of its slots ([`Slots`]), others are closed on arrival.
-pub const MAX_CONNECTIONS: usize = 1024;
+pub const MAX_CONNECTIONS: usize = 512;
 /// Connections one source address may hold at once.
 pub const MAX_PER_SOURCE: usize = 64;
 /// A request's headers must arrive within this time, and an idle connection is closed after it.
@@ -47,7 +47,7 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes read from a file per write to the socket: fewer, larger writes (tower-http's default
 /// is 64 KiB) narrow the gap to sendfile-based servers, but every connection whose client
 /// stalls holds one, so this times [`MAX_CONNECTIONS`] is the memory a flood can pin.
-const FILE_CHUNK: usize = 256 * 1024;
+const FILE_CHUNK: usize = 64 * 1024;
 /// hyper's own write buffer beyond the chunk it is sending: the least it accepts, so that a
 /// stalled connection holds one chunk, not the two or three of the default (≈400 KiB).
 const HYPER_BUFFER: usize = MAX_HEADER_BYTES;
@@ -99,7 +99,13 @@ pub async fn serve(
             Stats::add(&stats.no_slot, 1);
             continue;
         };
-        tokio::spawn(connection(stream, client, slot, router.clone(), stats.clone()));
+        tokio::spawn(connection(
+            stream,
+            client,
+            slot,
+            router.clone(),
+            stats.clone(),
+        ));
     }
 }
 
@@ -111,10 +117,11 @@ async fn connection(
     router: Router,
     stats: Arc<Stats>,
 ) {
-    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-        request.extensions_mut().insert(ConnectInfo(client));
-        router.clone().oneshot(request.map(Body::new))
-    });
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(client));
+            router.clone().oneshot(request.map(Body::new))
+        });
     let io = TokioIo::new(SendDeadline::new(stream, SEND_TIMEOUT));
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

@@ -29,3 +29,5 @@ mod arch;
 mod lan_trust;
 // Peers dying, unplugged, stalling or lying mid-transfer; the download carries on.
 mod lan_faults;
+// pacserved against clients that never read, idle floods, forged query sources; HTTP corners.
+mod lan_daemon_limits;
