@@ -450,15 +450,20 @@ fn http_corners_if_range_empty_ranges_odd_names_and_the_status_page() {
     assert!(empty.starts_with("HTTP/1.1 416"), "{empty}");
     assert!(empty.contains("content-range: bytes */0"), "{empty}");
 
-    let status = run(host.command("curl").args([
-        "-s",
-        "-g",
-        &format!("http://[::1]:{}/", daemon.http_port),
-    ]));
+    // A peer over IPv6 is shown by its /64, never its full address (EUI-64 holds the MAC).
+    let v6 = format!("http://[::1]:{}", daemon.http_port);
+    let sig = curl(
+        &host,
+        &["-g", &format!("{v6}/pkg/a-1-1-any.pkg.tar.zst.sig")],
+    );
+    assert!(sig.starts_with("HTTP/1.1 200"), "{sig}");
+    let status = run(host.command("curl").args(["-s", "-g", &format!("{v6}/")]));
     let page = String::from_utf8_lossy(&status.stdout);
     let dir = cache.path().to_string_lossy();
     assert!(!page.contains(dir.as_ref()), "no cache path: {page}");
     assert!(page.contains("cache directories: 1"), "{page}");
+    assert!(page.contains("  ::/64: 1 requests"), "{page}");
+    assert!(!page.contains("::1"), "no full IPv6 address: {page}");
 }
 
 #[test]
@@ -507,4 +512,8 @@ fn bytes_served_counts_what_was_sent_not_what_was_announced() {
     assert!(sent < 32_000_000, "logged what was sent: {line}");
     assert!(page.contains(&format!("bytes served: {sent}\n")), "{page}");
     assert!(page.contains("files served: 0"), "{page}");
+    assert!(
+        page.contains("connections closed (client not reading): 1"),
+        "{page}"
+    );
 }
