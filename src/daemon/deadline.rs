@@ -33,14 +33,18 @@ impl<S> SendDeadline<S> {
         }
     }
 
-    /// What a write that returned `result` means under the deadline.
+    /// What a write that returned `result` means under the deadline. Only a completed write
+    /// is progress; a completed flush or shutdown leaves the clock as it is.
     fn judge<T>(
         &mut self,
         cx: &mut Context<'_>,
         result: Poll<io::Result<T>>,
+        is_write: bool,
     ) -> Poll<io::Result<T>> {
         if result.is_ready() {
-            self.stalled = None;
+            if is_write {
+                self.stalled = None;
+            }
             return result;
         }
         let timeout = self.timeout;
@@ -70,7 +74,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for SendDeadline<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.judge(cx, result)
+        self.judge(cx, result, true)
     }
 
     fn poll_write_vectored(
@@ -79,7 +83,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for SendDeadline<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.judge(cx, result)
+        self.judge(cx, result, true)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -88,12 +92,12 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for SendDeadline<S> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let result = Pin::new(&mut self.inner).poll_flush(cx);
-        self.judge(cx, result)
+        self.judge(cx, result, false)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let result = Pin::new(&mut self.inner).poll_shutdown(cx);
-        self.judge(cx, result)
+        self.judge(cx, result, false)
     }
 }
 

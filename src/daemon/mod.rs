@@ -4,9 +4,9 @@
 //! Start at [`run`]: resolve the configuration, bind, start the responder threads
 //! ([`responder`], UDP answers) and the HTTP server ([`server`]), and stop cleanly on SIGTERM or
 //! SIGINT. Around them: which files may be served ([`cache`], [`ranges`]), who may ask
-//! ([`allow`], [`ratelimit`]), what one client may hold ([`slots`], [`deadline`]), counters for
-//! the status page ([`stats`], [`peers`], [`sent`]), logging ([`journal`]) and the optional mDNS
-//! announcement ([`mdns`]).
+//! ([`allow`], [`ratelimit`]), what one client may hold ([`slots`], [`deadline`], [`chunks`]),
+//! counters for the status page ([`stats`], [`peers`], [`sent`]), logging ([`journal`]) and the
+//! optional mDNS announcement ([`mdns`]).
 //!
 //! May use: [`crate::protocol`], [`crate::pacman`], and the shared pieces at the crate root.
 //! Never [`crate::client`].
@@ -14,6 +14,7 @@
 pub mod allow;
 pub mod args;
 pub mod cache;
+pub mod chunks;
 pub mod deadline;
 pub mod journal;
 pub mod mdns;

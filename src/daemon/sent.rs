@@ -6,6 +6,8 @@
 //! the log line and adds to the counters. A file counts as served only when its whole body was
 //! taken. hyper takes a frame before the kernel has sent it, so the count can exceed what the
 //! client received by what one connection buffers (one file chunk), never by the whole file.
+//! The wrapper also holds the response's [`Chunk`], so a big chunk is rationed for exactly as
+//! long as its body lives.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,6 +17,7 @@ use axum::body::{Body, Bytes, HttpBody};
 use axum::http::{Method, StatusCode};
 use http_body::{Frame, SizeHint};
 
+use crate::daemon::chunks::Chunk;
 use crate::daemon::stats::Stats;
 use crate::info;
 
@@ -36,15 +39,18 @@ pub struct Counted {
     sent: u64,
     request: Request,
     stats: Arc<Stats>,
+    /// The response's share of the read budget, returned when the body is done.
+    _chunk: Chunk,
 }
 
 impl Counted {
-    pub fn wrap(inner: Body, request: Request, stats: Arc<Stats>) -> Body {
+    pub fn wrap(inner: Body, request: Request, stats: Arc<Stats>, chunk: Chunk) -> Body {
         Body::new(Counted {
             inner,
             sent: 0,
             request,
             stats,
+            _chunk: chunk,
         })
     }
 }
@@ -88,7 +94,7 @@ impl Drop for Counted {
         let cut = if complete || r.method != Method::GET {
             String::new()
         } else {
-            format!(" of {}, cut off", r.announced)
+            format!(" of {} (connection ended early)", r.announced)
         };
         info!(
             "{} /pkg/{} from {}: {} {} bytes{cut}{}",

@@ -10,8 +10,8 @@
 //! rest take a [`Slot`] (bounded in total and per source, shared fairly when full); headers must
 //! arrive within a deadline (which also ends idle keep-alive connections) and be small; a
 //! client that stops reading is dropped after [`SEND_TIMEOUT`] ([`SendDeadline`]); and hyper
-//! buffers at most one file chunk per connection. The runtime is async so that slow clients cost
-//! memory, not threads, and that memory is bounded by [`MAX_CONNECTIONS`] × one chunk.
+//! buffers at most one file chunk per connection, whose size is rationed by [`ChunkBudget`]. The
+//! runtime is async so that slow clients cost memory, not threads, and that memory is bounded.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +29,7 @@ use tower_http::services::ServeFile;
 
 use crate::daemon::allow::Allowlist;
 use crate::daemon::cache::Cache;
+use crate::daemon::chunks::{Chunk, ChunkBudget};
 use crate::daemon::deadline::SendDeadline;
 use crate::daemon::ranges;
 use crate::daemon::sent::{self, Counted};
@@ -44,12 +45,8 @@ pub const MAX_PER_SOURCE: usize = 64;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection whose client accepts no byte for this long is closed.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bytes read from a file per write to the socket: fewer, larger writes (tower-http's default
-/// is 64 KiB) narrow the gap to sendfile-based servers, but every connection whose client
-/// stalls holds one, so this times [`MAX_CONNECTIONS`] is the memory a flood can pin.
-const FILE_CHUNK: usize = 64 * 1024;
 /// hyper's own write buffer beyond the chunk it is sending: the least it accepts, so that a
-/// stalled connection holds one chunk, not the two or three of the default (≈400 KiB).
+/// stalled connection holds one chunk, not the ≈400 KiB of chunks of the default.
 const HYPER_BUFFER: usize = MAX_HEADER_BYTES;
 /// Larger request headers are refused (431): ours are a few hundred bytes.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -78,7 +75,11 @@ pub async fn serve(
 ) {
     let allow = app.allow.clone();
     let stats = app.stats.clone();
-    let router = router(app);
+    let shared = Shared {
+        router: router(app),
+        stats: stats.clone(),
+        chunks: ChunkBudget::default(),
+    };
     let slots = Slots::new(MAX_CONNECTIONS, MAX_PER_SOURCE);
     tokio::pin!(shutdown);
     loop {
@@ -99,27 +100,29 @@ pub async fn serve(
             Stats::add(&stats.no_slot, 1);
             continue;
         };
-        tokio::spawn(connection(
-            stream,
-            client,
-            slot,
-            router.clone(),
-            stats.clone(),
-        ));
+        tokio::spawn(connection(stream, client, slot, shared.clone()));
     }
 }
 
-/// Serves one connection until it ends, times out, or its slot is taken by a lighter source.
-async fn connection(
-    stream: tokio::net::TcpStream,
-    client: SocketAddr,
-    slot: Slot,
+/// What every connection task shares.
+#[derive(Clone)]
+struct Shared {
     router: Router,
     stats: Arc<Stats>,
-) {
+    chunks: ChunkBudget,
+}
+
+/// Serves one connection until it ends, times out, or its slot is taken by a lighter source.
+async fn connection(stream: tokio::net::TcpStream, client: SocketAddr, slot: Slot, shared: Shared) {
+    let Shared {
+        router,
+        stats,
+        chunks,
+    } = shared;
     let service =
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(ConnectInfo(client));
+            request.extensions_mut().insert(chunks.clone());
             router.clone().oneshot(request.map(Body::new))
         });
     let io = TokioIo::new(SendDeadline::new(stream, SEND_TIMEOUT));
@@ -177,10 +180,15 @@ async fn package(
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    // Taken before the file is opened, held by the body until it is done.
+    let chunk = request
+        .extensions()
+        .get::<ChunkBudget>()
+        .map_or_else(Chunk::small, ChunkBudget::take);
     let response = if found.size == 0 && range.is_some() {
         ranges::empty_file_range()
     } else {
-        serve_file(&found.path, request).await
+        serve_file(&found.path, request, chunk.bytes).await
     };
     let announced = response
         .headers()
@@ -198,13 +206,16 @@ async fn package(
         range,
         announced,
     };
-    Response::from_parts(parts, Counted::wrap(body, request, app.stats.clone()))
+    Response::from_parts(
+        parts,
+        Counted::wrap(body, request, app.stats.clone(), chunk),
+    )
 }
 
 /// The file through tower-http, with `If-Range` honoured ([`ranges::if_range_fails`]): a
 /// range whose validator no longer matches is answered with the whole file.
-async fn serve_file(path: &std::path::Path, request: Request) -> Response {
-    let file = ServeFile::new(path).with_buf_chunk_size(FILE_CHUNK);
+async fn serve_file(path: &std::path::Path, request: Request, chunk: usize) -> Response {
+    let file = ServeFile::new(path).with_buf_chunk_size(chunk);
     let retry = request.headers().contains_key(header::IF_RANGE).then(|| {
         let mut whole = Request::new(Body::empty());
         *whole.method_mut() = request.method().clone();
