@@ -65,7 +65,6 @@ impl Stats {
 
     /// The status page: counters and the peers heard, for `curl http://host:15678/`.
     pub fn render(&self, id: &str, cache_dirs: usize) -> String {
-        let get = |c: &AtomicU64| c.load(Relaxed);
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -74,43 +73,30 @@ impl Stats {
             self.started.elapsed().as_secs()
         );
         let _ = writeln!(out, "cache directories: {cache_dirs}");
-        let _ = writeln!(out, "queries received: {}", get(&self.queries));
-        let _ = writeln!(out, "answered HAVE: {}", get(&self.answered_have));
-        let _ = writeln!(out, "answered MISS: {}", get(&self.answered_miss));
-        let _ = writeln!(out, "dropped (malformed): {}", get(&self.dropped));
-        let _ = writeln!(
-            out,
-            "dropped (other protocol versions): {}",
-            get(&self.other_versions)
-        );
-        let _ = writeln!(out, "files served: {}", get(&self.files_served));
-        let _ = writeln!(out, "bytes served: {}", get(&self.bytes_served));
-        let _ = writeln!(out, "not found: {}", get(&self.not_found));
-        let _ = writeln!(
-            out,
-            "refused (outside the allowlist): {}",
-            get(&self.refused)
-        );
-        let _ = writeln!(
-            out,
-            "queries over the rate limit: {}",
-            get(&self.rate_limited)
-        );
-        let _ = writeln!(
-            out,
-            "connections closed (client not reading): {}",
-            get(&self.stalled_clients)
-        );
-        let _ = writeln!(
-            out,
-            "connections refused (no free slot): {}",
-            get(&self.no_slot)
-        );
-        let _ = writeln!(
-            out,
-            "connections closed (slot given to a lighter source): {}",
-            get(&self.evicted)
-        );
+        let counters = [
+            ("queries received", &self.queries),
+            ("answered HAVE", &self.answered_have),
+            ("answered MISS", &self.answered_miss),
+            ("dropped (malformed)", &self.dropped),
+            ("dropped (other protocol versions)", &self.other_versions),
+            ("files served", &self.files_served),
+            ("bytes served", &self.bytes_served),
+            ("not found", &self.not_found),
+            ("refused (outside the allowlist)", &self.refused),
+            ("queries over the rate limit", &self.rate_limited),
+            (
+                "connections closed (client not reading)",
+                &self.stalled_clients,
+            ),
+            ("connections refused (no free slot)", &self.no_slot),
+            (
+                "connections closed (slot given to a lighter source)",
+                &self.evicted,
+            ),
+        ];
+        for (label, counter) in counters {
+            let _ = writeln!(out, "{label}: {}", counter.load(Relaxed));
+        }
         out.push_str(&self.peers.render(Instant::now()));
         out
     }

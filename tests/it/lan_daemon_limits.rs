@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::daemon::Daemon;
 use crate::netns::{Family, Host, Lan};
-use crate::util::{fetch_bin, lan_memory_dir, random_bytes, run, tempdir};
+use crate::util::{random_bytes, run, tempdir};
 
 const BIG: &str = "big-1-1-any.pkg.tar.zst";
 /// Source addresses and connections per address of the flood, as in the issue: 1088 in all,
@@ -137,17 +137,11 @@ fn open_fds(pid: u32) -> usize {
 fn download(lan: &Lan, dir: &std::path::Path, content: &[u8]) -> bool {
     let out = dir.join(format!("{BIG}.part"));
     let _ = fs::remove_file(&out);
-    let result = run(lan
-        .host(1)
-        .command(fetch_bin())
-        .env("TMPDIR", lan_memory_dir())
-        .args(["--config", "/dev/null", "--unverified-peers"])
-        .arg(&out)
-        .arg(format!("http://127.0.0.1:9/dead-mirror/{BIG}")));
+    let result = lan.host(1).fetch_from_peers(&out, BIG);
     result.status.success() && fs::read(&out).is_ok_and(|got| got == content)
 }
 
-/// A LAN with pacserved on host 2 sharing a 32 MB file that host 1 has fetched once.
+/// A LAN with pacserved on host 2 sharing a 32 MB file.
 fn lan_with_daemon(extra: &[&str]) -> Option<(Lan, Daemon, Vec<u8>, tempfile::TempDir)> {
     let lan = Lan::new(3, Family::Dual)?;
     let cache = tempdir();
@@ -285,12 +279,9 @@ print("done", sent, flush=True)
 
 #[test]
 fn forged_query_sources_cannot_stop_a_new_client_being_answered() {
-    let Some(lan) = Lan::new(3, Family::Dual) else {
+    let Some((lan, daemon, _, _cache)) = lan_with_daemon(&[]) else {
         return;
     };
-    let cache = tempdir();
-    fs::write(cache.path().join("a-1-1-any.pkg.tar.zst"), b"x").unwrap();
-    let daemon = Daemon::start(lan.host(2), cache.path(), &[]);
     lan.wait_for_daemons(1);
     let host3_v6 = lan
         .host(3)
@@ -317,21 +308,7 @@ fn forged_query_sources_cannot_stop_a_new_client_being_answered() {
     eprintln!("FORGER: {cycled}");
     assert!(cycled.starts_with("cycled"), "the forger ran: {cycled}");
 
-    let who = || {
-        let out = run(lan
-            .host(1)
-            .command(fetch_bin())
-            .env("TMPDIR", lan_memory_dir())
-            .args([
-                "--config",
-                "/dev/null",
-                "--peer-wait",
-                "300",
-                "--who-has",
-                "a-1-1-any.pkg.tar.zst",
-            ]));
-        String::from_utf8_lossy(&out.stdout).contains("1 daemon answered")
-    };
+    let who = || lan.host(1).who_has(BIG).contains("1 daemon answered");
     let answered = (0..5).filter(|_| who()).count();
     let status = run(lan.host(1).command("curl").args([
         "-s",
