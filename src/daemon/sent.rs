@@ -1,13 +1,15 @@
-//! What a response really delivered: the log line and `bytes served` count the body bytes
-//! handed to the connection, not the length the headers announced.
+//! What a response really delivered: `bytes served` counts the body bytes handed to the
+//! connection, not the length the headers announced, and the log says when they differ.
 //!
-//! A response body is wrapped in [`Counted`], which counts the data frames hyper takes from it
-//! and, when hyper drops it (the body is done, or the connection died or was cut off), writes
-//! the log line and adds to the counters. A file counts as served only when its whole body was
-//! taken. hyper takes a frame before the kernel has sent it, so the count can exceed what the
-//! client received by what one connection buffers (one file chunk), never by the whole file.
-//! The wrapper also holds the response's [`Chunk`], so a big chunk is rationed for exactly as
-//! long as its body lives.
+//! A response body is wrapped in [`Counted`], which logs the request as it starts (so a
+//! transfer under way is visible, with the length it is to send) and counts the data frames
+//! hyper takes from it. When hyper drops it (the body is done, or the connection died or was
+//! cut off) the count is added to the counters, and a transfer that ended short gets a second
+//! line saying how far it got. A file counts as served only when its whole body was taken. hyper
+//! takes a frame before the kernel has sent it, so the count can exceed what the client
+//! received by what one connection buffers (one file chunk), never by the whole file. The
+//! wrapper also holds the response's [`Chunk`], so a big chunk is rationed for exactly as long
+//! as its body lives.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -45,6 +47,19 @@ pub struct Counted {
 
 impl Counted {
     pub fn wrap(inner: Body, request: Request, stats: Arc<Stats>, chunk: Chunk) -> Body {
+        info!(
+            "{} /pkg/{} from {}: {}, {} bytes to send{}",
+            request.method,
+            request.name,
+            request.client,
+            request.status.as_u16(),
+            request.announced,
+            request
+                .range
+                .as_ref()
+                .map(|range| format!(" ({range})"))
+                .unwrap_or_default()
+        );
         Body::new(Counted {
             inner,
             sent: 0,
@@ -84,29 +99,20 @@ impl HttpBody for Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         let r = &self.request;
-        let complete = self.sent >= r.announced;
-        if r.method == Method::GET {
-            Stats::add(&self.stats.bytes_served, self.sent);
-            if r.status.is_success() && complete {
+        if r.method != Method::GET {
+            return;
+        }
+        Stats::add(&self.stats.bytes_served, self.sent);
+        if self.sent >= r.announced {
+            if r.status.is_success() {
                 Stats::add(&self.stats.files_served, 1);
             }
-        }
-        let cut = if complete || r.method != Method::GET {
-            String::new()
         } else {
-            format!(" of {} (connection ended early)", r.announced)
-        };
-        info!(
-            "{} /pkg/{} from {}: {} {} bytes{cut}{}",
-            r.method,
-            r.name,
-            r.client,
-            r.status.as_u16(),
-            self.sent,
-            r.range
-                .as_ref()
-                .map(|range| format!(" ({range})"))
-                .unwrap_or_default()
-        );
+            // Worded so that it does not read as another request for the file.
+            info!(
+                "{} to {}: sent {} of {} bytes, the connection ended early",
+                r.name, r.client, self.sent, r.announced
+            );
+        }
     }
 }

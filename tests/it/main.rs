@@ -29,5 +29,7 @@ mod arch;
 mod lan_trust;
 // Peers dying, unplugged, stalling or lying mid-transfer; the download carries on.
 mod lan_faults;
-// pacserved against clients that never read, idle floods, forged query sources; HTTP corners.
+// pacserved against clients that never read, idle floods, forged query sources (root).
 mod lan_daemon_limits;
+// pacserved's HTTP corners: If-Range, empty ranges, odd names, honest counts, the status page.
+mod daemon_http;
