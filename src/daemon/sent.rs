@@ -2,7 +2,8 @@
 //! connection, not the length the headers announced, and the log says when they differ.
 //!
 //! A response body is wrapped in [`Counted`], which logs the request as it starts (so a
-//! transfer under way is visible, with the length it is to send) and counts the data frames
+//! transfer under way is visible, with the length it is to send, in the format log readers and
+//! `contrib/try-lan.sh` know) and counts the data frames
 //! hyper takes from it. When hyper drops it (the body is done, or the connection died or was
 //! cut off) the count is added to the counters, and a transfer that ended short gets a second
 //! line saying how far it got. A file counts as served only when its whole body was taken. hyper
@@ -48,7 +49,7 @@ pub struct Counted {
 impl Counted {
     pub fn wrap(inner: Body, request: Request, stats: Arc<Stats>, chunk: Chunk) -> Body {
         info!(
-            "{} /pkg/{} from {}: {}, {} bytes to send{}",
+            "{} /pkg/{} from {}: {} {} bytes{}",
             request.method,
             request.name,
             request.client,
