@@ -17,9 +17,15 @@ mod netns;
 #[path = "../tests/it/nginx.rs"]
 #[allow(dead_code)]
 mod nginx;
+#[path = "../tests/it/relay.rs"]
+#[allow(dead_code)]
+mod relay;
 #[path = "../tests/it/util.rs"]
 #[allow(dead_code)]
 mod util;
+
+#[path = "lan/mirror_path.rs"]
+mod mirror_path;
 
 use std::fs;
 use std::path::Path;
@@ -65,6 +71,9 @@ fn main() {
     }
     if wanted("pacman") {
         real_pacman();
+    }
+    if wanted("mirror") {
+        mirror_path::run();
     }
 }
 

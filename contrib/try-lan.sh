@@ -5,8 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "try-lan: needs root (ip netns)" >&2; exit 1; }
-cargo build --quiet --bins
-BIN=$PWD/target/debug
+# PACSERVE_BIN_DIR: use already built binaries (the test suite does: rebuilding would relink them
+# under the other tests' feet) instead of building.
+if [ -n "${PACSERVE_BIN_DIR:-}" ]; then
+    BIN=$PACSERVE_BIN_DIR
+else
+    echo "try-lan: building (cargo build --bins)…" >&2
+    cargo build --quiet --bins
+    BIN=$PWD/target/debug
+fi
 TAG=tl$$
 WORK=$(mktemp -d)
 cleanup() {

@@ -10,8 +10,9 @@ use pacserve_fetch::cli;
 use pacserve_fetch::client::args::FetchArgs;
 use pacserve_fetch::client::discovery;
 use pacserve_fetch::client::fetch;
-use pacserve_fetch::client::progress::Progress;
+use pacserve_fetch::client::progress::{Progress, Verbosity};
 use pacserve_fetch::client::{Error, interrupt};
+use pacserve_fetch::pacman::name::{self, FileKind};
 
 /// A name no daemon holds, so every live daemon answers MISS.
 const PROBE_NAME: &str = "pacserve-probe-0-0-any.pkg.tar.zst";
@@ -54,7 +55,17 @@ fn download(args: &FetchArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => {
             progress.abandon();
-            eprintln!("pacserve-fetch: {e}");
+            // With `SigLevel = Optional` most signatures do not exist; pacman's own downloader
+            // says nothing about them, so neither do we unless asked to explain.
+            let kind = name::target_name(output).map(FileKind::of);
+            let missing_signature = e.is_not_found()
+                && matches!(
+                    kind,
+                    Some(FileKind::PackageSignature | FileKind::DatabaseSignature)
+                );
+            if !missing_signature || args.verbosity() == Verbosity::Verbose {
+                eprintln!("pacserve-fetch: {e}");
+            }
             Ok(match e {
                 Error::Interrupted => ExitCode::from(130),
                 _ => ExitCode::FAILURE,

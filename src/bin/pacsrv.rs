@@ -4,9 +4,11 @@ use std::io::Write;
 use std::process::{Command, ExitCode};
 
 use anyhow::Context;
-use pacserve_fetch::pacman::pacsrv;
+use pacserve_fetch::pacman::invocation::Invocation;
+use pacserve_fetch::pacman::{download_user, pacsrv};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use std::os::unix::fs::PermissionsExt;
 
 fn main() -> ExitCode {
     match run() {
@@ -19,12 +21,27 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<ExitCode> {
-    let (config, pacman_args) = pacsrv::take_config_arg(std::env::args_os().skip(1).collect());
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    let paths = Invocation::parse(&args).paths();
+    let (config, pacman_args) = pacsrv::take_config_arg(args);
     let config = config.unwrap_or_else(|| pacsrv::DEFAULT_PACMAN_CONF.into());
     let original = std::fs::read_to_string(&config)
         .with_context(|| format!("cannot read {}", config.display()))?;
     let exe = std::env::current_exe().context("cannot find pacsrv's own path")?;
-    let patched = pacsrv::with_xfer_command(&original, &pacsrv::xfer_command_for(&exe, &config));
+    let program = pacsrv::fetch_program(&exe);
+    let user = download_user::configured(&original);
+    let blocked = user
+        .as_deref()
+        .and_then(|user| Some((user, download_user::cannot_execute(&program, user)?)));
+    if let Some((user, why)) = blocked {
+        anyhow::bail!(
+            "pacman runs its XferCommand as DownloadUser {user}, which cannot execute {}: \
+             {why}.\nInstall pacserve-fetch (/usr/bin), or make that path searchable \
+             (chmod o+x on each directory), or run the installed pacsrv.",
+            program.display()
+        );
+    }
+    let patched = pacsrv::with_xfer_command(&original, &pacsrv::xfer_command(&program));
 
     let mut copy = tempfile::Builder::new()
         .prefix("pacsrv-")
@@ -33,10 +50,13 @@ fn run() -> anyhow::Result<ExitCode> {
         .context("cannot create the temporary pacman.conf")?;
     copy.write_all(patched.as_bytes())
         .context("cannot write the temporary pacman.conf")?;
+    // pacman 7's download user reads it too (pacserve-fetch finds DBPath and CacheDir there).
+    std::fs::set_permissions(copy.path(), std::fs::Permissions::from_mode(0o644))
+        .context("cannot make the temporary pacman.conf readable")?;
 
     // The terminal's Ctrl-C reaches pacman directly; SIGTERM and SIGHUP sent to us are passed on.
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP]).context("cannot handle signals")?;
-    let mut child = Command::new("pacman")
+    let mut child = Command::new(pacsrv::pacman_program())
         .arg("--config")
         .arg(copy.path())
         .args(&pacman_args)
@@ -58,6 +78,12 @@ fn run() -> anyhow::Result<ExitCode> {
     handle.close();
     let _ = forwarder.join();
     drop(copy);
+    for dir in pacsrv::remove_empty_download_dirs(&paths) {
+        eprintln!(
+            "pacsrv: removed pacman's empty download directory {}",
+            dir.display()
+        );
+    }
     use std::os::unix::process::ExitStatusExt;
     let code = status
         .code()

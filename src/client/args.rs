@@ -1,5 +1,11 @@
 //! pacserve-fetch's command line, and how it combines with `/etc/pacserve/pacserve-fetch.conf`
-//! into the [`Settings`] of one download.
+//! and the invoking pacman into the [`Settings`] of one download.
+//!
+//! Precedence, highest first: pacserve-fetch's own options; its configuration file; what the
+//! invoking pacman was told (its `--config`, `-b`, `--cachedir`, `--root`, `--sysroot`, `-yy`,
+//! read from its command line by [`Invocation::of_parent`]); `/etc/pacman.conf`; pacman's
+//! defaults. `--pacman-conf` names pacman's configuration outright and so replaces the
+//! invocation's `--config`; `--dbpath` replaces any DBPath.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,10 +15,10 @@ use clap::{ArgAction, Parser};
 use crate::cli::{Shell, parse_seconds};
 use crate::client::discovery::Discovery;
 use crate::client::fetch::Settings;
+use crate::client::limits::Limits;
 use crate::client::progress::Verbosity;
-use crate::client::transfer::Limits;
 use crate::config::{self, ConfigError, FileConfig};
-use crate::pacman;
+use crate::pacman::invocation::{self, Invocation, Paths};
 
 /// Download one file for pacman from a LAN peer or the mirror, resuming a partial file.
 #[derive(Debug, Parser)]
@@ -65,16 +71,23 @@ pub struct FetchArgs {
     /// Configuration file.
     #[arg(long, value_name = "FILE", default_value = config::FETCH_PATH)]
     pub config: PathBuf,
-    /// pacman's configuration, read for DBPath.
-    #[arg(long, value_name = "FILE", default_value = "/etc/pacman.conf")]
-    pub pacman_conf: PathBuf,
+    /// pacman's configuration, read for DBPath [default: the invoking pacman's --config, else
+    /// /etc/pacman.conf].
+    #[arg(long, value_name = "FILE")]
+    pub pacman_conf: Option<PathBuf>,
     /// pacman's database directory, whose sync databases vouch for what peers send
-    /// [default: DBPath from pacman.conf, else /var/lib/pacman].
+    /// [default: the invoking pacman's DBPath, else pacman.conf's, else /var/lib/pacman].
     #[arg(long, value_name = "DIR")]
     pub dbpath: Option<PathBuf>,
     /// Also take files no sync database lists (pacman -U URL) from peers, unverified.
     #[arg(long)]
     pub unverified_peers: bool,
+    /// Download from the mirror directly even when the local pacserved offers its agent.
+    #[arg(long)]
+    pub no_agent: bool,
+    /// The local pacserved's agent socket, an abstract Unix socket name [default: pacserved/agent].
+    #[arg(long, value_name = "NAME")]
+    pub agent_socket: Option<String>,
     /// Instead of downloading: list the daemons that answer for FILE, with round-trip times.
     #[arg(long, value_name = "FILE", conflicts_with = "list_peers")]
     pub who_has: Option<String>,
@@ -95,8 +108,27 @@ impl FetchArgs {
         }
     }
 
-    /// Defaults, then the configuration file, then the command line.
+    /// Defaults, then the invoking pacman, then the configuration file, then the command line.
     pub fn settings(&self) -> Result<Settings, ConfigError> {
+        self.settings_for(Invocation::of_parent().as_ref())
+    }
+
+    /// pacman's paths for this download: `--pacman-conf` (or the invoking pacman's own
+    /// resolution, or /etc/pacman.conf), with `--dbpath` over any DBPath.
+    pub fn pacman_paths(&self, invocation: Option<&Invocation>) -> Paths {
+        let mut paths = match (&self.pacman_conf, invocation) {
+            (Some(conf), _) => Paths::default_for(conf),
+            (None, Some(invocation)) => invocation.paths(),
+            (None, None) => Paths::default_for(Path::new(invocation::DEFAULT_CONFIG)),
+        };
+        if let Some(dbpath) = &self.dbpath {
+            paths.dbpath = dbpath.clone();
+        }
+        paths
+    }
+
+    /// [`FetchArgs::settings`] for a given invoking pacman (None: run by hand).
+    pub fn settings_for(&self, invocation: Option<&Invocation>) -> Result<Settings, ConfigError> {
         let required = self.config != Path::new(config::FETCH_PATH);
         let file: FileConfig = config::load(&self.config, required)?;
         let defaults = Discovery::default();
@@ -123,21 +155,66 @@ impl FetchArgs {
             limits: Limits {
                 connect: self.connect_timeout,
                 stall: self.stall_timeout,
+                ..Limits::default()
             },
             peer_limits: Limits {
                 connect: self.peer_stall_timeout.min(self.connect_timeout),
                 stall: self.peer_stall_timeout,
+                ..Limits::peer_default()
             },
             user_agent: std::env::var("HTTP_USER_AGENT")
                 .ok()
                 .filter(|ua| !ua.is_empty())
                 .unwrap_or_else(|| Settings::default().user_agent),
             discovery: use_peers.then_some(discovery),
-            dbpath: self
-                .dbpath
-                .clone()
-                .unwrap_or_else(|| pacman::conf::db_path(&self.pacman_conf)),
+            dbpath: self.pacman_paths(invocation).dbpath,
+            forced_refresh: invocation.is_some_and(Invocation::forced_refresh),
             unverified_peers: self.unverified_peers || file.unverified_peers.unwrap_or(false),
+            agent_socket: (!self.no_agent && file.use_agent.unwrap_or(true)).then(|| {
+                (self.agent_socket.clone().or(file.agent_socket))
+                    .unwrap_or_else(|| crate::protocol::agent::DEFAULT_SOCKET.to_owned())
+            }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsString;
+
+    #[test]
+    fn explicit_options_win_over_the_invoking_pacman() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("pacman.conf");
+        std::fs::write(&conf, "[options]\nDBPath = /from/conf\n").unwrap();
+        let words = format!("-Syy --config {} -b /from/cli", conf.display());
+        let words: Vec<OsString> = words.split(' ').map(OsString::from).collect();
+        let pacman = Invocation::parse(&words);
+        let args = |extra: &[&str]| {
+            let mut argv = vec!["pacserve-fetch", "--config", "/dev/null"];
+            argv.extend(extra);
+            argv.extend(["/x/core.db.part", "http://m/core.db"]);
+            FetchArgs::parse_from(argv)
+        };
+
+        let s = args(&[]).settings_for(Some(&pacman)).unwrap();
+        assert_eq!(s.dbpath, Path::new("/from/cli"));
+        assert!(s.forced_refresh);
+        let conf_arg = conf.to_str().unwrap();
+        let s = args(&["--pacman-conf", conf_arg])
+            .settings_for(Some(&pacman))
+            .unwrap();
+        assert_eq!(
+            s.dbpath,
+            Path::new("/from/conf"),
+            "--pacman-conf replaces --config and -b"
+        );
+        let s = args(&["--dbpath", "/mine"])
+            .settings_for(Some(&pacman))
+            .unwrap();
+        assert_eq!(s.dbpath, Path::new("/mine"));
+        let s = args(&["--dbpath", "/mine"]).settings_for(None).unwrap();
+        assert!(!s.forced_refresh, "by hand nothing is forced");
     }
 }

@@ -3,8 +3,10 @@
 //! pacman renames `%o` to its final name when we exit 0, and leaves it in place when we fail,
 //! so the file must always hold a prefix of the real file: bytes are only ever appended, a
 //! restart truncates to zero before the first new byte, and nothing is buffered in memory that
-//! a signal could lose. The file is created only once a source has answered, so a failure
-//! before any byte leaves no empty file behind.
+//! a signal could lose. The file is opened (or created) before the first request, so an output
+//! we cannot write (pacman 7's `DownloadUser` with `DisableSandbox`) fails before any byte
+//! crosses the network. (The file is first created by [`crate::client::outlock`], which also
+//! removes it again when a failed run leaves it empty.)
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
@@ -41,6 +43,19 @@ impl Output {
             file: None,
             len,
         })
+    }
+
+    /// [`Output::inspect`], then opens the file for writing, creating it when missing.
+    pub fn open(path: &Path) -> Result<Output, Error> {
+        let mut out = Output::inspect(path)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| write_error(path, "create", e))?;
+        out.file = Some(file);
+        Ok(out)
     }
 
     pub fn path(&self) -> &Path {

@@ -29,14 +29,6 @@ pub fn option_values(conf: &str, key: &str) -> Vec<String> {
 
 pub const DEFAULT_DBPATH: &str = "/var/lib/pacman";
 
-/// pacman's DBPath according to `conf_path`, or pacman's default.
-pub fn db_path(conf_path: &Path) -> PathBuf {
-    std::fs::read_to_string(conf_path)
-        .ok()
-        .and_then(|c| option_values(&c, "DBPath").into_iter().next())
-        .map_or_else(|| PathBuf::from(DEFAULT_DBPATH), PathBuf::from)
-}
-
 /// pacman's cache directories according to `conf_path`, or pacman's default.
 pub fn cache_dirs(conf_path: &Path) -> Vec<PathBuf> {
     let dirs = std::fs::read_to_string(conf_path)

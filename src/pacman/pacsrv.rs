@@ -9,6 +9,8 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use crate::pacman::invocation::Paths;
+
 pub const DEFAULT_PACMAN_CONF: &str = "/etc/pacman.conf";
 
 /// `conf` with its `[options]` XferCommand set to `xfer`: existing XferCommand lines in
@@ -68,20 +70,53 @@ pub fn take_config_arg(args: Vec<OsString>) -> (Option<PathBuf>, Vec<OsString>) 
     (config, rest)
 }
 
-/// The XferCommand value for the pacserve-fetch next to `exe`, or the installed one; it reads
-/// DBPath from the same `pacman_conf` pacman is given, to verify what peers send.
-pub fn xfer_command_for(exe: &Path, pacman_conf: &Path) -> String {
+/// The pacserve-fetch next to `exe` (a build tree, or the installed pair), else the installed one.
+pub fn fetch_program(exe: &Path) -> PathBuf {
     let sibling = exe.with_file_name("pacserve-fetch");
-    let program = if sibling.is_file() {
+    if sibling.is_file() {
         sibling
     } else {
         PathBuf::from("/usr/bin/pacserve-fetch")
-    };
-    format!(
-        "'{}' --pacman-conf '{}' '%o' '%u'",
-        program.display(),
-        pacman_conf.display()
-    )
+    }
+}
+
+/// The XferCommand value for `program`. No other options: pacserve-fetch reads the invoking
+/// pacman's command line (its `--config` is our copy, with the same DBPath and CacheDir).
+pub fn xfer_command(program: &Path) -> String {
+    format!("'{}' '%o' '%u'", program.display())
+}
+
+/// The pacman to run: `$PACMAN` when set (as makepkg honours it), else `pacman` from PATH.
+pub fn pacman_program() -> OsString {
+    std::env::var_os("PACMAN")
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| OsString::from("pacman"))
+}
+
+/// Removes the empty `download-*` directories pacman 7 left in its CacheDirs and `DBPath/sync`,
+/// and returns them. pacman 7 strands a batch's directory when a download fails; pacserve-fetch
+/// (as the download user) moves everything out of it on the next run, but cannot remove the
+/// directory itself: only root may change CacheDir. pacsrv runs as root once pacman has exited,
+/// so it does. Only empty directories go (rmdir refuses others), and none while another pacman
+/// holds the database lock (its own download directory may be empty for a moment).
+pub fn remove_empty_download_dirs(paths: &Paths) -> Vec<PathBuf> {
+    if paths.dbpath.join("db.lck").exists() {
+        return Vec::new();
+    }
+    let parents = paths
+        .cachedirs
+        .iter()
+        .cloned()
+        .chain([paths.dbpath.join("sync")]);
+    parents
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("download-"))
+        .filter(|e| std::fs::symlink_metadata(e.path()).is_ok_and(|m| m.is_dir()))
+        .map(|e| e.path())
+        .filter(|dir| std::fs::remove_dir(dir).is_ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -109,6 +144,40 @@ mod tests {
             bare.starts_with("[options]\nXferCommand = f '%o' '%u'\n[core]"),
             "{bare}"
         );
+    }
+
+    #[test]
+    fn only_empty_download_directories_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let db = dir.path().join("db");
+        for d in [
+            "cache/download-empty",
+            "cache/download-full",
+            "cache/keep",
+            "db/sync/download-x",
+        ] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        std::fs::write(cache.join("download-full/a.pkg.tar.zst"), b"x").unwrap();
+        let paths = Paths {
+            config: dir.path().join("pacman.conf"),
+            dbpath: db.clone(),
+            cachedirs: vec![cache.clone()],
+        };
+        std::fs::write(db.join("db.lck"), b"").unwrap();
+        assert!(
+            remove_empty_download_dirs(&paths).is_empty(),
+            "pacman is running"
+        );
+        std::fs::remove_file(db.join("db.lck")).unwrap();
+        let mut removed = remove_empty_download_dirs(&paths);
+        removed.sort();
+        assert_eq!(
+            removed,
+            [cache.join("download-empty"), db.join("sync/download-x")]
+        );
+        assert!(cache.join("download-full").exists() && cache.join("keep").exists());
     }
 
     #[test]

@@ -111,9 +111,22 @@ fn search_index(index: &Path, filename: &str) -> Option<Entry> {
     })
 }
 
-/// Calls `visit` for every package entry until it returns false.
+/// Whether `db` reads as a complete archive, to the compressed stream's last byte. A truncated or
+/// damaged database (which pacman rejects) must never be the copy a 304 keeps. A complete read
+/// is remembered as the database's index, so an unchanged database is read once.
+pub fn is_complete(db: &Path) -> bool {
+    match index_path(db) {
+        Some(index) if index.exists() => true,
+        Some(index) => build_index(db, &index).is_ok(),
+        None => scan(db, |_| true).is_ok(),
+    }
+}
+
+/// Calls `visit` for every package entry until it returns false. When every entry was visited,
+/// the rest of the stream is read too, so a truncated database is an error, not a short list.
 pub fn scan(db: &Path, mut visit: impl FnMut(Entry) -> bool) -> io::Result<()> {
     let mut archive = tar::Archive::new(decompressed(db)?);
+    let mut stopped = false;
     for entry in archive.entries()? {
         let mut entry = entry?;
         let is_desc = entry
@@ -127,8 +140,14 @@ pub fn scan(db: &Path, mut visit: impl FnMut(Entry) -> bool) -> io::Result<()> {
             continue;
         }
         if parse_desc(&text).is_some_and(|parsed| !visit(parsed)) {
+            stopped = true;
             break;
         }
+    }
+    if !stopped {
+        // tar stops at its end-of-archive blocks; the compressed stream's end (and its
+        // checksum) comes after them.
+        io::copy(&mut archive.into_inner(), &mut io::sink())?;
     }
     Ok(())
 }

@@ -271,7 +271,10 @@ fn the_readme_walkthrough_fetches_from_the_first_host() {
     if !require(is_root(), "contrib/try-lan.sh needs root (ip netns)") {
         return;
     }
-    let out = run(Command::new("bash").arg(Path::new(ROOT).join("contrib/try-lan.sh")));
+    let bin_dir = Path::new(fetch_bin()).parent().unwrap();
+    let out = run(Command::new("bash")
+        .arg(Path::new(ROOT).join("contrib/try-lan.sh"))
+        .env("PACSERVE_BIN_DIR", bin_dir));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("identical to host1's copy"), "{text}");

@@ -39,7 +39,13 @@ impl Repo {
     /// Builds `<pkgname>-1.0-1-any.pkg.tar.zst` carrying `payload` random bytes in
     /// `/usr/share/<pkgname>/data`, adds it to the database, and returns its file name.
     pub fn add_package(&self, pkgname: &str, payload: usize) -> String {
-        let file = format!("{pkgname}-1.0-1-any.pkg.tar.zst");
+        self.add_version(pkgname, "1.0", payload)
+    }
+
+    /// As [`Repo::add_package`] with version `<pkgver>-1`, replacing any older entry in the
+    /// database (its file stays on the mirror), so installed packages have an upgrade pending.
+    pub fn add_version(&self, pkgname: &str, pkgver: &str, payload: usize) -> String {
+        let file = format!("{pkgname}-{pkgver}-1-any.pkg.tar.zst");
         let build = util::tempdir();
         let data_dir = build.path().join("usr/share").join(pkgname);
         fs::create_dir_all(&data_dir).unwrap();
@@ -51,7 +57,7 @@ impl Repo {
         fs::write(
             build.path().join(".PKGINFO"),
             format!(
-                "pkgname = {pkgname}\npkgbase = {pkgname}\npkgver = 1.0-1\npkgdesc = test package\n\
+                "pkgname = {pkgname}\npkgbase = {pkgname}\npkgver = {pkgver}-1\npkgdesc = test package\n\
                  url = https://example.org\nbuilddate = 1700000000\npackager = pacserve tests\n\
                  size = {payload}\narch = any\nlicense = MIT\n"
             ),
@@ -78,6 +84,8 @@ impl Repo {
 pub struct Pacman {
     pub base: tempfile::TempDir,
     pub config: PathBuf,
+    /// The pacman binary: Debian's `pacman` (6.0.2), or pacman 7.1 (tests/it/pacman7.rs).
+    pub program: PathBuf,
 }
 
 impl Pacman {
@@ -109,7 +117,11 @@ impl Pacman {
         }
         let config = b.join("pacman.conf");
         fs::write(&config, conf).unwrap();
-        Pacman { base, config }
+        Pacman {
+            base,
+            config,
+            program: PathBuf::from("pacman"),
+        }
     }
 
     /// The XferCommand line for the binary under test as a mirror-only downloader, quoted as
@@ -129,27 +141,27 @@ impl Pacman {
     /// A pacman command with our config; run as root directly, else in a user namespace.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = if util::is_root() {
-            Command::new("pacman")
+            Command::new(&self.program)
         } else {
             let mut c = Command::new("unshare");
-            c.args(["-r", "pacman"]);
+            c.arg("-r").arg(&self.program);
             c
         };
+        util::strip_network_env(&mut cmd);
+        self.with_config(cmd, args)
+    }
+
+    /// `cmd` with this pacman's configuration, `--noconfirm`, and `args`.
+    fn with_config(&self, mut cmd: Command, args: &[&str]) -> Command {
         cmd.arg("--config")
             .arg(&self.config)
             .arg("--noconfirm")
             .args(args);
-        util::strip_network_env(&mut cmd);
         cmd
     }
 
     pub fn run(&self, args: &[&str]) -> std::process::Output {
-        let out = run(&mut self.command(args));
-        eprintln!(
-            "  stdout: {}",
-            String::from_utf8_lossy(&out.stdout).trim_end()
-        );
-        out
+        run_showing_stdout(self.command(args))
     }
 
     /// Runs this pacman inside a test host's network namespace, with `env` set.
@@ -159,23 +171,47 @@ impl Pacman {
         env: &[(&str, &std::ffi::OsStr)],
         args: &[&str],
     ) -> std::process::Output {
-        let mut cmd = host.command("pacman");
+        run_showing_stdout(self.command_in(host, env, args))
+    }
+
+    /// This pacman inside a test host's network namespace, with `env` set, not yet run.
+    pub fn command_in(
+        &self,
+        host: &crate::netns::Host,
+        env: &[(&str, &std::ffi::OsStr)],
+        args: &[&str],
+    ) -> Command {
+        let mut cmd = host.command(self.program.to_str().expect("UTF-8 pacman path"));
         util::strip_network_env(&mut cmd);
         cmd.envs(env.iter().copied());
-        cmd.arg("--config")
-            .arg(&self.config)
-            .arg("--noconfirm")
-            .args(args);
-        let out = run(&mut cmd);
-        eprintln!(
-            "  stdout: {}",
-            String::from_utf8_lossy(&out.stdout).trim_end()
+        self.with_config(cmd, args)
+    }
+
+    /// Asserts that package `pkgname` is installed and that `file` in the cache is the
+    /// repository's, byte for byte.
+    pub fn assert_installed_from(&self, repo: &Repo, pkgname: &str, file: &str) {
+        assert!(
+            self.installed_data(pkgname).is_some(),
+            "{pkgname} installed"
         );
-        out
+        assert!(
+            fs::read(self.cache().join(file)).ok() == fs::read(repo.dir.join(file)).ok(),
+            "{file} in the cache is the repository's"
+        );
     }
 
     /// The installed payload of a test package.
     pub fn installed_data(&self, pkgname: &str) -> Option<Vec<u8>> {
         fs::read(self.root().join("usr/share").join(pkgname).join("data")).ok()
     }
+}
+
+/// Runs pacman, printing its stdout too (a failing test shows what pacman said).
+fn run_showing_stdout(mut cmd: Command) -> std::process::Output {
+    let out = run(&mut cmd);
+    eprintln!(
+        "  stdout: {}",
+        String::from_utf8_lossy(&out.stdout).trim_end()
+    );
+    out
 }

@@ -214,10 +214,11 @@ fn kill_9_mid_download_then_pacman_resumes_and_installs() {
 
 #[test]
 fn pacman_7_download_user_sandbox_is_emulated_and_works() {
-    // pacman 6.0.2 has no DownloadUser; this wrapper does what pacman 7 does around the
-    // XferCommand: a fresh 0700 download-XXXXXX directory owned by the unprivileged user, the
-    // leftover .part moved in, the downloader run as that user with no supplementary groups,
-    // the result moved back for pacman to rename.
+    // The real pacman 7.1 is driven in tests/it/pacman7.rs; this emulation keeps the sandbox's
+    // essentials covered where only pacman 6.0.2 is installed. This wrapper does what pacman 7
+    // does around the XferCommand: a fresh 0700 download-XXXXXX directory owned by the
+    // unprivileged user, the leftover .part moved in, the downloader run as that user with no
+    // supplementary groups, the result moved back for pacman to rename.
     if !require_pacman_tools() {
         return;
     }

@@ -172,6 +172,8 @@ fn an_unwritable_directory_is_reported() {
         "{}",
         stderr(&result)
     );
+    // %o is opened before the first request (pacman 7's DownloadUser + DisableSandbox trap).
+    assert!(mirror.log().is_empty(), "no request: {:?}", mirror.log());
 }
 
 #[test]

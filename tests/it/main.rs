@@ -10,6 +10,7 @@ mod faultserver;
 mod hostile;
 mod netns;
 mod nginx;
+mod relay;
 
 // pacserve-fetch against nginx: fresh, resumed, databases, errors.
 mod mirror;
@@ -19,16 +20,24 @@ mod faults;
 mod local;
 // The real pacman using pacserve-fetch as its XferCommand.
 mod pacman;
+// pacman 7.1 with its DownloadUser sandbox: peers, mirror, -Syy, resuming across runs.
+mod pacman7;
+mod pacman7_setup;
 // Peers on loopback inside a private namespace (rootless): protocol, daemon, discovery.
 mod lan_loopback;
 // Peers on a multi-host namespace LAN (root): IPv4, IPv6-only, static peers, real pacman.
 mod lan_hosts;
+// The local download agent: warm mirror connections, prefetch, fallback, refusals, HTTPS.
+mod agent;
 // Man pages, help, pacman.conf.example, unit, PKGBUILD, completions, README walkthrough.
 mod arch;
 // Hostile peers, the allowlist, kill -9, and pacman 7's download user, with the real pacman.
 mod lan_trust;
 // Peers dying, unplugged, stalling or lying mid-transfer; the download carries on.
 mod lan_faults;
+// Hostile LAN hosts against the client's limits: endless or dripping bodies, floods of answers,
+// spoofed ids, foreign ports; and one writer per output (issue 10).
+mod lan_hostile;
 // pacserved against clients that never read, idle floods, forged query sources (root).
 mod lan_daemon_limits;
 // pacserved's HTTP corners: If-Range, empty ranges, odd names, honest counts, the status page.

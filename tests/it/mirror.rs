@@ -145,7 +145,8 @@ fn databases_and_signatures_start_over() {
 #[test]
 fn an_unchanged_database_costs_no_body_bytes() {
     let root = tempdir();
-    let db = random_bytes(80_000, 3);
+    // A real (plain tar) archive: only a copy that reads as one may be kept by a 304.
+    let db = tar_of(random_bytes(80_000, 3));
     fs::write(root.path().join("extra.db"), &db).unwrap();
     let Some(mirror) = Nginx::start(root.path()) else {
         return;
@@ -182,7 +183,7 @@ fn an_unchanged_database_costs_no_body_bytes() {
     }
 
     // The mirror's copy changes: the next fetch gets the new body.
-    let newer = random_bytes(81_000, 4);
+    let newer = tar_of(random_bytes(81_000, 4));
     fs::write(root.path().join("extra.db"), &newer).unwrap();
     let later = SystemTime::now() + Duration::from_secs(60);
     fs::File::options()
@@ -259,4 +260,48 @@ fn user_agent_comes_from_pacman() {
     );
 
     assert_eq!(mirror.requests_for(PKG)[0].user_agent, ua);
+}
+
+#[test]
+fn a_missing_optional_signature_is_quiet_unless_verbose() {
+    let (root, _) = mirror_with_package(1000);
+    let Some(mirror) = Nginx::start(root.path()) else {
+        return;
+    };
+    let dir = tempdir();
+    for (name, verbose, says_404) in [
+        (format!("{PKG}.sig"), false, false),
+        ("core.db.sig".to_owned(), false, false),
+        (format!("{PKG}.sig"), true, true),
+        ("nothere-1-1-any.pkg.tar.zst".to_owned(), false, true),
+    ] {
+        let mut cmd = fetch_cmd();
+        if verbose {
+            cmd.arg("-v");
+        }
+        let out = run(cmd
+            .arg(dir.path().join(format!("{name}.part")))
+            .arg(mirror.url(&name)));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{name}: still a failure for pacman"
+        );
+        assert_eq!(
+            stderr(&out).contains("404"),
+            says_404,
+            "{name} verbose={verbose}"
+        );
+    }
+}
+
+/// `data` as the one file of a plain tar archive, as a sync database would be one.
+fn tar_of(data: Vec<u8>) -> Vec<u8> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.append_data(&mut header, "data", &data[..]).unwrap();
+    builder.into_inner().unwrap()
 }

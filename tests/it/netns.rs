@@ -247,6 +247,28 @@ impl Lan {
         ));
     }
 
+    /// Puts `delay` of latency in each direction between host `i` and the bridge (a frame relay,
+    /// see [`crate::relay`]): every other host then sees host `i` at a round trip of twice
+    /// `delay`. Turns offloads off on every link so that frames stay one MTU long.
+    pub fn delay_link(&self, i: usize, delay: std::time::Duration) {
+        let Host::Netns { name: switch } = &self._switch else {
+            unreachable!("a LAN's switch is a named namespace")
+        };
+        let offloads_off = "tx off tso off gso off gro off";
+        for host in &self.hosts {
+            host.sh(&format!("ethtool -K eth0 {offloads_off}"));
+        }
+        let ports: Vec<String> = (1..=self.hosts.len()).map(|j| format!("p{j}")).collect();
+        self._switch.sh(&format!(
+            "ip link set p{i} nomaster && ip link add d{i}a type veth peer name d{i}b && \
+             ip link set d{i}a master br0 && ip link set d{i}a up && ip link set d{i}b up && \
+             ip link set p{i} promisc on && ip link set d{i}b promisc on && \
+             for port in {ports} d{i}a d{i}b; do ethtool -K $port {offloads_off}; done",
+            ports = ports.join(" ")
+        ));
+        crate::relay::start(switch, &format!("p{i}"), &format!("d{i}b"), delay);
+    }
+
     /// IPv6 link-local addresses appear a moment after the link comes up.
     fn wait_for_link_local(&self) {
         for host in &self.hosts {

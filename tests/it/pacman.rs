@@ -116,11 +116,7 @@ fn an_interrupted_package_download_resumes_on_the_next_pacman_run() {
 
     // Second attempt: only the rest crosses the wire (Range requests are not throttled).
     assert!(pacman.run(&["-S", "bigpkg"]).status.success());
-    assert!(pacman.installed_data("bigpkg").is_some());
-    assert_eq!(
-        fs::read(pacman.cache().join(&file)).unwrap(),
-        fs::read(repo.dir.join(&file)).unwrap()
-    );
+    pacman.assert_installed_from(&repo, "bigpkg", &file);
     let log = mirror.requests_for(&file);
     let last = log.last().unwrap();
     assert_eq!(last.range, format!("bytes={kept}-"), "{log:?}");

@@ -92,3 +92,21 @@ fn garbage_databases_are_errors_not_panics() {
         assert!(lookup_in(&path, "x.pkg.tar.zst").is_none());
     }
 }
+
+#[test]
+fn a_truncated_database_is_not_complete() {
+    for compress in ["gz", "zst", "xz"] {
+        let other = DESC.replace("foo-1.0-1", "bar-2.0-1");
+        let (_dir, db) = db_with(
+            &[("bar-2.0-1", other), ("foo-1.0-1", DESC.to_owned())],
+            compress,
+        );
+        assert!(is_complete(&db), "{compress}");
+        let bytes = fs::read(&db).unwrap();
+        // Cut a few bytes off the end: every entry may still read, but the stream is unfinished.
+        fs::write(&db, &bytes[..bytes.len() - 4]).unwrap();
+        assert!(!is_complete(&db), "{compress}: 4 bytes short");
+        fs::write(&db, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(!is_complete(&db), "{compress}: half");
+    }
+}
