@@ -3,7 +3,8 @@
 //! By default only addresses that cannot be routed from the internet: loopback, link-local and
 //! the private ranges of IPv4 and IPv6. A LAN sharing service has no business answering anyone
 //! else, whatever the firewall says. A configured list replaces the default entirely. Sources
-//! outside it get no UDP answer and a 403 over HTTP.
+//! outside it get no UDP answer, and their HTTP connections are closed on arrival, before they
+//! are read or hold any of the connection slots the allowed hosts need.
 
 use std::net::IpAddr;
 

@@ -3,8 +3,9 @@
 //!
 //! Start at [`run`]: resolve the configuration, bind, start the responder threads
 //! ([`responder`], UDP answers) and the HTTP server ([`server`]), and stop cleanly on SIGTERM or
-//! SIGINT. Around them: which files may be served ([`cache`]), who may ask ([`allow`],
-//! [`ratelimit`]), counters for the status page ([`stats`]), logging ([`journal`]) and the
+//! SIGINT. Around them: which files may be served ([`cache`], [`ranges`]), who may ask
+//! ([`allow`], [`ratelimit`]), what one client may hold ([`slots`], [`deadline`], [`chunks`]),
+//! counters for the status page ([`stats`], [`peers`], [`sent`]), logging ([`journal`]) and the
 //! optional mDNS announcement ([`mdns`]). Separately, the local download [`agent`] carries this
 //! machine's `pacserve-fetch` mirror downloads over warm connections and prefetches.
 //!
@@ -15,11 +16,17 @@ pub mod agent;
 pub mod allow;
 pub mod args;
 pub mod cache;
+pub mod chunks;
+pub mod deadline;
 pub mod journal;
 pub mod mdns;
+pub mod peers;
+pub mod ranges;
 pub mod ratelimit;
 pub mod responder;
+pub mod sent;
 pub mod server;
+pub mod slots;
 pub mod stats;
 
 use std::io;
@@ -58,7 +65,7 @@ pub struct Config {
     pub interfaces: Vec<String>,
     /// Announce the HTTP service over mDNS (`_pacserve._tcp`).
     pub mdns: bool,
-    /// Who may query and download; others get nothing over UDP and 403 over HTTP.
+    /// Who may query and download; others get no UDP answer and their connections are closed.
     pub allow: Allowlist,
     /// Where the daemon id is kept across restarts; unwritable means a new id each start.
     pub state_dir: PathBuf,

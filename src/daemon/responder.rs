@@ -16,7 +16,7 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::daemon::allow::Allowlist;
 use crate::daemon::cache::Cache;
-use crate::daemon::ratelimit::RateLimit;
+use crate::daemon::ratelimit::{Budget, RateLimit};
 use crate::daemon::stats::Stats;
 use crate::protocol::netif;
 use crate::protocol::{self, Answer, Holding, Query, Reject};
@@ -24,10 +24,19 @@ use crate::{info, warn};
 
 /// How often group memberships are refreshed for new interfaces.
 const REJOIN_EVERY: Duration = Duration::from_secs(5);
-/// Queries per second one source may send, sustained and in a burst: pacman asks once per file.
-const QUERIES_PER_SECOND: f64 = 50.0;
-const QUERY_BURST: f64 = 200.0;
+/// Queries one source (address and port) may send, sustained per second and in a burst: a
+/// pacserve-fetch run asks a handful of times from its own port.
+const PER_SOURCE: Budget = Budget {
+    per_second: 50.0,
+    burst: 200.0,
+};
 const SOURCES_TRACKED: usize = 4096;
+/// Queries answered per second by one responder thread, from all sources together: far above
+/// what a LAN of pacman runs asks, far below what would load the daemon.
+const GLOBAL: Budget = Budget {
+    per_second: 5000.0,
+    burst: 5000.0,
+};
 
 #[derive(Debug, Clone)]
 pub struct Responder {
@@ -107,7 +116,7 @@ impl Responder {
         let mut joined = HashSet::new();
         let mut next_join = Instant::now();
         let mut warned = Warned::default();
-        let mut limit = RateLimit::new(QUERIES_PER_SECOND, QUERY_BURST, SOURCES_TRACKED);
+        let mut limit = RateLimit::new(PER_SOURCE, SOURCES_TRACKED, GLOBAL);
         let mut buf = [0u8; 2048];
         loop {
             if Instant::now() >= next_join {
@@ -139,7 +148,7 @@ impl Responder {
                 }
                 continue;
             }
-            if !limit.allow(from.ip().to_canonical(), Instant::now()) {
+            if !limit.allow(from, Instant::now()) {
                 Stats::add(&self.stats.rate_limited, 1);
                 continue;
             }

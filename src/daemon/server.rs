@@ -5,42 +5,49 @@
 //! widely used implementation, rather than ours. Which files may be served is decided by
 //! [`Cache::find`] alone, the same gate the responder uses; who may ask, by the [`Allowlist`].
 //!
-//! The accept loop is ours rather than `axum::serve` so that every connection is bounded: a
-//! header size limit, a deadline for headers (which also ends idle keep-alive connections), a
-//! cap on connections in total and per source. The runtime is async so that slow clients cost
-//! memory, not threads: hundreds of idle connections leave a real download at full speed.
+//! The accept loop is ours rather than `axum::serve` so that every connection is bounded, in this
+//! order: a source outside the allowlist is closed on arrival, before it can hold anything; the
+//! rest take a [`Slot`] (bounded in total and per source, shared fairly when full); headers must
+//! arrive within a deadline (which also ends idle keep-alive connections) and be small; a
+//! client that stops reading is dropped after [`SEND_TIMEOUT`] ([`SendDeadline`]); and hyper
+//! buffers at most one file chunk per connection, whose size is rationed by [`ChunkBudget`]. The
+//! runtime is async so that slow clients cost memory, not threads, and that memory is bounded.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{Method, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::sync::Semaphore;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
 use crate::daemon::allow::Allowlist;
 use crate::daemon::cache::Cache;
+use crate::daemon::chunks::{Chunk, ChunkBudget};
+use crate::daemon::deadline::SendDeadline;
+use crate::daemon::ranges;
+use crate::daemon::sent::{self, Counted};
+use crate::daemon::slots::{Slot, Slots};
 use crate::daemon::stats::Stats;
-use crate::info;
 
-/// Connections served at once; further ones are closed on arrival.
-pub const MAX_CONNECTIONS: usize = 1024;
+/// Connections served at once; when all are taken, a source holding fewer connections than the
+/// heaviest one takes one of its slots ([`Slots`]), others are closed on arrival.
+pub const MAX_CONNECTIONS: usize = 512;
 /// Connections one source address may hold at once.
 pub const MAX_PER_SOURCE: usize = 64;
 /// A request's headers must arrive within this time, and an idle connection is closed after it.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bytes read from a file per write to the socket: fewer, larger writes (tower-http's default
-/// is 64 KiB) narrow the gap to sendfile-based servers.
-const FILE_CHUNK: usize = 256 * 1024;
+/// A connection whose client accepts no byte for this long is closed.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// hyper's own write buffer beyond the chunk it is sending: the least it accepts, so that a
+/// stalled connection holds one chunk, not the ≈400 KiB of chunks of the default.
+const HYPER_BUFFER: usize = MAX_HEADER_BYTES;
 /// Larger request headers are refused (431): ours are a few hundred bytes.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
@@ -57,7 +64,6 @@ pub fn router(app: App) -> Router {
         .route("/", get(status))
         .route("/pkg/{name}", get(package))
         .fallback(|| async { StatusCode::NOT_FOUND })
-        .layer(middleware::from_fn_with_state(app.clone(), only_allowed))
         .with_state(app)
 }
 
@@ -67,9 +73,14 @@ pub async fn serve(
     app: App,
     shutdown: impl Future<Output = ()>,
 ) {
-    let router = router(app);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let per_source: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
+    let allow = app.allow.clone();
+    let stats = app.stats.clone();
+    let shared = Shared {
+        router: router(app),
+        stats: stats.clone(),
+        chunks: ChunkBudget::default(),
+    };
+    let slots = Slots::new(MAX_CONNECTIONS, MAX_PER_SOURCE);
     tokio::pin!(shutdown);
     loop {
         let (stream, client) = tokio::select! {
@@ -79,84 +90,75 @@ pub async fn serve(
             },
             () = &mut shutdown => return,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let source = client.ip().to_canonical();
+        if !allow.permits(source) {
+            // Dropped here: closed before it is read or holds a slot.
+            Stats::add(&stats.refused, 1);
             continue;
-        };
-        let Some(source) = SourceSlot::take(&per_source, client.ip().to_canonical()) else {
-            continue;
-        };
-        let router = router.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(
-                move |mut request: hyper::Request<hyper::body::Incoming>| {
-                    request.extensions_mut().insert(ConnectInfo(client));
-                    router.clone().oneshot(request.map(Body::new))
-                },
-            );
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_header_size(MAX_HEADER_BYTES)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            drop((slot, source));
-        });
-    }
-}
-
-/// One connection counted against its source address; released on drop.
-struct SourceSlot {
-    table: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    ip: IpAddr,
-}
-
-impl SourceSlot {
-    fn take(table: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Option<SourceSlot> {
-        let mut counts = table.lock().ok()?;
-        let count = counts.entry(ip).or_insert(0);
-        if *count >= MAX_PER_SOURCE {
-            return None;
         }
-        *count += 1;
-        Some(SourceSlot {
-            table: table.clone(),
-            ip,
-        })
+        let Some(slot) = slots.take(source) else {
+            Stats::add(&stats.no_slot, 1);
+            continue;
+        };
+        tokio::spawn(connection(stream, client, slot, shared.clone()));
     }
 }
 
-impl Drop for SourceSlot {
-    fn drop(&mut self) {
-        let Ok(mut counts) = self.table.lock() else {
-            return;
-        };
-        if let Some(count) = counts.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.ip);
+/// What every connection task shares.
+#[derive(Clone)]
+struct Shared {
+    router: Router,
+    stats: Arc<Stats>,
+    chunks: ChunkBudget,
+}
+
+/// Serves one connection until it ends, times out, or its slot is taken by a lighter source.
+async fn connection(stream: tokio::net::TcpStream, client: SocketAddr, slot: Slot, shared: Shared) {
+    let Shared {
+        router,
+        stats,
+        chunks,
+    } = shared;
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(client));
+            request.extensions_mut().insert(chunks.clone());
+            router.clone().oneshot(request.map(Body::new))
+        });
+    let io = TokioIo::new(SendDeadline::new(stream, SEND_TIMEOUT));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_buf_size(HYPER_BUFFER)
+        .serve_connection(io, service);
+    tokio::select! {
+        result = conn => {
+            if result.is_err_and(|e| is_send_timeout(&e)) {
+                Stats::add(&stats.stalled_clients, 1);
             }
         }
+        () = slot.evicted() => Stats::add(&stats.evicted, 1),
     }
 }
 
-async fn only_allowed(
-    State(app): State<App>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if app.allow.permits(client.ip()) {
-        next.run(request).await
-    } else {
-        Stats::add(&app.stats.refused, 1);
-        StatusCode::FORBIDDEN.into_response()
+fn is_send_timeout(error: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = e.source();
     }
+    false
 }
 
 async fn status(State(app): State<App>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        app.stats.render(&app.daemon_id, app.cache.dirs()),
+        app.stats.render(&app.daemon_id, app.cache.dirs().len()),
     )
 }
 
@@ -178,26 +180,65 @@ async fn package(
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let file = ServeFile::new(&found.path).with_buf_chunk_size(FILE_CHUNK);
-    let response = match file.oneshot(request).await {
-        Ok(response) => response.map(Body::new),
-        Err(never) => match never {},
+    // Taken before the file is opened, held by the body until it is done.
+    let chunk = request
+        .extensions()
+        .get::<ChunkBudget>()
+        .map_or_else(Chunk::small, ChunkBudget::take);
+    let response = if found.size == 0 && range.is_some() {
+        ranges::empty_file_range()
+    } else {
+        serve_file(&found.path, request, chunk.bytes).await
     };
-    let status = response.status();
-    let length = response
+    let announced = response
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
-    if method == Method::GET && status.is_success() {
-        Stats::add(&app.stats.files_served, 1);
-        Stats::add(&app.stats.bytes_served, length);
+    let status = response.status();
+    let (parts, body) = response.into_parts();
+    let request = sent::Request {
+        method,
+        name,
+        client,
+        status,
+        range,
+        announced,
+    };
+    Response::from_parts(
+        parts,
+        Counted::wrap(body, request, app.stats.clone(), chunk),
+    )
+}
+
+/// The file through tower-http, with `If-Range` honoured ([`ranges::if_range_fails`]): a
+/// range whose validator no longer matches is answered with the whole file.
+async fn serve_file(path: &std::path::Path, request: Request, chunk: usize) -> Response {
+    let file = ServeFile::new(path).with_buf_chunk_size(chunk);
+    let retry = request.headers().contains_key(header::IF_RANGE).then(|| {
+        let mut whole = Request::new(Body::empty());
+        *whole.method_mut() = request.method().clone();
+        *whole.uri_mut() = request.uri().clone();
+        *whole.headers_mut() = request.headers().clone();
+        whole.headers_mut().remove(header::RANGE);
+        whole
+    });
+    let asked = request.headers().clone();
+    let response = match file.clone().oneshot(request).await {
+        Ok(response) => response.map(Body::new),
+        Err(never) => match never {},
+    };
+    match retry {
+        Some(whole)
+            if response.status() == StatusCode::PARTIAL_CONTENT
+                && ranges::if_range_fails(&asked, response.headers()) =>
+        {
+            match file.oneshot(whole).await {
+                Ok(response) => response.map(Body::new),
+                Err(never) => match never {},
+            }
+        }
+        _ => response,
     }
-    info!(
-        "{method} /pkg/{name} from {client}: {} {length} bytes{}",
-        status.as_u16(),
-        range.map(|r| format!(" ({r})")).unwrap_or_default()
-    );
-    response
 }

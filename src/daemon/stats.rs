@@ -1,15 +1,13 @@
 //! The daemon's counters, shared by the responder and the HTTP server and shown on the status
-//! page. Plain atomics: a query must never wait for a lock to be counted.
+//! page. Plain atomics: a query must never wait for a lock to be counted. The page is public to
+//! the LAN, so it shows counts, not the file system layout ([`Peers`] says how peers are shown).
 
-use std::collections::HashMap;
 use std::fmt::Write;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
-/// Bounds the per-peer table so a flood of spoofed sources cannot grow it without limit.
-const MAX_PEERS_TRACKED: usize = 1024;
+use crate::daemon::peers::Peers;
 
 #[derive(Debug)]
 pub struct Stats {
@@ -24,7 +22,13 @@ pub struct Stats {
     pub not_found: AtomicU64,
     pub refused: AtomicU64,
     pub rate_limited: AtomicU64,
-    peers: Mutex<HashMap<IpAddr, (u64, Instant)>>,
+    /// HTTP connections closed because the client read nothing for the send timeout.
+    pub stalled_clients: AtomicU64,
+    /// HTTP connections closed on arrival: no slot for their source.
+    pub no_slot: AtomicU64,
+    /// HTTP connections closed to give their slot to a source holding fewer.
+    pub evicted: AtomicU64,
+    peers: Peers,
 }
 
 impl Default for Stats {
@@ -41,7 +45,10 @@ impl Default for Stats {
             not_found: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
-            peers: Mutex::new(HashMap::new()),
+            stalled_clients: AtomicU64::new(0),
+            no_slot: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+            peers: Peers::default(),
         }
     }
 }
@@ -51,27 +58,13 @@ impl Stats {
         counter.fetch_add(n, Relaxed);
     }
 
-    /// A peer was heard from (a query or an HTTP request). Returns true the first time.
-    pub fn heard(&self, peer: IpAddr) -> bool {
-        let Ok(mut peers) = self.peers.lock() else {
-            return false;
-        };
-        let now = Instant::now();
-        if let Some(entry) = peers.get_mut(&peer) {
-            entry.0 += 1;
-            entry.1 = now;
-            return false;
-        }
-        if peers.len() >= MAX_PEERS_TRACKED {
-            return false;
-        }
-        peers.insert(peer, (1, now));
-        true
+    /// A peer was heard from (a query or an HTTP request).
+    pub fn heard(&self, peer: IpAddr) {
+        self.peers.heard(peer, Instant::now());
     }
 
     /// The status page: counters and the peers heard, for `curl http://host:15678/`.
-    pub fn render(&self, id: &str, cache_dirs: &[std::path::PathBuf]) -> String {
-        let get = |c: &AtomicU64| c.load(Relaxed);
+    pub fn render(&self, id: &str, cache_dirs: usize) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -79,43 +72,32 @@ impl Stats {
             env!("CARGO_PKG_VERSION"),
             self.started.elapsed().as_secs()
         );
-        for dir in cache_dirs {
-            let _ = writeln!(out, "cache dir: {}", dir.display());
+        let _ = writeln!(out, "cache directories: {cache_dirs}");
+        let counters = [
+            ("queries received", &self.queries),
+            ("answered HAVE", &self.answered_have),
+            ("answered MISS", &self.answered_miss),
+            ("dropped (malformed)", &self.dropped),
+            ("dropped (other protocol versions)", &self.other_versions),
+            ("files served", &self.files_served),
+            ("bytes served", &self.bytes_served),
+            ("not found", &self.not_found),
+            ("refused (outside the allowlist)", &self.refused),
+            ("queries over the rate limit", &self.rate_limited),
+            (
+                "connections closed (client not reading)",
+                &self.stalled_clients,
+            ),
+            ("connections refused (no free slot)", &self.no_slot),
+            (
+                "connections closed (slot given to a lighter source)",
+                &self.evicted,
+            ),
+        ];
+        for (label, counter) in counters {
+            let _ = writeln!(out, "{label}: {}", counter.load(Relaxed));
         }
-        let _ = writeln!(out, "queries received: {}", get(&self.queries));
-        let _ = writeln!(out, "answered HAVE: {}", get(&self.answered_have));
-        let _ = writeln!(out, "answered MISS: {}", get(&self.answered_miss));
-        let _ = writeln!(out, "dropped (malformed): {}", get(&self.dropped));
-        let _ = writeln!(
-            out,
-            "dropped (other protocol versions): {}",
-            get(&self.other_versions)
-        );
-        let _ = writeln!(out, "files served: {}", get(&self.files_served));
-        let _ = writeln!(out, "bytes served: {}", get(&self.bytes_served));
-        let _ = writeln!(out, "not found: {}", get(&self.not_found));
-        let _ = writeln!(
-            out,
-            "refused (outside the allowlist): {}",
-            get(&self.refused)
-        );
-        let _ = writeln!(
-            out,
-            "queries over the rate limit: {}",
-            get(&self.rate_limited)
-        );
-        if let Ok(peers) = self.peers.lock() {
-            let _ = writeln!(out, "peers heard: {}", peers.len());
-            let mut list: Vec<_> = peers.iter().collect();
-            list.sort_by_key(|(_, (_, last))| std::cmp::Reverse(*last));
-            for (ip, (count, last)) in list.into_iter().take(50) {
-                let _ = writeln!(
-                    out,
-                    "  {ip}: {count} requests, last {} s ago",
-                    last.elapsed().as_secs()
-                );
-            }
-        }
+        out.push_str(&self.peers.render(Instant::now()));
         out
     }
 }

@@ -33,7 +33,7 @@ impl FileKind {
             None => (file_name, false),
         };
         let is_db = stem.ends_with(".db") || stem.ends_with(".files");
-        let is_pkg = stem.contains(".pkg.tar");
+        let is_pkg = is_package_stem(stem);
         match (is_db, is_pkg, is_sig) {
             (_, true, false) => FileKind::Package,
             (_, true, true) => FileKind::PackageSignature,
@@ -53,6 +53,21 @@ impl FileKind {
     /// their names are unique per content, so any copy of the name is the same file.
     pub fn shareable(self) -> bool {
         matches!(self, FileKind::Package | FileKind::PackageSignature)
+    }
+}
+
+/// Whether `stem` ends like a package: `.pkg.tar`, or `.pkg.tar.<ext>` with a plain
+/// alphanumeric compression suffix (`zst`, `xz`, `gz`, …). Anything merely containing
+/// `.pkg.tar` (`….pkg.tar.zst.sig2`, `….pkg.tar.zst.old`) is no package.
+fn is_package_stem(stem: &str) -> bool {
+    let Some(at) = stem.rfind(".pkg.tar") else {
+        return false;
+    };
+    match &stem[at + ".pkg.tar".len()..] {
+        "" => true,
+        rest => rest.strip_prefix('.').is_some_and(|ext| {
+            !ext.is_empty() && ext.len() <= 8 && ext.bytes().all(|b| b.is_ascii_alphanumeric())
+        }),
     }
 }
 
@@ -99,6 +114,16 @@ mod tests {
             FileKind::PackageSignature
         );
         assert_eq!(FileKind::of("notes.txt"), FileKind::Other);
+        assert_eq!(FileKind::of("a-1-1-any.pkg.tar"), FileKind::Package);
+        for odd in [
+            "a-1-1-any.pkg.tar.zst.sig2",
+            "a-1-1-any.pkg.tar.zst.old",
+            "a-1-1-any.pkg.tar.zst.sig.sig",
+            "a-1-1-any.pkg.tar.",
+            "a-1-1-any.pkg.tarball",
+        ] {
+            assert_eq!(FileKind::of(odd), FileKind::Other, "{odd}");
+        }
         // A package whose name merely ends like a database is still a package.
         assert_eq!(
             FileKind::of("foo.db-1-1-any.pkg.tar.zst"),

@@ -38,3 +38,7 @@ mod lan_faults;
 // Hostile LAN hosts against the client's limits: endless or dripping bodies, floods of answers,
 // spoofed ids, foreign ports; and one writer per output (issue 10).
 mod lan_hostile;
+// pacserved against clients that never read, idle floods, forged query sources (root).
+mod lan_daemon_limits;
+// pacserved's HTTP corners: If-Range, empty ranges, odd names, honest counts, the status page.
+mod daemon_http;

@@ -66,6 +66,35 @@ impl Host {
         }
     }
 
+    /// `pacserve-fetch --who-has NAME` run here with a 300 ms peer wait: its listing.
+    pub fn who_has(&self, name: &str) -> String {
+        let out = util::run(
+            self.command(util::fetch_bin())
+                .env("TMPDIR", util::lan_memory_dir())
+                .args([
+                    "--config",
+                    "/dev/null",
+                    "--peer-wait",
+                    "300",
+                    "--who-has",
+                    name,
+                ]),
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `pacserve-fetch` run here for `name` into `out` from LAN peers alone (the mirror URL is
+    /// dead), unverified (no sync database lists the file).
+    pub fn fetch_from_peers(&self, out: &std::path::Path, name: &str) -> std::process::Output {
+        util::run(
+            self.command(util::fetch_bin())
+                .env("TMPDIR", util::lan_memory_dir())
+                .args(["--config", "/dev/null", "--unverified-peers"])
+                .arg(out)
+                .arg(format!("http://127.0.0.1:9/dead-mirror/{name}")),
+        )
+    }
+
     /// Runs a shell snippet in the host and asserts it succeeded.
     pub fn sh(&self, script: &str) -> std::process::Output {
         let out = util::run(self.command("sh").args(["-c", script]));

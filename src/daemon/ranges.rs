@@ -1,0 +1,77 @@
+//! The two corners of Range that tower-http's `ServeFile` gets wrong, fixed around it.
+//!
+//! - `If-Range` (RFC 9110 §13.1.5): a range is served only if the validator still matches the
+//!   file, else the whole file with 200. ServeFile ignores the header and answers 206, so a
+//!   client resuming a file that changed under the same name would glue two files together.
+//!   [`if_range_fails`] compares the validator with the ETag and Last-Modified ServeFile itself
+//!   sends, so the two can never disagree.
+//! - A range of an empty file is never satisfiable (§14.1.2): 416 with `bytes */0`, where
+//!   ServeFile answered `206` with an impossible `Content-Range: bytes 0-0/0`.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// Whether the request's `If-Range` does not match the representation `response` describes,
+/// so its Range must be ignored. False without `If-Range`.
+pub fn if_range_fails(request: &HeaderMap, response: &HeaderMap) -> bool {
+    let Some(validator) = request.get(header::IF_RANGE) else {
+        return false;
+    };
+    let Ok(validator) = validator.to_str() else {
+        return true;
+    };
+    let validator = validator.trim();
+    if validator.starts_with("W/") {
+        // A weak tag never matches for If-Range: a strong comparison is required.
+        return true;
+    }
+    if validator.starts_with('"') {
+        return response.get(header::ETAG).and_then(|v| v.to_str().ok()) != Some(validator);
+    }
+    // A date matches only if it is exactly the Last-Modified sent.
+    response
+        .get(header::LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|last| last != validator)
+}
+
+/// The answer to a Range request on an empty file: 416, nothing in it is satisfiable.
+pub fn empty_file_range() -> Response {
+    (
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        [(header::CONTENT_RANGE, HeaderValue::from_static("bytes */0"))],
+        Body::empty(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.clone(), HeaderValue::from_str(v).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn if_range_matches_only_the_exact_strong_validator() {
+        let date = "Wed, 01 Jan 2025 00:00:00 GMT";
+        let file = headers(&[(header::ETAG, "\"abc\""), (header::LAST_MODIFIED, date)]);
+        let asks = |v: &str| if_range_fails(&headers(&[(header::IF_RANGE, v)]), &file);
+        assert!(!if_range_fails(&HeaderMap::new(), &file), "no If-Range");
+        assert!(!asks("\"abc\""));
+        assert!(!asks(date));
+        assert!(asks("\"abd\""));
+        assert!(asks("W/\"abc\""));
+        assert!(asks("Thu, 02 Jan 2025 00:00:00 GMT"));
+        assert!(asks("garbage"));
+        assert!(
+            if_range_fails(&headers(&[(header::IF_RANGE, date)]), &HeaderMap::new()),
+            "nothing to compare with"
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! pacserved's HTTP corners (issue 10, item 11), rootless on loopback: what the log and the
+//! status page count for a client that stops reading, If-Range, ranges of empty files, odd
+//! names, and what the status page must not reveal.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use crate::daemon::Daemon;
+use crate::netns::Host;
+use crate::util::{random_bytes, run, tempdir};
+
+const BIG: &str = "big-1-1-any.pkg.tar.zst";
+
+/// Loopback (rootless): a daemon sharing a package, its signature, an odd name and an empty
+/// file, and a curl inside its namespace.
+fn loopback_daemon() -> Option<(Host, Daemon, tempfile::TempDir)> {
+    let host = Host::loopback()?;
+    let cache = tempdir();
+    fs::write(cache.path().join(BIG), random_bytes(32_000_000, 83)).unwrap();
+    fs::write(cache.path().join("a-1-1-any.pkg.tar.zst.sig"), b"sig").unwrap();
+    fs::write(cache.path().join("a-1-1-any.pkg.tar.zst.sig2"), b"odd").unwrap();
+    fs::write(cache.path().join("empty-1-1-any.pkg.tar.zst"), b"").unwrap();
+    let daemon = Daemon::start(
+        &host,
+        cache.path(),
+        &["--http-port", "0", "--interface", "lo"],
+    );
+    Some((host, daemon, cache))
+}
+
+fn curl(host: &Host, args: &[&str]) -> String {
+    let out = run(host
+        .command("curl")
+        .args(["-s", "-D", "-", "-o", "/dev/null"])
+        .args(args));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn http_corners_if_range_empty_ranges_odd_names_and_the_status_page() {
+    let Some((host, daemon, cache)) = loopback_daemon() else {
+        return;
+    };
+    let base = format!("http://127.0.0.1:{}", daemon.http_port);
+    let pkg = format!("{base}/pkg/{BIG}");
+
+    assert!(
+        curl(&host, &[&format!("{base}/pkg/a-1-1-any.pkg.tar.zst.sig")])
+            .starts_with("HTTP/1.1 200")
+    );
+    let odd = curl(&host, &[&format!("{base}/pkg/a-1-1-any.pkg.tar.zst.sig2")]);
+    assert!(
+        odd.starts_with("HTTP/1.1 404"),
+        "only real signature names: {odd}"
+    );
+
+    let head = curl(&host, &["-I", &pkg]);
+    let last_modified = head
+        .lines()
+        .find_map(|l| l.strip_prefix("last-modified: "))
+        .map(str::trim)
+        .expect("Last-Modified")
+        .to_owned();
+    let matching = curl(
+        &host,
+        &[
+            "-r",
+            "0-99",
+            "-H",
+            &format!("If-Range: {last_modified}"),
+            &pkg,
+        ],
+    );
+    assert!(
+        matching.starts_with("HTTP/1.1 206"),
+        "validator matches: {matching}"
+    );
+    for stale in ["Wed, 01 Jan 2003 00:00:00 GMT", "\"not-the-etag\""] {
+        let got = curl(
+            &host,
+            &["-r", "0-99", "-H", &format!("If-Range: {stale}"), &pkg],
+        );
+        assert!(
+            got.starts_with("HTTP/1.1 200"),
+            "{stale}: whole file: {got}"
+        );
+        assert!(got.contains("content-length: 32000000"), "{got}");
+    }
+
+    let empty = curl(
+        &host,
+        &[
+            "-r",
+            "0-0",
+            &format!("{base}/pkg/empty-1-1-any.pkg.tar.zst"),
+        ],
+    );
+    assert!(empty.starts_with("HTTP/1.1 416"), "{empty}");
+    assert!(empty.contains("content-range: bytes */0"), "{empty}");
+
+    // A peer over IPv6 is shown by its /64, never its full address (EUI-64 holds the MAC).
+    let v6 = format!("http://[::1]:{}", daemon.http_port);
+    let sig = curl(
+        &host,
+        &["-g", &format!("{v6}/pkg/a-1-1-any.pkg.tar.zst.sig")],
+    );
+    assert!(sig.starts_with("HTTP/1.1 200"), "{sig}");
+    let status = run(host.command("curl").args(["-s", "-g", &format!("{v6}/")]));
+    let page = String::from_utf8_lossy(&status.stdout);
+    let dir = cache.path().to_string_lossy();
+    assert!(!page.contains(dir.as_ref()), "no cache path: {page}");
+    assert!(page.contains("cache directories: 1"), "{page}");
+    assert!(page.contains("  ::/64: 1 requests"), "{page}");
+    assert!(!page.contains("::1"), "no full IPv6 address: {page}");
+}
+
+#[test]
+fn bytes_served_counts_what_was_sent_not_what_was_announced() {
+    let Some((host, daemon, _cache)) = loopback_daemon() else {
+        return;
+    };
+    // A client that asks for 32 MB and reads nothing, until the daemon gives up on it.
+    let script = format!(
+        "import socket, time\n\
+         s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)\n\
+         s.connect(('127.0.0.1', {})); s.send(b'GET /pkg/{BIG} HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\n\
+         time.sleep(25)\n",
+        daemon.http_port
+    );
+    let mut reader = host
+        .command("python3")
+        .args(["-c", &script])
+        .spawn()
+        .unwrap();
+    let needle = format!("{BIG} to 127.0.0.1: sent ");
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let line = loop {
+        if let Some(line) = daemon.log().into_iter().find(|l| l.contains(&needle)) {
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stalled request was never logged as cut short"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = reader.kill();
+    let _ = reader.wait();
+    let sent: u64 = line
+        .split(": sent ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no byte count in {line:?}"));
+    let status = run(host
+        .command("curl")
+        .args(["-s", &format!("http://127.0.0.1:{}/", daemon.http_port)]));
+    let page = String::from_utf8_lossy(&status.stdout);
+    eprintln!("STALLED CLIENT: {line}");
+    assert!(sent < 32_000_000, "logged what was sent: {line}");
+    assert!(page.contains(&format!("bytes served: {sent}\n")), "{page}");
+    assert!(page.contains("files served: 0"), "{page}");
+    assert!(
+        page.contains("connections closed (client not reading): 1"),
+        "{page}"
+    );
+}
