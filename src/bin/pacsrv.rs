@@ -40,7 +40,9 @@ fn run() -> anyhow::Result<ExitCode> {
         Some("--help" | "-h") if args.len() == 1 => {
             println!("{HELP}");
             std::io::stdout().flush().ok();
-            let status = Command::new(pacsrv::pacman_program()).arg("--help").status();
+            let status = Command::new(pacsrv::pacman_program())
+                .arg("--help")
+                .status();
             return Ok(match status {
                 Ok(s) if s.success() => ExitCode::SUCCESS,
                 _ => ExitCode::FAILURE,

@@ -13,6 +13,7 @@ use crate::client::adopt::{self, Adopted};
 use crate::client::dbcopy;
 use crate::client::discovery::{self, Discovery, PeerAnswer};
 use crate::client::error::Error;
+use crate::client::explain;
 use crate::client::lanmemory;
 use crate::client::localfile;
 use crate::client::output::Output;
@@ -74,7 +75,7 @@ pub fn fetch(
 ) -> Result<Report, Error> {
     // Decide: what the file is fixes whether we resume, whether a peer may supply it, and what
     // the result must match.
-    let name = name::target_name(output).ok_or_else(|| Error::BadOutput {
+    let name = name::requested_name(output, url).ok_or_else(|| Error::BadOutput {
         path: output.to_owned(),
         reason: "does not name a file",
     })?;
@@ -103,6 +104,18 @@ pub fn fetch(
     // A file no sync database vouches for (pacman -U <url>) comes from the mirror, unless the
     // user trusts the LAN.
     let peers_may_serve = kind.shareable() && (expected.is_some() || settings.unverified_peers);
+    let discovery = settings.discovery.as_ref();
+    let listed = expected.is_some();
+    if let Some(why) = explain::not_asking(
+        name,
+        kind,
+        listed,
+        settings.unverified_peers,
+        discovery,
+        &settings.dbpath,
+    ) {
+        progress.note(|| why);
+    }
 
     // Ask peers: only for packages and their signatures, never databases.
     let asking = settings.discovery.as_ref().filter(|_| peers_may_serve);
@@ -215,11 +228,14 @@ fn peers_with(
 ) -> Vec<(SocketAddr, [u8; 8])> {
     let now = lanmemory::now_secs();
     let expect = memory.expectation(now);
-    let answers = match discovery::ask(discovery, name, "", &expect) {
-        Ok(answers) => {
-            memory.update(&expect, &answers, now);
+    let answers = match discovery::ask_detailed(discovery, name, "", &expect) {
+        Ok(asked) => {
+            memory.update(&expect, &asked.answers, now);
             lanmemory::store(memory);
-            answers
+            if let Some(why) = explain::nobody_answered(&asked, discovery) {
+                progress.note(|| why);
+            }
+            asked.answers
         }
         Err(e) => {
             progress.note(|| format!("asking peers failed ({e}); using the mirror"));

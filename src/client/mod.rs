@@ -14,9 +14,11 @@
 
 pub mod adopt;
 pub mod args;
+pub mod checks;
 pub mod dbcopy;
 pub mod discovery;
 pub mod error;
+pub mod explain;
 pub mod fetch;
 pub mod interrupt;
 pub mod lanmemory;

@@ -62,7 +62,12 @@ pub fn include_conf_command(args: &[std::ffi::OsString]) -> Result<String, Strin
                 return Err(format!("--include-conf: unknown option {a}"));
             }
             _ if file.is_none() => file = Some(PathBuf::from(arg)),
-            _ => return Err(format!("--include-conf: more than one file ({})", arg.to_string_lossy())),
+            _ => {
+                return Err(format!(
+                    "--include-conf: more than one file ({})",
+                    arg.to_string_lossy()
+                ));
+            }
         }
     }
     let file = file.unwrap_or_else(|| PathBuf::from(crate::pacman::pacsrv::DEFAULT_PACMAN_CONF));
@@ -73,7 +78,8 @@ pub fn include_conf_command(args: &[std::ffi::OsString]) -> Result<String, Strin
         return Ok(edited);
     }
     if edited != original {
-        write_in_place(&file, &edited).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+        write_in_place(&file, &edited)
+            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
     }
     Ok(String::new())
 }
@@ -81,10 +87,16 @@ pub fn include_conf_command(args: &[std::ffi::OsString]) -> Result<String, Strin
 /// Replaces `file` by a sibling temporary file, so a crash never leaves half a pacman.conf.
 fn write_in_place(file: &std::path::Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
-    let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    let mut tmp = tempfile::Builder::new().prefix(".pacman.conf-").tempfile_in(dir)?;
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".pacman.conf-")
+        .tempfile_in(dir)?;
     tmp.write_all(text.as_bytes())?;
-    tmp.as_file().set_permissions(std::fs::metadata(file)?.permissions())?;
+    tmp.as_file()
+        .set_permissions(std::fs::metadata(file)?.permissions())?;
     tmp.persist(file).map_err(|e| e.error)?;
     Ok(())
 }
@@ -103,7 +115,10 @@ mod tests {
         assert!(out.contains(&format!("[core]\n{line}Include = /etc/pacman.d/mirrorlist")));
         assert!(out.contains(&format!("  [extra]  \n{line}Server")));
         assert!(out.starts_with("[options]\nHoldPkg"), "{out}");
-        assert!(out.contains("# [testing]\n[core]"), "a commented header is no section");
+        assert!(
+            out.contains("# [testing]\n[core]"),
+            "a commented header is no section"
+        );
     }
 
     #[test]

@@ -39,16 +39,31 @@ fn included(conf: &Path, dir: &Path) -> String {
     let out = run(pacsrv().arg("--include-conf").arg(conf));
     assert!(out.status.success());
     let mirrorlist = dir.join("mirrorlist");
-    fs::write(&mirrorlist, "Server = http://mirror.invalid/$repo/os/$arch\n").unwrap();
+    fs::write(
+        &mirrorlist,
+        "Server = http://mirror.invalid/$repo/os/$arch\n",
+    )
+    .unwrap();
     String::from_utf8(out.stdout)
         .unwrap()
-        .replace("/etc/pacman.d/pacserve", contrib("pacserve.include").to_str().unwrap())
+        .replace(
+            "/etc/pacman.d/pacserve",
+            contrib("pacserve.include").to_str().unwrap(),
+        )
         .replace("/etc/pacman.d/mirrorlist", mirrorlist.to_str().unwrap())
 }
 
 fn pacman_conf(program: &Path, conf: &Path, repo: &str) -> String {
-    let out = run(Command::new(program).arg("--config").arg(conf).args(["--repo", repo]));
-    assert!(out.status.success(), "{} rejects {}", program.display(), conf.display());
+    let out = run(Command::new(program)
+        .arg("--config")
+        .arg(conf)
+        .args(["--repo", repo]));
+    assert!(
+        out.status.success(),
+        "{} rejects {}",
+        program.display(),
+        conf.display()
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -60,7 +75,11 @@ fn every_repository_gets_the_cache_server_and_pacman_conf_accepts_it() {
     let Some(conf7) = pacman7_conf() else { return };
     let dir = tempdir();
     let conf = dir.path().join("pacman.conf");
-    fs::write(&conf, included(&Path::new(ROOT).join("pacman.conf.example"), dir.path())).unwrap();
+    fs::write(
+        &conf,
+        included(&Path::new(ROOT).join("pacman.conf.example"), dir.path()),
+    )
+    .unwrap();
     for repo in ["core", "extra"] {
         let seven = pacman_conf(&conf7, &conf, repo);
         assert!(
@@ -76,7 +95,12 @@ fn every_repository_gets_the_cache_server_and_pacman_conf_accepts_it() {
 
 #[test]
 fn debians_pacman_conf_has_no_repository_and_stays_as_it_is() {
-    if !require_tools(&["pacman-conf"]) || !require(Path::new("/etc/pacman.conf").is_file(), "no /etc/pacman.conf") {
+    if !require_tools(&["pacman-conf"])
+        || !require(
+            Path::new("/etc/pacman.conf").is_file(),
+            "no /etc/pacman.conf",
+        )
+    {
         return;
     }
     let out = run(pacsrv().args(["--include-conf", "/etc/pacman.conf"]));
@@ -85,7 +109,11 @@ fn debians_pacman_conf_has_no_repository_and_stays_as_it_is() {
     let dir = tempdir();
     let conf = dir.path().join("pacman.conf");
     fs::write(&conf, &out.stdout).unwrap();
-    assert!(run(Command::new("pacman-conf").arg("--config").arg(&conf)).status.success());
+    assert!(
+        run(Command::new("pacman-conf").arg("--config").arg(&conf))
+            .status
+            .success()
+    );
 }
 
 #[test]
@@ -96,16 +124,27 @@ fn in_place_writes_once_and_keeps_the_mode() {
     fs::copy(Path::new(ROOT).join("pacman.conf.example"), &conf).unwrap();
     fs::set_permissions(&conf, fs::Permissions::from_mode(0o640)).unwrap();
     let printed = run(pacsrv().arg("--include-conf").arg(&conf));
-    assert_eq!(fs::read(&conf).unwrap(), fs::read(Path::new(ROOT).join("pacman.conf.example")).unwrap(), "printing leaves the file alone");
+    assert_eq!(
+        fs::read(&conf).unwrap(),
+        fs::read(Path::new(ROOT).join("pacman.conf.example")).unwrap(),
+        "printing leaves the file alone"
+    );
 
     for _ in 0..2 {
         let out = run(pacsrv().args(["--include-conf", "--in-place"]).arg(&conf));
         assert!(out.status.success() && out.stdout.is_empty());
-        assert_eq!(fs::read(&conf).unwrap(), printed.stdout, "the second run changes nothing");
+        assert_eq!(
+            fs::read(&conf).unwrap(),
+            printed.stdout,
+            "the second run changes nothing"
+        );
     }
     let text = fs::read_to_string(&conf).unwrap();
     assert_eq!(text.matches("Include = /etc/pacman.d/pacserve").count(), 2);
-    assert_eq!(fs::metadata(&conf).unwrap().permissions().mode() & 0o777, 0o640);
+    assert_eq!(
+        fs::metadata(&conf).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
 
     let bad = run(pacsrv().args(["--include-conf", "--inplace"]).arg(&conf));
     assert_eq!(bad.status.code(), Some(2));
@@ -119,9 +158,11 @@ fn nft_accepts_the_snippet_and_its_multicast_only_variant() {
     }
     let check = |path: &Path| {
         // nft -c needs netlink; a private network namespace gives it without touching the host.
-        run(Command::new("unshare").args(["-rn", "nft", "-c", "-f"]).arg(path))
-            .status
-            .success()
+        run(Command::new("unshare")
+            .args(["-rn", "nft", "-c", "-f"])
+            .arg(path))
+        .status
+        .success()
     };
     let shipped = contrib("firewall/pacserve.nft");
     assert!(check(&shipped));
@@ -144,7 +185,11 @@ fn nft_accepts_the_snippet_and_its_multicast_only_variant() {
 /// Runs a python snippet with the file as its argument; the snippet prints what it parsed.
 fn python(script: &str, path: &Path) -> String {
     let out = run(Command::new("python3").args(["-c", script]).arg(path));
-    assert!(out.status.success(), "python could not parse {}", path.display());
+    assert!(
+        out.status.success(),
+        "python could not parse {}",
+        path.display()
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
