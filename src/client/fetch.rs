@@ -17,7 +17,7 @@ use crate::client::explain;
 use crate::client::lanmemory;
 use crate::client::localfile;
 use crate::client::output::Output;
-use crate::client::progress::Progress;
+use crate::client::progress::{Progress, Source};
 use crate::client::transfer::{self, Delivered, Limits, Want};
 use crate::client::verify::{self, Expected};
 use crate::pacman;
@@ -132,6 +132,7 @@ pub fn fetch(
     // A peer that fails in any way is avoided for a while by later runs too.
     for (peer, daemon_id) in peers {
         let peer_url = peer_url(peer, name);
+        progress.source(name, Source::Peer);
         let agent = transfer::peer_agent(settings.peer_limits, &settings.user_agent, peer);
         let kept = out.len();
         let limits = settings.peer_limits;
@@ -163,6 +164,7 @@ pub fn fetch(
         lanmemory::store(&memory);
     }
     let agent = transfer::mirror_agent(settings.limits, &settings.user_agent);
+    progress.source(name, Source::Mirror);
     let mut delivered = from_mirror(&agent, url, &mut out, &want, settings.limits, progress)?;
     while let Some(why) = mismatch(&out, expected)? {
         let resumed = matches!(delivered, Delivered::Body { from, .. } if from > 0)

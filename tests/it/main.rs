@@ -29,6 +29,8 @@ mod lan_loopback;
 mod lan_hosts;
 // Man pages, help, pacman.conf.example, unit, PKGBUILD, completions, README walkthrough.
 mod arch;
+// The README's debugging commands, bad values, fatal errors, the progress line.
+mod by_hand;
 // The Include line and its helper, the firewall definitions, the LICENSE.
 mod contrib;
 // Hostile peers, the allowlist, kill -9, and pacman 7's download user, with the real pacman.
