@@ -7,7 +7,8 @@
 //! checking a finished file against the sync database ([`verify`]), the database copy a 304 may
 //! keep ([`dbcopy`]), what an earlier pacman 7 run stranded ([`adopt`]), the terminal
 //! ([`progress`], [`interrupt`]) and the one error type ([`error`]). [`args`] combines options,
-//! configuration and the invoking pacman's command line into the settings of one download.
+//! configuration and the invoking pacman's command line into the settings of one download, after
+//! [`checks`] refused values that cannot work; [`explain`] words why peers were not asked.
 //!
 //! May use: [`crate::protocol`], [`crate::pacman`], and the shared pieces at the crate root.
 //! Never [`crate::daemon`]: the client must work on a machine where no daemon runs.

@@ -217,3 +217,23 @@ fn firewalld_and_ufw_definitions_parse_and_open_both_ports() {
     );
     assert_eq!(ufw, "15678/tcp|15678/udp\n");
 }
+
+#[test]
+fn try_it_says_it_needs_python3_when_it_is_missing() {
+    if !require_tools(&["bash", "dirname", "nginx", "bsdtar"]) {
+        return;
+    }
+    // A PATH holding exactly what try-it.sh needs before its python3 check.
+    let bin = tempdir();
+    for tool in ["dirname", "nginx", "bsdtar"] {
+        let found = crate::util::find_tool(tool).unwrap();
+        std::os::unix::fs::symlink(found, bin.path().join(tool)).unwrap();
+    }
+    let bash = crate::util::find_tool("bash").unwrap();
+    let out = run(Command::new(bash)
+        .arg(contrib("try-it.sh"))
+        .env("PATH", bin.path()));
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("try-it: needs python3"), "{said}");
+}
