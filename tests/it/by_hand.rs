@@ -79,32 +79,32 @@ fn pacserveds_fatal_errors_say_error_and_name_the_culprit() {
     let file = dir.path().join("a-file");
     fs::write(&file, b"").unwrap();
     let file = file.to_str().unwrap();
-    fatal(&["--config", conf], "error: ");
-    fatal(&["--config", conf], "pacserved.conf: line 3, column 10: ");
-    fatal(
-        &["--config", "/dev/null", "--allow", "10.0.0.0/33"],
-        "error: --allow: ",
-    );
-    fatal(
-        &["--config", "/dev/null", "--allow", "10.0.0.0/33"],
-        "10.0.0.0/33",
-    );
-    fatal(
-        &["--config", "/dev/null", "--cache-dir", file],
-        "not a directory",
-    );
-    fatal(
-        &["--config", "/dev/null", "--interface", "nosuch0"],
-        "error: --interface: nosuch0",
-    );
-    fatal(
-        &["--config", "/dev/null", "--group-v4", "10.1.2.3"],
-        "10.1.2.3 is not a multicast address",
-    );
-    fatal(
-        &["--config", "/dev/null", "--group-v6", "fe80::1"],
-        "fe80::1 is not a multicast address",
-    );
+    let none = "/dev/null";
+    let cases: [(&[&str], &str); 8] = [
+        (&["--config", conf], "error: "),
+        (&["--config", conf], "pacserved.conf: line 3, column 10: "),
+        (
+            &["--config", none, "--allow", "10.0.0.0/33"],
+            "error: --allow: ",
+        ),
+        (&["--config", none, "--allow", "10.0.0.0/33"], "10.0.0.0/33"),
+        (&["--config", none, "--cache-dir", file], "not a directory"),
+        (
+            &["--config", none, "--interface", "nosuch0"],
+            "error: --interface: nosuch0",
+        ),
+        (
+            &["--config", none, "--group-v4", "10.1.2.3"],
+            "10.1.2.3 is not a multicast address",
+        ),
+        (
+            &["--config", none, "--group-v6", "fe80::1"],
+            "fe80::1 is not a multicast address",
+        ),
+    ];
+    for (args, says) in cases {
+        fatal(args, says);
+    }
 }
 
 #[test]
