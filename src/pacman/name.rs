@@ -78,7 +78,8 @@ pub fn target_name(output: &Path) -> Option<&str> {
 }
 
 /// The file a download is for, given `%o` and `%u`. pacman names `%o` `<last URL segment>.part`,
-/// and that name is kept exactly. A path picked by hand (`pacserve-fetch /tmp/x.part URL`) says
+/// and that name is kept exactly, as is any output name that says what the file is (a package,
+/// a signature, a database). A path picked by hand (`pacserve-fetch /tmp/x.part URL`) says
 /// nothing about the file, so then the URL's last segment (without `?query` or `#fragment`)
 /// names it; when the URL has none, the output's name does.
 pub fn requested_name<'a>(output: &'a Path, url: &'a str) -> Option<&'a str> {
@@ -87,7 +88,8 @@ pub fn requested_name<'a>(output: &'a Path, url: &'a str) -> Option<&'a str> {
         .next()
         .map(|segment| format!("{segment}{PART_SUFFIX}"));
     let output_name = output.file_name().and_then(|n| n.to_str());
-    if output_name.is_some() && output_name == pacmans.as_deref() {
+    let telling = target_name(output).filter(|n| FileKind::of(n) != FileKind::Other);
+    if output_name.is_some() && output_name == pacmans.as_deref() || telling.is_some() {
         return target_name(output);
     }
     let from_url = url
@@ -114,6 +116,9 @@ mod tests {
         assert_eq!(name("/tmp/x", &format!("{url}?a=b")).as_deref(), Some(pkg));
         assert_eq!(name("/tmp/x.part", "https://m/dir/").as_deref(), Some("x"));
         assert_eq!(name("/tmp/x.part", "https://m").as_deref(), Some("x"));
+        // An output that names a package keeps its name, whatever the URL.
+        let other = format!("/c/{pkg}.part");
+        assert_eq!(name(&other, "http://m/dead/x").as_deref(), Some(pkg));
         // pacman's own odd names stay exact: the segment with its query is what it wrote.
         assert_eq!(
             name("/c/get?id=3.part", "https://m/get?id=3").as_deref(),
