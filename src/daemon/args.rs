@@ -79,14 +79,13 @@ impl DaemonArgs {
                 });
             }
         }
-        let interfaces = if self.interfaces.is_empty() {
-            file.interfaces.unwrap_or_default()
-        } else {
-            self.interfaces.clone()
+        let (interfaces, named_in) = match self.interfaces.is_empty() {
+            true => (file.interfaces.unwrap_or_default(), self.config.clone()),
+            false => (self.interfaces.clone(), "--interface".into()),
         };
         if let Some(name) = interfaces.iter().find(|n| !netif::exists(n)) {
             return Err(ConfigError {
-                path: "--interface".into(),
+                path: named_in,
                 message: format!("{name}: no such network interface"),
             });
         }

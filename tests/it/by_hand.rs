@@ -266,6 +266,18 @@ fn the_readme_debugging_commands_work_as_written_on_one_machine() {
     assert!(why(&[], db.path()).contains("only this host's own daemon answered"));
     let empty = tempdir();
     assert!(why(&["--include-self"], empty.path()).contains("is not listed in any sync database"));
+    let nowhere = run(host
+        .command(crate::util::fetch_bin())
+        .args(["--config", "/dev/null", "-v", "--dbpath"])
+        .arg(db.path())
+        .arg(&part)
+        .arg(url));
+    assert!(nowhere.status.success(), "the mirror still serves it");
+    assert!(
+        stderr(&nowhere).contains("no usable interface"),
+        "{}",
+        stderr(&nowhere)
+    );
     let listing =
         run(host
             .command(crate::util::fetch_bin())
