@@ -15,6 +15,8 @@
 //! peer-wait-ms = 100                      # longest wait for answers
 //! port = 15678                            # daemons' UDP port
 //! unverified-peers = false                # files no sync database lists: mirror only
+//! use-agent = true                        # false: never hand downloads to the local pacserved
+//! agent-socket = "pacserved/agent"        # its abstract socket name
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -34,6 +36,8 @@ pub struct FileConfig {
     pub peer_wait_ms: Option<u64>,
     pub port: Option<u16>,
     pub unverified_peers: Option<bool>,
+    pub use_agent: Option<bool>,
+    pub agent_socket: Option<String>,
 }
 
 /// The daemon's file: the same keys as its long options.
@@ -45,6 +49,9 @@ pub struct FileConfig {
 /// interfaces = []
 /// mdns = false
 /// allow = ["192.168.1.0/24"]              # default: loopback, link-local, private ranges
+/// agent = true                            # false: no download agent for local pacserve-fetch
+/// agent-socket = "pacserved/agent"        # its abstract socket name
+/// prefetch = 5                            # files fetched ahead per pacman transaction; 0: off
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -55,6 +62,9 @@ pub struct DaemonFileConfig {
     pub interfaces: Option<Vec<String>>,
     pub mdns: Option<bool>,
     pub allow: Option<Vec<String>>,
+    pub agent: Option<bool>,
+    pub agent_socket: Option<String>,
+    pub prefetch: Option<usize>,
 }
 
 #[derive(Debug)]

@@ -16,8 +16,8 @@ use crate::cli::{Shell, parse_seconds};
 use crate::client::checks;
 use crate::client::discovery::Discovery;
 use crate::client::fetch::Settings;
+use crate::client::limits::Limits;
 use crate::client::progress::Verbosity;
-use crate::client::transfer::Limits;
 use crate::config::{self, ConfigError, FileConfig};
 use crate::pacman::invocation::{self, Invocation, Paths};
 
@@ -83,6 +83,12 @@ pub struct FetchArgs {
     /// Also take files no sync database lists (pacman -U URL) from peers, unverified.
     #[arg(long)]
     pub unverified_peers: bool,
+    /// Download from the mirror directly even when the local pacserved offers its agent.
+    #[arg(long)]
+    pub no_agent: bool,
+    /// The local pacserved's agent socket, an abstract Unix socket name [default: pacserved/agent].
+    #[arg(long, value_name = "NAME")]
+    pub agent_socket: Option<String>,
     /// Instead of downloading: list the daemons that answer for FILE, with round-trip times.
     #[arg(long, value_name = "FILE", conflicts_with = "list_peers")]
     pub who_has: Option<String>,
@@ -173,10 +179,12 @@ impl FetchArgs {
             limits: Limits {
                 connect: self.connect_timeout,
                 stall: self.stall_timeout,
+                ..Limits::default()
             },
             peer_limits: Limits {
                 connect: self.peer_stall_timeout.min(self.connect_timeout),
                 stall: self.peer_stall_timeout,
+                ..Limits::peer_default()
             },
             user_agent: std::env::var("HTTP_USER_AGENT")
                 .ok()
@@ -186,6 +194,10 @@ impl FetchArgs {
             dbpath: self.pacman_paths(invocation).dbpath,
             forced_refresh: invocation.is_some_and(Invocation::forced_refresh),
             unverified_peers: self.unverified_peers || file.unverified_peers.unwrap_or(false),
+            agent_socket: (!self.no_agent && file.use_agent.unwrap_or(true)).then(|| {
+                (self.agent_socket.clone().or(file.agent_socket))
+                    .unwrap_or_else(|| crate::protocol::agent::DEFAULT_SOCKET.to_owned())
+            }),
         })
     }
 }

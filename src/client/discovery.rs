@@ -5,6 +5,10 @@
 //! moment (twice the first HAVE's round trip) to offer themselves as fallbacks; or every daemon
 //! the caller expects (those that answered last time, see [`crate::client::lanmemory`]) has answered.
 //! With no interface and no static peer there is nobody to ask, and nothing is waited for.
+//!
+//! Answers are believed only from the link the query went out on or from a static peer (see
+//! [`crate::client::onlink`]), and kept one per daemon id *and* source address: another host
+//! answering first with a real daemon's id must not get the real answer dropped as a duplicate.
 
 use std::collections::HashSet;
 use std::io;
@@ -15,6 +19,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
+use crate::client::onlink::Links;
 use crate::protocol::netif;
 use crate::protocol::{self, Answer, Holding, Query};
 
@@ -90,10 +95,14 @@ pub struct Expectation {
     pub daemons: HashSet<[u8; 8]>,
     /// Shorter wait to use instead of the full one; for a LAN where nobody answered recently.
     pub wait: Option<Duration>,
+    /// Daemons being avoided, by id and address: their answers are collected but end no wait,
+    /// so an impostor answering first with a real daemon's id cannot cut the real one off.
+    pub avoided: HashSet<([u8; 8], IpAddr)>,
 }
 
 /// Asks for `file_name` and returns every answer (HAVE and MISS) in arrival order, one per
-/// daemon. Own-machine answers are included only with `include_self`, marked either way.
+/// daemon id and source address (a dual-stack daemon answers twice; see [`per_daemon`]).
+/// Own-machine answers are included only with `include_self`, marked either way.
 pub fn ask(
     config: &Discovery,
     file_name: &str,
@@ -128,7 +137,7 @@ pub fn ask_detailed(
     let datagram = query.encode();
     let sockets = Sockets::open()?;
     let started = Instant::now();
-    let sent = send_queries(config, &sockets, &datagram);
+    let (sent, links) = send_queries(config, &sockets, &datagram);
     let mut own_skipped = 0;
     if sent == 0 {
         return Ok(Asked::default());
@@ -147,7 +156,10 @@ pub fn ask_detailed(
             let Ok(answer) = Answer::decode(&datagram) else {
                 continue;
             };
-            if answer.nonce != query.nonce || !seen.insert(answer.daemon_id) {
+            if answer.nonce != query.nonce
+                || !links.accepts(from)
+                || !seen.insert((answer.daemon_id, from.ip()))
+            {
                 continue;
             }
             let is_self = locals.contains(&from.ip());
@@ -156,8 +168,12 @@ pub fn ask_detailed(
                 continue;
             }
             let rtt = started.elapsed();
-            if matches!(answer.holding, Holding::Have { .. })
-                && !answers.iter().any(|a| a.http_addr().is_some())
+            let counts = !expect.avoided.contains(&(answer.daemon_id, from.ip()));
+            if counts
+                && matches!(answer.holding, Holding::Have { .. })
+                && !answers.iter().any(|a| {
+                    a.http_addr().is_some() && !expect.avoided.contains(&(a.daemon_id, a.from.ip()))
+                })
             {
                 // First HAVE: give slower peers as long again to offer themselves as fallbacks.
                 stop_at = stop_at.min(Instant::now() + rtt + Duration::from_millis(1));
@@ -169,7 +185,7 @@ pub fn ask_detailed(
                 rtt,
                 is_self,
             });
-            if outstanding.remove(&answer.daemon_id) && outstanding.is_empty() {
+            if counts && outstanding.remove(&answer.daemon_id) && outstanding.is_empty() {
                 // Everyone we know of has spoken; a newcomer as fast as they were has too.
                 stop_at = stop_at.min(Instant::now() + Duration::from_millis(1));
             }
@@ -188,26 +204,31 @@ fn nonce() -> io::Result<[u8; 8]> {
     Ok(nonce)
 }
 
-/// Sends the query on every chosen interface and to every static peer; returns how many went out.
-fn send_queries(config: &Discovery, sockets: &Sockets, datagram: &[u8]) -> usize {
+/// Sends the query on every chosen interface and to every static peer; returns how many went out
+/// and where answers may come from.
+fn send_queries(config: &Discovery, sockets: &Sockets, datagram: &[u8]) -> (usize, Links) {
     let mut sent = 0;
-    if config.multicast {
-        for iface in netif::discovery_interfaces(&config.interfaces) {
-            if let (Some(v4), Some(addr)) = (&sockets.v4, iface.ipv4.first()) {
-                let ok = SockRef::from(v4).set_multicast_if_v4(addr).is_ok()
-                    && v4.send_to(datagram, (config.group_v4, config.port)).is_ok();
-                sent += usize::from(ok);
-            }
-            if let (Some(v6), true) = (&sockets.v6, iface.has_ipv6) {
-                let group = SocketAddrV6::new(config.group_v6, config.port, 0, iface.index);
-                let ok = SockRef::from(v6).set_multicast_if_v6(iface.index).is_ok()
-                    && v6.send_to(datagram, group).is_ok();
-                sent += usize::from(ok);
-            }
+    let interfaces = match config.multicast {
+        true => netif::discovery_interfaces(&config.interfaces),
+        false => Vec::new(),
+    };
+    let mut peers = Vec::new();
+    for iface in &interfaces {
+        if let (Some(v4), Some(addr)) = (&sockets.v4, iface.ipv4.first()) {
+            let ok = SockRef::from(v4).set_multicast_if_v4(addr).is_ok()
+                && v4.send_to(datagram, (config.group_v4, config.port)).is_ok();
+            sent += usize::from(ok);
+        }
+        if let (Some(v6), true) = (&sockets.v6, iface.has_ipv6) {
+            let group = SocketAddrV6::new(config.group_v6, config.port, 0, iface.index);
+            let ok = SockRef::from(v6).set_multicast_if_v6(iface.index).is_ok()
+                && v6.send_to(datagram, group).is_ok();
+            sent += usize::from(ok);
         }
     }
     for peer in &config.static_peers {
         for addr in resolve_peer(peer, config.port) {
+            peers.push(addr);
             let socket = match addr {
                 SocketAddr::V4(_) => &sockets.v4,
                 SocketAddr::V6(_) => &sockets.v6,
@@ -217,7 +238,7 @@ fn send_queries(config: &Discovery, sockets: &Sockets, datagram: &[u8]) -> usize
             }
         }
     }
-    sent
+    (sent, Links::new(&interfaces, config.port, &peers))
 }
 
 /// `HOST`, `HOST:PORT`, `IPv6` or `[IPv6]:PORT` to socket addresses.
@@ -306,16 +327,26 @@ impl Sockets {
     }
 }
 
+/// The first answer of each daemon id: what to show and count, one line per daemon.
+pub fn per_daemon(answers: &[PeerAnswer]) -> Vec<&PeerAnswer> {
+    let mut seen = HashSet::new();
+    answers
+        .iter()
+        .filter(|a| seen.insert(a.daemon_id))
+        .collect()
+}
+
 /// The listing `pacserve-fetch --who-has` prints: one line per daemon that answered.
 pub fn render_answers(answers: &[PeerAnswer], name: &str, waited: Duration) -> String {
     use std::fmt::Write;
+    let answers = per_daemon(answers);
     let mut out = String::new();
     let _ = writeln!(
         out,
         "{:<42} {:>9}  {:<6} {:>12}  DAEMON ID",
         "PEER", "RTT", "ANSWER", "SIZE"
     );
-    for a in answers {
+    for a in &answers {
         let (answer, size) = match a.holding {
             Holding::Have { size, .. } => ("HAVE", size.to_string()),
             Holding::Miss => ("MISS", "-".to_owned()),

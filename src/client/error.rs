@@ -39,6 +39,19 @@ pub enum Error {
         received: u64,
         expected: u64,
     },
+    /// The body went on past the most bytes the file can have (see [`crate::client::bodylimit`]);
+    /// what it wrote was discarded.
+    Overlong { url: String, limit: u64 },
+    /// The body arrived slower than the floor a LAN peer must keep (see
+    /// [`crate::client::bodylimit`]).
+    TooSlow {
+        url: String,
+        got: u64,
+        floor: u64,
+        window: Duration,
+    },
+    /// Another pacserve-fetch is writing the same output (see [`crate::client::outlock`]).
+    Locked { path: PathBuf, waited: Duration },
     /// Reading a `file://` source failed.
     ReadSource { path: PathBuf, source: io::Error },
     /// Writing the output failed (disk full, permission denied, …).
@@ -67,7 +80,10 @@ impl Error {
     pub fn is_source_failure(&self) -> bool {
         !matches!(
             self,
-            Error::BadOutput { .. } | Error::WriteOutput { .. } | Error::Interrupted
+            Error::BadOutput { .. }
+                | Error::WriteOutput { .. }
+                | Error::Interrupted
+                | Error::Locked { .. }
         )
     }
 }
@@ -100,6 +116,27 @@ impl fmt::Display for Error {
             } => write!(
                 f,
                 "{url}: connection closed after {received} of {expected} bytes"
+            ),
+            Error::Overlong { url, limit } => write!(
+                f,
+                "{url}: sent more than the {limit} bytes the file can have; discarded"
+            ),
+            Error::TooSlow {
+                url,
+                got,
+                floor,
+                window,
+            } => write!(
+                f,
+                "{url}: too slow ({got} bytes in {} s, the floor is {} KiB/s)",
+                window.as_secs_f64(),
+                floor / 1024
+            ),
+            Error::Locked { path, waited } => write!(
+                f,
+                "{} is being written by another pacserve-fetch (waited {} s); not touching it",
+                path.display(),
+                waited.as_secs_f64()
             ),
             Error::ReadSource { path, source } => {
                 write!(f, "cannot read {}: {}", path.display(), io_reason(source))

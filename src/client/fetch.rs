@@ -1,28 +1,34 @@
 //! One download, start to finish: the job pacman gives `pacserve-fetch '%o' '%u'`.
 //!
-//! [`fetch`] reads top to bottom as the decision it makes: what is this file → ask the LAN who
-//! has it → try those peers in the order they answered → the mirror → report. Every source
-//! failure is survivable (the next source gets the same output, already holding whatever the
-//! last one wrote, and resumes after it); a local failure such as a full disk ends the job at
-//! once, since no other source can fix it.
+//! [`fetch`] reads top to bottom as the decision it makes: lock the output → what is this file →
+//! ask the LAN who has it → try a few of those peers in the order they answered, within the
+//! time the LAN is given → the mirror → report. Every source failure is survivable (the next
+//! source gets the same output, already holding whatever the last one wrote, and resumes after
+//! it); a local failure such as a full disk ends the job at once, since no other source can fix
+//! it. Bytes a peer wrote are resumed on only while something will check them: the sync
+//! database at the end, and never the mirror for a file no database lists. A run that fails
+//! cuts the output back to the last byte it can vouch for.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::client::adopt::{self, Adopted};
+use crate::client::agent;
 use crate::client::dbcopy;
 use crate::client::discovery::{self, Discovery, PeerAnswer};
 use crate::client::error::Error;
 use crate::client::explain;
 use crate::client::lanmemory;
+use crate::client::limits::Limits;
 use crate::client::localfile;
+use crate::client::outlock::OutputLock;
 use crate::client::output::Output;
+use crate::client::peerlimits::{self, Candidate, PeerPhase};
 use crate::client::progress::{Progress, Source};
-use crate::client::transfer::{self, Delivered, Limits, Want};
+use crate::client::transfer::{self, Delivered, Want};
 use crate::client::verify::{self, Expected};
 use crate::pacman;
 use crate::pacman::name::{self, FileKind};
-use crate::protocol::Holding;
 
 /// Everything that shapes a download besides its two arguments.
 #[derive(Debug, Clone)]
@@ -30,7 +36,8 @@ pub struct Settings {
     /// Time limits for mirrors.
     pub limits: Limits,
     /// Time limits for LAN peers: short, because a LAN answers in milliseconds and a stalled
-    /// peer should cost the user seconds at most before the next source takes over.
+    /// peer should cost the user seconds at most before the next source takes over. The header
+    /// budget, speed floor and phase deadline of [`peerlimits`] are added to these.
     pub peer_limits: Limits,
     /// Sent to mirrors and peers; pacman exports `HTTP_USER_AGENT` for us to pass on.
     pub user_agent: String,
@@ -42,6 +49,9 @@ pub struct Settings {
     pub unverified_peers: bool,
     /// The invoking pacman forces a database refresh (`-Syy`): no If-Modified-Since.
     pub forced_refresh: bool,
+    /// The local pacserved's agent socket (abstract name) for mirror downloads; None: always
+    /// standalone.
+    pub agent_socket: Option<String>,
 }
 
 impl Default for Settings {
@@ -54,6 +64,7 @@ impl Default for Settings {
             dbpath: PathBuf::from(pacman::conf::DEFAULT_DBPATH),
             unverified_peers: false,
             forced_refresh: false,
+            agent_socket: Some(crate::protocol::agent::DEFAULT_SOCKET.to_owned()),
         }
     }
 }
@@ -73,12 +84,27 @@ pub fn fetch(
     url: &str,
     progress: &mut Progress,
 ) -> Result<Report, Error> {
-    // Decide: what the file is fixes whether we resume, whether a peer may supply it, and what
-    // the result must match.
     let name = name::requested_name(output, url).ok_or_else(|| Error::BadOutput {
         path: output.to_owned(),
         reason: "does not name a file",
     })?;
+    // One writer per output: checked before anything is created, then held to the end.
+    Output::inspect(output)?;
+    let lock = OutputLock::acquire(output)?;
+    let result = fetch_locked(settings, output, name, url, progress);
+    lock.release(result.is_ok());
+    result
+}
+
+fn fetch_locked(
+    settings: &Settings,
+    output: &Path,
+    name: &str,
+    url: &str,
+    progress: &mut Progress,
+) -> Result<Report, Error> {
+    // Decide: what the file is fixes whether we resume, whether a peer may supply it, and what
+    // the result must match.
     let kind = FileKind::of(name);
     let expected = kind
         .shareable()
@@ -97,6 +123,8 @@ pub fn fetch(
         resume: kind.resumable(),
         unchanged_copy: dbcopy::unchanged_copy(kind, output, name, settings.forced_refresh),
         size: expected.and_then(|e| e.size),
+        ceiling: None,
+        only_resume: false,
     };
     if !want.resume && !out.is_empty() {
         progress.note(|| format!("{name}: not resumable, discarding {} bytes", out.len()));
@@ -128,19 +156,36 @@ pub fn fetch(
         None => Vec::new(),
     };
 
-    // Transfer and verify: each peer in the order it answered, then the mirror pacman named.
-    // A peer that fails in any way is avoided for a while by later runs too.
-    for (peer, daemon_id) in peers {
-        let peer_url = peer_url(peer, name);
+    // Transfer and verify: each chosen peer in the order it answered, all of them within the
+    // phase's budget, then the mirror pacman named. A peer that fails in any way is avoided
+    // for a while by later runs too.
+    // The last byte we can vouch for: what we had before any peer (nothing, when the file
+    // starts over anyway).
+    let vouched = if want.resume { out.len() } else { 0 };
+    let phase = PeerPhase::start(want.size.or(peers.first().map(|c| c.size)).unwrap_or(0));
+    for peer in peers {
+        let Some(left) = phase.left() else {
+            progress.warn(|| "the time given to peers is over; using the mirror".to_owned());
+            break;
+        };
+        let peer_url = peer_url(peer.http, name);
         progress.source(name, Source::Peer);
-        let agent = transfer::peer_agent(settings.peer_limits, &settings.user_agent, peer);
-        let kept = out.len();
-        let limits = settings.peer_limits;
-        let result = transfer::fetch_url(&agent, &peer_url, &mut out, &want, limits, progress);
+        let limits = Limits {
+            deadline: Some(phase.deadline),
+            ..peerlimits::peer_limits(settings.peer_limits)
+        };
+        progress.note(|| format!("{peer_url}: {:.1} s left for peers", left.as_secs_f64()));
+        let agent = transfer::peer_agent(limits, &settings.user_agent, peer.http);
+        let peer_want = Want {
+            ceiling: Some(peer.size),
+            only_resume: true,
+            ..want.clone()
+        };
+        let result = transfer::fetch_url(&agent, &peer_url, &mut out, &peer_want, limits, progress);
         let failure = match result {
             Ok(delivered) => match mismatch(&out, expected)? {
                 None => {
-                    if memory.succeeded(&daemon_id) {
+                    if memory.succeeded(&peer.blame()) {
                         lanmemory::store(&memory);
                     }
                     return Ok(Report {
@@ -149,7 +194,7 @@ pub fn fetch(
                     });
                 }
                 Some(why) => {
-                    out.truncate(kept)?;
+                    out.truncate(vouched)?;
                     format!("{peer_url} sent a bad file ({why}); discarding its bytes")
                 }
             },
@@ -160,13 +205,42 @@ pub fn fetch(
             Err(e) => return Err(e),
         };
         progress.warn(|| failure);
-        memory.failed(daemon_id, lanmemory::now_secs());
+        memory.failed(peer.blame(), lanmemory::now_secs());
         lanmemory::store(&memory);
     }
-    let agent = transfer::mirror_agent(settings.limits, &settings.user_agent);
+    // Nothing will check a failed peer's bytes in a file no database lists: the mirror starts
+    // from the last byte we had before the peers.
+    if expected.is_none() && out.len() > vouched {
+        progress.note(|| format!("{name}: dropping the unverifiable bytes of failed peers"));
+        out.truncate(vouched)?;
+    }
+    // The mirror: through the local pacserved when it runs (warm connections, prefetched
+    // files), else directly; see client::agent.
+    let socket = settings.agent_socket.as_deref();
     progress.source(name, Source::Mirror);
-    let mut delivered = from_mirror(&agent, url, &mut out, &want, settings.limits, progress)?;
-    while let Some(why) = mismatch(&out, expected)? {
+    let mirror = agent::Mirror::new(socket, settings.limits, &settings.user_agent, url, progress);
+    mirror.offer_plan(kind, asking, progress);
+    let on_peer_bytes = out.len() > vouched;
+    let result = mirror_verified(&mirror, url, &mut out, &want, expected, progress);
+    if result.is_err() && on_peer_bytes {
+        // The partial now holds bytes no one vouched for: keep only what we had before.
+        let _ = out.truncate(vouched);
+    }
+    result
+}
+
+/// The mirror pacman named, and the sync database's verdict on the result.
+fn mirror_verified(
+    mirror: &agent::Mirror,
+    url: &str,
+    out: &mut Output,
+    want: &Want,
+    expected: Option<Expected>,
+    progress: &mut Progress,
+) -> Result<Report, Error> {
+    let name = transfer::name_of(out.path()).to_owned();
+    let mut delivered = from_mirror(mirror, url, out, want, progress)?;
+    while let Some(why) = mismatch(out, expected)? {
         let resumed = matches!(delivered, Delivered::Body { from, .. } if from > 0)
             || delivered == Delivered::AlreadyComplete;
         out.truncate(0)?;
@@ -179,7 +253,7 @@ pub fn fetch(
         // The partial we resumed was bad (an earlier run's peer, say): the whole file, once —
         // from byte 0 it is no longer a resume, so a second mismatch ends this loop with an error.
         progress.warn(|| format!("{name}: the partial file was bad ({why}); downloading it again"));
-        delivered = from_mirror(&agent, url, &mut out, &want, settings.limits, progress)?;
+        delivered = from_mirror(mirror, url, out, want, progress)?;
     }
     Ok(Report {
         source: url.to_owned(),
@@ -189,11 +263,10 @@ pub fn fetch(
 
 /// The mirror pacman named: a local repository for `file://`, else HTTP(S).
 fn from_mirror(
-    agent: &ureq::Agent,
+    mirror: &agent::Mirror,
     url: &str,
     out: &mut Output,
     want: &Want,
-    limits: Limits,
     progress: &mut Progress,
 ) -> Result<Delivered, Error> {
     let is_file = url
@@ -201,7 +274,7 @@ fn from_mirror(
         .is_some_and(|s| s.eq_ignore_ascii_case("file://"));
     match is_file {
         true => localfile::fetch(url, out, want, progress),
-        false => transfer::fetch_url(agent, url, out, want, limits, progress),
+        false => mirror.fetch(url, out, want, progress),
     }
 }
 
@@ -217,9 +290,9 @@ fn mismatch(out: &Output, expected: Option<Expected>) -> Result<Option<String>, 
     })
 }
 
-/// The peers that say they have `name`, in the order they answered, keeping only sizes that can
-/// be the file: the sync database's size when known, else at least what we already have. A
-/// discovery failure is not fatal: the mirror remains.
+/// The peers to try for `name` (see [`peerlimits::choose`]), in the order they answered, keeping
+/// only sizes that can be the file: the sync database's size when known, else at least what we
+/// already have. A discovery failure is not fatal: the mirror remains.
 fn peers_with(
     discovery: &Discovery,
     name: &str,
@@ -227,7 +300,7 @@ fn peers_with(
     size_in_db: Option<u64>,
     memory: &mut lanmemory::Memory,
     progress: &Progress,
-) -> Vec<(SocketAddr, [u8; 8])> {
+) -> Vec<Candidate> {
     let now = lanmemory::now_secs();
     let expect = memory.expectation(now);
     let answers = match discovery::ask_detailed(discovery, name, "", &expect) {
@@ -245,31 +318,21 @@ fn peers_with(
         }
     };
     progress.note(|| describe_answers(&answers));
-    answers
-        .iter()
-        .filter(|a| match a.holding {
-            Holding::Have { size, .. } => match size_in_db {
-                Some(expected) => size == expected,
-                None => size > 0 && size >= have,
-            },
-            Holding::Miss => false,
-        })
-        .filter(|a| {
-            let avoided = memory.avoided(&a.daemon_id, now);
-            if avoided {
-                progress.note(|| format!("{} failed recently; skipping it for now", a.from));
-            }
-            !avoided
-        })
-        .filter_map(|a| Some((a.http_addr()?, a.daemon_id)))
-        .collect()
+    let fits = |size: u64| match size_in_db {
+        Some(expected) => size == expected,
+        None => size > 0 && size >= have,
+    };
+    let avoided = |c: &Candidate| memory.avoided(&c.blame(), now);
+    peerlimits::choose(&answers, fits, avoided, |a, why| {
+        progress.note(|| format!("{}: {why}", a.from))
+    })
 }
 
 fn describe_answers(answers: &[PeerAnswer]) -> String {
+    let first = answers.first().map(|a| a.rtt);
+    let answers = discovery::per_daemon(answers);
     let haves = answers.iter().filter(|a| a.http_addr().is_some()).count();
-    let first = answers
-        .first()
-        .map(|a| format!(", first after {:.2} ms", a.rtt.as_secs_f64() * 1e3));
+    let first = first.map(|rtt| format!(", first after {:.2} ms", rtt.as_secs_f64() * 1e3));
     format!(
         "{} peers answered, {haves} have it{}",
         answers.len(),

@@ -5,16 +5,21 @@
 //! have answered again (see [`crate::client::discovery::Expectation`]), and when nobody answered
 //! recently it waits only [`QUIET_WAIT`]. A daemon that stays silent through a full wait is
 //! forgotten at once, so a machine that was switched off costs one full wait, not one per file.
+//! A few ids per source address are remembered ([`MAX_PER_ADDRESS`], [`MAX_REMEMBERED`]), so a
+//! host answering under hundreds of ids does not make the memory about its inventions.
 //!
 //! It also remembers which daemons failed a transfer (refused, reset, stalled, sent a bad file)
 //! and keeps them out of the next [`backoff`] seconds, growing with repeated failures, so an
-//! upgrade does not pay the same failure for every file.
+//! upgrade does not pay the same failure for every file. A failure is recorded against the
+//! daemon id *and* the address it answered from: another host answering with a real daemon's
+//! id (shown on its status page) then gets only itself avoided.
 //!
 //! The file lives in [`crate::statedir`]. Everything here is best effort: no memory just means
 //! the full wait.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,6 +32,12 @@ pub const REMEMBER_FOR: Duration = Duration::from_secs(10 * 60);
 /// The wait when nobody answered on a recent run: still several LAN round trips, so a daemon
 /// that has just started is found, but a tenth of the full wait.
 pub const QUIET_WAIT: Duration = Duration::from_millis(20);
+/// At most this many daemon ids are remembered per source address (a machine runs one daemon;
+/// tests run a few on one address)…
+pub const MAX_PER_ADDRESS: usize = 4;
+/// …and this many in all, so a host answering under hundreds of ids cannot fill the memory, and
+/// with it every later wait, with daemons that do not exist.
+pub const MAX_REMEMBERED: usize = 64;
 /// A failed daemon is avoided for this long per consecutive failure (as pacredir does)…
 pub const BACKOFF_STEP: Duration = Duration::from_secs(30);
 /// …but never longer than this.
@@ -37,14 +48,18 @@ pub fn backoff(failures: u32) -> Duration {
     BACKOFF_STEP.saturating_mul(failures).min(BACKOFF_MAX)
 }
 
+/// Who failed: a daemon id as answered from one address.
+pub type Blame = ([u8; 8], IpAddr);
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Memory {
     /// When we last asked, seconds since the epoch; 0 for never.
     pub asked_at: u64,
     /// Daemons and when they last answered.
     pub daemons: Vec<([u8; 8], u64)>,
-    /// Daemons that failed: consecutive failures and until when (epoch seconds) to avoid them.
-    pub failed: Vec<([u8; 8], u32, u64)>,
+    /// Daemons that failed, by id and address: consecutive failures and until when (epoch
+    /// seconds) to avoid them.
+    pub failed: Vec<(Blame, u32, u64)>,
 }
 
 impl Memory {
@@ -61,13 +76,29 @@ impl Memory {
         Expectation {
             daemons,
             wait: quiet.then_some(QUIET_WAIT),
+            avoided: self
+                .failed
+                .iter()
+                .filter(|(_, _, until)| *until > now)
+                .map(|(blame, _, _)| *blame)
+                .collect(),
         }
     }
 
     /// Records a run's answers: answerers are refreshed, expected daemons that stayed silent are
     /// dropped, stale entries expire.
     pub fn update(&mut self, expected: &Expectation, answers: &[PeerAnswer], now: u64) {
-        let answered: HashSet<[u8; 8]> = answers.iter().map(|a| a.daemon_id).collect();
+        let mut per_address: HashMap<IpAddr, usize> = HashMap::new();
+        let answered: HashSet<[u8; 8]> = answers
+            .iter()
+            .filter(|a| {
+                let n = per_address.entry(a.from.ip()).or_default();
+                *n += 1;
+                *n <= MAX_PER_ADDRESS
+            })
+            .map(|a| a.daemon_id)
+            .take(MAX_REMEMBERED)
+            .collect();
         self.daemons.retain(|(id, t)| {
             !answered.contains(id)
                 && !expected.daemons.contains(id)
@@ -75,6 +106,10 @@ impl Memory {
         });
         self.daemons
             .extend(answered.into_iter().map(|id| (id, now)));
+        if self.daemons.len() > MAX_REMEMBERED {
+            self.daemons.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
+            self.daemons.truncate(MAX_REMEMBERED);
+        }
         self.daemons.sort();
         self.failed
             .retain(|(_, _, until)| *until + BACKOFF_MAX.as_secs() > now);
@@ -82,14 +117,14 @@ impl Memory {
     }
 
     /// Whether `id` is being avoided at `now`.
-    pub fn avoided(&self, id: &[u8; 8], now: u64) -> bool {
+    pub fn avoided(&self, id: &Blame, now: u64) -> bool {
         self.failed
             .iter()
             .any(|(f, _, until)| f == id && *until > now)
     }
 
     /// `id` failed a transfer at `now`.
-    pub fn failed(&mut self, id: [u8; 8], now: u64) {
+    pub fn failed(&mut self, id: Blame, now: u64) {
         let failures = self
             .failed
             .iter()
@@ -103,7 +138,7 @@ impl Memory {
 
     /// `id` delivered a good file: its failures are forgiven. Returns whether anything changed,
     /// so the common case (a peer with no failures) costs no write.
-    pub fn succeeded(&mut self, id: &[u8; 8]) -> bool {
+    pub fn succeeded(&mut self, id: &Blame) -> bool {
         let before = self.failed.len();
         self.failed.retain(|(f, _, _)| f != id);
         self.failed.len() != before
@@ -122,10 +157,11 @@ impl Memory {
                 }
                 (Some("failed"), Some(id), Some(rest)) => {
                     let until = words.next().and_then(|u| u.parse().ok());
-                    if let (Some(id), Ok(n), Some(until)) =
-                        (crate::protocol::parse_id_hex(id), rest.parse(), until)
+                    let from = words.next().and_then(|a| a.parse().ok());
+                    if let (Some(id), Ok(n), Some(until), Some(from)) =
+                        (crate::protocol::parse_id_hex(id), rest.parse(), until, from)
                     {
-                        memory.failed.push((id, n, until));
+                        memory.failed.push(((id, from), n, until));
                     }
                 }
                 _ => {}
@@ -139,8 +175,8 @@ impl Memory {
         for (id, t) in &self.daemons {
             out.push_str(&format!("daemon {} {t}\n", id_hex(id)));
         }
-        for (id, n, until) in &self.failed {
-            out.push_str(&format!("failed {} {n} {until}\n", id_hex(id)));
+        for ((id, from), n, until) in &self.failed {
+            out.push_str(&format!("failed {} {n} {until} {from}\n", id_hex(id)));
         }
         out
     }
@@ -173,6 +209,11 @@ fn path() -> Option<PathBuf> {
 mod tests {
     use super::*;
     use crate::protocol::Holding;
+    use std::net::SocketAddr;
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, n])
+    }
 
     fn answer(id: u8) -> PeerAnswer {
         PeerAnswer {
@@ -208,23 +249,44 @@ mod tests {
         assert_eq!(m.expectation(1005).wait, Some(QUIET_WAIT));
         assert_eq!(m.expectation(1004 + 3600).wait, None);
 
-        m.failed([7; 8], 2000);
+        m.failed(([7; 8], ip(7)), 2000);
         let round_trip = Memory::parse(&m.render());
         assert_eq!(round_trip, m);
     }
 
     #[test]
+    fn a_host_answering_under_many_ids_is_remembered_a_few_times() {
+        let flood: Vec<PeerAnswer> = (0..=255).map(answer).collect();
+        let mut m = Memory::default();
+        m.update(&Expectation::default(), &flood, 1000);
+        assert_eq!(m.daemons.len(), MAX_PER_ADDRESS);
+        let spread: Vec<PeerAnswer> = (0..=255)
+            .map(|i| PeerAnswer {
+                from: SocketAddr::from(([10, 0, 1, i], 15678)),
+                ..answer(i)
+            })
+            .collect();
+        m.update(&Expectation::default(), &spread, 1001);
+        assert_eq!(m.daemons.len(), MAX_REMEMBERED);
+    }
+
+    #[test]
     fn failed_daemons_are_avoided_for_longer_each_time() {
         let mut m = Memory::default();
-        m.failed([1; 8], 1000);
-        assert!(m.avoided(&[1; 8], 1029));
-        assert!(!m.avoided(&[1; 8], 1030));
-        m.failed([1; 8], 1030);
-        assert!(m.avoided(&[1; 8], 1089), "second failure: 60 s");
-        assert!(!m.avoided(&[2; 8], 1030));
-        assert!(m.succeeded(&[1; 8]));
-        assert!(!m.succeeded(&[1; 8]), "nothing left to forgive");
-        assert!(!m.avoided(&[1; 8], 1031));
+        let one = ([1; 8], ip(1));
+        m.failed(one, 1000);
+        assert!(m.avoided(&one, 1029));
+        assert!(!m.avoided(&one, 1030));
+        m.failed(one, 1030);
+        assert!(m.avoided(&one, 1089), "second failure: 60 s");
+        assert!(!m.avoided(&([2; 8], ip(1)), 1030));
+        assert!(
+            !m.avoided(&([1; 8], ip(2)), 1030),
+            "the same id from another address is another daemon"
+        );
+        assert!(m.succeeded(&one));
+        assert!(!m.succeeded(&one), "nothing left to forgive");
+        assert!(!m.avoided(&one, 1031));
         assert_eq!(backoff(100), BACKOFF_MAX);
     }
 }

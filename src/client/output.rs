@@ -5,8 +5,8 @@
 //! restart truncates to zero before the first new byte, and nothing is buffered in memory that
 //! a signal could lose. The file is opened (or created) before the first request, so an output
 //! we cannot write (pacman 7's `DownloadUser` with `DisableSandbox`) fails before any byte
-//! crosses the network; a file we created that is still empty when we give up is removed again,
-//! so a failure before any byte leaves no empty file behind.
+//! crosses the network. (The file is first created by [`crate::client::outlock`], which also
+//! removes it again when a failed run leaves it empty.)
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
@@ -21,9 +21,6 @@ pub struct Output {
     path: PathBuf,
     file: Option<File>,
     len: u64,
-    /// We created the file (it did not exist), so an empty one is ours to remove.
-    created: bool,
-    finished: bool,
 }
 
 impl Output {
@@ -45,15 +42,12 @@ impl Output {
             path: path.to_owned(),
             file: None,
             len,
-            created: false,
-            finished: false,
         })
     }
 
     /// [`Output::inspect`], then opens the file for writing, creating it when missing.
     pub fn open(path: &Path) -> Result<Output, Error> {
         let mut out = Output::inspect(path)?;
-        let existed = path.exists();
         let file = OpenOptions::new()
             .write(true)
             .create(true)
@@ -61,7 +55,6 @@ impl Output {
             .open(path)
             .map_err(|e| write_error(path, "create", e))?;
         out.file = Some(file);
-        out.created = !existed;
         Ok(out)
     }
 
@@ -142,7 +135,6 @@ impl Output {
 
     /// Closes the output, setting its modification time (from Last-Modified) when known.
     pub fn finish(&mut self, mtime: Option<SystemTime>) -> Result<(), Error> {
-        self.finished = true;
         let file = self.take_or_open()?;
         if let Some(mtime) = mtime {
             file.set_modified(mtime)
@@ -161,14 +153,6 @@ impl Output {
                 .write(true)
                 .open(&self.path)
                 .map_err(|e| write_error(&self.path, "open", e)),
-        }
-    }
-}
-
-impl Drop for Output {
-    fn drop(&mut self) {
-        if self.created && !self.finished && self.len == 0 {
-            let _ = fs::remove_file(&self.path);
         }
     }
 }
@@ -224,25 +208,6 @@ mod tests {
         assert!(out.is_empty());
         drop(out);
         assert!(!path.exists());
-        fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn opened_early_and_removed_when_nothing_arrived() {
-        let dir = temp_dir("early");
-        let path = dir.join("c.part");
-        let out = Output::open(&path).unwrap();
-        assert!(path.exists(), "created before any request");
-        drop(out);
-        assert!(
-            !path.exists(),
-            "an empty file we created is not left behind"
-        );
-        let mut out = Output::open(&path).unwrap();
-        out.begin_at(0).unwrap();
-        out.append(b"x").unwrap();
-        drop(out);
-        assert_eq!(fs::read(&path).unwrap(), b"x", "a partial stays");
         fs::remove_dir_all(dir).unwrap();
     }
 

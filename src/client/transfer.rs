@@ -13,7 +13,7 @@
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use std::net::SocketAddr;
 
@@ -21,44 +21,16 @@ use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::{Agent, ResponseExt, http};
 
-use crate::client::error::{Error, io_reason};
+use crate::client::bodylimit::Guarded;
+use crate::client::error::Error;
+use crate::client::httperror::{ureq_error, wire_error};
+use crate::client::limits::Limits;
 use crate::client::output::Output;
 use crate::client::progress::Progress;
 
 /// Bytes moved per read and write. Large enough that a 1 GB/s stream costs a few thousand
 /// system calls a second; small enough to keep the client's memory in single-digit megabytes.
 const COPY_BUFFER: usize = 512 * 1024;
-
-/// The time limits of one transfer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// How long resolving and connecting (TCP and TLS) may take.
-    pub connect: Duration,
-    /// How long a server may send nothing, before the headers or in the body, before we give up.
-    pub stall: Duration,
-}
-
-impl Default for Limits {
-    /// 10 s each: what pacman's own downloader uses (CURLOPT_CONNECTTIMEOUT, and LOW_SPEED_TIME
-    /// with a 1 byte/s floor), so switching to pacserve-fetch does not change how long a dead
-    /// mirror costs.
-    fn default() -> Limits {
-        Limits {
-            connect: Duration::from_secs(10),
-            stall: Duration::from_secs(10),
-        }
-    }
-}
-
-impl Limits {
-    /// For LAN peers: 2 s to connect, 2 s without data.
-    pub fn peer_default() -> Limits {
-        Limits {
-            connect: Duration::from_secs(2),
-            stall: Duration::from_secs(2),
-        }
-    }
-}
 
 /// How the file should be requested; decided by the caller from the file's kind.
 #[derive(Debug, Clone, Default)]
@@ -68,8 +40,14 @@ pub struct Want {
     /// The current copy of a database and its mtime, for If-Modified-Since.
     pub unchanged_copy: Option<(PathBuf, SystemTime)>,
     /// The file's size per the sync database: a source announcing another size is refused
-    /// before a byte is written.
+    /// before a byte is written, and a body running past it is cut off.
     pub size: Option<u64>,
+    /// Without `size`, the most bytes the file may have (what a peer announced): a longer body is
+    /// cut off.
+    pub ceiling: Option<u64>,
+    /// Refuse a 200 to a Range request instead of starting over: a peer always serves ranges, so
+    /// ignoring ours means it is broken, and starting over would wipe bytes we trust.
+    pub only_resume: bool,
 }
 
 /// What a successful transfer did.
@@ -98,31 +76,44 @@ impl std::fmt::Display for Delivered {
 
 /// The HTTP client for mirrors: honours the proxy variables, resolves names normally.
 pub fn mirror_agent(limits: Limits, user_agent: &str) -> Agent {
-    config(limits, user_agent, ureq::Proxy::try_from_env()).into()
+    config(limits, user_agent, ureq::Proxy::try_from_env(), 10).into()
 }
 
 /// The HTTP client for one LAN peer. It connects to exactly `addr` whatever the URL's host
 /// says — which keeps an IPv6 link-local peer's scope id, something a URL cannot carry — and
-/// never through a proxy, since a proxy outside the LAN cannot reach the peer.
+/// never through a proxy, since a proxy outside the LAN cannot reach the peer; nor does it follow
+/// redirects, which would let a peer send our GETs anywhere.
 pub fn peer_agent(limits: Limits, user_agent: &str, addr: SocketAddr) -> Agent {
     Agent::with_parts(
-        config(limits, user_agent, None),
+        config(limits, user_agent, None, 0),
         DefaultConnector::new(),
         FixedAddress(addr),
     )
 }
 
-fn config(limits: Limits, user_agent: &str, proxy: Option<ureq::Proxy>) -> ureq::config::Config {
+/// The one HTTP configuration of the client, for mirrors, peers and the local agent alike.
+pub(crate) fn config(
+    limits: Limits,
+    user_agent: &str,
+    proxy: Option<ureq::Proxy>,
+    redirects: u32,
+) -> ureq::config::Config {
+    let until_deadline = limits
+        .deadline
+        .map(|d| d.saturating_duration_since(Instant::now()));
     Agent::config_builder()
+        .tls_config(crate::tls::system_trust())
         .http_status_as_error(false)
         .timeout_resolve(Some(limits.connect))
         .timeout_connect(Some(limits.connect))
         .timeout_per_read(Some(limits.stall))
+        .timeout_recv_response(limits.headers)
+        .timeout_global(until_deadline)
         .user_agent(user_agent)
         .accept_encoding("identity")
         .input_buffer_size(COPY_BUFFER)
         .proxy(proxy)
-        .max_redirects(10)
+        .max_redirects(redirects)
         .build()
 }
 
@@ -208,6 +199,12 @@ fn from_http(
                 out.finish(None)?;
                 return Ok(Delivered::AlreadyComplete);
             }
+            if want.only_resume {
+                return Err(Error::BadResponse {
+                    url: url.into(),
+                    detail: format!("cannot serve bytes from {offset} of this file"),
+                });
+            }
             // Our partial is longer than the file, or the server will not say: it cannot be a
             // prefix we trust, so fetch the whole file.
             progress.note(|| format!("{url}: partial file does not fit, starting over"));
@@ -216,6 +213,12 @@ fn from_http(
                 ..want.clone()
             };
             return from_http(agent, url, out, &fresh, limits, progress);
+        }
+        200 if offset > 0 && want.only_resume => {
+            return Err(Error::BadResponse {
+                url: url.into(),
+                detail: format!("ignored our range (bytes={offset}-) and sent the whole file"),
+            });
         }
         200 => 0,
         206 if offset > 0 => {
@@ -256,15 +259,32 @@ fn from_http(
             detail: format!("announces {announced} bytes, the sync database says {expected}"),
         });
     }
+    let most = want.size.or(want.ceiling);
+    if let Some((announced, most)) = total.zip(most).filter(|(a, m)| a > m) {
+        return Err(Error::BadResponse {
+            url: url.into(),
+            detail: format!("announces {announced} bytes, more than the {most} it offered"),
+        });
+    }
     let mtime = header("Last-Modified").and_then(|v| httpdate::parse_http_date(v).ok());
     let host = response.get_uri().host().unwrap_or("?").to_owned();
 
     out.begin_at(start)?;
     progress.start(name_of(out.path()), &host, total, start);
-    let mut body = response.into_body().into_reader();
-    let received = pump(&mut body, out, progress, |e| {
+    let ceiling = most.map(|m| m.saturating_sub(start));
+    let mut body = Guarded::new(
+        response.into_body().into_reader(),
+        ceiling,
+        limits.low_speed,
+    );
+    let pumped = pump(&mut body, out, progress, |e| {
         wire_error(url.to_owned(), &e, limits)
-    })?;
+    });
+    if let Err(Error::Overlong { .. }) = pumped {
+        // A body longer than the file is not the file: none of it is kept.
+        out.truncate(start)?;
+    }
+    let received = pumped?;
     progress.finish();
     if let Some(expected) = body_len.filter(|&len| len != received) {
         return Err(Error::Truncated {
@@ -278,63 +298,6 @@ fn from_http(
         from: start,
         received,
     })
-}
-
-/// Maps a ureq failure to our variants. The limits are only used to word timeouts.
-fn ureq_error(url: &str, err: &ureq::Error, limits: Limits) -> Error {
-    use ureq::Timeout as T;
-    let url = url.to_owned();
-    match err {
-        ureq::Error::HostNotFound => Error::HostNotFound { url },
-        ureq::Error::Timeout(T::Connect | T::Resolve) => Error::Timeout {
-            url,
-            phase: "connecting",
-            limit: limits.connect,
-        },
-        ureq::Error::Timeout(_) | ureq::Error::BodyStalled => Error::Timeout {
-            url,
-            phase: "waiting for data",
-            limit: limits.stall,
-        },
-        ureq::Error::BadUri(reason) => Error::BadUrl {
-            url,
-            reason: reason.clone(),
-        },
-        ureq::Error::Http(e) => Error::BadUrl {
-            url,
-            reason: e.to_string(),
-        },
-        ureq::Error::Io(e) => wire_error(url, e, limits),
-        other => Error::Network {
-            url,
-            detail: other.to_string(),
-        },
-    }
-}
-
-/// An I/O error while talking to a server. ureq's body reader wraps its own errors in
-/// io::Error, so those are unwrapped first to keep timeouts recognisable.
-fn wire_error(url: String, e: &io::Error, limits: Limits) -> Error {
-    if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>()) {
-        return ureq_error(&url, inner, limits);
-    }
-    let detail = match e.kind() {
-        io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
-        io::ErrorKind::ConnectionReset => "connection reset by peer".to_owned(),
-        io::ErrorKind::UnexpectedEof => "connection closed before the body ended".to_owned(),
-        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
-            return Error::Timeout {
-                url,
-                phase: "waiting for data",
-                limit: limits.stall,
-            };
-        }
-        _ if e.to_string().contains("lookup address") => {
-            return Error::HostNotFound { url };
-        }
-        _ => io_reason(e),
-    };
-    Error::Network { url, detail }
 }
 
 /// Copies a body into the output until EOF; returns how many bytes arrived.

@@ -14,6 +14,9 @@ use crate::pacman;
 use crate::protocol;
 use crate::protocol::netif;
 
+/// Files fetched ahead per transaction: pacman's own default of ParallelDownloads.
+const DEFAULT_PREFETCH: usize = 5;
+
 /// Answer LAN peers' queries for files in the pacman cache and serve them over HTTP.
 #[derive(Debug, Parser)]
 #[command(name = "pacserved", version, about, long_about = None)]
@@ -48,7 +51,17 @@ pub struct DaemonArgs {
     /// default of loopback, link-local and private ranges.
     #[arg(long = "allow", value_name = "NETWORK")]
     pub allow: Vec<String>,
-    /// Where the daemon's id is kept across restarts.
+    /// Do not be the download agent of this machine's pacserve-fetch.
+    #[arg(long)]
+    pub no_agent: bool,
+    /// The agent's abstract Unix socket name [default: pacserved/agent].
+    #[arg(long, value_name = "NAME")]
+    pub agent_socket: Option<String>,
+    /// Files of a pacman transaction the agent fetches ahead; 0 turns prefetch off
+    /// [default: 5].
+    #[arg(long, value_name = "N")]
+    pub prefetch: Option<usize>,
+    /// Where the daemon's id and the agent's staged files are kept.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/pacserved")]
     pub state_dir: PathBuf,
     /// Configuration file.
@@ -109,6 +122,11 @@ impl DaemonArgs {
                 })?,
             },
             state_dir: self.state_dir.clone(),
+            agent_socket: (!self.no_agent && file.agent.unwrap_or(true)).then(|| {
+                (self.agent_socket.clone().or(file.agent_socket))
+                    .unwrap_or_else(|| protocol::agent::DEFAULT_SOCKET.to_owned())
+            }),
+            prefetch: self.prefetch.or(file.prefetch).unwrap_or(DEFAULT_PREFETCH),
         })
     }
 }

@@ -5,11 +5,13 @@
 //! ([`responder`], UDP answers) and the HTTP server ([`server`]), and stop cleanly on SIGTERM or
 //! SIGINT. Around them: which files may be served ([`cache`]), who may ask ([`allow`],
 //! [`ratelimit`]), counters for the status page ([`stats`]), logging ([`journal`]) and the
-//! optional mDNS announcement ([`mdns`]).
+//! optional mDNS announcement ([`mdns`]). Separately, the local download [`agent`] carries this
+//! machine's `pacserve-fetch` mirror downloads over warm connections and prefetches.
 //!
 //! May use: [`crate::protocol`], [`crate::pacman`], and the shared pieces at the crate root.
 //! Never [`crate::client`].
 
+pub mod agent;
 pub mod allow;
 pub mod args;
 pub mod cache;
@@ -28,6 +30,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::daemon::agent::prefetch::Prefetch;
 use crate::daemon::allow::Allowlist;
 use crate::daemon::cache::Cache;
 use crate::daemon::responder::Responder;
@@ -35,6 +38,9 @@ use crate::daemon::server::App;
 use crate::daemon::stats::Stats;
 use crate::protocol::id_hex;
 use crate::{info, warn};
+
+/// Most bytes the agent stages ahead at once, over all transactions.
+const PREFETCH_MAX_BYTES: u64 = 2 << 30;
 
 /// In-flight downloads get this long to finish after SIGTERM before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -56,6 +62,10 @@ pub struct Config {
     pub allow: Allowlist,
     /// Where the daemon id is kept across restarts; unwritable means a new id each start.
     pub state_dir: PathBuf,
+    /// The download agent's abstract socket name; None: no agent.
+    pub agent_socket: Option<String>,
+    /// Files fetched ahead per pacman transaction by the agent; 0: none.
+    pub prefetch: usize,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT.
@@ -122,6 +132,14 @@ pub fn run(config: Config) -> io::Result<()> {
     } else {
         None
     };
+    if let Some(name) = &config.agent_socket {
+        let prefetch = Prefetch::new(config.prefetch, PREFETCH_MAX_BYTES, &config.state_dir);
+        // Without the agent every client still works standalone: a second daemon in the same
+        // namespace (tests) or a taken name costs speed, not function.
+        if let Err(e) = agent::spawn(name, prefetch) {
+            warn!("no download agent: {e}");
+        }
+    }
     let app = App {
         cache,
         stats,

@@ -23,7 +23,7 @@ pub const DEFAULT_CONFIG: &str = "/etc/pacman.conf";
 const DEFAULT_CACHEDIR: &str = "/var/cache/pacman/pkg";
 
 /// Long options of pacman that take a value (`required_argument` in pacman.c).
-const LONG_WITH_VALUE: &[&str] = &[
+pub const LONG_WITH_VALUE: &[&str] = &[
     "dbpath",
     "root",
     "sysroot",

@@ -1,5 +1,8 @@
 //! The peer discovery protocol, version 1: who on the LAN has this file?
 //!
+//! (The other wire format, between `pacserve-fetch` and the `pacserved` on the same machine,
+//! is the local download [`agent`] protocol.)
+//!
 //! # Transport
 //! A client sends one UDP **query** to port 15678 of the IPv4 group `239.255.15.78` (TTL 1) and
 //! the IPv6 link-local group `ff02::15:678` (hop limit 1), on every up, multicast-capable,
@@ -58,6 +61,7 @@ use std::fmt;
 
 use crate::pacman::name;
 
+pub mod agent;
 pub mod netif;
 
 pub const MAGIC: [u8; 4] = *b"PSRV";

@@ -39,7 +39,13 @@ impl Repo {
     /// Builds `<pkgname>-1.0-1-any.pkg.tar.zst` carrying `payload` random bytes in
     /// `/usr/share/<pkgname>/data`, adds it to the database, and returns its file name.
     pub fn add_package(&self, pkgname: &str, payload: usize) -> String {
-        let file = format!("{pkgname}-1.0-1-any.pkg.tar.zst");
+        self.add_version(pkgname, "1.0", payload)
+    }
+
+    /// As [`Repo::add_package`] with version `<pkgver>-1`, replacing any older entry in the
+    /// database (its file stays on the mirror), so installed packages have an upgrade pending.
+    pub fn add_version(&self, pkgname: &str, pkgver: &str, payload: usize) -> String {
+        let file = format!("{pkgname}-{pkgver}-1-any.pkg.tar.zst");
         let build = util::tempdir();
         let data_dir = build.path().join("usr/share").join(pkgname);
         fs::create_dir_all(&data_dir).unwrap();
@@ -51,7 +57,7 @@ impl Repo {
         fs::write(
             build.path().join(".PKGINFO"),
             format!(
-                "pkgname = {pkgname}\npkgbase = {pkgname}\npkgver = 1.0-1\npkgdesc = test package\n\
+                "pkgname = {pkgname}\npkgbase = {pkgname}\npkgver = {pkgver}-1\npkgdesc = test package\n\
                  url = https://example.org\nbuilddate = 1700000000\npackager = pacserve tests\n\
                  size = {payload}\narch = any\nlicense = MIT\n"
             ),

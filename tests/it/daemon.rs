@@ -23,9 +23,20 @@ pub struct Daemon {
 impl Daemon {
     /// Starts pacserved in `host` sharing `cache`, with `extra` options; waits until it serves.
     pub fn start(host: &Host, cache: &Path, extra: &[&str]) -> Daemon {
+        Daemon::start_with_env(host, cache, extra, &[])
+    }
+
+    /// As [`Daemon::start`], with `env` set for the daemon.
+    pub fn start_with_env(
+        host: &Host,
+        cache: &Path,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Daemon {
         let state = util::tempdir();
         let mut child = host
             .command(daemon_bin())
+            .envs(env.iter().copied())
             .arg("--cache-dir")
             .arg(cache)
             .arg("--state-dir")
@@ -106,6 +117,12 @@ impl Daemon {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Its `--state-dir`, where the agent stages prefetched files.
+    #[allow(dead_code)] // not used by benches/lan.rs
+    pub fn state_dir(&self) -> &Path {
+        self._state.path()
     }
 
     pub fn log(&self) -> Vec<String> {

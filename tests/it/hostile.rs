@@ -18,6 +18,17 @@ pub struct Hostile {
 
 impl Hostile {
     pub fn start(host: &Host, mode: &str, real_file: &std::path::Path, own_ip: &str) -> Hostile {
+        Hostile::start_with(host, mode, real_file, own_ip, &[])
+    }
+
+    /// As [`Hostile::start`], with the `HOSTILE_*` settings hostile_peer.py documents.
+    pub fn start_with(
+        host: &Host,
+        mode: &str,
+        real_file: &std::path::Path,
+        own_ip: &str,
+        env: &[(&str, String)],
+    ) -> Hostile {
         let dir = tempdir();
         let log = dir.path().join("hostile.log");
         let mut child = host
@@ -27,6 +38,7 @@ impl Hostile {
             .arg(real_file)
             .arg(&log)
             .arg(own_ip)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .spawn()
             .expect("start hostile peer");

@@ -4,7 +4,17 @@ Usage: hostile_peer.py MODE REAL_FILE LOG
 MODE: wrongbytes (right size, flipped bytes), wrongsize (claims and serves 100 bytes more),
 truncated (right size announced, corrupt bytes, connection closed halfway), html (an HTML error
 page with status 200), stall (the right bytes, but only half, then silence), 404 (HAVE, then
-404 Not Found). Every query and request is appended to LOG. Stops after 120 s.
+404 Not Found).
+Modes for the limits of issue 10: endless-chunked / endless-close (a body that never ends,
+chunked or close-delimited), drip (the right bytes, honouring Range, one byte a second),
+drip-headers (the response head one byte a second), continue (`100 Continue` forever),
+silent (accepts, reads the request, never answers), garbage-stall (ignores Range: a 200 with
+192 garbage bytes, then silence).
+Environment: HOSTILE_ID (hex daemon id to answer with), HOSTILE_IDS (answers per source
+address, each under its own id), HOSTILE_FROM (extra source addresses, comma-separated, bound
+with port 15678; HOSTILE_ONLY_EXTRA=1 answers from those alone), HOSTILE_HTTP_PORT (port announced and served, default 15680).
+Every query and request is appended to LOG, and "SENT <n>" with the body bytes each response
+sent. Stops after 120 s.
 """
 import os, socket, struct, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,14 +25,80 @@ bad = bytes(b ^ 0x5A for b in good)
 if mode == "wrongsize":
     bad = bad + b"x" * 100
 claimed = len(bad) if mode == "wrongsize" else len(good)
+http_port = int(os.environ.get("HOSTILE_HTTP_PORT", "15680"))
+ids_per_source = int(os.environ.get("HOSTILE_IDS", "1"))
+fixed_id = bytes.fromhex(os.environ["HOSTILE_ID"]) if os.environ.get("HOSTILE_ID") else None
+extra_sources = [a for a in os.environ.get("HOSTILE_FROM", "").split(",") if a]
 
 def log(line):
     with open(log_path, "a") as f:
         f.write(line + "\n")
 
+def range_start(headers):
+    value = headers.get("Range") or ""
+    if value.startswith("bytes=") and value.endswith("-"):
+        return int(value[6:-1])
+    return 0
+
 class Handler(BaseHTTPRequestHandler):
+    def raw(self):
+        """The limits modes speak raw HTTP/1.1; returns body bytes sent."""
+        out = self.wfile
+        sent = 0
+        deadline = time.time() + 60
+        try:
+            if mode in ("endless-chunked", "endless-close"):
+                chunked = mode == "endless-chunked"
+                head = "HTTP/1.1 200 OK\r\n" + ("Transfer-Encoding: chunked\r\n" if chunked else "") + "Connection: close\r\n\r\n"
+                out.write(head.encode())
+                block = bad[:65536] or b"x" * 65536
+                while time.time() < deadline:
+                    out.write((b"%x\r\n" % len(block) + block + b"\r\n") if chunked else block)
+                    sent += len(block)
+            elif mode == "drip":
+                start = range_start(self.headers)
+                status = "206 Partial Content" if start else "200 OK"
+                head = "HTTP/1.1 %s\r\nContent-Length: %d\r\n" % (status, len(good) - start)
+                if start:
+                    head += "Content-Range: bytes %d-%d/%d\r\n" % (start, len(good) - 1, len(good))
+                out.write((head + "Connection: close\r\n\r\n").encode())
+                for b in good[start:]:
+                    if time.time() > deadline:
+                        break
+                    out.write(bytes([b]))
+                    out.flush()
+                    sent += 1
+                    time.sleep(1)
+            elif mode == "drip-headers":
+                head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n" % len(good) + b"X-Pad: " + b"a" * 200
+                for b in head:
+                    if time.time() > deadline:
+                        break
+                    out.write(bytes([b]))
+                    out.flush()
+                    time.sleep(1)
+            elif mode == "continue":
+                while time.time() < deadline:
+                    out.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    out.flush()
+                    time.sleep(0.5)
+            elif mode == "garbage-stall":
+                head = "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(good)
+                out.write(head.encode() + bad[:192])
+                out.flush()
+                sent = 192
+                time.sleep(60)
+            elif mode in ("silent", "spoof"):
+                time.sleep(60)
+        except OSError:
+            pass
+        return sent
+
     def do_GET(self):
         log("GET " + self.path + " " + str(self.headers.get("Range")))
+        if mode in ("endless-chunked", "endless-close", "drip", "drip-headers", "continue", "garbage-stall", "silent", "spoof"):
+            log("SENT %d" % self.raw())
+            return
         if mode == "404":
             self.send_error(404)
             return
@@ -55,8 +131,12 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-http = ThreadingHTTPServer(("0.0.0.0", 15680), Handler)
-threading.Thread(target=http.serve_forever, daemon=True).start()
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+if http_port >= 1024 or os.geteuid() == 0:
+    http = Server(("0.0.0.0", http_port), Handler)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
 
 udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -65,6 +145,14 @@ for ifaddr in sys.argv[4:]:
     mreq = socket.inet_aton("239.255.15.78") + socket.inet_aton(ifaddr)
     udp.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
 udp.settimeout(0.5)
+senders = [udp]
+for addr in extra_sources:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, 15678))
+    senders.append(s)
+if os.environ.get("HOSTILE_ONLY_EXTRA"):
+    senders = senders[1:]
 print("ready", flush=True)
 deadline = time.time() + 120
 while time.time() < deadline:
@@ -78,5 +166,10 @@ while time.time() < deadline:
     n = data[14]
     name = data[15 : 15 + n].decode(errors="replace")
     log("QUERY " + name)
-    answer = b"PSRV\x01\x02" + nonce + b"\x01" + b"HOSTILE!" + struct.pack(">HQQ", 15680, claimed, 1700000000)
-    udp.sendto(answer, src)
+    n_answer = 0
+    for sender in senders:
+        for i in range(ids_per_source):
+            daemon_id = fixed_id or (b"HOSTILE!" if ids_per_source == 1 and sender is udp else struct.pack(">HHI", 0x4845, n_answer, 0x53544C45))
+            n_answer += 1
+            answer = b"PSRV\x01\x02" + nonce + b"\x01" + daemon_id + struct.pack(">HQQ", http_port, claimed, 1700000000)
+            sender.sendto(answer, src)

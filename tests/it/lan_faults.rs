@@ -212,11 +212,10 @@ fn hostile_then_mirror(mode: &str) {
         from_mirror[0]
     );
     if mode == "stall" {
-        assert_eq!(
-            from_mirror[0].range,
-            format!("bytes={}-", SIZE / 2),
-            "continued at the current byte"
-        );
+        // The file is unlisted (--unverified-peers): nothing could check the stalled peer's
+        // half, so the mirror sends the whole file rather than finish a file of unknown bytes.
+        // (A listed file continues at the current byte: lan_hostile case 2.)
+        assert_eq!(from_mirror[0].range, "", "started over");
         assert!(err.contains("timed out waiting for data"), "{err}");
     }
 }

@@ -27,6 +27,8 @@ mod pacman7_setup;
 mod lan_loopback;
 // Peers on a multi-host namespace LAN (root): IPv4, IPv6-only, static peers, real pacman.
 mod lan_hosts;
+// The local download agent: warm mirror connections, prefetch, fallback, refusals, HTTPS.
+mod agent;
 // Man pages, help, pacman.conf.example, unit, PKGBUILD, completions, README walkthrough.
 mod arch;
 // The README's debugging commands, bad values, fatal errors, the progress line.
@@ -37,3 +39,6 @@ mod contrib;
 mod lan_trust;
 // Peers dying, unplugged, stalling or lying mid-transfer; the download carries on.
 mod lan_faults;
+// Hostile LAN hosts against the client's limits: endless or dripping bodies, floods of answers,
+// spoofed ids, foreign ports; and one writer per output (issue 10).
+mod lan_hostile;

@@ -21,12 +21,15 @@ pub struct Logged {
     pub range: String,
     pub if_modified_since: String,
     pub user_agent: String,
+    /// nginx's connection serial number: equal for requests on one kept-alive connection.
+    pub connection: u64,
 }
 
 pub struct Nginx {
     child: Child,
     pub port: u16,
     dir: tempfile::TempDir,
+    https: bool,
 }
 
 /// Extra behaviour for a test.
@@ -40,6 +43,9 @@ pub struct Options {
     /// nginx as a production server runs: a master with one worker per core, sendfile; the
     /// reference for benchmarks.
     pub production: bool,
+    /// HTTPS with a certificate for 127.0.0.1 signed by a private CA made for this server
+    /// ([`Nginx::ca_file`]), which no trust store knows.
+    pub https: bool,
 }
 
 impl Nginx {
@@ -86,6 +92,9 @@ impl Nginx {
             )
             .expect("write nginx.conf");
             fs::create_dir_all(dir.path().join("tmp")).expect("nginx tmp dir");
+            if options.https && !make_certificates(dir.path()) {
+                return None;
+            }
             let mut command = match host {
                 Some(host) => host.command(binary),
                 None => Command::new(binary),
@@ -100,7 +109,13 @@ impl Nginx {
                 .stdin(Stdio::null())
                 .spawn()
                 .expect("spawn nginx");
-            let mut server = Nginx { child, port, dir };
+            let https = options.https;
+            let mut server = Nginx {
+                child,
+                port,
+                dir,
+                https,
+            };
             if server.wait_ready() {
                 return Some(server);
             }
@@ -125,7 +140,8 @@ impl Nginx {
 
     pub fn url(&self, path: &str) -> String {
         format!(
-            "http://127.0.0.1:{}/{}",
+            "{}://127.0.0.1:{}/{}",
+            if self.https { "https" } else { "http" },
             self.port,
             path.trim_start_matches('/')
         )
@@ -143,6 +159,11 @@ impl Nginx {
             .into_iter()
             .filter(|l| l.path.ends_with(name))
             .collect()
+    }
+
+    /// The private CA that signed an HTTPS server's certificate (PEM).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -173,6 +194,14 @@ fn config(dir: &Path, root: &Path, listen: &str, options: Options) -> String {
     } else {
         ""
     };
+    let tls = match options.https {
+        true => format!("ssl_certificate {d}/server.pem; ssl_certificate_key {d}/server.key;"),
+        false => String::new(),
+    };
+    let listen = match options.https {
+        true => listen.replace(';', " ssl;"),
+        false => listen.to_owned(),
+    };
     let throttle = match (options.throttle_fresh, options.throttle_all) {
         (true, _) => "limit_rate_after $fast_bytes; limit_rate $slow_rate;",
         (false, true) => "limit_rate 256k;",
@@ -186,7 +215,7 @@ worker_processes {workers};
 pid {d}/nginx.pid;
 events {{ worker_connections 64; }}
 http {{
-    log_format t '$uri\t$status\t$body_bytes_sent\t$http_range\t$http_if_modified_since\t$http_user_agent';
+    log_format t '$uri\t$status\t$body_bytes_sent\t$http_range\t$http_if_modified_since\t$http_user_agent\t$connection';
     access_log {d}/access.log t;
     client_body_temp_path {d}/tmp;
     proxy_temp_path {d}/tmp;
@@ -200,6 +229,7 @@ http {{
     map $http_range $slow_rate {{ "" 64k; default 0; }}
     server {{
         {listen}
+        {tls}
         root {root};
         location / {{ {throttle} }}
     }}
@@ -210,6 +240,25 @@ http {{
         workers = if options.production { "auto" } else { "1" },
         sendfile = if options.production { "on" } else { "off" },
     )
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, in `dir`; false (after the
+/// policy in `util::require`) without openssl.
+fn make_certificates(dir: &Path) -> bool {
+    if !util::require_tools(&["openssl"]) {
+        return false;
+    }
+    let script = "set -e
+        ec='-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes'
+        openssl req -x509 $ec -keyout ca.key -out ca.pem -days 2 -subj /CN=pacserve-test-ca \
+            -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign
+        openssl req $ec -keyout server.key -out server.csr -subj /CN=127.0.0.1
+        printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+            -out server.pem -days 2 -extfile ext";
+    let out = util::run(Command::new("sh").args(["-c", script]).current_dir(dir));
+    assert!(out.status.success(), "openssl failed");
+    true
 }
 
 fn parse_line(line: &str) -> Option<Logged> {
@@ -228,5 +277,6 @@ fn parse_line(line: &str) -> Option<Logged> {
         range: dash(f.next()?),
         if_modified_since: dash(f.next()?),
         user_agent: dash(f.next()?),
+        connection: f.next()?.parse().ok()?,
     })
 }

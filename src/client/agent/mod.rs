@@ -1,0 +1,119 @@
+//! The mirror, reached through the local pacserved when one runs, else directly.
+//!
+//! pacman starts a new `pacserve-fetch` for every file, so on its own each file pays a fresh
+//! TCP (and TLS) handshake and TCP slow start. The local daemon outlives those processes: it
+//! keeps keep-alive connections to mirrors, and fetches the transaction's next files ahead ([`plan`]). [`Mirror`] hides the difference from [`crate::client::fetch`]: the request goes
+//! over the agent socket ([`transport`]) when a daemon listens, and straight to the mirror when
+//! none does, when a proxy is configured (the daemon would not use the caller's proxy), or when
+//! the daemon fails mid-transfer — then the direct request resumes from what the output already
+//! holds. Either way this process writes every byte of `%o` and checks the result; the daemon
+//! never sees the file. The protocol is [`crate::protocol::agent`].
+
+pub mod plan;
+pub mod transport;
+
+use std::cell::OnceCell;
+use std::sync::Mutex;
+
+use ureq::Agent;
+
+use crate::client::discovery::Discovery;
+use crate::client::error::Error;
+use crate::client::limits::Limits;
+use crate::client::output::Output;
+use crate::client::progress::Progress;
+use crate::client::transfer::{self, Delivered, Want};
+use crate::pacman::name::FileKind;
+
+/// Where the mirror's bytes come from for one run.
+pub struct Mirror {
+    limits: Limits,
+    user_agent: String,
+    /// Through the local daemon, when one answered on the agent socket.
+    via_daemon: Option<Agent>,
+    /// That daemon's socket name.
+    socket: Option<String>,
+    /// Built on first use: loading the system's trust store costs a few milliseconds.
+    direct: OnceCell<Agent>,
+}
+
+impl Mirror {
+    /// Connects to the agent socket `socket` (None: standalone) when `url` is one it can carry.
+    pub fn new(
+        socket: Option<&str>,
+        limits: Limits,
+        user_agent: &str,
+        url: &str,
+        progress: &Progress,
+    ) -> Mirror {
+        let http = ["http://", "https://"].iter().any(|s| {
+            url.get(..s.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(s))
+        });
+        let proxied = ureq::Proxy::try_from_env().is_some();
+        let stream = socket
+            .filter(|_| http && !proxied)
+            .and_then(|name| transport::connect(name).ok().map(|s| (name, s)));
+        let via_daemon = stream.map(|(name, stream)| {
+            progress.note(|| format!("handing the download to pacserved (@{name})"));
+            let connector = transport::AgentConnector {
+                socket: name.to_owned(),
+                limits,
+                first: Mutex::new(Some(stream)),
+            };
+            let config = transfer::config(limits, user_agent, None, 10);
+            Agent::with_parts(config, connector, transport::NoLookup)
+        });
+        Mirror {
+            socket: via_daemon.as_ref().and(socket).map(str::to_owned),
+            limits,
+            user_agent: user_agent.to_owned(),
+            via_daemon,
+            direct: OnceCell::new(),
+        }
+    }
+
+    /// On a package's run, tells the daemon this pacman transaction's plan if it does not know
+    /// it yet, so it can fetch the next files ahead; see [`plan`].
+    pub fn offer_plan(&self, kind: FileKind, discovery: Option<&Discovery>, progress: &Progress) {
+        if let Some(socket) = self.socket.as_deref().filter(|_| kind == FileKind::Package) {
+            plan::offer(socket, discovery, progress);
+        }
+    }
+
+    /// Fetches `url` into `out`; through the daemon first, directly if the daemon fails.
+    pub fn fetch(
+        &self,
+        url: &str,
+        out: &mut Output,
+        want: &Want,
+        progress: &mut Progress,
+    ) -> Result<Delivered, Error> {
+        if let Some(via) = &self.via_daemon {
+            match transfer::fetch_url(via, url, out, want, self.limits, progress) {
+                Err(e) if daemon_failed(&e) => {
+                    progress.abandon();
+                    progress.warn(|| format!("pacserved failed ({e}); continuing without it"));
+                }
+                done => return done,
+            }
+        }
+        let direct = self
+            .direct
+            .get_or_init(|| transfer::mirror_agent(self.limits, &self.user_agent));
+        transfer::fetch_url(direct, url, out, want, self.limits, progress)
+    }
+}
+
+/// Failures where going to the mirror directly may succeed: the daemon went away or stalled
+/// (the body broke off), or it could not reach the mirror (502) — asked again directly, the
+/// user gets the precise reason. Anything the mirror itself answered stands.
+fn daemon_failed(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Network { .. }
+            | Error::Truncated { .. }
+            | Error::Timeout { .. }
+            | Error::Status { code: 502, .. }
+    )
+}

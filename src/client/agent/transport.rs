@@ -1,0 +1,153 @@
+//! A ureq transport that reaches a mirror through the local pacserved's agent socket.
+//!
+//! ureq believes it talks to the mirror: it writes an ordinary HTTP/1.1 request and parses an
+//! ordinary response, so every rule of [`crate::client::transfer`] (checked ranges, 304s,
+//! identity encoding, size checks) applies unchanged. The connector opens the abstract Unix
+//! socket instead of a TCP connection and first writes the agent's `FETCH` line naming the
+//! origin; the daemon speaks TLS to the mirror, which is why this transport tells ureq it is
+//! already "TLS" for an https URL.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixStream};
+use std::sync::Mutex;
+
+use ureq::Error;
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{
+    Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, Transport,
+};
+
+use crate::client::limits::Limits;
+use crate::protocol::agent::Job;
+
+/// Connects to the agent socket `name`; the error when no daemon listens there.
+pub fn connect(name: &str) -> io::Result<UnixStream> {
+    UnixStream::connect_addr(&SocketAddr::from_abstract_name(name.as_bytes())?)
+}
+
+/// Opens one agent connection per request. The first one reuses the connection made to find
+/// out whether a daemon listens at all.
+pub struct AgentConnector {
+    pub socket: String,
+    pub limits: Limits,
+    pub first: Mutex<Option<UnixStream>>,
+}
+
+impl fmt::Debug for AgentConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AgentConnector(@{})", self.socket)
+    }
+}
+
+impl Connector<()> for AgentConnector {
+    type Out = AgentTransport;
+
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        _: Option<()>,
+    ) -> Result<Option<AgentTransport>, Error> {
+        let first = self.first.lock().ok().and_then(|mut f| f.take());
+        let mut stream = match first {
+            Some(stream) => stream,
+            None => connect(&self.socket)?,
+        };
+        let scheme = details.uri.scheme_str().unwrap_or("http");
+        let authority = details
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .ok_or(Error::BadUri("no host".into()))?;
+        let job = Job::Fetch {
+            origin: format!("{scheme}://{authority}"),
+            connect_ms: self.limits.connect.as_millis() as u64,
+            stall_ms: self.limits.stall.as_millis() as u64,
+        };
+        stream.write_all(job.to_string().as_bytes())?;
+        let config = details.config;
+        Ok(Some(AgentTransport {
+            stream,
+            buffers: LazyBuffers::new(config.input_buffer_size(), config.output_buffer_size()),
+            tls: details.needs_tls(),
+        }))
+    }
+}
+
+/// The daemon resolves the mirror's name; the client must not spend a lookup on it.
+#[derive(Debug)]
+pub struct NoLookup;
+
+impl Resolver for NoLookup {
+    fn resolve(
+        &self,
+        _: &ureq::http::Uri,
+        _: &ureq::config::Config,
+        _: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, Error> {
+        Ok(self.empty())
+    }
+}
+
+pub struct AgentTransport {
+    stream: UnixStream,
+    buffers: LazyBuffers,
+    tls: bool,
+}
+
+impl fmt::Debug for AgentTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AgentTransport")
+    }
+}
+
+fn timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+    )
+}
+
+impl Transport for AgentTransport {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        &mut self.buffers
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), Error> {
+        let timeout = timeout.for_write();
+        self.stream
+            .set_write_timeout(timeout.not_zero().map(|t| *t))?;
+        match self.stream.write_all(&self.buffers.output()[..amount]) {
+            Err(e) if timed_out(&e) => Err(Error::Timeout(timeout.reason)),
+            other => Ok(other?),
+        }
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, Error> {
+        let timeout = timeout.for_read();
+        self.stream
+            .set_read_timeout(timeout.not_zero().map(|t| *t))?;
+        let read = loop {
+            match self.stream.read(self.buffers.input_append_buf()) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        let amount = match read {
+            Err(e) if timed_out(&e) => return Err(Error::Timeout(timeout.reason)),
+            other => other?,
+        };
+        self.buffers.input_appended(amount);
+        Ok(amount > 0)
+    }
+
+    /// Every answer ends with the connection (`Connection: close`), so none is reused.
+    fn is_open(&mut self) -> bool {
+        false
+    }
+
+    fn is_tls(&self) -> bool {
+        self.tls
+    }
+}

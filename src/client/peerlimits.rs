@@ -1,0 +1,221 @@
+//! What the LAN may cost one download: which answers become candidates, how many are tried, and
+//! how long the whole peer phase may take before the mirror takes over.
+//!
+//! Anyone on the LAN can answer a query, as often and under as many daemon ids as it likes, so
+//! every per-peer limit is multiplied by the number of answers unless the answers are bounded
+//! too. [`choose`] keeps at most [`MAX_PEERS_PER_FILE`] candidates, one per source address and
+//! one per daemon id across address families (a dual-stack daemon answers over both; an
+//! impostor with a real daemon's id on the same family does not hide the real one), never one whose
+//! HTTP port is below [`MIN_HTTP_PORT`]; [`PeerPhase`] caps the time all of them together may
+//! take. The per-connection limits (headers, speed floor) are in
+//! [`peer_limits`]; the speed floor itself is enforced by [`crate::client::bodylimit`].
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::client::bodylimit::LowSpeed;
+use crate::client::discovery::PeerAnswer;
+use crate::client::limits::Limits;
+use crate::protocol::Holding;
+
+/// At most this many peers are tried for one file: one good peer and two fallbacks cover a LAN
+/// where a peer is switched off or busy, and three failures in a row mean the mirror is the
+/// better bet.
+pub const MAX_PEERS_PER_FILE: usize = 3;
+
+/// An answer naming an HTTP port below this is ignored: those are the system ports (ssh, smtp,
+/// http, …) where a LAN host could otherwise point our GETs at another service; pacserved
+/// runs unprivileged on 15678, and tests use ephemeral ports.
+pub const MIN_HTTP_PORT: u16 = 1024;
+
+/// The status line and headers, with any `100 Continue` before them, must arrive this soon
+/// after the request: a daemon answers in milliseconds.
+pub const HEADER_BUDGET: Duration = Duration::from_secs(3);
+
+/// The slowest a peer may send: 64 KiB/s averaged over 3 s. The slowest LAN worth using (weak
+/// Wi-Fi) does several hundred KiB/s; anything below is a broken or hostile peer, and the
+/// mirror is likely faster.
+pub const PEER_LOW_SPEED: LowSpeed = LowSpeed {
+    bytes_per_sec: 64 * 1024,
+    window: Duration::from_secs(3),
+};
+
+/// The whole peer phase of one file gets this much time…
+pub const PHASE_BASE: Duration = Duration::from_secs(10);
+/// …plus the file's size at this rate (1 MiB/s, slower than any LAN but fast enough that a peer
+/// just above the floor cannot hold a large package for hours).
+pub const PHASE_RATE: u64 = 1024 * 1024;
+
+/// The per-connection limits for a peer: `base` (connect and stall, from the options) plus the
+/// header budget and the speed floor.
+pub fn peer_limits(base: Limits) -> Limits {
+    Limits {
+        headers: Some(HEADER_BUDGET),
+        low_speed: Some(PEER_LOW_SPEED),
+        ..base
+    }
+}
+
+/// The deadline of one file's peer phase.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerPhase {
+    pub deadline: Instant,
+}
+
+impl PeerPhase {
+    /// Starts the phase for a file of `size` bytes.
+    pub fn start(size: u64) -> PeerPhase {
+        PeerPhase {
+            deadline: Instant::now() + budget(size),
+        }
+    }
+
+    /// Time left, or `None` once the phase is over.
+    pub fn left(&self) -> Option<Duration> {
+        self.deadline
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+    }
+}
+
+/// [`PHASE_BASE`] plus `size` at [`PHASE_RATE`].
+pub fn budget(size: u64) -> Duration {
+    PHASE_BASE + Duration::from_secs(size / PHASE_RATE)
+}
+
+/// A peer chosen to be tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    /// Where its HTTP server is.
+    pub http: SocketAddr,
+    pub daemon_id: [u8; 8],
+    /// The size it announced: the most bytes it may send.
+    pub size: u64,
+}
+
+impl Candidate {
+    /// What a failure is recorded against: the id together with the address it came from, so
+    /// another host answering with a real daemon's id gets only itself avoided.
+    pub fn blame(&self) -> ([u8; 8], IpAddr) {
+        (self.daemon_id, self.http.ip())
+    }
+}
+
+/// The answers worth trying, in answer order: HAVE with a size that `fits`, a port of at least
+/// [`MIN_HTTP_PORT`], not `avoided`, the first per source address, one family per daemon id,
+/// at most [`MAX_PEERS_PER_FILE`]. `skipped` hears why an answer was left out.
+pub fn choose(
+    answers: &[PeerAnswer],
+    fits: impl Fn(u64) -> bool,
+    avoided: impl Fn(&Candidate) -> bool,
+    mut skipped: impl FnMut(&PeerAnswer, &str),
+) -> Vec<Candidate> {
+    let mut hosts: HashSet<IpAddr> = HashSet::new();
+    // The family each daemon id was first chosen over.
+    let mut daemons: HashMap<[u8; 8], bool> = HashMap::new();
+    let mut chosen = Vec::new();
+    for answer in answers {
+        let (Holding::Have { size, .. }, Some(http)) = (answer.holding, answer.http_addr()) else {
+            continue;
+        };
+        if !fits(size) {
+            continue;
+        }
+        let candidate = Candidate {
+            http,
+            daemon_id: answer.daemon_id,
+            size,
+        };
+        if http.port() < MIN_HTTP_PORT {
+            skipped(answer, "names a system port for HTTP");
+        } else if avoided(&candidate) {
+            skipped(answer, "failed recently; skipping it for now");
+        } else if hosts.contains(&http.ip())
+            || daemons
+                .get(&answer.daemon_id)
+                .is_some_and(|&v4| v4 != http.is_ipv4())
+        {
+            // One host, one chance: a host answering under many ids would otherwise be tried
+            // once per id. And the same id over the other family is the same dual-stack daemon;
+            // over the same family from another address it is an impostor or the real one, so
+            // both are tried (and blamed apart).
+        } else if chosen.len() == MAX_PEERS_PER_FILE {
+            skipped(answer, "one peer too many for one file");
+            break;
+        } else {
+            hosts.insert(http.ip());
+            daemons.entry(answer.daemon_id).or_insert(http.is_ipv4());
+            chosen.push(candidate);
+        }
+    }
+    chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn have(from: &str, id: u8, port: u16) -> PeerAnswer {
+        PeerAnswer {
+            from: from.parse().unwrap(),
+            daemon_id: [id; 8],
+            holding: Holding::Have {
+                http_port: port,
+                size: 100,
+                mtime: 0,
+            },
+            rtt: Duration::from_millis(1),
+            is_self: false,
+        }
+    }
+
+    #[test]
+    fn one_candidate_per_host_at_most_three_none_on_system_ports() {
+        let mut answers: Vec<PeerAnswer> =
+            (0..50).map(|i| have("10.0.0.9:15678", i, 15678)).collect();
+        answers.insert(1, have("10.0.0.2:15678", 1, 22));
+        answers.extend((3..8).map(|h| have(&format!("10.0.0.{h}:15678"), 99, 15678)));
+        let mut why = Vec::new();
+        let chosen = choose(
+            &answers,
+            |s| s == 100,
+            |_| false,
+            |a, w| why.push(format!("{} {w}", a.from)),
+        );
+        let hosts: Vec<String> = chosen.iter().map(|c| c.http.ip().to_string()).collect();
+        assert_eq!(hosts, ["10.0.0.9", "10.0.0.3", "10.0.0.4"]);
+        assert!(
+            why.iter()
+                .any(|w| w.contains("10.0.0.2") && w.contains("system port"))
+        );
+        assert!(choose(&answers, |s| s == 7, |_| false, |_, _| {}).is_empty());
+        let dual_stack = [
+            have("10.0.0.2:15678", 1, 15678),
+            have("[fe80::2%2]:15678", 1, 15678),
+        ];
+        assert_eq!(choose(&dual_stack, |_| true, |_| false, |_, _| {}).len(), 1);
+    }
+
+    #[test]
+    fn the_same_id_from_two_hosts_is_two_candidates_blamed_apart() {
+        let answers = [
+            have("10.0.0.66:15678", 5, 15678),
+            have("10.0.0.2:15678", 5, 15678),
+        ];
+        assert_eq!(choose(&answers, |_| true, |_| false, |_, _| {}).len(), 2);
+        let spoofer = answers[0].http_addr().unwrap().ip();
+        let chosen = choose(&answers, |_| true, |c| c.blame().1 == spoofer, |_, _| {});
+        assert_eq!(chosen.len(), 1);
+        assert_eq!(chosen[0].http.ip().to_string(), "10.0.0.2");
+    }
+
+    #[test]
+    fn the_phase_grows_with_the_file() {
+        assert_eq!(budget(20_000), PHASE_BASE);
+        assert_eq!(
+            budget(100 * PHASE_RATE),
+            PHASE_BASE + Duration::from_secs(100)
+        );
+    }
+}

@@ -1,0 +1,208 @@
+//! The download agent: this machine's `pacserve-fetch` processes hand their mirror requests to
+//! the daemon, which keeps mirror connections warm across them and fetches a transaction's next
+//! files ahead ([`prefetch`]).
+//!
+//! Listens on an abstract Unix socket ([`crate::protocol::agent`] has the protocol and why the
+//! socket is abstract). One thread per connection, bounded in total and per calling uid, so one
+//! user cannot starve another's downloads. Each caller's uid and pid (SO_PEERCRED) go into the
+//! log line of its job. Who may connect and why that is safe: every local user may, because the
+//! agent only sends HTTP(S) GETs the user could send directly and returns the answer to them; it
+//! never opens, reads or writes a file of the caller's ([`relay`] writes only to the socket).
+//! The agent needs nothing from the sandbox but `AF_UNIX` and its state directory for staging.
+
+pub mod prefetch;
+pub mod relay;
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::sync::{Arc, Mutex};
+
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+
+use crate::daemon::agent::prefetch::Prefetch;
+use crate::protocol::agent::{self, Job, Planned};
+use crate::{info, warn};
+
+/// Jobs at once, for everyone together and for one uid.
+const MAX_JOBS: usize = 64;
+const MAX_JOBS_PER_UID: usize = 16;
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub uid: u32,
+    pub pid: i32,
+}
+
+/// Binds `@name` and serves jobs on background threads until the process ends.
+pub fn spawn(name: &str, prefetch: Prefetch) -> io::Result<()> {
+    let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes())?)
+        .map_err(|e| io::Error::new(e.kind(), format!("agent socket @{name}: {e}")))?;
+    let upstream = relay::upstream_agent();
+    let prefetch = Arc::new(prefetch);
+    let running: Arc<Mutex<HashMap<u32, usize>>> = Arc::default();
+    info!(
+        "download agent on @{name}, prefetching {}",
+        prefetch.describe()
+    );
+    std::thread::Builder::new()
+        .name("agent".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let Some(caller) = caller(&conn) else {
+                    continue;
+                };
+                if !admit(&running, caller.uid) {
+                    warn!("agent: too many jobs for uid {}; refusing one", caller.uid);
+                    continue;
+                }
+                let (upstream, prefetch, counts) =
+                    (upstream.clone(), prefetch.clone(), running.clone());
+                let spawned =
+                    std::thread::Builder::new()
+                        .name("agent-job".into())
+                        .spawn(move || {
+                            serve(conn, caller, &upstream, &prefetch);
+                            release(&counts, caller.uid);
+                        });
+                if spawned.is_err() {
+                    warn!("agent: cannot start a thread for uid {}", caller.uid);
+                    release(&running, caller.uid);
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn caller(conn: &UnixStream) -> Option<Caller> {
+    let cred = getsockopt(conn, PeerCredentials).ok()?;
+    Some(Caller {
+        uid: cred.uid(),
+        pid: cred.pid(),
+    })
+}
+
+fn admit(running: &Mutex<HashMap<u32, usize>>, uid: u32) -> bool {
+    let Ok(mut running) = running.lock() else {
+        return false;
+    };
+    let total: usize = running.values().sum();
+    let mine = running.entry(uid).or_default();
+    if total >= MAX_JOBS || *mine >= MAX_JOBS_PER_UID {
+        return false;
+    }
+    *mine += 1;
+    true
+}
+
+fn release(running: &Mutex<HashMap<u32, usize>>, uid: u32) {
+    if let Ok(mut running) = running.lock()
+        && let Some(n) = running.get_mut(&uid)
+    {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            running.remove(&uid);
+        }
+    }
+}
+
+/// One connection: its first line says what it wants.
+fn serve(conn: UnixStream, caller: Caller, upstream: &ureq::Agent, prefetch: &Prefetch) {
+    // A client that stops reading or writing must not hold its thread for ever.
+    let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(30)));
+    let _ = conn.set_write_timeout(Some(std::time::Duration::from_secs(60)));
+    let Ok(read_half) = conn.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(read_half);
+    let line = match read_line(&mut reader) {
+        Ok(line) => line,
+        Err(e) => {
+            warn!("agent: uid {} pid {}: {e}", caller.uid, caller.pid);
+            return;
+        }
+    };
+    let mut conn = conn;
+    let job = Job::parse(&line).and_then(|job| match &job {
+        Job::Knows(txn) | Job::Plan(txn)
+            if !u32::try_from(caller.pid).is_ok_and(|pid| txn.is_parent_of(pid)) =>
+        {
+            Err(format!("pacman {txn} is not the caller's parent"))
+        }
+        _ => Ok(job),
+    });
+    match job {
+        Ok(Job::Fetch {
+            origin,
+            connect_ms,
+            stall_ms,
+        }) => {
+            let limits = relay::Limits::from_millis(connect_ms, stall_ms);
+            relay::relay(reader, conn, caller, &origin, limits, upstream, prefetch);
+        }
+        Ok(Job::Knows(txn)) => {
+            let answer = if prefetch.knows(txn) { "YES\n" } else { "NO\n" };
+            let _ = conn.write_all(answer.as_bytes());
+        }
+        Ok(Job::Plan(txn)) => match read_plan(&mut reader) {
+            Ok(plan) => {
+                info!(
+                    "agent: uid {} pid {}: plan of {} files for pacman {txn}",
+                    caller.uid,
+                    caller.pid,
+                    plan.len()
+                );
+                prefetch.plan(txn, plan);
+                let _ = conn.write_all(b"OK\n");
+            }
+            Err(e) => {
+                warn!(
+                    "agent: uid {} pid {}: refused plan: {e}",
+                    caller.uid, caller.pid
+                );
+                let _ = conn.write_all(format!("ERR {e}\n").as_bytes());
+            }
+        },
+        Err(why) => {
+            warn!(
+                "agent: uid {} pid {}: refused: {why}",
+                caller.uid, caller.pid
+            );
+            relay::refuse(&mut conn, &why);
+        }
+    }
+}
+
+/// One line, without its `\n`, at most [`agent::MAX_LINE`] bytes.
+pub(crate) fn read_line(reader: &mut impl BufRead) -> io::Result<String> {
+    let mut line = Vec::new();
+    reader
+        .by_ref()
+        .take(agent::MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut line)?;
+    if line.pop() != Some(b'\n') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "request line too long or cut off",
+        ));
+    }
+    String::from_utf8(line)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "request line is not UTF-8"))
+}
+
+fn read_plan(reader: &mut impl BufRead) -> Result<Vec<Planned>, String> {
+    let mut plan = Vec::new();
+    loop {
+        let line = read_line(reader).map_err(|e| e.to_string())?;
+        if line.is_empty() {
+            return Ok(plan);
+        }
+        if plan.len() == agent::MAX_PLAN {
+            return Err(format!("more than {} files", agent::MAX_PLAN));
+        }
+        plan.push(Planned::parse(&line)?);
+    }
+}

@@ -1,0 +1,391 @@
+//! Prefetch: fetch a pacman transaction's next files while pacman still asks for the current
+//! one, so its next `pacserve-fetch` finds the file ready (pacman ignores `ParallelDownloads`
+//! for an XferCommand; this puts the parallelism back).
+//!
+//! No guessing: the client sends the transaction's exact plan, what `pacman -Sp` prints for the
+//! invoking pacman's own targets and options, minus files already cached and files a LAN peer
+//! has ([`crate::protocol::agent`] `PLAN`). Nothing is fetched until pacman itself requests a
+//! planned file; then the next [`Prefetch::window`] files of that plan start, each fetched whole
+//! into the daemon's staging directory as `<txn>-<n>.part`. A staged file is trusted only in
+//! memory and only once its size and SHA-256 match the sync database's (sent in the plan); the
+//! staging directory is emptied at start, so nothing a crash or Ctrl-C leaves behind is ever
+//! handed out. Only the downloaders of the transaction's own pacman (its child processes) may
+//! plan it or take its files. When pacman asks for a staged file, it is streamed to that request (while still
+//! arriving if need be, holding back the last byte until verified) and deleted. Plans whose
+//! pacman has exited, or idle longer than [`STALE_AFTER`], are dropped with their files.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use sha2::{Digest, Sha256};
+use ureq::Agent;
+
+use crate::protocol::agent::{Planned, Transaction};
+use crate::{info, warn};
+
+/// A plan nobody asked anything of for this long is dropped with its files.
+pub const STALE_AFTER: Duration = Duration::from_secs(600);
+/// Time limits of a prefetch: what a standalone download would get.
+const CONNECT_LIMIT: Duration = Duration::from_secs(10);
+const STALL_LIMIT: Duration = Duration::from_secs(10);
+
+pub struct Prefetch {
+    /// Files fetched ahead of pacman's current request; 0 turns prefetch off.
+    pub window: usize,
+    /// Most bytes staged and in flight at once, over all transactions.
+    pub max_bytes: u64,
+    dir: Option<PathBuf>,
+    plans: Mutex<HashMap<Transaction, Plan>>,
+}
+
+struct Plan {
+    files: Vec<Planned>,
+    /// The planned index after pacman's latest request.
+    next: usize,
+    started: HashMap<usize, Arc<Staging>>,
+    user_agent: Option<String>,
+    touched: Instant,
+}
+
+/// One file being fetched or fetched.
+struct Staging {
+    path: PathBuf,
+    size: u64,
+    state: Mutex<StagingState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct StagingState {
+    written: u64,
+    /// None while running; Some(Ok(mtime)) once complete and verified.
+    outcome: Option<Result<Option<SystemTime>, String>>,
+    /// Handed to a request: delete the file once the fetch ends.
+    claimed: bool,
+}
+
+/// A planned file handed to one request.
+pub struct Staged {
+    pub reader: StagedReader,
+    pub size: u64,
+    pub mtime: Option<SystemTime>,
+}
+
+impl Prefetch {
+    /// `state_dir/staging`, emptied; prefetch is off when it cannot be made.
+    pub fn new(window: usize, max_bytes: u64, state_dir: &Path) -> Prefetch {
+        let dir = state_dir.join("staging");
+        let dir = (window > 0)
+            .then(|| {
+                let _ = fs::remove_dir_all(&dir);
+                fs::create_dir_all(&dir).map(|_| dir)
+            })
+            .and_then(|made| match made {
+                Ok(dir) => Some(dir),
+                Err(e) => {
+                    warn!("prefetch off: cannot make its staging directory: {e}");
+                    None
+                }
+            });
+        Prefetch {
+            window: if dir.is_some() { window } else { 0 },
+            max_bytes,
+            dir,
+            plans: Mutex::default(),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match &self.dir {
+            Some(dir) => format!("{} files ahead into {}", self.window, dir.display()),
+            None => "nothing (off)".to_owned(),
+        }
+    }
+
+    /// Whether a plan for `txn` is held. A client asks before it works one out.
+    pub fn knows(&self, txn: Transaction) -> bool {
+        if self.window == 0 {
+            // Off: say yes, so no client spends time planning for nothing.
+            return true;
+        }
+        let mut plans = self.lock();
+        drop_stale(&mut plans);
+        plans.contains_key(&txn)
+    }
+
+    pub fn plan(&self, txn: Transaction, files: Vec<Planned>) {
+        if self.window == 0 {
+            return;
+        }
+        let mut plans = self.lock();
+        drop_stale(&mut plans);
+        plans.entry(txn).or_insert(Plan {
+            files,
+            next: 0,
+            started: HashMap::new(),
+            user_agent: None,
+            touched: Instant::now(),
+        });
+    }
+
+    /// pacman's downloader `caller` requests `url`: start the files after it, and hand over
+    /// its staged copy if there is one. None: fetch it from the mirror as usual. Only plans of
+    /// the caller's own pacman count, so no other process can take a transaction's files.
+    pub fn claim(
+        &self,
+        url: &str,
+        caller: u32,
+        user_agent: Option<&str>,
+        upstream: &Agent,
+    ) -> Option<Staged> {
+        if self.window == 0 {
+            return None;
+        }
+        let parent = Transaction::of_process(crate::protocol::agent::parent_of(caller)?)?;
+        let mut plans = self.lock();
+        let (txn, index) = plans.get_key_value(&parent).and_then(|(txn, plan)| {
+            let i = plan.files[plan.next.min(plan.files.len())..]
+                .iter()
+                .position(|p| p.url == url)?;
+            Some((*txn, plan.next + i))
+        })?;
+        let staging = {
+            let plan = plans.get_mut(&txn)?;
+            plan.next = index + 1;
+            plan.touched = Instant::now();
+            if let Some(ua) = user_agent {
+                plan.user_agent = Some(ua.to_owned());
+            }
+            plan.started.remove(&index)
+        };
+        self.start_window(&mut plans, txn, upstream);
+        drop(plans);
+        let staging = staging?;
+        let file = File::open(&staging.path).ok();
+        let mut state = staging.state.lock().ok()?;
+        state.claimed = true;
+        let mtime = match &state.outcome {
+            Some(Err(_)) => None?,
+            Some(Ok(mtime)) => {
+                let _ = fs::remove_file(&staging.path);
+                *mtime
+            }
+            None => None,
+        };
+        drop(state);
+        Some(Staged {
+            size: staging.size,
+            mtime,
+            reader: StagedReader {
+                file: file?,
+                staging,
+                pos: 0,
+            },
+        })
+    }
+
+    /// Starts the window after pacman's position, within the byte bound.
+    fn start_window(&self, plans: &mut HashMap<Transaction, Plan>, txn: Transaction, up: &Agent) {
+        let Some(dir) = &self.dir else { return };
+        let mut in_use: u64 = plans
+            .values()
+            .flat_map(|p| p.started.values())
+            .map(|s| s.size)
+            .sum();
+        let Some(plan) = plans.get_mut(&txn) else {
+            return;
+        };
+        let end = (plan.next + self.window).min(plan.files.len());
+        for index in plan.next..end {
+            let planned = &plan.files[index];
+            if plan.started.contains_key(&index) || in_use + planned.size > self.max_bytes {
+                continue;
+            }
+            in_use += planned.size;
+            let staging = Arc::new(Staging {
+                path: dir.join(format!("{txn}-{index}.part")),
+                size: planned.size,
+                state: Mutex::default(),
+                changed: Condvar::new(),
+            });
+            plan.started.insert(index, staging.clone());
+            let (planned, ua, up) = (planned.clone(), plan.user_agent.clone(), up.clone());
+            let spawned = std::thread::Builder::new()
+                .name("prefetch".into())
+                .spawn(move || fetch(&up, &planned, ua.as_deref(), &staging));
+            if let Err(e) = spawned {
+                warn!("prefetch: cannot start a thread: {e}");
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Transaction, Plan>> {
+        self.plans
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Drops plans whose pacman is gone or that sat idle too long; their unclaimed files go too (a
+/// fetch still running deletes its own file when it ends, seeing nobody claimed it).
+fn drop_stale(plans: &mut HashMap<Transaction, Plan>) {
+    plans.retain(|txn, plan| {
+        let keep = txn.alive() && plan.touched.elapsed() < STALE_AFTER;
+        if !keep {
+            info!("prefetch: dropping the plan of pacman {txn}");
+            for staging in plan.started.values() {
+                if let Ok(mut state) = staging.state.lock() {
+                    state.claimed = true;
+                    if state.outcome.is_some() {
+                        let _ = fs::remove_file(&staging.path);
+                    }
+                }
+            }
+        }
+        keep
+    });
+}
+
+/// Fetches one planned file whole into its staging file and verifies it.
+fn fetch(upstream: &Agent, planned: &Planned, user_agent: Option<&str>, staging: &Staging) {
+    let outcome = download(upstream, planned, user_agent, staging);
+    if let Err(e) = &outcome {
+        info!("prefetch: {}: {e}", planned.url);
+    } else {
+        info!(
+            "prefetch: {}: {} bytes, verified",
+            planned.url, planned.size
+        );
+    }
+    let mut state = staging
+        .state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if state.claimed || outcome.is_err() {
+        let _ = fs::remove_file(&staging.path);
+    }
+    state.outcome = Some(outcome);
+    staging.changed.notify_all();
+}
+
+fn download(
+    upstream: &Agent,
+    planned: &Planned,
+    user_agent: Option<&str>,
+    staging: &Staging,
+) -> Result<Option<SystemTime>, String> {
+    let mut call = upstream
+        .get(&planned.url)
+        .config()
+        .timeout_resolve(Some(CONNECT_LIMIT))
+        .timeout_connect(Some(CONNECT_LIMIT))
+        .timeout_per_read(Some(STALL_LIMIT))
+        .max_redirects(10)
+        .build();
+    if let Some(ua) = user_agent {
+        call = call.header("User-Agent", ua);
+    }
+    let response = call.call().map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
+    if status != 200 {
+        return Err(format!("mirror answered {status}"));
+    }
+    if header("Content-Encoding").is_some_and(|e| !e.eq_ignore_ascii_case("identity")) {
+        return Err("mirror encoded the file".into());
+    }
+    let mtime = header("Last-Modified").and_then(|v| httpdate::parse_http_date(v).ok());
+    let mut out = File::create(&staging.path).map_err(|e| e.to_string())?;
+    let mut body = response.into_body().into_reader();
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut written = 0u64;
+    loop {
+        let n = match body.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.to_string()),
+        };
+        written += n as u64;
+        if written > planned.size {
+            return Err(format!("longer than the planned {} bytes", planned.size));
+        }
+        out.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+        hash.update(&buf[..n]);
+        if let Ok(mut state) = staging.state.lock() {
+            state.written = written;
+        }
+        staging.changed.notify_all();
+    }
+    if written != planned.size {
+        return Err(format!("{written} bytes, planned {}", planned.size));
+    }
+    if hash.finalize()[..] != planned.sha256 {
+        return Err("SHA-256 differs from the sync database's".into());
+    }
+    if let Some(mtime) = mtime {
+        let _ = out.set_modified(mtime);
+    }
+    Ok(mtime)
+}
+
+/// Reads a staged file as it arrives. The last byte is held back until the whole file is
+/// verified, so a request never receives a complete wrong file; a failed fetch or one silent
+/// for the stall limit ends the read with an error, which the client sees as a cut.
+pub struct StagedReader {
+    file: File,
+    staging: Arc<Staging>,
+    pos: u64,
+}
+
+impl StagedReader {
+    pub fn skip_to(&mut self, pos: u64) {
+        self.pos = pos;
+    }
+}
+
+impl Read for StagedReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let size = self.staging.size;
+        let mut state = self
+            .staging
+            .state
+            .lock()
+            .map_err(|_| io::Error::other("prefetch state poisoned"))?;
+        loop {
+            let limit = match &state.outcome {
+                Some(Ok(_)) => size,
+                Some(Err(e)) => return Err(io::Error::other(format!("prefetch failed: {e}"))),
+                None => state.written.min(size.saturating_sub(1)),
+            };
+            if self.pos >= size {
+                return Ok(0);
+            }
+            if self.pos < limit {
+                drop(state);
+                let want = buf.len().min((limit - self.pos) as usize);
+                let n = self.file.read_at(&mut buf[..want], self.pos)?;
+                if n == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            let (next, timeout) = self
+                .staging
+                .changed
+                .wait_timeout(state, STALL_LIMIT)
+                .map_err(|_| io::Error::other("prefetch state poisoned"))?;
+            if timeout.timed_out() && next.outcome.is_none() && next.written <= self.pos {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            state = next;
+        }
+    }
+}

@@ -1,0 +1,334 @@
+//! One `FETCH` job: read the client's GET, make it to the mirror over the daemon's warm
+//! connections (or answer it from a prefetched file), and write the answer back unchanged.
+//!
+//! The relay is deliberately dumb about the download itself: it passes `Range` and
+//! `If-Modified-Since` on and the mirror's status and framing headers back, and the client
+//! applies every rule (checked Content-Range, 304, sizes, hashes) exactly as it does standalone.
+//! What the daemon adds is one long-lived [`ureq::Agent`] whose pool keeps the TCP and TLS
+//! connections of earlier jobs open for the next `pacserve-fetch`, so a file costs no handshake
+//! and no slow start.
+
+use std::io::{self, BufRead, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use ureq::Agent;
+
+use crate::daemon::agent::prefetch::{Prefetch, Staged};
+use crate::daemon::agent::{Caller, read_line};
+use crate::protocol::agent::REASON_HEADER;
+use crate::{info, warn};
+
+/// Bytes per read and write of a body.
+const COPY_BUFFER: usize = 256 * 1024;
+/// Most header lines a client request may carry.
+const MAX_HEADERS: usize = 64;
+/// Response headers passed back: what the client's rules look at, nothing else.
+const PASSED_BACK: &[&str] = &[
+    "Content-Length",
+    "Content-Range",
+    "Content-Encoding",
+    "Last-Modified",
+    "Location",
+    "Content-Type",
+];
+
+/// The client's time limits, which the daemon applies to the mirror on its behalf.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub connect: Duration,
+    pub stall: Duration,
+}
+
+impl Limits {
+    /// Clamped to 1 ms – 10 min, so a bad number can neither spin nor hold a thread forever.
+    pub fn from_millis(connect_ms: u64, stall_ms: u64) -> Limits {
+        let clamp = |ms: u64| Duration::from_millis(ms.clamp(1, 600_000));
+        Limits {
+            connect: clamp(connect_ms),
+            stall: clamp(stall_ms),
+        }
+    }
+}
+
+/// The daemon's one HTTP client for mirrors. Redirects are answered to the client, which
+/// follows them through the agent again; the proxy is the daemon's own environment's.
+pub fn upstream_agent() -> Agent {
+    Agent::config_builder()
+        .tls_config(crate::tls::system_trust())
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .accept_encoding("identity")
+        .input_buffer_size(COPY_BUFFER)
+        .proxy(ureq::Proxy::try_from_env())
+        .user_agent(concat!("pacserved/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
+/// The parts of the client's request that are passed on.
+#[derive(Debug, Default)]
+pub(crate) struct Request {
+    pub path: String,
+    pub range: Option<String>,
+    pub if_modified_since: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+pub fn relay(
+    mut reader: impl BufRead,
+    mut conn: UnixStream,
+    caller: Caller,
+    origin: &str,
+    limits: Limits,
+    upstream: &Agent,
+    prefetch: &Prefetch,
+) {
+    let request = match read_request(&mut reader) {
+        Ok(request) => request,
+        Err(why) => {
+            warn!(
+                "agent: uid {} pid {}: refused: {why}",
+                caller.uid, caller.pid
+            );
+            return refuse(&mut conn, &why);
+        }
+    };
+    let url = format!("{origin}{}", request.path);
+    let who = format!("uid {} pid {}", caller.uid, caller.pid);
+    let pid = u32::try_from(caller.pid).unwrap_or(0);
+    if let Some(staged) = prefetch.claim(&url, pid, request.user_agent.as_deref(), upstream) {
+        let offset = request.range.as_deref().and_then(range_start);
+        return match answer_from_staged(&mut conn, staged, offset) {
+            Ok(sent) => info!("agent: {who}: {url}: prefetched, {sent} bytes"),
+            Err(e) => info!("agent: {who}: {url}: prefetched, client went away: {e}"),
+        };
+    }
+    let mut call = upstream
+        .get(&url)
+        .config()
+        .timeout_resolve(Some(limits.connect))
+        .timeout_connect(Some(limits.connect))
+        .timeout_per_read(Some(limits.stall))
+        .build();
+    for (name, value) in [
+        ("Range", &request.range),
+        ("If-Modified-Since", &request.if_modified_since),
+        ("User-Agent", &request.user_agent),
+    ] {
+        if let Some(value) = value {
+            call = call.header(name, value);
+        }
+    }
+    let response = match call.call() {
+        Ok(response) => response,
+        Err(e) => {
+            let code = match e {
+                ureq::Error::Timeout(_) => 504,
+                _ => 502,
+            };
+            info!("agent: {who}: {url}: {e}");
+            let _ = write_head(&mut conn, code, &[(REASON_HEADER, e.to_string())], false);
+            return;
+        }
+    };
+    let status = response.status().as_u16();
+    let headers: Vec<(&str, String)> = PASSED_BACK
+        .iter()
+        .filter_map(|name| {
+            let value = response.headers().get(*name)?.to_str().ok()?;
+            Some((*name, value.to_owned()))
+        })
+        .collect();
+    let has_body = !matches!(status, 204 | 304) && status >= 200;
+    let chunked = has_body && !headers.iter().any(|(n, _)| *n == "Content-Length");
+    let mut body = response.into_body().into_reader();
+    let sent = write_head(&mut conn, status, &headers, chunked).and_then(|_| match has_body {
+        true => copy_body(&mut body, &mut conn, chunked),
+        false => Ok(0),
+    });
+    match sent {
+        Ok(sent) => info!("agent: {who}: {url}: {status}, {sent} bytes"),
+        Err(e) => info!("agent: {who}: {url}: {status}, cut off: {e}"),
+    }
+}
+
+/// Answers a job the agent will not do.
+pub fn refuse(conn: &mut UnixStream, why: &str) {
+    let _ = write_head(
+        conn,
+        400,
+        &[(REASON_HEADER, format!("refused: {why}"))],
+        false,
+    );
+}
+
+/// The request head: `GET <path> HTTP/1.1` and headers up to the empty line.
+pub(crate) fn read_request(reader: &mut impl BufRead) -> Result<Request, String> {
+    let first = read_line(reader).map_err(|e| e.to_string())?;
+    let mut words = first.trim_end_matches('\r').split(' ');
+    let (Some("GET"), Some(path), Some(_version), None) =
+        (words.next(), words.next(), words.next(), words.next())
+    else {
+        return Err(format!("not a GET request: {first:?}"));
+    };
+    if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_control()) {
+        return Err(format!("bad path {path:?}"));
+    }
+    let mut request = Request {
+        path: path.to_owned(),
+        ..Request::default()
+    };
+    for _ in 0..MAX_HEADERS {
+        let line = read_line(reader).map_err(|e| e.to_string())?;
+        let line = line.trim_end_matches('\r');
+        if line.is_empty() {
+            return Ok(request);
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(format!("bad header line {line:?}"));
+        };
+        let value = Some(value.trim().to_owned());
+        match name.trim().to_ascii_lowercase().as_str() {
+            "range" => request.range = value,
+            "if-modified-since" => request.if_modified_since = value,
+            "user-agent" => request.user_agent = value,
+            _ => {}
+        }
+    }
+    Err("too many header lines".to_owned())
+}
+
+/// `bytes=<n>-`, the only range the client sends.
+fn range_start(range: &str) -> Option<u64> {
+    range
+        .trim()
+        .strip_prefix("bytes=")?
+        .strip_suffix('-')?
+        .parse()
+        .ok()
+}
+
+fn write_head(
+    conn: &mut UnixStream,
+    status: u16,
+    headers: &[(&str, String)],
+    chunked: bool,
+) -> io::Result<()> {
+    let reason = ureq::http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Unknown");
+    let mut head = format!("HTTP/1.1 {status} {reason}\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if chunked {
+        head.push_str("Transfer-Encoding: chunked\r\n");
+    } else if !headers.iter().any(|(n, _)| *n == "Content-Length") {
+        head.push_str("Content-Length: 0\r\n");
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    conn.write_all(head.as_bytes())
+}
+
+/// Copies a body to the client; chunked framing ends only when the whole body arrived, so a
+/// mirror that breaks off shows as a cut to the client too.
+///
+/// Each piece is written only after the next read, so the last one goes out after the mirror's
+/// body ended: by then ureq has put the connection back into its pool, and the next
+/// `pacserve-fetch`, which pacman starts the moment this one exits, finds it there.
+fn copy_body(body: &mut dyn Read, conn: &mut UnixStream, chunked: bool) -> io::Result<u64> {
+    let (mut held, mut next) = (vec![0u8; COPY_BUFFER], vec![0u8; COPY_BUFFER]);
+    let mut held_len = 0;
+    let mut sent = 0u64;
+    loop {
+        let n = match body.read(&mut next) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if held_len > 0 {
+            write_piece(conn, &held[..held_len], chunked)?;
+            sent += held_len as u64;
+        }
+        if n == 0 {
+            break;
+        }
+        std::mem::swap(&mut held, &mut next);
+        held_len = n;
+    }
+    if chunked {
+        conn.write_all(b"0\r\n\r\n")?;
+    }
+    Ok(sent)
+}
+
+fn write_piece(conn: &mut UnixStream, piece: &[u8], chunked: bool) -> io::Result<()> {
+    if chunked {
+        conn.write_all(format!("{:x}\r\n", piece.len()).as_bytes())?;
+        conn.write_all(piece)?;
+        conn.write_all(b"\r\n")
+    } else {
+        conn.write_all(piece)
+    }
+}
+
+/// Answers from a prefetched copy as the mirror would: whole, from `offset`, or 416.
+fn answer_from_staged(
+    conn: &mut UnixStream,
+    staged: Staged,
+    offset: Option<u64>,
+) -> io::Result<u64> {
+    let Staged {
+        mut reader,
+        size,
+        mtime,
+    } = staged;
+    let mut headers = Vec::new();
+    if let Some(mtime) = mtime {
+        headers.push(("Last-Modified", httpdate::fmt_http_date(mtime)));
+    }
+    let from = match offset {
+        Some(from) if from >= size => {
+            headers.push(("Content-Range", format!("bytes */{size}")));
+            write_head(conn, 416, &headers, false)?;
+            return Ok(0);
+        }
+        Some(from) if from > 0 => {
+            let last = size - 1;
+            headers.push(("Content-Range", format!("bytes {from}-{last}/{size}")));
+            from
+        }
+        _ => 0,
+    };
+    headers.push(("Content-Length", (size - from).to_string()));
+    write_head(conn, if from > 0 { 206 } else { 200 }, &headers, false)?;
+    reader.skip_to(from);
+    copy_body(&mut reader, conn, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_read_strictly() {
+        let head =
+            "GET /core/a.pkg HTTP/1.1\r\nHost: m\r\nrange: bytes=5-\r\nUser-Agent: p\r\n\r\n";
+        let request = read_request(&mut head.as_bytes()).unwrap();
+        assert_eq!(request.path, "/core/a.pkg");
+        assert_eq!(request.range.as_deref(), Some("bytes=5-"));
+        assert_eq!(request.user_agent.as_deref(), Some("p"));
+        assert_eq!(range_start("bytes=5-"), Some(5));
+        assert_eq!(range_start("bytes=5-9"), None);
+        for bad in [
+            "POST / HTTP/1.1\r\n\r\n",
+            "GET http://x/ HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nnocolon\r\n\r\n",
+            "GET / HTTP/1.1\r\n",
+        ] {
+            assert!(read_request(&mut bad.as_bytes()).is_err(), "{bad:?}");
+        }
+    }
+}

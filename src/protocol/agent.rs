@@ -1,0 +1,283 @@
+//! The local agent protocol, version 1: how `pacserve-fetch` hands a mirror download to the
+//! `pacserved` on the same machine.
+//!
+//! Why a local daemon at all: pacman runs one `pacserve-fetch` process per file, one after
+//! another, so a standalone download pays a TCP (and TLS) handshake and TCP slow start for every
+//! file. The daemon lives across those processes and keeps its connections to mirrors warm, and
+//! it can fetch the transaction's next files while pacman still asks for the current one.
+//!
+//! # Socket
+//! An abstract Unix stream socket, by default `@pacserved/agent` ([`DEFAULT_SOCKET`]). Abstract
+//! names belong to the network namespace, not the file system, so every host of a namespace LAN
+//! (and every container) reaches its own daemon, and no file permission can be wrong. Any local
+//! user may connect: the daemon only relays HTTP(S) GETs that user could send themselves.
+//!
+//! # One connection, one job
+//! The client writes one line (ASCII, at most [`MAX_LINE`] bytes, ending in `\n`):
+//!
+//! - `PSRV-AGENT 1 FETCH <origin> <connect-ms> <stall-ms>`: `<origin>` is `http://host[:port]`
+//!   or `https://host[:port]`. One HTTP/1.1 `GET` request in origin form follows (only `Range`,
+//!   `If-Modified-Since` and `User-Agent` are passed on). The daemon makes that request to the
+//!   origin, TLS included, and answers with one HTTP/1.1 response and closes: the origin's status
+//!   and its `Content-Length`, `Content-Range`, `Content-Encoding`, `Last-Modified`, `Location`
+//!   headers, then the body unchanged (chunked when the origin sent no length, so a cut is always
+//!   visible). Redirects are answered, not followed, so the client sees them. A job the daemon
+//!   refuses gets `400`, an origin it cannot reach `502`, an origin that times out `504`; each
+//!   with an `X-Pacserve-Agent` header saying why.
+//! - `PSRV-AGENT 1 KNOWS <txn>`: the daemon answers `YES\n` when it holds a download plan for
+//!   that pacman transaction, else `NO\n`.
+//! - `PSRV-AGENT 1 PLAN <txn>`: lines `<url> <size> <sha256 hex>` follow, in the order pacman
+//!   will request them, ended by an empty line (at most [`MAX_PLAN`] lines). The daemon answers
+//!   `OK\n`. `<txn>` is `<pid>-<start time>` of the invoking pacman ([`Transaction`]), so a
+//!   reused pid is a new transaction.
+//!
+//! The client never sends `%o`'s path or descriptor: it writes every byte itself and checks the
+//! finished file as it does standalone, so a confused or hostile daemon can make a download fail
+//! but never make pacman accept a wrong file.
+
+use std::fmt;
+
+/// The socket's abstract name (without the leading NUL).
+pub const DEFAULT_SOCKET: &str = "pacserved/agent";
+/// Longest request line, and longest plan line.
+pub const MAX_LINE: usize = 4096;
+/// Most files in one plan: far above any real upgrade, small enough to bound the daemon's memory.
+pub const MAX_PLAN: usize = 20_000;
+/// The response header naming why the agent answered a job itself.
+pub const REASON_HEADER: &str = "X-Pacserve-Agent";
+const MAGIC: &str = "PSRV-AGENT";
+const VERSION: &str = "1";
+
+/// The first line of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Job {
+    Fetch {
+        origin: String,
+        connect_ms: u64,
+        stall_ms: u64,
+    },
+    Knows(Transaction),
+    Plan(Transaction),
+}
+
+impl fmt::Display for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Job::Fetch {
+                origin,
+                connect_ms,
+                stall_ms,
+            } => writeln!(
+                f,
+                "{MAGIC} {VERSION} FETCH {origin} {connect_ms} {stall_ms}"
+            ),
+            Job::Knows(txn) => writeln!(f, "{MAGIC} {VERSION} KNOWS {txn}"),
+            Job::Plan(txn) => writeln!(f, "{MAGIC} {VERSION} PLAN {txn}"),
+        }
+    }
+}
+
+impl Job {
+    /// Parses a first line (without its `\n`); the error says why, for the log and the answer.
+    pub fn parse(line: &str) -> Result<Job, String> {
+        let words: Vec<&str> = line.split(' ').collect();
+        match words[..] {
+            [MAGIC, VERSION, "FETCH", origin, connect, stall] => Ok(Job::Fetch {
+                origin: check_origin(origin)?.to_owned(),
+                connect_ms: number(connect)?,
+                stall_ms: number(stall)?,
+            }),
+            [MAGIC, VERSION, "KNOWS", txn] => Ok(Job::Knows(Transaction::parse(txn)?)),
+            [MAGIC, VERSION, "PLAN", txn] => Ok(Job::Plan(Transaction::parse(txn)?)),
+            [MAGIC, version, ..] if version != VERSION => Err(format!(
+                "protocol version {version} (this daemon speaks {VERSION})"
+            )),
+            _ => Err("not an agent request".to_owned()),
+        }
+    }
+}
+
+fn number(word: &str) -> Result<u64, String> {
+    word.parse().map_err(|_| format!("not a number: {word:?}"))
+}
+
+/// Accepts `http://authority` and `https://authority` only: no user info, path, or odd bytes.
+pub fn check_origin(origin: &str) -> Result<&str, String> {
+    let (scheme, authority) = origin
+        .split_once("://")
+        .ok_or_else(|| format!("not a URL origin: {origin:?}"))?;
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("scheme {scheme}:// refused (only http and https)"));
+    }
+    let fine = |b: u8| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b);
+    if authority.is_empty() || !authority.bytes().all(fine) {
+        return Err(format!("bad host in {origin:?}"));
+    }
+    Ok(origin)
+}
+
+/// One pacman transaction: its process id and start time (clock ticks after boot, from
+/// `/proc/<pid>/stat`), which together never repeat while the machine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Transaction {
+    pub pid: u32,
+    pub start: u64,
+}
+
+impl fmt::Display for Transaction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.pid, self.start)
+    }
+}
+
+impl Transaction {
+    pub fn parse(word: &str) -> Result<Transaction, String> {
+        let (pid, start) = word
+            .split_once('-')
+            .ok_or_else(|| format!("bad transaction {word:?}"))?;
+        Ok(Transaction {
+            pid: number(pid)?.try_into().map_err(|_| "pid too large")?,
+            start: number(start)?,
+        })
+    }
+
+    /// The process `pid` as it runs now; None when it is gone.
+    pub fn of_process(pid: u32) -> Option<Transaction> {
+        let start = stat_field(pid, 19)?.parse().ok()?;
+        Some(Transaction { pid, start })
+    }
+
+    /// Whether `caller` is a child of this transaction's pacman: only pacman's own downloader
+    /// may tell the daemon about its transaction.
+    pub fn is_parent_of(&self, caller: u32) -> bool {
+        parent_of(caller) == Some(self.pid) && self.alive()
+    }
+
+    /// Whether the pacman that started this transaction still runs.
+    pub fn alive(&self) -> bool {
+        Transaction::of_process(self.pid) == Some(*self)
+    }
+}
+
+/// The parent process id of `pid`.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    stat_field(pid, 1)?.parse().ok()
+}
+
+/// Field `n` of `/proc/<pid>/stat` counted after the command name (0 is the state). The name
+/// may hold spaces and parentheses, so fields count from the last ')'.
+fn stat_field(pid: u32, n: usize) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(n).map(str::to_owned)
+}
+
+/// One file of a plan: what pacman will request and what the sync database says it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub url: String,
+    pub size: u64,
+    pub sha256: [u8; 32],
+}
+
+impl fmt::Display for Planned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hex: String = self.sha256.iter().map(|b| format!("{b:02x}")).collect();
+        writeln!(f, "{} {} {hex}", self.url, self.size)
+    }
+}
+
+impl Planned {
+    pub fn parse(line: &str) -> Result<Planned, String> {
+        let bad = || format!("bad plan line {line:?}");
+        let mut words = line.split(' ');
+        let (Some(url), Some(size), Some(hex), None) =
+            (words.next(), words.next(), words.next(), words.next())
+        else {
+            return Err(bad());
+        };
+        let (origin, _) = split_url(url).ok_or_else(bad)?;
+        check_origin(origin)?;
+        let mut sha256 = [0u8; 32];
+        if hex.len() != 64 {
+            return Err(bad());
+        }
+        for (i, byte) in sha256.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(Planned {
+            url: url.to_owned(),
+            size: number(size)?,
+            sha256,
+        })
+    }
+}
+
+/// `scheme://authority` and the rest (`/path?query`, or `/` when empty).
+pub fn split_url(url: &str) -> Option<(&str, &str)> {
+    let after_scheme = url.find("://")? + 3;
+    match url[after_scheme..].find('/') {
+        Some(i) => Some(url.split_at(after_scheme + i)),
+        None => Some((url, "/")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_round_trip_and_other_schemes_are_refused() {
+        let jobs = [
+            Job::Fetch {
+                origin: "https://mirror.example:8443".into(),
+                connect_ms: 10_000,
+                stall_ms: 500,
+            },
+            Job::Knows(Transaction { pid: 7, start: 99 }),
+            Job::Plan(Transaction { pid: 1, start: 2 }),
+        ];
+        for job in jobs {
+            let line = job.to_string();
+            assert_eq!(Job::parse(line.trim_end()), Ok(job));
+        }
+        for refused in [
+            "PSRV-AGENT 1 FETCH ftp://mirror 1 1",
+            "PSRV-AGENT 1 FETCH file://mirror 1 1",
+            "PSRV-AGENT 1 FETCH http://user@mirror 1 1",
+            "PSRV-AGENT 1 FETCH http://mirror/path 1 1",
+            "PSRV-AGENT 1 FETCH junk 1 1",
+            "PSRV-AGENT 2 KNOWS 1-2",
+            "GET / HTTP/1.1",
+        ] {
+            assert!(Job::parse(refused).is_err(), "{refused}");
+        }
+    }
+
+    #[test]
+    fn plan_lines_round_trip() {
+        let planned = Planned {
+            url: "http://[::1]:80/repo/a-1-1-any.pkg.tar.zst".into(),
+            size: 1234,
+            sha256: [0xab; 32],
+        };
+        let line = planned.to_string();
+        assert_eq!(Planned::parse(line.trim_end()), Ok(planned));
+        assert!(Planned::parse("ftp://x/a 1 00").is_err());
+        assert_eq!(
+            split_url("https://h:1/a/b?c"),
+            Some(("https://h:1", "/a/b?c"))
+        );
+        assert_eq!(split_url("https://h"), Some(("https://h", "/")));
+    }
+
+    #[test]
+    fn this_process_is_a_live_transaction() {
+        let me = Transaction::of_process(std::process::id()).unwrap();
+        assert!(me.alive());
+        assert!(!Transaction { start: 1, ..me }.alive() || me.start == 1);
+        let parent = Transaction::of_process(std::os::unix::process::parent_id()).unwrap();
+        assert!(parent.is_parent_of(std::process::id()));
+        assert!(!me.is_parent_of(std::process::id()));
+    }
+}
