@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds pacserve-fetch, starts a local mirror (nginx on 127.0.0.1) holding a real package made with
 # bsdtar, and has pacserve-fetch download it, then resume it after a simulated interruption.
-# Needs no internet and no Arch: on Debian, run it as root once to install nginx and bsdtar.
+# Needs no internet and no Arch, but python3, nginx and bsdtar: on Debian, run it as root once to
+# install nginx and bsdtar.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,11 +16,16 @@ if ! need nginx || ! need bsdtar; then
     fi
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+if ! command -v python3 >/dev/null 2>&1; then
+    echo "try-it: needs python3 (to pick a free port for the local mirror; Debian: apt-get install python3)" >&2
+    exit 1
+fi
 
 # PACSERVE_FETCH_BIN: use an already built binary (the test suite does) instead of building.
 if [ -n "${PACSERVE_FETCH_BIN:-}" ]; then
     BIN=$PACSERVE_FETCH_BIN
 else
+    echo "== building pacserve-fetch (cargo build --release; the first build takes a few minutes)"
     cargo build --release --quiet
     BIN=$PWD/target/release/pacserve-fetch
 fi

@@ -97,7 +97,27 @@ pub fn load<T: Default + serde::de::DeserializeOwned>(
         }
         Err(e) => return Err(error(e.to_string())),
     };
-    toml::from_str(&text).map_err(|e| error(e.message().to_owned()))
+    toml::from_str(&text).map_err(|e| {
+        let place = e.span().map(|span| line_and_column(&text, span.start));
+        error(match place {
+            Some((line, column)) => format!("line {line}, column {column}: {}", e.message()),
+            None => e.message().to_owned(),
+        })
+    })
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`, as editors count.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .count()
+        + 1;
+    (line, column)
 }
 
 #[cfg(test)]
@@ -115,6 +135,17 @@ mod tests {
             "{}",
             err.message()
         );
+    }
+
+    #[test]
+    fn a_bad_file_is_named_with_its_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pacserved.conf");
+        std::fs::write(&path, "# ok\nhttp-port = 15678\nudp-port = \"x\"\n").unwrap();
+        let err = load::<DaemonFileConfig>(&path, true)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pacserved.conf: line 3, column 12: "), "{err}");
     }
 
     #[test]

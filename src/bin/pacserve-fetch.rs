@@ -12,6 +12,7 @@ use pacserve_fetch::client::discovery;
 use pacserve_fetch::client::fetch;
 use pacserve_fetch::client::progress::{Progress, Verbosity};
 use pacserve_fetch::client::{Error, interrupt};
+use pacserve_fetch::client::{checks, explain};
 use pacserve_fetch::pacman::name::{self, FileKind};
 
 /// A name no daemon holds, so every live daemon answers MISS.
@@ -39,14 +40,20 @@ fn main() -> ExitCode {
 
 fn download(args: &FetchArgs) -> anyhow::Result<ExitCode> {
     let (Some(output), Some(url)) = (&args.output, &args.url) else {
-        anyhow::bail!("OUTPUT and URL are required");
+        return Ok(bad_arguments("OUTPUT and URL are required"));
+    };
+    if let Err(e) = checks::url(url) {
+        return Ok(bad_arguments(e));
+    }
+    let settings = match args.settings() {
+        Ok(settings) => settings,
+        Err(e) => return Ok(bad_arguments(e)),
     };
     interrupt::exit_on_signal(format!(
         "interrupted; {} kept for resuming",
         output.display()
     ))
     .context("cannot handle signals")?;
-    let settings = args.settings()?;
     let mut progress = Progress::new(args.verbosity());
     match fetch::fetch(&settings, output, url, &mut progress) {
         Ok(report) => {
@@ -57,7 +64,7 @@ fn download(args: &FetchArgs) -> anyhow::Result<ExitCode> {
             progress.abandon();
             // With `SigLevel = Optional` most signatures do not exist; pacman's own downloader
             // says nothing about them, so neither do we unless asked to explain.
-            let kind = name::target_name(output).map(FileKind::of);
+            let kind = name::requested_name(output, url).map(FileKind::of);
             let missing_signature = e.is_not_found()
                 && matches!(
                     kind,
@@ -74,17 +81,30 @@ fn download(args: &FetchArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Exit status 2, as documented for bad arguments and configuration: the value is named.
+fn bad_arguments(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("pacserve-fetch: {e}");
+    ExitCode::from(2)
+}
+
 fn who_has(args: &FetchArgs, name: &str) -> anyhow::Result<ExitCode> {
-    let mut discovery = args.settings()?.discovery.unwrap_or_default();
+    let settings = match args.settings() {
+        Ok(settings) => settings,
+        Err(e) => return Ok(bad_arguments(e)),
+    };
+    let mut discovery = settings.discovery.unwrap_or_default();
     // By hand, show this host's daemon too (marked), rather than hide it.
     discovery.include_self = true;
     let started = Instant::now();
     // The full wait: a listing should show everyone, not stop at the daemons seen last time.
-    let answers =
-        discovery::ask(&discovery, name, "", &Default::default()).context("asking peers")?;
+    let asked = discovery::ask_detailed(&discovery, name, "", &Default::default())
+        .context("asking peers")?;
     print!(
         "{}",
-        discovery::render_answers(&answers, name, started.elapsed())
+        discovery::render_answers(&asked.answers, name, started.elapsed())
     );
+    if asked.sent == 0 {
+        eprintln!("pacserve-fetch: {}", explain::nobody_to_ask(&discovery));
+    }
     Ok(ExitCode::SUCCESS)
 }

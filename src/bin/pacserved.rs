@@ -7,6 +7,7 @@ use clap::Parser;
 use pacserve_fetch::cli;
 use pacserve_fetch::daemon;
 use pacserve_fetch::daemon::args::DaemonArgs;
+use pacserve_fetch::daemon::journal;
 
 fn main() -> ExitCode {
     let args = DaemonArgs::parse();
@@ -21,7 +22,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            pacserve_fetch::warn!("{e}");
+            // Fatal: the daemon does not run. Labelled an error, for the terminal and journald.
+            journal::write(journal::Level::Error, format_args!("{e}"));
             ExitCode::FAILURE
         }
     }

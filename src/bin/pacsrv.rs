@@ -5,7 +5,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::Context;
 use pacserve_fetch::pacman::invocation::Invocation;
-use pacserve_fetch::pacman::{download_user, pacsrv};
+use pacserve_fetch::pacman::{download_user, include, pacsrv};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use std::os::unix::fs::PermissionsExt;
@@ -20,8 +20,48 @@ fn main() -> ExitCode {
     }
 }
 
+/// pacsrv's own help; `pacsrv --help` prints it, then pacman's.
+const HELP: &str = "\
+pacsrv: run pacman once with pacserve-fetch as its XferCommand, without editing pacman.conf.
+
+Usage: pacsrv [pacman arguments]           e.g. pacsrv -Syu
+       pacsrv --include-conf [--in-place] [FILE]
+
+  --include-conf   print FILE (default /etc/pacman.conf) with `Include = /etc/pacman.d/pacserve`
+                   at the top of each repository section (the CacheServer way; never twice)
+  --in-place       write the result back to FILE instead of printing it
+
+See pacsrv(1). pacman's own help follows.
+";
+
 fn run() -> anyhow::Result<ExitCode> {
     let args: Vec<_> = std::env::args_os().skip(1).collect();
+    match args.first().and_then(|a| a.to_str()) {
+        Some("--help" | "-h") if args.len() == 1 => {
+            println!("{HELP}");
+            std::io::stdout().flush().ok();
+            let status = Command::new(pacsrv::pacman_program())
+                .arg("--help")
+                .status();
+            return Ok(match status {
+                Ok(s) if s.success() => ExitCode::SUCCESS,
+                _ => ExitCode::FAILURE,
+            });
+        }
+        Some("--include-conf") => {
+            return match include::include_conf_command(&args[1..]) {
+                Ok(text) => {
+                    print!("{text}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("pacsrv: {e}");
+                    Ok(ExitCode::from(2))
+                }
+            };
+        }
+        _ => {}
+    }
     let paths = Invocation::parse(&args).paths();
     let (config, pacman_args) = pacsrv::take_config_arg(args);
     let config = config.unwrap_or_else(|| pacsrv::DEFAULT_PACMAN_CONF.into());

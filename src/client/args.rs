@@ -13,6 +13,7 @@ use std::time::Duration;
 use clap::{ArgAction, Parser};
 
 use crate::cli::{Shell, parse_seconds};
+use crate::client::checks;
 use crate::client::discovery::Discovery;
 use crate::client::fetch::Settings;
 use crate::client::limits::Limits;
@@ -132,10 +133,33 @@ impl FetchArgs {
         let required = self.config != Path::new(config::FETCH_PATH);
         let file: FileConfig = config::load(&self.config, required)?;
         let defaults = Discovery::default();
+        let port = self.port.or(file.port).unwrap_or(defaults.port);
+        let named = |what: &str| {
+            let path = PathBuf::from(what);
+            move |message| ConfigError { path, message }
+        };
+        let in_file = |key: &str| {
+            let path = self.config.clone();
+            let key = key.to_owned();
+            move |message| ConfigError {
+                path,
+                message: format!("{key}: {message}"),
+            }
+        };
         let mut peers = file.peers.unwrap_or_default();
+        for peer in &peers {
+            checks::peer(peer, port, false).map_err(in_file("peers"))?;
+        }
+        for peer in &self.peers {
+            checks::peer(peer, port, true).map_err(named("--peer"))?;
+        }
         peers.extend(self.peers.iter().cloned());
+        checks::interfaces(&self.interfaces).map_err(named("--interface"))?;
+        if let Some(names) = &file.interfaces {
+            checks::interfaces(names).map_err(in_file("interfaces"))?;
+        }
         let discovery = Discovery {
-            port: self.port.or(file.port).unwrap_or(defaults.port),
+            port,
             multicast: !self.no_multicast && file.multicast.unwrap_or(true),
             interfaces: if self.interfaces.is_empty() {
                 file.interfaces.unwrap_or_default()

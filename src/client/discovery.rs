@@ -109,6 +109,26 @@ pub fn ask(
     arch: &str,
     expect: &Expectation,
 ) -> io::Result<Vec<PeerAnswer>> {
+    ask_detailed(config, file_name, arch, expect).map(|asked| asked.answers)
+}
+
+/// What [`ask_detailed`] saw, for explaining an empty answer list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Asked {
+    pub answers: Vec<PeerAnswer>,
+    /// Queries sent; 0 means nobody could be asked (no usable interface, no static peer).
+    pub sent: usize,
+    /// Answers from this machine's own daemons that were left out (no `include_self`).
+    pub own_skipped: usize,
+}
+
+/// [`ask`], also saying how many queries went out and how many own answers were dropped.
+pub fn ask_detailed(
+    config: &Discovery,
+    file_name: &str,
+    arch: &str,
+    expect: &Expectation,
+) -> io::Result<Asked> {
     let query = Query {
         nonce: nonce()?,
         file_name: file_name.to_owned(),
@@ -118,8 +138,9 @@ pub fn ask(
     let sockets = Sockets::open()?;
     let started = Instant::now();
     let (sent, links) = send_queries(config, &sockets, &datagram);
+    let mut own_skipped = 0;
     if sent == 0 {
-        return Ok(Vec::new());
+        return Ok(Asked::default());
     }
     let locals: HashSet<IpAddr> = netif::local_addresses().into_iter().collect();
     let deadline = started + expect.wait.unwrap_or(config.wait).min(config.wait);
@@ -143,6 +164,7 @@ pub fn ask(
             }
             let is_self = locals.contains(&from.ip());
             if is_self && !config.include_self {
+                own_skipped += 1;
                 continue;
             }
             let rtt = started.elapsed();
@@ -169,7 +191,11 @@ pub fn ask(
             }
         }
     }
-    Ok(answers)
+    Ok(Asked {
+        answers,
+        sent,
+        own_skipped,
+    })
 }
 
 fn nonce() -> io::Result<[u8; 8]> {

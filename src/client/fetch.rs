@@ -17,13 +17,14 @@ use crate::client::agent;
 use crate::client::dbcopy;
 use crate::client::discovery::{self, Discovery, PeerAnswer};
 use crate::client::error::Error;
+use crate::client::explain;
 use crate::client::lanmemory;
 use crate::client::limits::Limits;
 use crate::client::localfile;
 use crate::client::outlock::OutputLock;
 use crate::client::output::Output;
 use crate::client::peerlimits::{self, Candidate, PeerPhase};
-use crate::client::progress::Progress;
+use crate::client::progress::{Progress, Source};
 use crate::client::transfer::{self, Delivered, Want};
 use crate::client::verify::{self, Expected};
 use crate::pacman;
@@ -83,7 +84,7 @@ pub fn fetch(
     url: &str,
     progress: &mut Progress,
 ) -> Result<Report, Error> {
-    let name = name::target_name(output).ok_or_else(|| Error::BadOutput {
+    let name = name::requested_name(output, url).ok_or_else(|| Error::BadOutput {
         path: output.to_owned(),
         reason: "does not name a file",
     })?;
@@ -131,6 +132,18 @@ fn fetch_locked(
     // A file no sync database vouches for (pacman -U <url>) comes from the mirror, unless the
     // user trusts the LAN.
     let peers_may_serve = kind.shareable() && (expected.is_some() || settings.unverified_peers);
+    let discovery = settings.discovery.as_ref();
+    let listed = expected.is_some();
+    if let Some(why) = explain::not_asking(
+        name,
+        kind,
+        listed,
+        settings.unverified_peers,
+        discovery,
+        &settings.dbpath,
+    ) {
+        progress.note(|| why);
+    }
 
     // Ask peers: only for packages and their signatures, never databases.
     let asking = settings.discovery.as_ref().filter(|_| peers_may_serve);
@@ -156,6 +169,7 @@ fn fetch_locked(
             break;
         };
         let peer_url = peer_url(peer.http, name);
+        progress.source(name, Source::Peer);
         let limits = Limits {
             deadline: Some(phase.deadline),
             ..peerlimits::peer_limits(settings.peer_limits)
@@ -203,6 +217,7 @@ fn fetch_locked(
     // The mirror: through the local pacserved when it runs (warm connections, prefetched
     // files), else directly; see client::agent.
     let socket = settings.agent_socket.as_deref();
+    progress.source(name, Source::Mirror);
     let mirror = agent::Mirror::new(socket, settings.limits, &settings.user_agent, url, progress);
     mirror.offer_plan(kind, asking, progress);
     let on_peer_bytes = out.len() > vouched;
@@ -288,11 +303,14 @@ fn peers_with(
 ) -> Vec<Candidate> {
     let now = lanmemory::now_secs();
     let expect = memory.expectation(now);
-    let answers = match discovery::ask(discovery, name, "", &expect) {
-        Ok(answers) => {
-            memory.update(&expect, &answers, now);
+    let answers = match discovery::ask_detailed(discovery, name, "", &expect) {
+        Ok(asked) => {
+            memory.update(&expect, &asked.answers, now);
             lanmemory::store(memory);
-            answers
+            if let Some(why) = explain::nobody_answered(&asked, discovery) {
+                progress.note(|| why);
+            }
+            asked.answers
         }
         Err(e) => {
             progress.note(|| format!("asking peers failed ({e}); using the mirror"));

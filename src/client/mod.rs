@@ -7,7 +7,8 @@
 //! checking a finished file against the sync database ([`verify`]), the database copy a 304 may
 //! keep ([`dbcopy`]), what an earlier pacman 7 run stranded ([`adopt`]), the terminal
 //! ([`progress`], [`interrupt`]) and the one error type ([`error`]). [`args`] combines options,
-//! configuration and the invoking pacman's command line into the settings of one download.
+//! configuration and the invoking pacman's command line into the settings of one download, after
+//! [`checks`] refused values that cannot work; [`explain`] words why peers were not asked.
 //! What the LAN may cost is bounded by [`peerlimits`] (how many peers, how long), [`bodylimit`]
 //! (how long and how slow a body), [`onlink`] (whose answers count) and [`outlock`] (one writer
 //! per output).
@@ -19,9 +20,11 @@ pub mod adopt;
 pub mod agent;
 pub mod args;
 pub mod bodylimit;
+pub mod checks;
 pub mod dbcopy;
 pub mod discovery;
 pub mod error;
+pub mod explain;
 pub mod fetch;
 pub mod httperror;
 pub mod interrupt;

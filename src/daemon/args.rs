@@ -12,6 +12,7 @@ use crate::daemon::Config;
 use crate::daemon::allow::Allowlist;
 use crate::pacman;
 use crate::protocol;
+use crate::protocol::netif;
 
 /// Files fetched ahead per transaction: pacman's own default of ParallelDownloads.
 const DEFAULT_PREFETCH: usize = 5;
@@ -38,10 +39,10 @@ pub struct DaemonArgs {
     #[arg(long = "interface", value_name = "NAME")]
     pub interfaces: Vec<String>,
     /// IPv4 multicast group.
-    #[arg(long, value_name = "ADDR", default_value_t = protocol::GROUP_V4)]
+    #[arg(long, value_name = "ADDR", default_value_t = protocol::GROUP_V4, value_parser = parse_group_v4)]
     pub group_v4: Ipv4Addr,
     /// IPv6 multicast group.
-    #[arg(long, value_name = "ADDR", default_value_t = protocol::GROUP_V6)]
+    #[arg(long, value_name = "ADDR", default_value_t = protocol::GROUP_V6, value_parser = parse_group_v6)]
     pub group_v6: Ipv6Addr,
     /// Announce the HTTP service over mDNS as _pacserve._tcp, as pacredir's peers do.
     #[arg(long)]
@@ -81,17 +82,33 @@ impl DaemonArgs {
             ([], _) => pacman::conf::cache_dirs(&self.pacman_conf),
             (dirs, _) => dirs.to_vec(),
         };
+        for dir in &cache_dirs {
+            if dir.exists() && !dir.is_dir() {
+                return Err(ConfigError {
+                    path: dir.clone(),
+                    message:
+                        "not a directory (--cache-dir names the directory holding the packages)"
+                            .into(),
+                });
+            }
+        }
+        let (interfaces, named_in) = match self.interfaces.is_empty() {
+            true => (file.interfaces.unwrap_or_default(), self.config.clone()),
+            false => (self.interfaces.clone(), "--interface".into()),
+        };
+        if let Some(name) = interfaces.iter().find(|n| !netif::exists(n)) {
+            return Err(ConfigError {
+                path: named_in,
+                message: format!("{name}: no such network interface"),
+            });
+        }
         Ok(Config {
             cache_dirs,
             http_port: self.http_port.or(file.http_port).unwrap_or(protocol::PORT),
             udp_port: self.udp_port.or(file.udp_port).unwrap_or(protocol::PORT),
             group_v4: self.group_v4,
             group_v6: self.group_v6,
-            interfaces: if self.interfaces.is_empty() {
-                file.interfaces.unwrap_or_default()
-            } else {
-                self.interfaces.clone()
-            },
+            interfaces,
             mdns: self.mdns || file.mdns.unwrap_or(false),
             allow: match (&self.allow[..], file.allow) {
                 ([], None) => Allowlist::default(),
@@ -111,5 +128,23 @@ impl DaemonArgs {
             }),
             prefetch: self.prefetch.or(file.prefetch).unwrap_or(DEFAULT_PREFETCH),
         })
+    }
+}
+
+/// `--group-v4`: a group the responder can join; anything else would never see a query.
+fn parse_group_v4(value: &str) -> Result<Ipv4Addr, String> {
+    let addr: Ipv4Addr = value.parse().map_err(|e| format!("{value}: {e}"))?;
+    match addr.is_multicast() {
+        true => Ok(addr),
+        false => Err(format!("{value} is not a multicast address (224.0.0.0/4)")),
+    }
+}
+
+/// `--group-v6`, as [`parse_group_v4`].
+fn parse_group_v6(value: &str) -> Result<Ipv6Addr, String> {
+    let addr: Ipv6Addr = value.parse().map_err(|e| format!("{value}: {e}"))?;
+    match addr.is_multicast() {
+        true => Ok(addr),
+        false => Err(format!("{value} is not a multicast address (ff00::/8)")),
     }
 }

@@ -92,9 +92,54 @@ pub fn target_name(output: &Path) -> Option<&str> {
     (!name.is_empty()).then_some(name)
 }
 
+/// The file a download is for, given `%o` and `%u`. pacman names `%o` `<last URL segment>.part`,
+/// and that name is kept exactly, as is any output name that says what the file is (a package,
+/// a signature, a database). A path picked by hand (`pacserve-fetch /tmp/x.part URL`) says
+/// nothing about the file, so then the URL's last segment (without `?query` or `#fragment`)
+/// names it; when the URL has none, the output's name does.
+pub fn requested_name<'a>(output: &'a Path, url: &'a str) -> Option<&'a str> {
+    let pacmans = url
+        .rsplit('/')
+        .next()
+        .map(|segment| format!("{segment}{PART_SUFFIX}"));
+    let output_name = output.file_name().and_then(|n| n.to_str());
+    let telling = target_name(output).filter(|n| FileKind::of(n) != FileKind::Other);
+    if output_name.is_some() && output_name == pacmans.as_deref() || telling.is_some() {
+        return target_name(output);
+    }
+    let from_url = url
+        .split(['?', '#'])
+        .next()
+        .and_then(|u| u.split_once("://"))
+        .and_then(|(_, rest)| rest.split_once('/'))
+        .and_then(|(_, path)| path.rsplit('/').next())
+        .filter(|n| !n.is_empty() && !n.starts_with('.'));
+    from_url.or_else(|| target_name(output))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pacmans_output_name_is_kept_and_a_hand_picked_one_yields_to_the_url() {
+        let name = |o: &str, u: &str| requested_name(Path::new(o), u).map(str::to_owned);
+        let pkg = "vim-2:9.1-1-x86_64.pkg.tar.zst";
+        let url = format!("https://m/extra/os/x86_64/{pkg}");
+        assert_eq!(name(&format!("/c/{pkg}.part"), &url).as_deref(), Some(pkg));
+        assert_eq!(name("/tmp/x.part", &url).as_deref(), Some(pkg));
+        assert_eq!(name("/tmp/x", &format!("{url}?a=b")).as_deref(), Some(pkg));
+        assert_eq!(name("/tmp/x.part", "https://m/dir/").as_deref(), Some("x"));
+        assert_eq!(name("/tmp/x.part", "https://m").as_deref(), Some("x"));
+        // An output that names a package keeps its name, whatever the URL.
+        let other = format!("/c/{pkg}.part");
+        assert_eq!(name(&other, "http://m/dead/x").as_deref(), Some(pkg));
+        // pacman's own odd names stay exact: the segment with its query is what it wrote.
+        assert_eq!(
+            name("/c/get?id=3.part", "https://m/get?id=3").as_deref(),
+            Some("get?id=3")
+        );
+    }
 
     #[test]
     fn classifies_what_pacman_downloads() {

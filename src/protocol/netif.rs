@@ -76,3 +76,8 @@ pub fn local_addresses() -> Vec<IpAddr> {
         })
         .collect()
 }
+
+/// Whether an interface of this name exists (up or not).
+pub fn exists(name: &str) -> bool {
+    nix::net::if_::if_nametoindex(name).is_ok()
+}

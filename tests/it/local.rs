@@ -52,7 +52,7 @@ fn bad_urls_and_arguments_are_clear_errors() {
         ("file://host/x", "local absolute path"),
     ] {
         let result = run(fetch_cmd().arg(&out).arg(url));
-        assert_eq!(result.status.code(), Some(1), "{url}");
+        assert_eq!(result.status.code(), Some(2), "{url}: bad arguments");
         assert!(
             stderr(&result).contains(expect),
             "{url}: {}",
@@ -274,7 +274,7 @@ fn progress_is_drawn_only_on_a_terminal() {
     let drawn = String::from_utf8_lossy(&tty.stdout);
     assert!(tty.status.success());
     assert!(
-        drawn.contains("local-1-1") && drawn.contains("from 127.0.0.1"),
+        drawn.contains("local-1-1") && drawn.contains("mirror 127.0.0.1"),
         "{drawn}"
     );
     assert!(drawn.contains("100%") && drawn.contains("MiB"), "{drawn}");

@@ -31,6 +31,10 @@ mod lan_hosts;
 mod agent;
 // Man pages, help, pacman.conf.example, unit, PKGBUILD, completions, README walkthrough.
 mod arch;
+// The README's debugging commands, bad values, fatal errors, the progress line.
+mod by_hand;
+// The Include line and its helper, the firewall definitions, the LICENSE.
+mod contrib;
 // Hostile peers, the allowlist, kill -9, and pacman 7's download user, with the real pacman.
 mod lan_trust;
 // Peers dying, unplugged, stalling or lying mid-transfer; the download carries on.
