@@ -255,11 +255,15 @@ fn from_mirror(
     }
 }
 
-/// Checks a finished output against the sync database, when one describes the file.
+/// Checks a finished output against the sync database, when one describes the file: by the
+/// SHA-256 computed as it was written, else (a 304's copy, say) by reading it back.
 fn mismatch(out: &Output, expected: Option<Expected>) -> Result<Option<String>, Error> {
     let Some(expected) = expected else {
         return Ok(None);
     };
+    if let Some(sha256) = out.sha256() {
+        return Ok(verify::digest_mismatch(out.len(), sha256, &expected));
+    }
     verify::mismatch(out.path(), &expected).map_err(|source| Error::WriteOutput {
         path: out.path().to_owned(),
         action: "read back",
