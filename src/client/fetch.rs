@@ -107,6 +107,9 @@ fn fetch_locked(
     // pacman 7: take over what an earlier, failed batch stranded in its download-* directory.
     let adopted = adopt::stranded(output, name, kind, expected.as_ref(), progress);
     let mut out = Output::open(output)?;
+    if expected.is_some_and(|e| e.sha256.is_some()) {
+        out.hash_as_written();
+    }
     if adopted == Adopted::Complete {
         return Ok(Report {
             source: "an earlier run's download directory".to_owned(),

@@ -46,7 +46,7 @@ impl Output {
             path: path.to_owned(),
             file: None,
             len,
-            hash: RunningHash::unknown(),
+            hash: RunningHash::default(),
         })
     }
 
@@ -61,6 +61,12 @@ impl Output {
             .map_err(|e| write_error(path, "create", e))?;
         out.file = Some(file);
         Ok(out)
+    }
+
+    /// Keeps the SHA-256 of the output as it is written, for [`Output::sha256`]; without this
+    /// nothing is hashed (the file is read back if it must be checked).
+    pub fn hash_as_written(&mut self) {
+        self.hash = RunningHash::wanted();
     }
 
     pub fn path(&self) -> &Path {
@@ -249,6 +255,7 @@ mod tests {
         // A prefix an earlier run wrote: read back once on resume.
         fs::write(&path, b"earlier ").unwrap();
         let mut out = Output::open(&path).unwrap();
+        out.hash_as_written();
         out.begin_at(out.len()).unwrap();
         out.append(b"run, then a bad peer").unwrap();
         assert!(out.sha256().is_some() && hash_is_the_files(&out));
@@ -278,6 +285,7 @@ mod tests {
 
         // A new Output on the same file resumes with the prefix read back.
         let mut out = Output::open(&path).unwrap();
+        out.hash_as_written();
         assert_eq!(out.sha256(), None, "nothing hashed before the resume");
         out.begin_at(5).unwrap();
         out.append(b"!").unwrap();
@@ -292,14 +300,18 @@ mod tests {
         let (path, other) = (dir.join("d.part"), dir.join("current.db"));
         fs::write(&other, b"a copy").unwrap();
         let mut out = Output::open(&path).unwrap();
+        out.hash_as_written();
         out.begin_at(0).unwrap();
         out.append(b"abc").unwrap();
+        assert!(out.sha256().is_some());
         out.copy_from(&other).unwrap();
         assert_eq!(out.sha256(), None, "a copy is read back, not assumed");
         // The file changed behind the Output's back: its length no longer matches.
         let mut out = Output::open(&path).unwrap();
+        out.hash_as_written();
         out.begin_at(0).unwrap();
         out.append(b"abc").unwrap();
+        assert!(out.sha256().is_some());
         fs::OpenOptions::new()
             .append(true)
             .open(&path)
