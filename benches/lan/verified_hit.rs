@@ -10,10 +10,8 @@
 //! Each line gives medians with (min-max) over the rounds.
 
 use std::fs;
-use std::path::Path;
 
-use sha2::{Digest, Sha256};
-
+use crate::archrepo::write_sync_db;
 use crate::daemon::Daemon;
 use crate::netns::{Family, Lan};
 use crate::util::{fetch_bin, tempdir};
@@ -32,13 +30,13 @@ pub fn run() {
         .unwrap_or_else(|_| tempdir());
     let file = cache.path().join(NAME);
     write_random_file(&file, SIZE);
-    write_sync_db(dbpath.path(), &file);
+    let want = fs::read(&file).unwrap();
+    write_sync_db(dbpath.path(), "bench", NAME, &want);
     let daemon = Daemon::start(lan.host(2), cache.path(), &[]);
     lan.wait_for_daemons(1);
     let mirror = format!("http://127.0.0.1:9/dead-mirror/{NAME}");
     let direct = format!("http://{}:{}/pkg/{NAME}", lan.ipv4(2), daemon.http_port);
     let out = dir.path().join(format!("{NAME}.part"));
-    let want = fs::read(&file).unwrap();
 
     for limit in [None, Some("1gbit")] {
         if let Some(rate) = limit {
@@ -94,25 +92,4 @@ pub fn run() {
         );
     }
     let _ = fs::remove_file(&out);
-}
-
-/// `<dbpath>/sync/bench.db`: an uncompressed tar with the one `desc` that vouches for `file`.
-fn write_sync_db(dbpath: &Path, file: &Path) {
-    let sha: String = Sha256::digest(fs::read(file).unwrap())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let len = fs::metadata(file).unwrap().len();
-    let desc = format!(
-        "%FILENAME%\n{NAME}\n\n%NAME%\nverified\n\n%VERSION%\n1-1\n\n%CSIZE%\n{len}\n\n%SHA256SUM%\n{sha}\n\n%ARCH%\nany\n\n"
-    );
-    fs::create_dir_all(dbpath.join("sync")).unwrap();
-    let mut tar = tar::Builder::new(fs::File::create(dbpath.join("sync/bench.db")).unwrap());
-    let mut header = tar::Header::new_gnu();
-    header.set_size(desc.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    tar.append_data(&mut header, "verified-1-1/desc", desc.as_bytes())
-        .unwrap();
-    tar.finish().unwrap();
 }
