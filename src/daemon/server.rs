@@ -29,6 +29,7 @@ use tower_http::services::ServeFile;
 
 use crate::daemon::allow::Allowlist;
 use crate::daemon::cache::Cache;
+use crate::daemon::growing::{self, Growing};
 use crate::daemon::stats::Stats;
 use crate::info;
 
@@ -44,9 +45,11 @@ const FILE_CHUNK: usize = 256 * 1024;
 /// Larger request headers are refused (431): ours are a few hundred bytes.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct App {
     pub cache: Arc<Cache>,
+    /// Files arriving right now, served while they grow.
+    pub growing: Arc<Growing>,
     pub stats: Arc<Stats>,
     pub allow: Arc<Allowlist>,
     pub daemon_id: String,
@@ -168,16 +171,21 @@ async fn package(
 ) -> Response {
     let client = client.ip().to_canonical();
     app.stats.heard(client);
-    let Some(found) = app.cache.find(&name) else {
-        Stats::add(&app.stats.not_found, 1);
-        return StatusCode::NOT_FOUND.into_response();
-    };
     let method = request.method().clone();
     let range = request
         .headers()
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let Some(found) = app.cache.find(&name) else {
+        if let Some(entry) = app.growing.find(&name) {
+            info!("{method} /pkg/{name} from {client}: following the download in progress");
+            Stats::add(&app.stats.files_served, 1);
+            return growing::response(entry, &method, range.as_deref());
+        }
+        Stats::add(&app.stats.not_found, 1);
+        return StatusCode::NOT_FOUND.into_response();
+    };
     let file = ServeFile::new(&found.path).with_buf_chunk_size(FILE_CHUNK);
     let response = match file.oneshot(request).await {
         Ok(response) => response.map(Body::new),

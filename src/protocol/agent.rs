@@ -23,7 +23,12 @@
 //!   headers, then the body unchanged (chunked when the origin sent no length, so a cut is always
 //!   visible). Redirects are answered, not followed, so the client sees them. A job the daemon
 //!   refuses gets `400`, an origin it cannot reach `502`, an origin that times out `504`; each
-//!   with an `X-Pacserve-Agent` header saying why.
+//!   with an `X-Pacserve-Agent` header saying why. A request for a package the client can
+//!   vouch for may carry `X-Pacserve-Share: <file name> <size> <sha256 hex>` (from the sync
+//!   database): the daemon then shares the download with the LAN while it arrives, and may
+//!   answer from another daemon's download of the same file instead of the origin (same status
+//!   and length as the origin's 200; see `pacserved(8)`, DOWNLOADS IN PROGRESS). Daemons that
+//!   predate it ignore the header.
 //! - `PSRV-AGENT 1 KNOWS <txn>`: the daemon answers `YES\n` when it holds a download plan for
 //!   that pacman transaction, else `NO\n`.
 //! - `PSRV-AGENT 1 PLAN <txn>`: lines `<url> <size> <sha256 hex>` follow, in the order pacman
@@ -45,6 +50,8 @@ pub const MAX_LINE: usize = 4096;
 pub const MAX_PLAN: usize = 20_000;
 /// The response header naming why the agent answered a job itself.
 pub const REASON_HEADER: &str = "X-Pacserve-Agent";
+/// The request header describing a shareable package: `<file name> <size> <sha256 hex>`.
+pub const SHARE_HEADER: &str = "X-Pacserve-Share";
 const MAGIC: &str = "PSRV-AGENT";
 const VERSION: &str = "1";
 

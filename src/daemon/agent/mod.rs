@@ -12,6 +12,7 @@
 
 pub mod prefetch;
 pub mod relay;
+pub mod share;
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -22,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
 use crate::daemon::agent::prefetch::Prefetch;
+use crate::daemon::agent::share::Sharing;
 use crate::protocol::agent::{self, Job, Planned};
 use crate::{info, warn};
 
@@ -37,7 +39,7 @@ pub struct Caller {
 }
 
 /// Binds `@name` and serves jobs on background threads until the process ends.
-pub fn spawn(name: &str, prefetch: Prefetch) -> io::Result<()> {
+pub fn spawn(name: &str, prefetch: Prefetch, sharing: Option<Arc<Sharing>>) -> io::Result<()> {
     let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes())?)
         .map_err(|e| io::Error::new(e.kind(), format!("agent socket @{name}: {e}")))?;
     let upstream = relay::upstream_agent();
@@ -59,13 +61,17 @@ pub fn spawn(name: &str, prefetch: Prefetch) -> io::Result<()> {
                     warn!("agent: too many jobs for uid {}; refusing one", caller.uid);
                     continue;
                 }
-                let (upstream, prefetch, counts) =
-                    (upstream.clone(), prefetch.clone(), running.clone());
+                let (upstream, prefetch, counts, sharing) = (
+                    upstream.clone(),
+                    prefetch.clone(),
+                    running.clone(),
+                    sharing.clone(),
+                );
                 let spawned =
                     std::thread::Builder::new()
                         .name("agent-job".into())
                         .spawn(move || {
-                            serve(conn, caller, &upstream, &prefetch);
+                            serve(conn, caller, &upstream, &prefetch, sharing.as_deref());
                             release(&counts, caller.uid);
                         });
                 if spawned.is_err() {
@@ -110,7 +116,13 @@ fn release(running: &Mutex<HashMap<u32, usize>>, uid: u32) {
 }
 
 /// One connection: its first line says what it wants.
-fn serve(conn: UnixStream, caller: Caller, upstream: &ureq::Agent, prefetch: &Prefetch) {
+fn serve(
+    conn: UnixStream,
+    caller: Caller,
+    upstream: &ureq::Agent,
+    prefetch: &Prefetch,
+    sharing: Option<&Sharing>,
+) {
     // A client that stops reading or writing must not hold its thread for ever.
     let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(30)));
     let _ = conn.set_write_timeout(Some(std::time::Duration::from_secs(60)));
@@ -141,7 +153,9 @@ fn serve(conn: UnixStream, caller: Caller, upstream: &ureq::Agent, prefetch: &Pr
             stall_ms,
         }) => {
             let limits = relay::Limits::from_millis(connect_ms, stall_ms);
-            relay::relay(reader, conn, caller, &origin, limits, upstream, prefetch);
+            relay::relay(
+                reader, conn, caller, &origin, limits, upstream, prefetch, sharing,
+            );
         }
         Ok(Job::Knows(txn)) => {
             let answer = if prefetch.knows(txn) { "YES\n" } else { "NO\n" };

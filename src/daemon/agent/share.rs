@@ -1,0 +1,232 @@
+//! The agent's side of sharing downloads in progress: every package it fetches for a local
+//! `pacserve-fetch` (or ahead of one) is also written to a growing file the LAN can follow
+//! ([`crate::daemon::growing`]), and when another daemon is already fetching it (settled by
+//! [`crate::daemon::claims`]) the agent follows that daemon instead of going to the mirror.
+//!
+//! Only files the client vouches for take part: it names the file with its size and SHA-256
+//! from the sync database in an `X-Pacserve-Share` request header (old daemons ignore it), so
+//! every shared file is verified before its last byte is released. Following a peer, the agent
+//! answers its client as the mirror would (200, full length); if the peer breaks off or stalls
+//! for [`PEER_STALL`], the rest comes from the mirror by a range request at the agent's own
+//! offset, and the whole file is checked before the last byte goes out. A wrong file is cut
+//! short, and the client's own fallback and checks take over.
+
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ureq::Agent;
+
+use crate::daemon::claims::{Claims, Verdict};
+use crate::daemon::growing::{Growing, Writer};
+use crate::info;
+use crate::pacman::name::is_shareable_name;
+
+/// A followed daemon silent this long is left for the mirror.
+pub const PEER_STALL: Duration = Duration::from_secs(3);
+const PEER_CONNECT: Duration = Duration::from_secs(2);
+
+/// The registry and the claims, shared by the relay and prefetch.
+pub struct Sharing {
+    pub growing: Arc<Growing>,
+    pub claims: Arc<Claims>,
+}
+
+/// What the client said the file is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    pub name: String,
+    pub size: u64,
+    pub sha256: [u8; 32],
+}
+
+impl Share {
+    /// `<name> <size> <sha256 hex>`.
+    pub fn parse(value: &str) -> Option<Share> {
+        let mut words = value.split_ascii_whitespace();
+        let (Some(name), Some(size), Some(hex), None) =
+            (words.next(), words.next(), words.next(), words.next())
+        else {
+            return None;
+        };
+        if !is_shareable_name(name) || hex.len() != 64 {
+            return None;
+        }
+        let mut sha256 = [0u8; 32];
+        for (i, byte) in sha256.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Share {
+            name: name.to_owned(),
+            size: size.parse().ok()?,
+            sha256,
+        })
+    }
+
+    pub fn header_value(&self) -> String {
+        let hex: String = self.sha256.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{} {} {hex}", self.name, self.size)
+    }
+}
+
+impl Sharing {
+    /// Registers `share` as arriving here and settles who fetches it: None when it is already
+    /// arriving here (or sharing is full); else the writer and whether to follow someone.
+    pub fn begin(&self, share: &Share) -> Option<(Writer, Verdict)> {
+        let writer = self
+            .growing
+            .begin(&share.name, share.size, share.sha256)?;
+        let verdict = self.claims.settle(&share.name);
+        writer.commit();
+        Some((writer, verdict))
+    }
+}
+
+/// Reads a body through to the client and into the shared file; at the end the shared file is
+/// verified (what the client gets is its own business: the relay stays dumb).
+pub struct Tee<R> {
+    pub body: R,
+    pub writer: Option<Writer>,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.body.read(buf)?;
+        if n == 0 {
+            if let Some(writer) = self.writer.take() {
+                writer.finish();
+            }
+        } else if let Some(writer) = self.writer.as_mut()
+            && writer.write(&buf[..n]).is_err()
+        {
+            self.writer = None;
+        }
+        Ok(n)
+    }
+}
+
+/// The body of a file followed from `peer`, the mirror `url` taking over at our offset if the
+/// peer fails; it ends (Ok(0)) only once the whole file is verified.
+pub struct Following<'a> {
+    pub writer: Option<Writer>,
+    pub peer: Option<SocketAddr>,
+    pub url: String,
+    pub user_agent: Option<String>,
+    pub stall: Duration,
+    pub upstream: &'a Agent,
+    body: Option<Box<dyn Read + Send + Sync>>,
+}
+
+impl<'a> Following<'a> {
+    pub fn new(
+        writer: Writer,
+        peer: SocketAddr,
+        url: String,
+        user_agent: Option<String>,
+        stall: Duration,
+        upstream: &'a Agent,
+    ) -> Self {
+        Following {
+            writer: Some(writer),
+            peer: Some(peer),
+            url,
+            user_agent,
+            stall,
+            upstream,
+            body: None,
+        }
+    }
+
+    /// The next source from `pos`: the peer first, then the mirror.
+    fn open(&mut self, pos: u64, size: u64, name: &str) -> io::Result<Box<dyn Read + Send + Sync>> {
+        let (url, range, connect, stall) = match self.peer {
+            Some(peer) => (
+                format!("http://{peer}/pkg/{name}"),
+                pos,
+                PEER_CONNECT,
+                PEER_STALL,
+            ),
+            None => (self.url.clone(), pos, self.stall, self.stall),
+        };
+        let mut call = self
+            .upstream
+            .get(&url)
+            .config()
+            .timeout_connect(Some(connect))
+            .timeout_per_read(Some(stall))
+            .build();
+        if range > 0 {
+            call = call.header("Range", format!("bytes={range}-"));
+        }
+        if let Some(ua) = &self.user_agent {
+            call = call.header("User-Agent", ua);
+        }
+        let response = call.call().map_err(io::Error::other)?;
+        let header = |n: &str| response.headers().get(n).and_then(|v| v.to_str().ok());
+        let length = header("Content-Length").and_then(|v| v.trim().parse::<u64>().ok());
+        let start = match (response.status().as_u16(), header("Content-Range")) {
+            (200, _) if range == 0 => 0,
+            (206, Some(cr)) => cr
+                .trim()
+                .strip_prefix("bytes ")
+                .and_then(|r| r.split_once('-'))
+                .and_then(|(s, _)| s.parse::<u64>().ok())
+                .unwrap_or(u64::MAX),
+            (status, _) => return Err(io::Error::other(format!("{url}: status {status}"))),
+        };
+        if start != pos || length.is_some_and(|l| pos + l != size) {
+            return Err(io::Error::other(format!("{url}: not the rest of the file")));
+        }
+        Ok(Box::new(response.into_body().into_reader()))
+    }
+}
+
+impl Read for Following<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| io::Error::other("already ended"))?;
+        let (pos, size) = (writer.written(), writer.entry().size);
+        let name = writer.entry().name.clone();
+        if pos == size {
+            let verified = self.writer.take().is_some_and(Writer::finish);
+            return match verified {
+                true => Ok(0),
+                false => Err(io::Error::other("the followed file is not the file")),
+            };
+        }
+        loop {
+            let body = match self.body.as_mut() {
+                Some(body) => body,
+                None => match self.open(pos, size, &name) {
+                    Ok(body) => self.body.insert(body),
+                    Err(e) if self.peer.is_some() => {
+                        info!("agent: following {name}: {e}; using the mirror from byte {pos}");
+                        self.peer = None;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            let room = buf.len().min((size - pos) as usize);
+            match body.read(&mut buf[..room]) {
+                Ok(n) if n > 0 => {
+                    let writer = self.writer.as_mut().ok_or_else(|| io::Error::other("ended"))?;
+                    writer.write(&buf[..n])?;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                result if self.peer.is_some() => {
+                    let why = result.err().map_or("ended early".to_owned(), |e| e.to_string());
+                    info!("agent: following {name}: peer {why}; using the mirror from byte {pos}");
+                    self.peer = None;
+                    self.body = None;
+                }
+                Ok(_) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
