@@ -38,3 +38,5 @@ mod lan_faults;
 // Hostile LAN hosts against the client's limits: endless or dripping bodies, floods of answers,
 // spoofed ids, foreign ports; and one writer per output (issue 10).
 mod lan_hostile;
+// Hosts upgrading together: downloads in progress shared, claims, protocol versions mixed.
+mod lan_together;
