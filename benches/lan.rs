@@ -26,6 +26,8 @@ mod util;
 
 #[path = "lan/mirror_path.rs"]
 mod mirror_path;
+#[path = "lan/together.rs"]
+mod together;
 
 use std::fs;
 use std::path::Path;
@@ -74,6 +76,9 @@ fn main() {
     }
     if wanted("mirror") {
         mirror_path::run();
+    }
+    if wanted("together") {
+        together::run();
     }
 }
 

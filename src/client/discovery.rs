@@ -153,7 +153,10 @@ pub fn ask(
                 }
                 continue;
             }
-            seen.insert((answer.daemon_id, from.ip()), (answers.len(), answer.version));
+            seen.insert(
+                (answer.daemon_id, from.ip()),
+                (answers.len(), answer.version),
+            );
             let is_self = locals.contains(&from.ip());
             if is_self && !config.include_self {
                 continue;

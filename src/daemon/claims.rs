@@ -158,7 +158,9 @@ impl Claims {
         let deadline = Instant::now() + wait;
         let mut buf = [0u8; 128];
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            if left.is_zero() || (!outstanding.is_empty() && outstanding.iter().all(|id| answered.contains(id))) {
+            if left.is_zero()
+                || (!outstanding.is_empty() && outstanding.iter().all(|id| answered.contains(id)))
+            {
                 break;
             }
             let _ = socket.set_read_timeout(Some(left.max(Duration::from_millis(1))));

@@ -86,7 +86,10 @@ impl Growing {
         let dir = match fs::create_dir_all(&dir) {
             Ok(()) => Some(dir),
             Err(e) => {
-                warn!("sharing downloads in progress off: cannot make {}: {e}", dir.display());
+                warn!(
+                    "sharing downloads in progress off: cannot make {}: {e}",
+                    dir.display()
+                );
                 None
             }
         };
@@ -289,7 +292,13 @@ impl Follow {
 /// range clients send), streamed as it lands.
 pub fn response(entry: Arc<Entry>, method: &Method, range: Option<&str>) -> Response {
     let size = entry.size;
-    let from = range.and_then(|r| r.trim().strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok());
+    let from = range.and_then(|r| {
+        r.trim()
+            .strip_prefix("bytes=")?
+            .strip_suffix('-')?
+            .parse()
+            .ok()
+    });
     let (status, from) = match from {
         Some(from) if from >= size => {
             return (
@@ -303,7 +312,10 @@ pub fn response(entry: Arc<Entry>, method: &Method, range: Option<&str>) -> Resp
     };
     let mut headers = vec![(header::CONTENT_LENGTH, (size - from).to_string())];
     if from > 0 {
-        headers.push((header::CONTENT_RANGE, format!("bytes {from}-{}/{size}", size - 1)));
+        headers.push((
+            header::CONTENT_RANGE,
+            format!("bytes {from}-{}/{size}", size - 1),
+        ));
     }
     let follow = match Follow::open(entry, from) {
         Ok(follow) => follow,

@@ -34,10 +34,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::daemon::agent::prefetch::Prefetch;
 use crate::daemon::agent::share::Sharing;
-use crate::daemon::claims::Claims;
-use crate::daemon::growing::Growing;
 use crate::daemon::allow::Allowlist;
 use crate::daemon::cache::Cache;
+use crate::daemon::claims::Claims;
+use crate::daemon::growing::Growing;
 use crate::daemon::responder::Responder;
 use crate::daemon::server::App;
 use crate::daemon::stats::Stats;
@@ -154,8 +154,9 @@ pub fn run(config: Config) -> io::Result<()> {
             growing: growing.clone(),
             claims,
         });
-        prefetch.sharing = Some(sharing.clone());
-        if let Err(e) = agent::spawn(name, prefetch, Some(sharing)) {
+        // The relay and prefetch both share what they fetch.
+        prefetch.sharing = Some(sharing);
+        if let Err(e) = agent::spawn(name, prefetch) {
             warn!("no download agent: {e}");
         }
     }

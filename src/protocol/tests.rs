@@ -305,7 +305,10 @@ fn version_2_rejections() {
     let mut bad = growing.clone();
     bad[23..25].copy_from_slice(&[0, 0]);
     assert_eq!(Answer::decode(&bad), Err(Reject::BadLength));
-    assert_eq!(Answer::decode(&growing[..ANSWER_LEN]), Err(Reject::TooShort));
+    assert_eq!(
+        Answer::decode(&growing[..ANSWER_LEN]),
+        Err(Reject::TooShort)
+    );
     let mut bad = growing.clone();
     bad[14] = 4;
     assert_eq!(Answer::decode(&bad), Err(Reject::BadLength));

@@ -128,7 +128,11 @@ impl Answer {
             return Err(Reject::TooShort);
         }
         let version = check_header(datagram, KIND_ANSWER)?;
-        let len = if version == 1 { ANSWER_LEN } else { ANSWER_V2_LEN };
+        let len = if version == 1 {
+            ANSWER_LEN
+        } else {
+            ANSWER_V2_LEN
+        };
         match datagram.len() {
             n if n < len => return Err(Reject::TooShort),
             n if n > len => return Err(Reject::TooLong),
@@ -155,13 +159,11 @@ impl Answer {
                 mtime,
             },
             (STATE_MISS, _) => Holding::Miss,
-            (STATE_GROWING, Some(landed)) if http_port != 0 && landed <= size => {
-                Holding::Growing {
-                    http_port,
-                    size,
-                    landed,
-                }
-            }
+            (STATE_GROWING, Some(landed)) if http_port != 0 && landed <= size => Holding::Growing {
+                http_port,
+                size,
+                landed,
+            },
             (STATE_CLAIMING, Some(_)) => Holding::Claiming,
             _ => return Err(Reject::BadLength),
         };

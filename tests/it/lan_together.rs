@@ -64,7 +64,13 @@ fn site(hosts: usize, packages: usize, payload: usize, rate: &str) -> Option<Sit
         _root: root,
     };
     for i in 1..=hosts {
-        assert!(site.pacman(i, &["-Sy"]).wait_with_output().unwrap().status.success());
+        assert!(
+            site.pacman(i, &["-Sy"])
+                .wait_with_output()
+                .unwrap()
+                .status
+                .success()
+        );
     }
     Some(site)
 }
@@ -146,8 +152,13 @@ fn hosts_upgrading_together_fetch_each_file_from_the_mirror_about_once() {
         .map(|f| fs::metadata(s.repo.dir.join(f)).unwrap().len())
         .sum();
     let sent: u64 = files.iter().map(|f| s.mirror_bytes(f)).sum();
-    let per_file: Vec<usize> = files.iter().map(|f| s.mirror.requests_for(f).len()).collect();
-    eprintln!("mirror sent {sent} bytes for {package_bytes} package bytes; requests per file {per_file:?}");
+    let per_file: Vec<usize> = files
+        .iter()
+        .map(|f| s.mirror.requests_for(f).len())
+        .collect();
+    eprintln!(
+        "mirror sent {sent} bytes for {package_bytes} package bytes; requests per file {per_file:?}"
+    );
     // Every host on its own would make this 4×.
     assert!(
         sent * 2 <= package_bytes * 3,
@@ -174,8 +185,16 @@ fn the_leader_killed_mid_file_leaves_followers_to_finish_from_the_next_source() 
 
     // A version 1 client cannot be told "in progress": MISS. A version 2 client is.
     let (v1, v2) = (ask(&s, 3, 1, 1, file), ask(&s, 3, 1, 2, file));
-    assert_eq!(v1.split_whitespace().take(3).collect::<Vec<_>>(), ["41", "1", "0"], "{v1}");
-    assert_eq!(v2.split_whitespace().take(3).collect::<Vec<_>>(), ["49", "2", "2"], "{v2}");
+    assert_eq!(
+        v1.split_whitespace().take(3).collect::<Vec<_>>(),
+        ["41", "1", "0"],
+        "{v1}"
+    );
+    assert_eq!(
+        v2.split_whitespace().take(3).collect::<Vec<_>>(),
+        ["49", "2", "2"],
+        "{v2}"
+    );
 
     let followers: Vec<Child> = (2..=3).map(|i| s.pacman(i, &["-S", "tg0"])).collect();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -225,7 +244,14 @@ d, _ = s.recvfrom(512)
 print(len(d), d[4], d[14], int.from_bytes(d[41:49], "big") if len(d) == 49 else -1)
 "#
     );
-    let out = s.lan.host(from).command("python3").arg("-c").arg(script).output().unwrap();
+    let out = s
+        .lan
+        .host(from)
+        .command("python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
@@ -274,16 +300,31 @@ fn version_1_and_2_daemons_and_clients_share_one_lan() {
     .unwrap();
     let child = s.pacman(1, &["-S", "tg0", "tg1"]);
     s.assert_installed(1, child, &files);
-    assert!(v1.log().contains(&format!("GET /pkg/{}", files[0])), "{}", v1.log());
+    assert!(
+        v1.log().contains(&format!("GET /pkg/{}", files[0])),
+        "{}",
+        v1.log()
+    );
     assert!(!s.nodes[1].daemon.served(&files[1]).is_empty());
     for file in &files {
-        assert!(s.mirror.requests_for(file).is_empty(), "{file} came from the LAN");
+        assert!(
+            s.mirror.requests_for(file).is_empty(),
+            "{file} came from the LAN"
+        );
     }
     // A version 1 client asking the new daemon gets a version 1 answer: HAVE, or MISS.
     let have = ask(&s, 1, 2, 1, &files[1]);
-    assert_eq!(have.split_whitespace().take(3).collect::<Vec<_>>(), ["41", "1", "1"], "{have}");
+    assert_eq!(
+        have.split_whitespace().take(3).collect::<Vec<_>>(),
+        ["41", "1", "1"],
+        "{have}"
+    );
     let miss = ask(&s, 1, 2, 1, "nothing-1-1-any.pkg.tar.zst");
-    assert_eq!(miss.split_whitespace().take(3).collect::<Vec<_>>(), ["41", "1", "0"], "{miss}");
+    assert_eq!(
+        miss.split_whitespace().take(3).collect::<Vec<_>>(),
+        ["41", "1", "0"],
+        "{miss}"
+    );
 }
 
 #[test]
@@ -307,5 +348,9 @@ fn a_tampered_growing_file_never_reaches_pacman() {
         .log()
         .iter()
         .any(|l| l.contains("following the download in progress"));
-    assert!(followed, "host 2 followed host 1: {:?}", s.nodes[0].daemon.log());
+    assert!(
+        followed,
+        "host 2 followed host 1: {:?}",
+        s.nodes[0].daemon.log()
+    );
 }

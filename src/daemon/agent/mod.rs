@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
 use crate::daemon::agent::prefetch::Prefetch;
-use crate::daemon::agent::share::Sharing;
 use crate::protocol::agent::{self, Job, Planned};
 use crate::{info, warn};
 
@@ -39,7 +38,7 @@ pub struct Caller {
 }
 
 /// Binds `@name` and serves jobs on background threads until the process ends.
-pub fn spawn(name: &str, prefetch: Prefetch, sharing: Option<Arc<Sharing>>) -> io::Result<()> {
+pub fn spawn(name: &str, prefetch: Prefetch) -> io::Result<()> {
     let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes())?)
         .map_err(|e| io::Error::new(e.kind(), format!("agent socket @{name}: {e}")))?;
     let upstream = relay::upstream_agent();
@@ -61,17 +60,13 @@ pub fn spawn(name: &str, prefetch: Prefetch, sharing: Option<Arc<Sharing>>) -> i
                     warn!("agent: too many jobs for uid {}; refusing one", caller.uid);
                     continue;
                 }
-                let (upstream, prefetch, counts, sharing) = (
-                    upstream.clone(),
-                    prefetch.clone(),
-                    running.clone(),
-                    sharing.clone(),
-                );
+                let (upstream, prefetch, counts) =
+                    (upstream.clone(), prefetch.clone(), running.clone());
                 let spawned =
                     std::thread::Builder::new()
                         .name("agent-job".into())
                         .spawn(move || {
-                            serve(conn, caller, &upstream, &prefetch, sharing.as_deref());
+                            serve(conn, caller, &upstream, &prefetch);
                             release(&counts, caller.uid);
                         });
                 if spawned.is_err() {
@@ -116,13 +111,7 @@ fn release(running: &Mutex<HashMap<u32, usize>>, uid: u32) {
 }
 
 /// One connection: its first line says what it wants.
-fn serve(
-    conn: UnixStream,
-    caller: Caller,
-    upstream: &ureq::Agent,
-    prefetch: &Prefetch,
-    sharing: Option<&Sharing>,
-) {
+fn serve(conn: UnixStream, caller: Caller, upstream: &ureq::Agent, prefetch: &Prefetch) {
     // A client that stops reading or writing must not hold its thread for ever.
     let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(30)));
     let _ = conn.set_write_timeout(Some(std::time::Duration::from_secs(60)));
@@ -153,9 +142,7 @@ fn serve(
             stall_ms,
         }) => {
             let limits = relay::Limits::from_millis(connect_ms, stall_ms);
-            relay::relay(
-                reader, conn, caller, &origin, limits, upstream, prefetch, sharing,
-            );
+            relay::relay(reader, conn, caller, &origin, limits, upstream, prefetch);
         }
         Ok(Job::Knows(txn)) => {
             let answer = if prefetch.knows(txn) { "YES\n" } else { "NO\n" };

@@ -45,7 +45,7 @@ pub struct Prefetch {
     pub max_bytes: u64,
     dir: Option<PathBuf>,
     plans: Mutex<HashMap<Transaction, Plan>>,
-    /// Share prefetched files with the LAN while they arrive.
+    /// Share fetched files with the LAN while they arrive (prefetched and relayed alike).
     pub sharing: Option<Arc<Sharing>>,
 }
 
@@ -281,12 +281,15 @@ fn fetch(
         .filter(|_| is_shareable_name(name))
         .and_then(|s| s.begin(&share));
     let outcome = match shared {
-        Some((writer, Verdict::Follow { http })) => {
-            get(&format!("http://{http}/pkg/{name}"), Some(writer), PEER_STALL).or_else(|e| {
-                info!("prefetch: following {http} for {name}: {e}; using the mirror");
-                get(&planned.url, None, STALL_LIMIT)
-            })
-        }
+        Some((writer, Verdict::Follow { http })) => get(
+            &format!("http://{http}/pkg/{name}"),
+            Some(writer),
+            PEER_STALL,
+        )
+        .or_else(|e| {
+            info!("prefetch: following {http} for {name}: {e}; using the mirror");
+            get(&planned.url, None, STALL_LIMIT)
+        }),
         Some((writer, Verdict::Lead)) => get(&planned.url, Some(writer), STALL_LIMIT),
         None => get(&planned.url, None, STALL_LIMIT),
     };

@@ -15,9 +15,9 @@ use std::time::Duration;
 use ureq::Agent;
 
 use crate::daemon::agent::prefetch::{Prefetch, Staged};
-use crate::daemon::agent::share::{Following, Share, Sharing, Tee};
-use crate::daemon::claims::Verdict;
+use crate::daemon::agent::share::{Following, Share, Tee};
 use crate::daemon::agent::{Caller, read_line};
+use crate::daemon::claims::Verdict;
 use crate::protocol::agent::{REASON_HEADER, SHARE_HEADER};
 use crate::{info, warn};
 
@@ -87,7 +87,6 @@ pub fn relay(
     limits: Limits,
     upstream: &Agent,
     prefetch: &Prefetch,
-    sharing: Option<&Sharing>,
 ) {
     let request = match read_request(&mut reader) {
         Ok(request) => request,
@@ -111,7 +110,9 @@ pub fn relay(
     }
     // A whole package the client vouches for: share it while it arrives, or follow the daemon
     // already fetching it.
-    let shared = sharing
+    let shared = prefetch
+        .sharing
+        .as_deref()
         .zip(request.share.as_ref())
         .filter(|_| request.range.is_none() && request.if_modified_since.is_none())
         .and_then(|(sharing, share)| sharing.begin(share));
@@ -120,8 +121,13 @@ pub fn relay(
             let size = writer.entry().size;
             let ua = request.user_agent.clone();
             let mut body = Following::new(writer, http, url.clone(), ua, limits.stall, upstream);
-            let sent = write_head(&mut conn, 200, &[("Content-Length", size.to_string())], false)
-                .and_then(|_| copy_body(&mut body, &mut conn, false));
+            let sent = write_head(
+                &mut conn,
+                200,
+                &[("Content-Length", size.to_string())],
+                false,
+            )
+            .and_then(|_| copy_body(&mut body, &mut conn, false));
             return match sent {
                 Ok(sent) => info!("agent: {who}: {url}: followed {http}, {sent} bytes, verified"),
                 Err(e) => info!("agent: {who}: {url}: following {http}: {e}"),

@@ -74,9 +74,7 @@ impl Sharing {
     /// Registers `share` as arriving here and settles who fetches it: None when it is already
     /// arriving here (or sharing is full); else the writer and whether to follow someone.
     pub fn begin(&self, share: &Share) -> Option<(Writer, Verdict)> {
-        let writer = self
-            .growing
-            .begin(&share.name, share.size, share.sha256)?;
+        let writer = self.growing.begin(&share.name, share.size, share.sha256)?;
         let verdict = self.claims.settle(&share.name);
         writer.commit();
         Some((writer, verdict))
@@ -213,13 +211,18 @@ impl Read for Following<'_> {
             let room = buf.len().min((size - pos) as usize);
             match body.read(&mut buf[..room]) {
                 Ok(n) if n > 0 => {
-                    let writer = self.writer.as_mut().ok_or_else(|| io::Error::other("ended"))?;
+                    let writer = self
+                        .writer
+                        .as_mut()
+                        .ok_or_else(|| io::Error::other("ended"))?;
                     writer.write(&buf[..n])?;
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 result if self.peer.is_some() => {
-                    let why = result.err().map_or("ended early".to_owned(), |e| e.to_string());
+                    let why = result
+                        .err()
+                        .map_or("ended early".to_owned(), |e| e.to_string());
                     info!("agent: following {name}: peer {why}; using the mirror from byte {pos}");
                     self.peer = None;
                     self.body = None;
