@@ -28,24 +28,29 @@ fn query_round_trips_and_is_padded() {
     assert_eq!(Query::decode(&bytes), Ok(short));
 }
 
-#[test]
-fn answer_round_trips() {
-    for holding in [
-        Holding::Have {
-            http_port: 15678,
-            size: 123_456_789_012,
-            mtime: 1_700_000_000,
-        },
-        Holding::Miss,
-    ] {
+/// Every holding encodes to `len` bytes in `version` and decodes back to itself.
+fn assert_round_trips(version: u8, len: usize, holdings: &[Holding]) {
+    for &holding in holdings {
         let a = Answer {
-            version: 1,
+            version,
             nonce: [9; 8],
             daemon_id: [0xab; 8],
             holding,
         };
-        assert_eq!(Answer::decode(&a.encode()), Ok(a));
+        let bytes = a.encode();
+        assert_eq!(bytes.len(), len);
+        assert_eq!(Answer::decode(&bytes), Ok(a));
     }
+}
+
+#[test]
+fn answer_round_trips() {
+    let have = Holding::Have {
+        http_port: 15678,
+        size: 123_456_789_012,
+        mtime: 1_700_000_000,
+    };
+    assert_round_trips(1, ANSWER_LEN, &[have, Holding::Miss]);
 }
 
 #[test]
@@ -153,17 +158,7 @@ fn garbage_never_panics_and_never_amplifies() {
         }
         .encode(),
         v2_query(Some([7; 8])).encode(),
-        Answer {
-            version: 2,
-            nonce: [1; 8],
-            daemon_id: [2; 8],
-            holding: Holding::Growing {
-                http_port: 15678,
-                size: 1000,
-                landed: 10,
-            },
-        }
-        .encode(),
+        growing_answer(15678, 1000, 10),
     ];
     let mut state = 0x1234_5678_9abc_def0u64;
     let mut next = move || {
@@ -214,6 +209,20 @@ fn garbage_never_panics_and_never_amplifies() {
     );
 }
 
+fn growing_answer(http_port: u16, size: u64, landed: u64) -> Vec<u8> {
+    Answer {
+        version: 2,
+        nonce: [1; 8],
+        daemon_id: [2; 8],
+        holding: Holding::Growing {
+            http_port,
+            size,
+            landed,
+        },
+    }
+    .encode()
+}
+
 fn v2_query(claim: Option<[u8; 8]>) -> Query {
     Query {
         version: 2,
@@ -228,30 +237,18 @@ fn version_2_queries_and_answers_round_trip() {
         let q = v2_query(claim);
         assert_eq!(Query::decode(&q.encode()), Ok(q));
     }
-    for holding in [
-        Holding::Have {
-            http_port: 15678,
-            size: 5,
-            mtime: 9,
-        },
-        Holding::Growing {
-            http_port: 15678,
-            size: 1 << 40,
-            landed: 1 << 20,
-        },
-        Holding::Claiming,
-        Holding::Miss,
-    ] {
-        let a = Answer {
-            version: 2,
-            nonce: [4; 8],
-            daemon_id: [5; 8],
-            holding,
-        };
-        let bytes = a.encode();
-        assert_eq!(bytes.len(), ANSWER_V2_LEN);
-        assert_eq!(Answer::decode(&bytes), Ok(a));
-    }
+    let growing = Holding::Growing {
+        http_port: 15678,
+        size: 1 << 40,
+        landed: 1 << 20,
+    };
+    let have = Holding::Have {
+        http_port: 15678,
+        size: 5,
+        mtime: 9,
+    };
+    let all = [have, growing, Holding::Claiming, Holding::Miss];
+    assert_round_trips(2, ANSWER_V2_LEN, &all);
 }
 
 #[test]
@@ -287,17 +284,7 @@ fn version_2_rejections() {
     let mut bad = good.clone();
     bad[flags_at] = 2;
     assert_eq!(Query::decode(&bad), Err(Reject::BadLength));
-    let growing = Answer {
-        version: 2,
-        nonce: [0; 8],
-        daemon_id: [0; 8],
-        holding: Holding::Growing {
-            http_port: 1,
-            size: 10,
-            landed: 10,
-        },
-    }
-    .encode();
+    let growing = growing_answer(1, 10, 10);
     // More landed than the size, no port, a v1-sized v2 answer, an unknown state.
     let mut bad = growing.clone();
     bad[48] = 11;

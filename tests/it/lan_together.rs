@@ -112,6 +112,21 @@ impl Site {
         }
     }
 
+    /// Stops host `i`'s daemon and starts the scripted peer in its place (hostile_peer.py's
+    /// `mode` and settings), serving `file` of the repository.
+    fn replace_daemon(
+        &mut self,
+        i: usize,
+        mode: &str,
+        file: &str,
+        env: &[(&str, &str)],
+    ) -> Hostile {
+        self.nodes[i - 1].daemon.kill();
+        let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        let real = self.repo.dir.join(file);
+        Hostile::start_with(self.lan.host(i), mode, &real, &self.lan.ipv4(i), &env)
+    }
+
     /// The growing file of `name` in host `i`'s daemon.
     fn growing(&self, i: usize, name: &str) -> std::path::PathBuf {
         self.nodes[i - 1]
@@ -257,20 +272,12 @@ print(len(d), d[4], d[14], int.from_bytes(d[41:49], "big") if len(d) == 49 else 
 
 #[test]
 fn a_leader_sending_wrong_bytes_is_caught_by_the_followers_check() {
-    let Some(s) = site(2, 1, 1_500_000, "40mbit") else {
+    let Some(mut s) = site(2, 1, 1_500_000, "40mbit") else {
         return;
     };
     let files = files(&s.repo);
     // Host 2's daemon makes way for a liar that says "in progress" and sends wrong bytes.
-    let mut s = s;
-    s.nodes[1].daemon.kill();
-    let liar = Hostile::start_with(
-        s.lan.host(2),
-        "wrongbytes",
-        &s.repo.dir.join(&files[0]),
-        &s.lan.ipv4(2),
-        &[("HOSTILE_GROWING", "1".to_owned())],
-    );
+    let liar = s.replace_daemon(2, "wrongbytes", &files[0], &[("HOSTILE_GROWING", "1")]);
     let child = s.pacman(1, &["-S", "tg0"]);
     s.assert_installed(1, child, &files);
     assert!(liar.log().contains("GET /pkg/"), "{}", liar.log());
@@ -279,19 +286,12 @@ fn a_leader_sending_wrong_bytes_is_caught_by_the_followers_check() {
 
 #[test]
 fn version_1_and_2_daemons_and_clients_share_one_lan() {
-    let Some(s) = site(3, 2, 500_000, "40mbit") else {
+    let Some(mut s) = site(3, 2, 500_000, "40mbit") else {
         return;
     };
     let files = files(&s.repo);
-    let mut s = s;
     // Host 3 runs a version 1 daemon (the scripted one, honest) holding tg0.
-    s.nodes[2].daemon.kill();
-    let v1 = Hostile::start(
-        s.lan.host(3),
-        "honest",
-        &s.repo.dir.join(&files[0]),
-        &s.lan.ipv4(3),
-    );
+    let v1 = s.replace_daemon(3, "honest", &files[0], &[]);
     // Host 2's new daemon holds tg1.
     fs::copy(
         s.repo.dir.join(&files[1]),
