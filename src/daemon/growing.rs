@@ -335,3 +335,81 @@ pub fn response(entry: Arc<Entry>, method: &Method, range: Option<&str>) -> Resp
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha(bytes: &[u8]) -> [u8; 32] {
+        Sha256::digest(bytes).into()
+    }
+
+    /// Reads a follower to its end: the bytes, and the error that ended it early if one did.
+    fn drain(follow: &mut Follow) -> (Vec<u8>, Option<io::Error>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut got = Vec::new();
+            while let Some(chunk) = follow.next().await {
+                match chunk {
+                    Ok(bytes) => got.extend_from_slice(&bytes),
+                    Err(e) => return (got, Some(e)),
+                }
+            }
+            (got, None)
+        })
+    }
+
+    #[test]
+    fn followers_get_the_last_byte_only_of_a_verified_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let growing = Growing::new(dir.path());
+        let body = b"0123456789".repeat(1000);
+        let name = "g-1-1-any.pkg.tar.zst";
+        let mut writer = growing.begin(name, body.len() as u64, sha(&body)).unwrap();
+        assert!(
+            growing.begin(name, 1, [0; 32]).is_none(),
+            "one writer per name"
+        );
+        assert_eq!(growing.find(name).unwrap().landed().phase, Phase::Claiming);
+        writer.commit();
+        writer.write(&body).unwrap();
+        // Everything landed but not yet verified: a follower from the middle waits at the last
+        // byte; verified, it gets the rest.
+        let entry = growing.find(name).unwrap();
+        let mut follow = Follow::open(entry, 5000).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(100));
+                assert!(writer.finish());
+            });
+            let (got, error) = drain(&mut follow);
+            assert!(error.is_none(), "{error:?}");
+            assert_eq!(got, body[5000..]);
+        });
+    }
+
+    #[test]
+    fn a_wrong_file_ends_its_followers_one_byte_short_and_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let growing = Growing::new(dir.path());
+        let body = vec![7u8; 3000];
+        let name = "w-1-1-any.pkg.tar.zst";
+        let mut writer = growing.begin(name, 3000, sha(b"something else")).unwrap();
+        writer.commit();
+        writer.write(&body).unwrap();
+        assert!(writer.write(b"x").is_err(), "past the size");
+        let mut follow = Follow::open(growing.find(name).unwrap(), 0).unwrap();
+        assert!(!writer.finish());
+        let (got, error) = drain(&mut follow);
+        assert!(error.is_some());
+        assert!(got.len() < body.len());
+        assert!(growing.find(name).is_none());
+        // A writer dropped unfinished fails too, and the name is free again.
+        let writer = growing.begin(name, 3000, sha(&body)).unwrap();
+        drop(writer);
+        assert!(growing.find(name).is_none());
+    }
+}

@@ -42,6 +42,8 @@
 
 use std::fmt;
 
+use crate::pacman::name::is_shareable_name;
+
 /// The socket's abstract name (without the leading NUL).
 pub const DEFAULT_SOCKET: &str = "pacserved/agent";
 /// Longest request line, and longest plan line.
@@ -54,6 +56,43 @@ pub const REASON_HEADER: &str = "X-Pacserve-Agent";
 pub const SHARE_HEADER: &str = "X-Pacserve-Share";
 const MAGIC: &str = "PSRV-AGENT";
 const VERSION: &str = "1";
+
+/// A package described by the sync database, as `X-Pacserve-Share` carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    pub name: String,
+    pub size: u64,
+    pub sha256: [u8; 32],
+}
+
+impl Share {
+    /// `<name> <size> <sha256 hex>`.
+    pub fn parse(value: &str) -> Option<Share> {
+        let mut words = value.split_ascii_whitespace();
+        let (Some(name), Some(size), Some(hex), None) =
+            (words.next(), words.next(), words.next(), words.next())
+        else {
+            return None;
+        };
+        if !is_shareable_name(name) || hex.len() != 64 {
+            return None;
+        }
+        let mut sha256 = [0u8; 32];
+        for (i, byte) in sha256.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Share {
+            name: name.to_owned(),
+            size: size.parse().ok()?,
+            sha256,
+        })
+    }
+
+    pub fn header_value(&self) -> String {
+        let hex: String = self.sha256.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{} {} {hex}", self.name, self.size)
+    }
+}
 
 /// The first line of a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -286,5 +325,25 @@ mod tests {
         let parent = Transaction::of_process(std::os::unix::process::parent_id()).unwrap();
         assert!(parent.is_parent_of(std::process::id()));
         assert!(!me.is_parent_of(std::process::id()));
+    }
+
+    #[test]
+    fn the_share_header_is_read_strictly() {
+        let share = Share {
+            name: "a-1-1-any.pkg.tar.zst".into(),
+            size: 42,
+            sha256: [0xab; 32],
+        };
+        assert_eq!(Share::parse(&share.header_value()), Some(share));
+        let hex = "ab".repeat(32);
+        for bad in [
+            format!("../a.pkg.tar.zst 42 {hex}"),
+            format!("a-1-1-any.pkg.tar.zst x {hex}"),
+            format!("a-1-1-any.pkg.tar.zst 42 {}", &hex[2..]),
+            format!("a-1-1-any.pkg.tar.zst 42 {hex} more"),
+            "a-1-1-any.pkg.tar.zst 42".to_owned(),
+        ] {
+            assert_eq!(Share::parse(&bad), None, "{bad}");
+        }
     }
 }

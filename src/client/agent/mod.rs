@@ -25,6 +25,7 @@ use crate::client::progress::Progress;
 use crate::client::transfer::{self, Delivered, Want};
 use crate::client::verify::Expected;
 use crate::pacman::name::FileKind;
+use crate::protocol::agent::Share;
 
 /// Where the mirror's bytes come from for one run.
 pub struct Mirror {
@@ -127,6 +128,10 @@ fn daemon_failed(e: &Error) -> bool {
 /// may then share the download with the LAN while it arrives (and follow another daemon's).
 pub fn share_value(kind: FileKind, name: &str, expected: Option<&Expected>) -> Option<String> {
     let (size, sha256) = expected.and_then(|e| e.size.zip(e.sha256))?;
-    let hex: String = sha256.iter().map(|b| format!("{b:02x}")).collect();
-    (kind == FileKind::Package).then(|| format!("{name} {size} {hex}"))
+    let share = Share {
+        name: name.to_owned(),
+        size,
+        sha256,
+    };
+    (kind == FileKind::Package).then(|| share.header_value())
 }

@@ -25,11 +25,11 @@ use std::time::{Duration, Instant, SystemTime};
 use sha2::{Digest, Sha256};
 use ureq::Agent;
 
-use crate::daemon::agent::share::{PEER_STALL, Share, Sharing};
+use crate::daemon::agent::share::{PEER_STALL, Sharing};
 use crate::daemon::claims::Verdict;
 use crate::daemon::growing::Writer;
 use crate::pacman::name::is_shareable_name;
-use crate::protocol::agent::{Planned, Transaction};
+use crate::protocol::agent::{Planned, Share, Transaction};
 use crate::{info, warn};
 
 /// A plan nobody asked anything of for this long is dropped with its files.

@@ -15,10 +15,10 @@ use std::time::Duration;
 use ureq::Agent;
 
 use crate::daemon::agent::prefetch::{Prefetch, Staged};
-use crate::daemon::agent::share::{Following, Share, Tee};
+use crate::daemon::agent::share::{Following, Tee};
 use crate::daemon::agent::{Caller, read_line};
 use crate::daemon::claims::Verdict;
-use crate::protocol::agent::{REASON_HEADER, SHARE_HEADER};
+use crate::protocol::agent::{REASON_HEADER, SHARE_HEADER, Share};
 use crate::{info, warn};
 
 /// Bytes per read and write of a body.

@@ -21,7 +21,7 @@ use ureq::Agent;
 use crate::daemon::claims::{Claims, Verdict};
 use crate::daemon::growing::{Growing, Writer};
 use crate::info;
-use crate::pacman::name::is_shareable_name;
+use crate::protocol::agent::Share;
 
 /// A followed daemon silent this long is left for the mirror.
 pub const PEER_STALL: Duration = Duration::from_secs(3);
@@ -31,43 +31,6 @@ const PEER_CONNECT: Duration = Duration::from_secs(2);
 pub struct Sharing {
     pub growing: Arc<Growing>,
     pub claims: Arc<Claims>,
-}
-
-/// What the client said the file is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Share {
-    pub name: String,
-    pub size: u64,
-    pub sha256: [u8; 32],
-}
-
-impl Share {
-    /// `<name> <size> <sha256 hex>`.
-    pub fn parse(value: &str) -> Option<Share> {
-        let mut words = value.split_ascii_whitespace();
-        let (Some(name), Some(size), Some(hex), None) =
-            (words.next(), words.next(), words.next(), words.next())
-        else {
-            return None;
-        };
-        if !is_shareable_name(name) || hex.len() != 64 {
-            return None;
-        }
-        let mut sha256 = [0u8; 32];
-        for (i, byte) in sha256.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-        }
-        Some(Share {
-            name: name.to_owned(),
-            size: size.parse().ok()?,
-            sha256,
-        })
-    }
-
-    pub fn header_value(&self) -> String {
-        let hex: String = self.sha256.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{} {} {hex}", self.name, self.size)
-    }
 }
 
 impl Sharing {
