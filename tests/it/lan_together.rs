@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::os::unix::fs::FileExt;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::archrepo::{Pacman, Repo, require_pacman_tools};
@@ -13,7 +13,7 @@ use crate::daemon::Daemon;
 use crate::hostile::Hostile;
 use crate::netns::{Family, Lan};
 use crate::nginx::Nginx;
-use crate::util::{fetch_bin, lan_memory_dir, require_tools, tempdir, wait_for_len};
+use crate::util::{fetch_bin, lan_memory_dir, require_tools, run, tempdir, wait_for_len};
 
 struct Node {
     daemon: Daemon,
@@ -190,6 +190,17 @@ fn hosts_upgrading_together_fetch_each_file_from_the_mirror_about_once() {
 
 #[test]
 fn the_leader_killed_mid_file_leaves_followers_to_finish_from_the_next_source() {
+    leader_fails_mid_file(false);
+}
+
+#[test]
+fn a_stalled_leader_leaves_followers_to_finish_from_the_next_source() {
+    leader_fails_mid_file(true);
+}
+
+/// Host 1 leads a slow download, hosts 2 and 3 follow it; then host 1's daemon dies (or, with
+/// `stall`, freezes: SIGSTOP, its connections open and silent).
+fn leader_fails_mid_file(stall: bool) {
     let Some(mut s) = site(3, 1, 6_000_000, "8mbit") else {
         return;
     };
@@ -225,7 +236,17 @@ fn the_leader_killed_mid_file_leaves_followers_to_finish_from_the_next_source() 
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(500));
-    s.nodes[0].daemon.kill();
+    match stall {
+        true => {
+            let pid = s.nodes[0].daemon.pid().to_string();
+            assert!(
+                run(Command::new("kill").args(["-STOP", &pid]))
+                    .status
+                    .success()
+            );
+        }
+        false => s.nodes[0].daemon.kill(),
+    }
     for (i, child) in followers.into_iter().enumerate() {
         s.assert_installed(i + 2, child, std::slice::from_ref(file));
     }
