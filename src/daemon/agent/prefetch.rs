@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 use sha2::{Digest, Sha256};
 use ureq::Agent;
 
-use crate::daemon::agent::share::{PEER_STALL, Sharing};
+use crate::daemon::agent::share::{Floor, PEER_STALL, Sharing};
 use crate::daemon::claims::Verdict;
 use crate::daemon::growing::Writer;
 use crate::pacman::name::is_shareable_name;
@@ -267,8 +267,8 @@ fn fetch(
     staging: &Staging,
     sharing: Option<&Sharing>,
 ) {
-    let get = |url: &str, writer, stall| {
-        download(upstream, url, planned, user_agent, staging, writer, stall)
+    let get = |url: &str, writer, peer| {
+        download(upstream, url, planned, user_agent, staging, writer, peer)
     };
     // Shared with the LAN while it arrives; from the daemon already fetching it if one is.
     let name = planned.url.rsplit('/').next().unwrap_or_default();
@@ -281,17 +281,14 @@ fn fetch(
         .filter(|_| is_shareable_name(name))
         .and_then(|s| s.begin(&share));
     let outcome = match shared {
-        Some((writer, Verdict::Follow { http })) => get(
-            &format!("http://{http}/pkg/{name}"),
-            Some(writer),
-            PEER_STALL,
-        )
-        .or_else(|e| {
-            info!("prefetch: following {http} for {name}: {e}; using the mirror");
-            get(&planned.url, None, STALL_LIMIT)
-        }),
-        Some((writer, Verdict::Lead)) => get(&planned.url, Some(writer), STALL_LIMIT),
-        None => get(&planned.url, None, STALL_LIMIT),
+        Some((writer, Verdict::Follow { http })) => {
+            get(&format!("http://{http}/pkg/{name}"), Some(writer), true).or_else(|e| {
+                info!("prefetch: following {http} for {name}: {e}; using the mirror");
+                get(&planned.url, None, false)
+            })
+        }
+        Some((writer, Verdict::Lead)) => get(&planned.url, Some(writer), false),
+        None => get(&planned.url, None, false),
     };
     if let Err(e) = &outcome {
         info!("prefetch: {}: {e}", planned.url);
@@ -320,8 +317,10 @@ fn download(
     user_agent: Option<&str>,
     staging: &Staging,
     mut shared: Option<Writer>,
-    stall: Duration,
+    peer: bool,
 ) -> Result<Option<SystemTime>, String> {
+    // A peer gets the relay's shorter stall limit and its speed floor.
+    let stall = if peer { PEER_STALL } else { STALL_LIMIT };
     let mut call = upstream
         .get(url)
         .config()
@@ -348,7 +347,11 @@ fn download(
         // A second attempt (the mirror after a failed peer) starts the file over.
         state.written = 0;
     }
-    let mut body = response.into_body().into_reader();
+    let body = response.into_body().into_reader();
+    let mut body: Box<dyn Read> = match peer {
+        true => Box::new(Floor::new(body)),
+        false => Box::new(body),
+    };
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut written = 0u64;

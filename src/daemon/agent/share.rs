@@ -14,7 +14,7 @@
 use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ureq::Agent;
 
@@ -25,6 +25,9 @@ use crate::protocol::agent::Share;
 
 /// A followed daemon silent this long is left for the mirror.
 pub const PEER_STALL: Duration = Duration::from_secs(3);
+/// …and so is one sending less than this per [`PEER_STALL`] (a drip would hold us for ever):
+/// 64 KiB/s, the client's floor for peers.
+pub const PEER_FLOOR: u64 = 3 * 64 * 1024;
 const PEER_CONNECT: Duration = Duration::from_secs(2);
 
 /// The registry and the claims, shared by the relay and prefetch.
@@ -41,6 +44,41 @@ impl Sharing {
         let verdict = self.claims.settle(&share.name);
         writer.commit();
         Some((writer, verdict))
+    }
+}
+
+/// A followed daemon's body, cut off (an error) when a window of [`PEER_STALL`] brings fewer
+/// than [`PEER_FLOOR`] bytes.
+pub struct Floor<R> {
+    body: R,
+    window: Instant,
+    bytes: u64,
+}
+
+impl<R> Floor<R> {
+    pub fn new(body: R) -> Floor<R> {
+        Floor {
+            body,
+            window: Instant::now(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for Floor<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.body.read(buf)?;
+        self.bytes += n as u64;
+        if self.window.elapsed() >= PEER_STALL {
+            if self.bytes < PEER_FLOOR {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the peer is too slow",
+                ));
+            }
+            (self.window, self.bytes) = (Instant::now(), 0);
+        }
+        Ok(n)
     }
 }
 
@@ -139,7 +177,11 @@ impl<'a> Following<'a> {
         if start != pos || length.is_some_and(|l| pos + l != size) {
             return Err(io::Error::other(format!("{url}: not the rest of the file")));
         }
-        Ok(Box::new(response.into_body().into_reader()))
+        let body = response.into_body().into_reader();
+        Ok(match self.peer {
+            Some(_) => Box::new(Floor::new(body)),
+            None => Box::new(body),
+        })
     }
 }
 
@@ -194,5 +236,38 @@ impl Read for Following<'_> {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One byte per read, `pause` apart.
+    struct Drip(Duration);
+
+    impl Read for Drip {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            std::thread::sleep(self.0);
+            buf[0] = 1;
+            Ok(1)
+        }
+    }
+
+    #[test]
+    fn a_dripping_peer_is_cut_off_after_one_window() {
+        let started = Instant::now();
+        let mut floor = Floor::new(Drip(Duration::from_millis(200)));
+        let mut buf = [0u8; 16];
+        let error = loop {
+            if let Err(e) = floor.read(&mut buf) {
+                break e;
+            }
+            assert!(started.elapsed() < PEER_STALL * 2, "never cut off");
+        };
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        // A peer at full speed passes.
+        let mut fast = Floor::new(io::repeat(7).take(1 << 20));
+        assert_eq!(io::copy(&mut fast, &mut io::sink()).unwrap(), 1 << 20);
     }
 }
