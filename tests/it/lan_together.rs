@@ -261,6 +261,56 @@ fn leader_fails_mid_file(stall: bool) {
     assert!(resumed >= 2, "{:?}", s.mirror.requests_for(file));
 }
 
+#[test]
+fn a_follower_of_a_follower_gets_the_file_when_the_first_leader_dies() {
+    let Some(mut s) = site(3, 1, 6_000_000, "8mbit") else {
+        return;
+    };
+    let files = files(&s.repo);
+    let file = &files[0];
+    let leader = s.pacman(1, &["-S", "tg0"]);
+    wait_for_len(&s.growing(1, file), 500_000, Duration::from_secs(20));
+    // Host 2 asks no peer itself: its daemon's claim finds host 1 and follows it, sharing what
+    // it receives in turn.
+    let out = tempdir();
+    let url = format!("http://{}:8080/tg/{file}", s.lan.url_host(4));
+    let dbpath = s.nodes[1].pacman.base.path().join("db");
+    let mut second = s
+        .lan
+        .host(2)
+        .command(fetch_bin())
+        .args(["--config", "/dev/null", "--no-peers", "--dbpath"])
+        .arg(&dbpath)
+        .arg(out.path().join(format!("{file}.part")))
+        .arg(&url)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_len(&s.growing(2, file), 1_000_000, Duration::from_secs(20));
+    let answer = ask(&s, 3, 2, 2, file);
+    assert_eq!(
+        answer.split_whitespace().nth(2),
+        Some("2"),
+        "host 2 offers it: {answer}"
+    );
+    // The first leader dies; host 2 carries on from the mirror, host 3 follows host 2.
+    s.nodes[0].daemon.kill();
+    let third = s.pacman(3, &["-S", "tg0"]);
+    s.assert_installed(3, third, std::slice::from_ref(file));
+    assert!(second.wait().unwrap().success());
+    assert_eq!(
+        fs::read(out.path().join(format!("{file}.part"))).ok(),
+        fs::read(s.repo.dir.join(file)).ok()
+    );
+    let served_by_2 = s.nodes[1]
+        .daemon
+        .log()
+        .iter()
+        .any(|l| l.contains("following the download in progress"));
+    assert!(served_by_2, "{:?}", s.nodes[1].daemon.log());
+    let _ = leader.wait_with_output();
+}
+
 /// Asks host `to`'s daemon for `name` from host `from` in protocol `version`, as a script
 /// speaking only that version would; returns the answer's length, version, state and landed.
 fn ask(s: &Site, from: usize, to: usize, version: u8, name: &str) -> String {
