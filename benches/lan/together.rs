@@ -153,4 +153,8 @@ fn scenario(hosts: usize) {
         sent as f64 / package_bytes as f64,
         slowest / lone
     );
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let shown: Vec<String> = sorted.iter().map(|t| format!("{t:.2}")).collect();
+    println!("  every host, fastest first (s): {}", shown.join(" "));
 }

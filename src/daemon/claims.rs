@@ -23,8 +23,10 @@ use crate::protocol::{Answer, Holding, Query, netif};
 
 /// The longest a claim waits for the LAN's answers.
 pub const WINDOW: Duration = Duration::from_millis(30);
-/// How long a deferring daemon waits for the lower claimant to start its download.
-pub const DEFER_LIMIT: Duration = Duration::from_millis(600);
+/// How long a deferring daemon waits for the lower claimant to start its download: paid only
+/// when that daemon fails to start, and long enough for a busy host (16 hosts upgrading at
+/// once on two cores lost claims at 0.6 s).
+pub const DEFER_LIMIT: Duration = Duration::from_secs(2);
 /// Another host heard within this long means the LAN is shared: claims are worth their wait.
 const OTHERS_FRESH: Duration = Duration::from_secs(600);
 /// A CLAIM query heard this recently still counts.
