@@ -201,7 +201,9 @@ fn a_stalled_leader_leaves_followers_to_finish_from_the_next_source() {
 /// Host 1 leads a slow download, hosts 2 and 3 follow it; then host 1's daemon dies (or, with
 /// `stall`, freezes: SIGSTOP, its connections open and silent).
 fn leader_fails_mid_file(stall: bool) {
-    let Some(mut s) = site(3, 1, 6_000_000, "8mbit") else {
+    // 6 MB at 3 Mbit/s: 16 s, so the leader is still downloading when it fails even on a
+    // busy machine (checked below).
+    let Some(mut s) = site(3, 1, 6_000_000, "3mbit") else {
         return;
     };
     let files = files(&s.repo);
@@ -236,6 +238,9 @@ fn leader_fails_mid_file(stall: bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(500));
+    let landed = fs::metadata(s.growing(1, file)).map_or(0, |m| m.len());
+    let size = fs::metadata(s.repo.dir.join(file)).unwrap().len();
+    assert!(landed < size, "the leader finished before it could fail");
     match stall {
         true => {
             let pid = s.nodes[0].daemon.pid().to_string();
@@ -263,7 +268,7 @@ fn leader_fails_mid_file(stall: bool) {
 
 #[test]
 fn a_follower_of_a_follower_gets_the_file_when_the_first_leader_dies() {
-    let Some(mut s) = site(3, 1, 6_000_000, "8mbit") else {
+    let Some(mut s) = site(3, 1, 6_000_000, "3mbit") else {
         return;
     };
     let files = files(&s.repo);
@@ -400,7 +405,7 @@ fn version_1_and_2_daemons_and_clients_share_one_lan() {
 
 #[test]
 fn a_tampered_growing_file_never_reaches_pacman() {
-    let Some(s) = site(2, 1, 5_000_000, "8mbit") else {
+    let Some(s) = site(2, 1, 5_000_000, "3mbit") else {
         return;
     };
     let files = files(&s.repo);
@@ -411,8 +416,13 @@ fn a_tampered_growing_file_never_reaches_pacman() {
     // Someone with access to host 1's state directory changes what landed.
     let f = fs::OpenOptions::new().write(true).open(&growing).unwrap();
     f.write_all_at(&[0u8; 65536], 4096).unwrap();
-    let follower = s.pacman(2, &["-S", "tg0"]);
-    s.assert_installed(2, follower, std::slice::from_ref(file));
+    let follower = s.pacman(2, &["-S", "tg0"]).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&follower.stderr);
+    assert!(follower.status.success(), "{stderr}");
+    assert_eq!(
+        fs::read(s.nodes[1].pacman.cache().join(file)).ok(),
+        fs::read(s.repo.dir.join(file)).ok()
+    );
     s.assert_installed(1, leader, std::slice::from_ref(file));
     let followed = s.nodes[0]
         .daemon
@@ -424,4 +434,12 @@ fn a_tampered_growing_file_never_reaches_pacman() {
         "host 2 followed host 1: {:?}",
         s.nodes[0].daemon.log()
     );
+    // What host 2 followed was refused: by its client's check, or its agent's.
+    let refused = s.nodes[1]
+        .daemon
+        .log()
+        .iter()
+        .any(|l| l.contains("the followed file is not the file"))
+        || stderr.contains("sent a bad file");
+    assert!(refused, "{stderr}\n{:?}", s.nodes[1].daemon.log());
 }
