@@ -26,6 +26,8 @@ mod util;
 
 #[path = "lan/mirror_path.rs"]
 mod mirror_path;
+#[path = "lan/together.rs"]
+mod together;
 #[path = "lan/verified_hit.rs"]
 mod verified_hit;
 
@@ -81,6 +83,9 @@ fn main() {
     }
     if wanted("mirror") {
         mirror_path::run(private);
+    }
+    if wanted("together") {
+        together::run();
     }
 }
 

@@ -10,7 +10,7 @@
 //! [`crate::client::onlink`]), and kept one per daemon id *and* source address: another host
 //! answering first with a real daemon's id must not get the real answer dropped as a duplicate.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, ToSocketAddrs, UdpSocket};
 use std::os::fd::AsFd;
@@ -77,14 +77,10 @@ pub struct PeerAnswer {
 impl PeerAnswer {
     /// The HTTP address serving the file, for a HAVE answer.
     pub fn http_addr(&self) -> Option<SocketAddr> {
-        match self.holding {
-            Holding::Have { http_port, .. } => {
-                let mut addr = self.from;
-                addr.set_port(http_port);
-                Some(addr)
-            }
-            Holding::Miss => None,
-        }
+        let (http_port, _) = self.holding.fetchable()?;
+        let mut addr = self.from;
+        addr.set_port(http_port);
+        Some(addr)
     }
 }
 
@@ -130,14 +126,24 @@ pub fn ask_detailed(
     expect: &Expectation,
 ) -> io::Result<Asked> {
     let query = Query {
+        version: protocol::VERSION,
         nonce: nonce()?,
         file_name: file_name.to_owned(),
         arch: arch.to_owned(),
+        claim: None,
     };
-    let datagram = query.encode();
+    // Our version and, for daemons not yet upgraded, version 1 with the same nonce.
+    let datagrams = [
+        query.encode(),
+        Query {
+            version: 1,
+            ..query.clone()
+        }
+        .encode(),
+    ];
     let sockets = Sockets::open()?;
     let started = Instant::now();
-    let (sent, links) = send_queries(config, &sockets, &datagram);
+    let (sent, links) = send_queries(config, &sockets, &datagrams);
     let mut own_skipped = 0;
     if sent == 0 {
         return Ok(Asked::default());
@@ -146,7 +152,8 @@ pub fn ask_detailed(
     let deadline = started + expect.wait.unwrap_or(config.wait).min(config.wait);
     let mut outstanding = expect.daemons.clone();
     let mut answers: Vec<PeerAnswer> = Vec::new();
-    let mut seen = HashSet::new();
+    // (daemon id, source) → index in `answers` and the version of the answer kept there.
+    let mut seen: HashMap<([u8; 8], IpAddr), (usize, u8)> = HashMap::new();
     let mut stop_at = deadline;
     while let Some(left) = stop_at
         .checked_duration_since(Instant::now())
@@ -156,12 +163,21 @@ pub fn ask_detailed(
             let Ok(answer) = Answer::decode(&datagram) else {
                 continue;
             };
-            if answer.nonce != query.nonce
-                || !links.accepts(from)
-                || !seen.insert((answer.daemon_id, from.ip()))
-            {
+            if answer.nonce != query.nonce || !links.accepts(from) {
                 continue;
             }
+            if let Some(&(at, version)) = seen.get(&(answer.daemon_id, from.ip())) {
+                // A v2 daemon answers both our queries: its v2 answer says more.
+                if answer.version > version {
+                    answers[at].holding = answer.holding;
+                    seen.insert((answer.daemon_id, from.ip()), (at, answer.version));
+                }
+                continue;
+            }
+            seen.insert(
+                (answer.daemon_id, from.ip()),
+                (answers.len(), answer.version),
+            );
             let is_self = locals.contains(&from.ip());
             if is_self && !config.include_self {
                 own_skipped += 1;
@@ -170,7 +186,7 @@ pub fn ask_detailed(
             let rtt = started.elapsed();
             let counts = !expect.avoided.contains(&(answer.daemon_id, from.ip()));
             if counts
-                && matches!(answer.holding, Holding::Have { .. })
+                && answer.holding.fetchable().is_some()
                 && !answers.iter().any(|a| {
                     a.http_addr().is_some() && !expect.avoided.contains(&(a.daemon_id, a.from.ip()))
                 })
@@ -206,7 +222,7 @@ fn nonce() -> io::Result<[u8; 8]> {
 
 /// Sends the query on every chosen interface and to every static peer; returns how many went out
 /// and where answers may come from.
-fn send_queries(config: &Discovery, sockets: &Sockets, datagram: &[u8]) -> (usize, Links) {
+fn send_queries(config: &Discovery, sockets: &Sockets, datagrams: &[Vec<u8>]) -> (usize, Links) {
     let mut sent = 0;
     let interfaces = match config.multicast {
         true => netif::discovery_interfaces(&config.interfaces),
@@ -216,13 +232,15 @@ fn send_queries(config: &Discovery, sockets: &Sockets, datagram: &[u8]) -> (usiz
     for iface in &interfaces {
         if let (Some(v4), Some(addr)) = (&sockets.v4, iface.ipv4.first()) {
             let ok = SockRef::from(v4).set_multicast_if_v4(addr).is_ok()
-                && v4.send_to(datagram, (config.group_v4, config.port)).is_ok();
+                && datagrams
+                    .iter()
+                    .all(|d| v4.send_to(d, (config.group_v4, config.port)).is_ok());
             sent += usize::from(ok);
         }
         if let (Some(v6), true) = (&sockets.v6, iface.has_ipv6) {
             let group = SocketAddrV6::new(config.group_v6, config.port, 0, iface.index);
             let ok = SockRef::from(v6).set_multicast_if_v6(iface.index).is_ok()
-                && v6.send_to(datagram, group).is_ok();
+                && datagrams.iter().all(|d| v6.send_to(d, group).is_ok());
             sent += usize::from(ok);
         }
     }
@@ -234,7 +252,7 @@ fn send_queries(config: &Discovery, sockets: &Sockets, datagram: &[u8]) -> (usiz
                 SocketAddr::V6(_) => &sockets.v6,
             };
             if let Some(socket) = socket {
-                sent += usize::from(socket.send_to(datagram, addr).is_ok());
+                sent += usize::from(datagrams.iter().all(|d| socket.send_to(d, addr).is_ok()));
             }
         }
     }
@@ -349,6 +367,8 @@ pub fn render_answers(answers: &[PeerAnswer], name: &str, waited: Duration) -> S
     for a in &answers {
         let (answer, size) = match a.holding {
             Holding::Have { size, .. } => ("HAVE", size.to_string()),
+            Holding::Growing { size, landed, .. } => ("GROWING", format!("{landed}/{size}")),
+            Holding::Claiming => ("CLAIM", "-".to_owned()),
             Holding::Miss => ("MISS", "-".to_owned()),
         };
         let mut peer = a.from.to_string();

@@ -128,6 +128,7 @@ fn fetch_locked(
         size: expected.and_then(|e| e.size),
         ceiling: None,
         only_resume: false,
+        share: None,
     };
     if !want.resume && !out.is_empty() {
         progress.note(|| format!("{name}: not resumable, discarding {} bytes", out.len()));
@@ -224,6 +225,10 @@ fn fetch_locked(
     let mirror = agent::Mirror::new(socket, settings.limits, &settings.user_agent, url, progress);
     mirror.offer_plan(kind, asking, progress);
     let on_peer_bytes = out.len() > vouched;
+    let want = Want {
+        share: agent::share_value(kind, name, expected.as_ref()),
+        ..want
+    };
     let result = mirror_verified(&mirror, url, &mut out, &want, expected, progress);
     if result.is_err() && on_peer_bytes {
         // The partial now holds bytes no one vouched for: keep only what we had before.

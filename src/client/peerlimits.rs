@@ -115,8 +115,14 @@ pub fn choose(
     // The family each daemon id was first chosen over.
     let mut daemons: HashMap<[u8; 8], bool> = HashMap::new();
     let mut chosen = Vec::new();
-    for answer in answers {
-        let (Holding::Have { size, .. }, Some(http)) = (answer.holding, answer.http_addr()) else {
+    // Whole files first, then files still arriving (GROWING), each in answer order.
+    let growing = |a: &&PeerAnswer| matches!(a.holding, Holding::Growing { .. });
+    let ordered = answers
+        .iter()
+        .filter(|a| !growing(a))
+        .chain(answers.iter().filter(growing));
+    for answer in ordered {
+        let (Some((_, size)), Some(http)) = (answer.holding.fetchable(), answer.http_addr()) else {
             continue;
         };
         if !fits(size) {

@@ -48,6 +48,9 @@ pub struct Want {
     /// Refuse a 200 to a Range request instead of starting over: a peer always serves ranges, so
     /// ignoring ours means it is broken, and starting over would wipe bytes we trust.
     pub only_resume: bool,
+    /// `X-Pacserve-Share` for the local agent (see [`crate::protocol::agent`]); never sent
+    /// elsewhere.
+    pub share: Option<String>,
 }
 
 /// What a successful transfer did.
@@ -171,6 +174,9 @@ fn from_http(
     }
     if let Some((_, mtime)) = &want.unchanged_copy {
         request = request.header("If-Modified-Since", httpdate::fmt_http_date(*mtime));
+    }
+    if let Some(share) = want.share.as_deref().filter(|_| offset == 0) {
+        request = request.header(crate::protocol::agent::SHARE_HEADER, share);
     }
     progress.note(|| match offset {
         0 => format!("GET {url}"),

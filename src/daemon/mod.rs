@@ -17,7 +17,9 @@ pub mod allow;
 pub mod args;
 pub mod cache;
 pub mod chunks;
+pub mod claims;
 pub mod deadline;
+pub mod growing;
 pub mod journal;
 pub mod mdns;
 pub mod peers;
@@ -38,8 +40,11 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::daemon::agent::prefetch::Prefetch;
+use crate::daemon::agent::share::Sharing;
 use crate::daemon::allow::Allowlist;
 use crate::daemon::cache::Cache;
+use crate::daemon::claims::Claims;
+use crate::daemon::growing::Growing;
 use crate::daemon::responder::Responder;
 use crate::daemon::server::App;
 use crate::daemon::stats::Stats;
@@ -88,6 +93,13 @@ pub fn run(config: Config) -> io::Result<()> {
     let http_port = listener.local_addr()?.port();
     let stats = Arc::new(Stats::default());
     let allow = Arc::new(config.allow.clone());
+    let growing = Arc::new(Growing::new(&config.state_dir));
+    let claims = Arc::new(Claims::new(
+        daemon_id,
+        config.udp_port,
+        config.group_v4,
+        config.interfaces.clone(),
+    ));
     info!(
         "id {} serving {} on HTTP port {http_port}, discovery on UDP port {}",
         id_hex(&daemon_id),
@@ -109,6 +121,8 @@ pub fn run(config: Config) -> io::Result<()> {
         cache: cache.clone(),
         stats: stats.clone(),
         allow: allow.clone(),
+        growing: growing.clone(),
+        claims: claims.clone(),
     }
     .spawn()
     .map_err(|e| {
@@ -140,15 +154,22 @@ pub fn run(config: Config) -> io::Result<()> {
         None
     };
     if let Some(name) = &config.agent_socket {
-        let prefetch = Prefetch::new(config.prefetch, PREFETCH_MAX_BYTES, &config.state_dir);
+        let mut prefetch = Prefetch::new(config.prefetch, PREFETCH_MAX_BYTES, &config.state_dir);
         // Without the agent every client still works standalone: a second daemon in the same
         // namespace (tests) or a taken name costs speed, not function.
+        let sharing = Arc::new(Sharing {
+            growing: growing.clone(),
+            claims,
+        });
+        // The relay and prefetch both share what they fetch.
+        prefetch.sharing = Some(sharing);
         if let Err(e) = agent::spawn(name, prefetch) {
             warn!("no download agent: {e}");
         }
     }
     let app = App {
         cache,
+        growing,
         stats,
         allow,
         daemon_id: id_hex(&daemon_id),

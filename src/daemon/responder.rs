@@ -16,6 +16,8 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::daemon::allow::Allowlist;
 use crate::daemon::cache::Cache;
+use crate::daemon::claims::{self, Claims};
+use crate::daemon::growing::{Growing, Phase};
 use crate::daemon::ratelimit::{Budget, RateLimit};
 use crate::daemon::stats::Stats;
 use crate::protocol::netif;
@@ -38,7 +40,7 @@ const GLOBAL: Budget = Budget {
     burst: 5000.0,
 };
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Responder {
     pub port: u16,
     pub group_v4: Ipv4Addr,
@@ -49,6 +51,9 @@ pub struct Responder {
     pub cache: Arc<Cache>,
     pub stats: Arc<Stats>,
     pub allow: Arc<Allowlist>,
+    /// Files being downloaded right now (GROWING, CLAIMING).
+    pub growing: Arc<Growing>,
+    pub claims: Arc<Claims>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,9 +123,11 @@ impl Responder {
         let mut warned = Warned::default();
         let mut limit = RateLimit::new(PER_SOURCE, SOURCES_TRACKED, GLOBAL);
         let mut buf = [0u8; 2048];
+        let mut locals = Vec::new();
         loop {
             if Instant::now() >= next_join {
                 self.join_new_interfaces(family, &socket, &mut joined);
+                locals = netif::local_addresses();
                 next_join = Instant::now() + REJOIN_EVERY;
             }
             let (len, from) = match socket.recv_from(&mut buf) {
@@ -152,6 +159,9 @@ impl Responder {
                 Stats::add(&self.stats.rate_limited, 1);
                 continue;
             }
+            if !claims::is_local(from.ip(), &locals) {
+                self.claims.heard_other();
+            }
             self.handle(&socket, &buf[..len], from, &mut warned);
         }
     }
@@ -177,26 +187,44 @@ impl Responder {
         };
         Stats::add(&self.stats.queries, 1);
         self.stats.heard(from.ip());
-        let holding = match self.cache.find(&query.file_name) {
-            Some(found) => {
-                Stats::add(&self.stats.answered_have, 1);
-                Holding::Have {
-                    http_port: self.http_port,
-                    size: found.size,
-                    mtime: found.mtime,
-                }
-            }
-            None => {
-                Stats::add(&self.stats.answered_miss, 1);
-                Holding::Miss
-            }
-        };
+        if let Some(claimant) = query.claim {
+            self.claims.heard_claim(&query.file_name, claimant);
+        }
+        let holding = self.holding(&query.file_name);
+        match holding {
+            Holding::Have { .. } => Stats::add(&self.stats.answered_have, 1),
+            _ => Stats::add(&self.stats.answered_miss, 1),
+        }
+        // In the query's version: a v1 answer says MISS for GROWING and CLAIMING.
         let answer = Answer {
+            version: query.version,
             nonce: query.nonce,
             daemon_id: self.daemon_id,
             holding,
         };
         let _ = socket.send_to(&answer.encode(), from);
+    }
+
+    /// The cache's copy, else the one arriving now, else nothing.
+    fn holding(&self, name: &str) -> Holding {
+        if let Some(found) = self.cache.find(name) {
+            return Holding::Have {
+                http_port: self.http_port,
+                size: found.size,
+                mtime: found.mtime,
+            };
+        }
+        match self.growing.find(name) {
+            Some(entry) => match entry.landed() {
+                l if l.phase == Phase::Claiming => Holding::Claiming,
+                l => Holding::Growing {
+                    http_port: self.http_port,
+                    size: entry.size,
+                    landed: l.bytes,
+                },
+            },
+            None => Holding::Miss,
+        }
     }
 
     fn join_new_interfaces(

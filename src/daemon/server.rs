@@ -31,10 +31,12 @@ use crate::daemon::allow::Allowlist;
 use crate::daemon::cache::Cache;
 use crate::daemon::chunks::{Chunk, ChunkBudget};
 use crate::daemon::deadline::SendDeadline;
+use crate::daemon::growing::{self, Growing};
 use crate::daemon::ranges;
 use crate::daemon::sent::{self, Counted};
 use crate::daemon::slots::{Slot, Slots};
 use crate::daemon::stats::Stats;
+use crate::info;
 
 /// Connections served at once; when all are taken, a source holding fewer connections than the
 /// heaviest one takes one of its slots ([`Slots`]), others are closed on arrival.
@@ -51,9 +53,11 @@ const HYPER_BUFFER: usize = MAX_HEADER_BYTES;
 /// Larger request headers are refused (431): ours are a few hundred bytes.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct App {
     pub cache: Arc<Cache>,
+    /// Files arriving right now, served while they grow.
+    pub growing: Arc<Growing>,
     pub stats: Arc<Stats>,
     pub allow: Arc<Allowlist>,
     pub daemon_id: String,
@@ -170,16 +174,21 @@ async fn package(
 ) -> Response {
     let client = client.ip().to_canonical();
     app.stats.heard(client);
-    let Some(found) = app.cache.find(&name) else {
-        Stats::add(&app.stats.not_found, 1);
-        return StatusCode::NOT_FOUND.into_response();
-    };
     let method = request.method().clone();
     let range = request
         .headers()
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let Some(found) = app.cache.find(&name) else {
+        if let Some(entry) = app.growing.find(&name) {
+            info!("{method} /pkg/{name} from {client}: following the download in progress");
+            Stats::add(&app.stats.files_served, 1);
+            return growing::response(entry, &method, range.as_deref());
+        }
+        Stats::add(&app.stats.not_found, 1);
+        return StatusCode::NOT_FOUND.into_response();
+    };
     // Taken before the file is opened, held by the body until it is done.
     let chunk = request
         .extensions()

@@ -23,7 +23,12 @@
 //!   headers, then the body unchanged (chunked when the origin sent no length, so a cut is always
 //!   visible). Redirects are answered, not followed, so the client sees them. A job the daemon
 //!   refuses gets `400`, an origin it cannot reach `502`, an origin that times out `504`; each
-//!   with an `X-Pacserve-Agent` header saying why.
+//!   with an `X-Pacserve-Agent` header saying why. A request for a package the client can
+//!   vouch for may carry `X-Pacserve-Share: <file name> <size> <sha256 hex>` (from the sync
+//!   database): the daemon then shares the download with the LAN while it arrives, and may
+//!   answer from another daemon's download of the same file instead of the origin (same status
+//!   and length as the origin's 200; see `pacserved(8)`, DOWNLOADS IN PROGRESS). Daemons that
+//!   predate it ignore the header.
 //! - `PSRV-AGENT 1 KNOWS <txn>`: the daemon answers `YES\n` when it holds a download plan for
 //!   that pacman transaction, else `NO\n`.
 //! - `PSRV-AGENT 1 PLAN <txn>`: lines `<url> <size> <sha256 hex>` follow, in the order pacman
@@ -37,6 +42,8 @@
 
 use std::fmt;
 
+use crate::pacman::name::is_shareable_name;
+
 /// The socket's abstract name (without the leading NUL).
 pub const DEFAULT_SOCKET: &str = "pacserved/agent";
 /// Longest request line, and longest plan line.
@@ -45,8 +52,47 @@ pub const MAX_LINE: usize = 4096;
 pub const MAX_PLAN: usize = 20_000;
 /// The response header naming why the agent answered a job itself.
 pub const REASON_HEADER: &str = "X-Pacserve-Agent";
+/// The request header describing a shareable package: `<file name> <size> <sha256 hex>`.
+pub const SHARE_HEADER: &str = "X-Pacserve-Share";
 const MAGIC: &str = "PSRV-AGENT";
 const VERSION: &str = "1";
+
+/// A package described by the sync database, as `X-Pacserve-Share` carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    pub name: String,
+    pub size: u64,
+    pub sha256: [u8; 32],
+}
+
+impl Share {
+    /// `<name> <size> <sha256 hex>`.
+    pub fn parse(value: &str) -> Option<Share> {
+        let mut words = value.split_ascii_whitespace();
+        let (Some(name), Some(size), Some(hex), None) =
+            (words.next(), words.next(), words.next(), words.next())
+        else {
+            return None;
+        };
+        if !is_shareable_name(name) || hex.len() != 64 {
+            return None;
+        }
+        let mut sha256 = [0u8; 32];
+        for (i, byte) in sha256.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(Share {
+            name: name.to_owned(),
+            size: size.parse().ok()?,
+            sha256,
+        })
+    }
+
+    pub fn header_value(&self) -> String {
+        let hex: String = self.sha256.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{} {} {hex}", self.name, self.size)
+    }
+}
 
 /// The first line of a connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -279,5 +325,25 @@ mod tests {
         let parent = Transaction::of_process(std::os::unix::process::parent_id()).unwrap();
         assert!(parent.is_parent_of(std::process::id()));
         assert!(!me.is_parent_of(std::process::id()));
+    }
+
+    #[test]
+    fn the_share_header_is_read_strictly() {
+        let share = Share {
+            name: "a-1-1-any.pkg.tar.zst".into(),
+            size: 42,
+            sha256: [0xab; 32],
+        };
+        assert_eq!(Share::parse(&share.header_value()), Some(share));
+        let hex = "ab".repeat(32);
+        for bad in [
+            format!("../a.pkg.tar.zst 42 {hex}"),
+            format!("a-1-1-any.pkg.tar.zst x {hex}"),
+            format!("a-1-1-any.pkg.tar.zst 42 {}", &hex[2..]),
+            format!("a-1-1-any.pkg.tar.zst 42 {hex} more"),
+            "a-1-1-any.pkg.tar.zst 42".to_owned(),
+        ] {
+            assert_eq!(Share::parse(&bad), None, "{bad}");
+        }
     }
 }

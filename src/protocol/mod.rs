@@ -1,4 +1,5 @@
-//! The peer discovery protocol, version 1: who on the LAN has this file?
+//! The peer discovery protocol, versions 1 and 2: who on the LAN has this file, or is fetching
+//! it right now?
 //!
 //! (The other wire format, between `pacserve-fetch` and the `pacserved` on the same machine,
 //! is the local download [`agent`] protocol.)
@@ -16,7 +17,7 @@
 //! | offset | size | field                                          |
 //! |--------|------|------------------------------------------------|
 //! | 0      | 4    | magic `PSRV`                                   |
-//! | 4      | 1    | protocol version (1)                           |
+//! | 4      | 1    | protocol version (1 or 2)                      |
 //! | 5      | 1    | kind: 1 = query, 2 = answer                    |
 //!
 //! A query continues:
@@ -28,22 +29,40 @@
 //! | 15     | N    | file name, UTF-8, a single path component               |
 //! | 15+N   | 1    | length A of the architecture (0 = any), at most 32      |
 //! | 16+N   | A    | architecture, e.g. `x86_64`                             |
+//! | 16+N+A | 1    | version 2 only: flags; bit 0 = CLAIM, others zero       |
+//! | 17+N+A | 8    | version 2 only: claimant's daemon id (zero unless CLAIM)|
 //! | …      | …    | zero padding up to at least [`MIN_QUERY_LEN`] bytes     |
 //!
-//! An answer is exactly [`ANSWER_LEN`] bytes:
+//! A version 1 answer is exactly [`ANSWER_LEN`] bytes, a version 2 answer [`ANSWER_V2_LEN`]:
 //!
 //! | offset | size | field                                                 |
 //! |--------|------|-------------------------------------------------------|
 //! | 6      | 8    | the query's nonce                                     |
-//! | 14     | 1    | 1 = HAVE, 0 = MISS                                    |
+//! | 14     | 1    | state: 0 = MISS, 1 = HAVE; v2 also 2 = GROWING, 3 = CLAIMING |
 //! | 15     | 8    | daemon id, random and stable for the daemon's life    |
-//! | 23     | 2    | HTTP port serving `/pkg/<file name>` (0 on MISS)      |
-//! | 25     | 8    | file size in bytes (0 on MISS)                        |
-//! | 33     | 8    | file mtime, seconds since the epoch (0 on MISS)       |
+//! | 23     | 2    | HTTP port serving `/pkg/<file name>` (0 on MISS, CLAIMING) |
+//! | 25     | 8    | file size in bytes (0 on MISS, CLAIMING)              |
+//! | 33     | 8    | file mtime, seconds since the epoch (0 if unknown)    |
+//! | 41     | 8    | version 2 only: bytes landed so far (= size on HAVE)  |
+//!
+//! **GROWING** ("in progress, N of S bytes"): the daemon is downloading the file from a mirror
+//! (or from another daemon) right now. `GET /pkg/<file>` answers with the full length S and
+//! streams the bytes as they land, holding the last byte back until the daemon has verified the
+//! whole file (size and SHA-256 from the sync database); a failed or stalled download ends the
+//! body early, and the follower goes on to its next source at its own offset. The follower
+//! verifies the whole file at the end, as after any peer.
+//!
+//! **CLAIMING**: the daemon is about to fetch the file from a mirror and is settling with the
+//! other daemons who does. A daemon that is about to go to a mirror for a file nobody has sends
+//! a v2 query with the CLAIM flag and its own id, and waits a short bounded window for answers.
+//! It leaves the mirror to others (and follows them) if anyone answers HAVE or GROWING, or if
+//! another claim for the same file (answered CLAIMING, or heard as a CLAIM query) carries a
+//! lower daemon id. Clients treat CLAIMING as MISS. A lone daemon, which has heard no other
+//! daemon or client lately, does not claim at all, so a LAN of one pays nothing.
 //!
 //! # Rules
 //! - **No amplification**: an answer is never larger than the query that caused it. Queries
-//!   shorter than [`MIN_QUERY_LEN`] (which exceeds [`ANSWER_LEN`]) are dropped, so a spoofed
+//!   shorter than [`MIN_QUERY_LEN`] (which exceeds [`ANSWER_V2_LEN`]) are dropped, so a spoofed
 //!   source cannot make a daemon send more than it received.
 //! - Anything malformed — wrong magic, unknown version or kind, bad lengths, a name that is not a
 //!   plain package file name — is dropped and counted by the daemon, never answered.
@@ -56,6 +75,12 @@
 //! daemon's log and status page rather than silently split (Pacserve's failure). A later version
 //! must keep the 6-byte header and the port; its clients send a v1 query alongside their own
 //! until every daemon is upgraded, and its daemons keep answering v1 queries with v1 answers.
+//!
+//! How 1 and 2 coexist: a v2 client sends a v2 query and a v1 query with the same nonce. A v1
+//! daemon answers the v1 query only; a v2 daemon answers each in its own version, and the client
+//! keeps a daemon's v2 answer over its v1 one. A v2 daemon answers a v1 query with HAVE or MISS
+//! only (GROWING and CLAIMING cannot be said in v1, so they become MISS), and a v1 client never
+//! sees anything it does not know. A v2 client understands v1 answers as they always were.
 
 use std::fmt;
 
@@ -63,9 +88,12 @@ use crate::pacman::name;
 
 pub mod agent;
 pub mod netif;
+mod wire;
 
 pub const MAGIC: [u8; 4] = *b"PSRV";
-pub const VERSION: u8 = 1;
+/// The newest version this build speaks; it understands every version in [`VERSIONS`].
+pub const VERSION: u8 = 2;
+pub const VERSIONS: [u8; 2] = [1, 2];
 const KIND_QUERY: u8 = 1;
 const KIND_ANSWER: u8 = 2;
 
@@ -79,21 +107,28 @@ pub const GROUP_V6: std::net::Ipv6Addr =
 
 /// Every query is padded to at least this many bytes.
 pub const MIN_QUERY_LEN: usize = 64;
-/// Every answer is exactly this many bytes.
+/// Every version 1 answer is exactly this many bytes.
 pub const ANSWER_LEN: usize = 41;
-/// The largest valid query: header, nonce, 255-byte name, 32-byte arch, length bytes.
-pub const MAX_QUERY_LEN: usize = 6 + 8 + 1 + 255 + 1 + 32;
+/// Every version 2 answer is exactly this many bytes.
+pub const ANSWER_V2_LEN: usize = 49;
+/// The largest valid query: header, nonce, 255-byte name, 32-byte arch, length bytes, v2 flags
+/// and claimant.
+pub const MAX_QUERY_LEN: usize = 6 + 8 + 1 + 255 + 1 + 32 + 1 + 8;
 const MAX_ARCH_LEN: usize = 32;
 
-const _: () = assert!(ANSWER_LEN <= MIN_QUERY_LEN);
+const _: () = assert!(ANSWER_LEN <= MIN_QUERY_LEN && ANSWER_V2_LEN <= MIN_QUERY_LEN);
 
 /// A question: does anyone have `file_name`?
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Query {
+    /// 1 or 2; a daemon answers in the query's version.
+    pub version: u8,
     pub nonce: [u8; 8],
     pub file_name: String,
     /// Empty for any architecture.
     pub arch: String,
+    /// Version 2: the id of a daemon claiming the file's mirror download (see CLAIMING).
+    pub claim: Option<[u8; 8]>,
 }
 
 /// What a daemon knows about a file, or that it does not have it.
@@ -104,12 +139,38 @@ pub enum Holding {
         size: u64,
         mtime: u64,
     },
+    /// Version 2: being downloaded, `landed` of `size` bytes so far.
+    Growing {
+        http_port: u16,
+        size: u64,
+        landed: u64,
+    },
+    /// Version 2: about to be downloaded, if this daemon wins its claim.
+    Claiming,
     Miss,
+}
+
+impl Holding {
+    /// The HTTP port and size of a file that can be fetched from the daemon now (whole or
+    /// growing).
+    pub fn fetchable(&self) -> Option<(u16, u64)> {
+        match *self {
+            Holding::Have {
+                http_port, size, ..
+            }
+            | Holding::Growing {
+                http_port, size, ..
+            } => Some((http_port, size)),
+            Holding::Claiming | Holding::Miss => None,
+        }
+    }
 }
 
 /// One daemon's answer to one query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Answer {
+    /// The version it was encoded in (that of the query it answers).
+    pub version: u8,
     pub nonce: [u8; 8],
     pub daemon_id: [u8; 8],
     pub holding: Holding,
@@ -140,157 +201,6 @@ impl fmt::Display for Reject {
             Reject::BadLength => write!(f, "inconsistent lengths"),
             Reject::BadName => write!(f, "not a shareable file name"),
         }
-    }
-}
-
-impl Query {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out =
-            Vec::with_capacity(MIN_QUERY_LEN.max(17 + self.file_name.len() + self.arch.len()));
-        out.extend_from_slice(&MAGIC);
-        out.push(VERSION);
-        out.push(KIND_QUERY);
-        out.extend_from_slice(&self.nonce);
-        out.push(self.file_name.len() as u8);
-        out.extend_from_slice(self.file_name.as_bytes());
-        out.push(self.arch.len() as u8);
-        out.extend_from_slice(self.arch.as_bytes());
-        if out.len() < MIN_QUERY_LEN {
-            out.resize(MIN_QUERY_LEN, 0);
-        }
-        out
-    }
-
-    /// Parses a query, applying every rule above (size floor, version, name gate).
-    pub fn decode(datagram: &[u8]) -> Result<Query, Reject> {
-        if datagram.len() < MIN_QUERY_LEN {
-            return Err(Reject::TooShort);
-        }
-        if datagram.len() > MAX_QUERY_LEN.max(MIN_QUERY_LEN) {
-            return Err(Reject::TooLong);
-        }
-        check_header(datagram, KIND_QUERY)?;
-        let mut r = Reader {
-            buf: datagram,
-            at: 6,
-        };
-        let nonce = r.array::<8>().ok_or(Reject::BadLength)?;
-        let name_len = r.byte().ok_or(Reject::BadLength)? as usize;
-        let name = r.take(name_len).ok_or(Reject::BadLength)?;
-        let arch_len = r.byte().ok_or(Reject::BadLength)? as usize;
-        if arch_len > MAX_ARCH_LEN {
-            return Err(Reject::BadLength);
-        }
-        let arch = r.take(arch_len).ok_or(Reject::BadLength)?;
-        if r.rest().iter().any(|&b| b != 0) {
-            return Err(Reject::BadLength);
-        }
-        let file_name = std::str::from_utf8(name).map_err(|_| Reject::BadName)?;
-        if !name::is_shareable_name(file_name) {
-            return Err(Reject::BadName);
-        }
-        let arch = std::str::from_utf8(arch).map_err(|_| Reject::BadName)?;
-        if !arch.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(Reject::BadName);
-        }
-        Ok(Query {
-            nonce,
-            file_name: file_name.to_owned(),
-            arch: arch.to_owned(),
-        })
-    }
-}
-
-impl Answer {
-    pub fn encode(&self) -> [u8; ANSWER_LEN] {
-        let (have, port, size, mtime) = match self.holding {
-            Holding::Have {
-                http_port,
-                size,
-                mtime,
-            } => (1, http_port, size, mtime),
-            Holding::Miss => (0, 0, 0, 0),
-        };
-        let mut out = [0u8; ANSWER_LEN];
-        out[..4].copy_from_slice(&MAGIC);
-        out[4] = VERSION;
-        out[5] = KIND_ANSWER;
-        out[6..14].copy_from_slice(&self.nonce);
-        out[14] = have;
-        out[15..23].copy_from_slice(&self.daemon_id);
-        out[23..25].copy_from_slice(&port.to_be_bytes());
-        out[25..33].copy_from_slice(&size.to_be_bytes());
-        out[33..41].copy_from_slice(&mtime.to_be_bytes());
-        out
-    }
-
-    pub fn decode(datagram: &[u8]) -> Result<Answer, Reject> {
-        match datagram.len() {
-            n if n < ANSWER_LEN => return Err(Reject::TooShort),
-            n if n > ANSWER_LEN => return Err(Reject::TooLong),
-            _ => {}
-        }
-        check_header(datagram, KIND_ANSWER)?;
-        let mut r = Reader {
-            buf: datagram,
-            at: 6,
-        };
-        let nonce = r.array::<8>().ok_or(Reject::BadLength)?;
-        let have = r.byte().ok_or(Reject::BadLength)?;
-        let daemon_id = r.array::<8>().ok_or(Reject::BadLength)?;
-        let http_port = u16::from_be_bytes(r.array::<2>().ok_or(Reject::BadLength)?);
-        let size = u64::from_be_bytes(r.array::<8>().ok_or(Reject::BadLength)?);
-        let mtime = u64::from_be_bytes(r.array::<8>().ok_or(Reject::BadLength)?);
-        let holding = match have {
-            1 if http_port != 0 => Holding::Have {
-                http_port,
-                size,
-                mtime,
-            },
-            0 => Holding::Miss,
-            _ => return Err(Reject::BadLength),
-        };
-        Ok(Answer {
-            nonce,
-            daemon_id,
-            holding,
-        })
-    }
-}
-
-fn check_header(datagram: &[u8], kind: u8) -> Result<(), Reject> {
-    if datagram[..4] != MAGIC {
-        return Err(Reject::BadMagic);
-    }
-    if datagram[4] != VERSION {
-        return Err(Reject::UnknownVersion(datagram[4]));
-    }
-    if datagram[5] != kind {
-        return Err(Reject::WrongKind);
-    }
-    Ok(())
-}
-
-/// A bounds-checked cursor: every read returns None instead of panicking past the end.
-struct Reader<'a> {
-    buf: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let slice = self.buf.get(self.at..self.at.checked_add(n)?)?;
-        self.at += n;
-        Some(slice)
-    }
-    fn byte(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
-        self.take(N)?.try_into().ok()
-    }
-    fn rest(&self) -> &'a [u8] {
-        self.buf.get(self.at..).unwrap_or(&[])
     }
 }
 

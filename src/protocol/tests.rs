@@ -4,9 +4,11 @@ const PKG: &str = "linux-6.7.arch1-1-x86_64.pkg.tar.zst";
 
 fn query() -> Query {
     Query {
+        version: 1,
         nonce: [1, 2, 3, 4, 5, 6, 7, 8],
         file_name: PKG.into(),
         arch: "x86_64".into(),
+        claim: None,
     }
 }
 
@@ -26,35 +28,43 @@ fn query_round_trips_and_is_padded() {
     assert_eq!(Query::decode(&bytes), Ok(short));
 }
 
-#[test]
-fn answer_round_trips() {
-    for holding in [
-        Holding::Have {
-            http_port: 15678,
-            size: 123_456_789_012,
-            mtime: 1_700_000_000,
-        },
-        Holding::Miss,
-    ] {
+/// Every holding encodes to `len` bytes in `version` and decodes back to itself.
+fn assert_round_trips(version: u8, len: usize, holdings: &[Holding]) {
+    for &holding in holdings {
         let a = Answer {
+            version,
             nonce: [9; 8],
             daemon_id: [0xab; 8],
             holding,
         };
-        assert_eq!(Answer::decode(&a.encode()), Ok(a));
+        let bytes = a.encode();
+        assert_eq!(bytes.len(), len);
+        assert_eq!(Answer::decode(&bytes), Ok(a));
     }
+}
+
+#[test]
+fn answer_round_trips() {
+    let have = Holding::Have {
+        http_port: 15678,
+        size: 123_456_789_012,
+        mtime: 1_700_000_000,
+    };
+    assert_round_trips(1, ANSWER_LEN, &[have, Holding::Miss]);
 }
 
 #[test]
 fn an_answer_is_never_larger_than_any_valid_query() {
     let smallest = Query {
+        version: 1,
         nonce: [0; 8],
         file_name: "a.pkg.tar".into(),
         arch: String::new(),
+        claim: None,
     }
     .encode();
     assert!(Query::decode(&smallest).is_ok());
-    assert!(ANSWER_LEN <= smallest.len());
+    assert!(ANSWER_LEN <= smallest.len() && ANSWER_V2_LEN <= smallest.len());
     // And nothing shorter than the floor is accepted at all.
     for len in 0..MIN_QUERY_LEN {
         assert!(Query::decode(&smallest[..len.min(smallest.len())]).is_err());
@@ -70,8 +80,8 @@ fn rejections() {
     assert_eq!(Query::decode(&bad), Err(Reject::BadMagic));
 
     let mut bad = good.clone();
-    bad[4] = 2;
-    assert_eq!(Query::decode(&bad), Err(Reject::UnknownVersion(2)));
+    bad[4] = 3;
+    assert_eq!(Query::decode(&bad), Err(Reject::UnknownVersion(3)));
 
     let mut bad = good.clone();
     bad[5] = KIND_ANSWER;
@@ -107,6 +117,7 @@ fn rejections() {
     }
 
     let a = Answer {
+        version: 1,
         nonce: [0; 8],
         daemon_id: [0; 8],
         holding: Holding::Miss,
@@ -114,7 +125,7 @@ fn rejections() {
     .encode();
     assert_eq!(Answer::decode(&a[..40]), Err(Reject::TooShort));
     assert_eq!(Query::decode(&a), Err(Reject::TooShort));
-    let mut have_without_port = a;
+    let mut have_without_port = a.clone();
     have_without_port[14] = 1;
     assert_eq!(Answer::decode(&have_without_port), Err(Reject::BadLength));
 }
@@ -140,12 +151,14 @@ fn garbage_never_panics_and_never_amplifies() {
         }
         .encode(),
         Answer {
+            version: 1,
             nonce: [1; 8],
             daemon_id: [2; 8],
             holding: Holding::Miss,
         }
-        .encode()
-        .to_vec(),
+        .encode(),
+        v2_query(Some([7; 8])).encode(),
+        growing_answer(15678, 1000, 10),
     ];
     let mut state = 0x1234_5678_9abc_def0u64;
     let mut next = move || {
@@ -177,9 +190,14 @@ fn garbage_never_panics_and_never_amplifies() {
                 accepted += 1;
                 assert!(name::is_shareable_name(&q.file_name));
                 let answer = Answer {
+                    version: q.version,
                     nonce: q.nonce,
                     daemon_id: [0; 8],
-                    holding: Holding::Miss,
+                    holding: Holding::Growing {
+                        http_port: 1,
+                        size: 2,
+                        landed: 1,
+                    },
                 };
                 assert!(answer.encode().len() <= d.len(), "amplification");
             }
@@ -189,4 +207,110 @@ fn garbage_never_panics_and_never_amplifies() {
     eprintln!(
         "FUZZ protocol: {total} datagrams, {accepted} accepted as queries, no panic, no amplification"
     );
+}
+
+fn growing_answer(http_port: u16, size: u64, landed: u64) -> Vec<u8> {
+    Answer {
+        version: 2,
+        nonce: [1; 8],
+        daemon_id: [2; 8],
+        holding: Holding::Growing {
+            http_port,
+            size,
+            landed,
+        },
+    }
+    .encode()
+}
+
+fn v2_query(claim: Option<[u8; 8]>) -> Query {
+    Query {
+        version: 2,
+        claim,
+        ..query()
+    }
+}
+
+#[test]
+fn version_2_queries_and_answers_round_trip() {
+    for claim in [None, Some([3; 8])] {
+        let q = v2_query(claim);
+        assert_eq!(Query::decode(&q.encode()), Ok(q));
+    }
+    let growing = Holding::Growing {
+        http_port: 15678,
+        size: 1 << 40,
+        landed: 1 << 20,
+    };
+    let have = Holding::Have {
+        http_port: 15678,
+        size: 5,
+        mtime: 9,
+    };
+    let all = [have, growing, Holding::Claiming, Holding::Miss];
+    assert_round_trips(2, ANSWER_V2_LEN, &all);
+}
+
+#[test]
+fn a_version_1_answer_cannot_say_growing_or_claiming() {
+    for holding in [
+        Holding::Growing {
+            http_port: 15678,
+            size: 10,
+            landed: 3,
+        },
+        Holding::Claiming,
+    ] {
+        let a = Answer {
+            version: 1,
+            nonce: [4; 8],
+            daemon_id: [5; 8],
+            holding,
+        };
+        let bytes = a.encode();
+        assert_eq!(bytes.len(), ANSWER_LEN);
+        assert_eq!(Answer::decode(&bytes).map(|a| a.holding), Ok(Holding::Miss));
+    }
+}
+
+#[test]
+fn version_2_rejections() {
+    let good = v2_query(None).encode();
+    // A claimant id without the CLAIM flag, and an unknown flag.
+    let flags_at = 6 + 8 + 1 + PKG.len() + 1 + "x86_64".len();
+    let mut bad = good.clone();
+    bad[flags_at + 3] = 1;
+    assert_eq!(Query::decode(&bad), Err(Reject::BadLength));
+    let mut bad = good.clone();
+    bad[flags_at] = 2;
+    assert_eq!(Query::decode(&bad), Err(Reject::BadLength));
+    let growing = growing_answer(1, 10, 10);
+    // More landed than the size, no port, a v1-sized v2 answer, an unknown state.
+    let mut bad = growing.clone();
+    bad[48] = 11;
+    assert_eq!(Answer::decode(&bad), Err(Reject::BadLength));
+    let mut bad = growing.clone();
+    bad[23..25].copy_from_slice(&[0, 0]);
+    assert_eq!(Answer::decode(&bad), Err(Reject::BadLength));
+    assert_eq!(
+        Answer::decode(&growing[..ANSWER_LEN]),
+        Err(Reject::TooShort)
+    );
+    let mut bad = growing.clone();
+    bad[14] = 4;
+    assert_eq!(Answer::decode(&bad), Err(Reject::BadLength));
+    // The GROWING state in a v1 answer is not a thing.
+    let mut v1 = Answer {
+        version: 1,
+        nonce: [0; 8],
+        daemon_id: [0; 8],
+        holding: Holding::Have {
+            http_port: 1,
+            size: 1,
+            mtime: 1,
+        },
+    }
+    .encode();
+    v1[14] = 2;
+    assert_eq!(Answer::decode(&v1), Err(Reject::BadLength));
 }

@@ -10,6 +10,9 @@ chunked or close-delimited), drip (the right bytes, honouring Range, one byte a 
 drip-headers (the response head one byte a second), continue (`100 Continue` forever),
 silent (accepts, reads the request, never answers), garbage-stall (ignores Range: a 200 with
 192 garbage bytes, then silence).
+honest: the right bytes (honouring Range) -- with the default protocol, a version 1 daemon.
+Protocol: version 1 (answers v1 queries only, HAVE) unless HOSTILE_GROWING=1: then it answers
+only version 2 queries, GROWING ("in progress, half of the bytes landed").
 Environment: HOSTILE_ID (hex daemon id to answer with), HOSTILE_IDS (answers per source
 address, each under its own id), HOSTILE_FROM (extra source addresses, comma-separated, bound
 with port 15678; HOSTILE_ONLY_EXTRA=1 answers from those alone), HOSTILE_HTTP_PORT (port announced and served, default 15680).
@@ -22,12 +25,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 mode, real, log_path = sys.argv[1], sys.argv[2], sys.argv[3]
 good = open(real, "rb").read()
 bad = bytes(b ^ 0x5A for b in good)
+if mode == "honest":
+    bad = good
 if mode == "wrongsize":
     bad = bad + b"x" * 100
 claimed = len(bad) if mode == "wrongsize" else len(good)
 http_port = int(os.environ.get("HOSTILE_HTTP_PORT", "15680"))
 ids_per_source = int(os.environ.get("HOSTILE_IDS", "1"))
 fixed_id = bytes.fromhex(os.environ["HOSTILE_ID"]) if os.environ.get("HOSTILE_ID") else None
+growing = os.environ.get("HOSTILE_GROWING") == "1"
 extra_sources = [a for a in os.environ.get("HOSTILE_FROM", "").split(",") if a]
 
 def log(line):
@@ -118,15 +124,20 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(page)
             return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(bad)))
+        start = range_start(self.headers) if mode == "honest" else 0
+        if start:
+            self.send_response(206)
+            self.send_header("Content-Range", "bytes %d-%d/%d" % (start, len(bad) - 1, len(bad)))
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(bad) - start))
         self.end_headers()
         if mode == "truncated":
             self.wfile.write(bad[: len(bad) // 2])
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)
             return
-        self.wfile.write(bad)
+        self.wfile.write(bad[start:])
 
     def log_message(self, *args):
         pass
@@ -160,7 +171,8 @@ while time.time() < deadline:
         data, src = udp.recvfrom(2048)
     except socket.timeout:
         continue
-    if len(data) < 64 or data[:6] != b"PSRV\x01\x01":
+    version = 2 if growing else 1
+    if len(data) < 64 or data[:6] != b"PSRV" + bytes([version, 1]):
         continue
     nonce = data[6:14]
     n = data[14]
@@ -171,5 +183,8 @@ while time.time() < deadline:
         for i in range(ids_per_source):
             daemon_id = fixed_id or (b"HOSTILE!" if ids_per_source == 1 and sender is udp else struct.pack(">HHI", 0x4845, n_answer, 0x53544C45))
             n_answer += 1
-            answer = b"PSRV\x01\x02" + nonce + b"\x01" + daemon_id + struct.pack(">HQQ", http_port, claimed, 1700000000)
+            if growing:
+                answer = b"PSRV\x02\x02" + nonce + b"\x02" + daemon_id + struct.pack(">HQQQ", http_port, claimed, 0, claimed // 2)
+            else:
+                answer = b"PSRV\x01\x02" + nonce + b"\x01" + daemon_id + struct.pack(">HQQ", http_port, claimed, 1700000000)
             sender.sendto(answer, src)

@@ -46,3 +46,5 @@ mod lan_hostile;
 mod lan_daemon_limits;
 // pacserved's HTTP corners: If-Range, empty ranges, odd names, honest counts, the status page.
 mod daemon_http;
+// Hosts upgrading together: downloads in progress shared, claims, protocol versions mixed.
+mod lan_together;

@@ -23,7 +23,9 @@ use crate::client::limits::Limits;
 use crate::client::output::Output;
 use crate::client::progress::Progress;
 use crate::client::transfer::{self, Delivered, Want};
+use crate::client::verify::Expected;
 use crate::pacman::name::FileKind;
+use crate::protocol::agent::Share;
 
 /// Where the mirror's bytes come from for one run.
 pub struct Mirror {
@@ -101,7 +103,11 @@ impl Mirror {
         let direct = self
             .direct
             .get_or_init(|| transfer::mirror_agent(self.limits, &self.user_agent));
-        transfer::fetch_url(direct, url, out, want, self.limits, progress)
+        let want = Want {
+            share: None,
+            ..want.clone()
+        };
+        transfer::fetch_url(direct, url, out, &want, self.limits, progress)
     }
 }
 
@@ -116,4 +122,16 @@ fn daemon_failed(e: &Error) -> bool {
             | Error::Timeout { .. }
             | Error::Status { code: 502, .. }
     )
+}
+
+/// The `X-Pacserve-Share` value for a package the sync database fully describes: the daemon
+/// may then share the download with the LAN while it arrives (and follow another daemon's).
+pub fn share_value(kind: FileKind, name: &str, expected: Option<&Expected>) -> Option<String> {
+    let (size, sha256) = expected.and_then(|e| e.size.zip(e.sha256))?;
+    let share = Share {
+        name: name.to_owned(),
+        size,
+        sha256,
+    };
+    (kind == FileKind::Package).then(|| share.header_value())
 }

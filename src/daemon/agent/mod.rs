@@ -12,6 +12,7 @@
 
 pub mod prefetch;
 pub mod relay;
+pub mod share;
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};

@@ -25,7 +25,11 @@ use std::time::{Duration, Instant, SystemTime};
 use sha2::{Digest, Sha256};
 use ureq::Agent;
 
-use crate::protocol::agent::{Planned, Transaction};
+use crate::daemon::agent::share::{Floor, PEER_STALL, Sharing};
+use crate::daemon::claims::Verdict;
+use crate::daemon::growing::Writer;
+use crate::pacman::name::is_shareable_name;
+use crate::protocol::agent::{Planned, Share, Transaction};
 use crate::{info, warn};
 
 /// A plan nobody asked anything of for this long is dropped with its files.
@@ -41,6 +45,8 @@ pub struct Prefetch {
     pub max_bytes: u64,
     dir: Option<PathBuf>,
     plans: Mutex<HashMap<Transaction, Plan>>,
+    /// Share fetched files with the LAN while they arrive (prefetched and relayed alike).
+    pub sharing: Option<Arc<Sharing>>,
 }
 
 struct Plan {
@@ -97,6 +103,7 @@ impl Prefetch {
             max_bytes,
             dir,
             plans: Mutex::default(),
+            sharing: None,
         }
     }
 
@@ -215,9 +222,10 @@ impl Prefetch {
             });
             plan.started.insert(index, staging.clone());
             let (planned, ua, up) = (planned.clone(), plan.user_agent.clone(), up.clone());
+            let sharing = self.sharing.clone();
             let spawned = std::thread::Builder::new()
                 .name("prefetch".into())
-                .spawn(move || fetch(&up, &planned, ua.as_deref(), &staging));
+                .spawn(move || fetch(&up, &planned, ua.as_deref(), &staging, sharing.as_deref()));
             if let Err(e) = spawned {
                 warn!("prefetch: cannot start a thread: {e}");
             }
@@ -252,8 +260,36 @@ fn drop_stale(plans: &mut HashMap<Transaction, Plan>) {
 }
 
 /// Fetches one planned file whole into its staging file and verifies it.
-fn fetch(upstream: &Agent, planned: &Planned, user_agent: Option<&str>, staging: &Staging) {
-    let outcome = download(upstream, planned, user_agent, staging);
+fn fetch(
+    upstream: &Agent,
+    planned: &Planned,
+    user_agent: Option<&str>,
+    staging: &Staging,
+    sharing: Option<&Sharing>,
+) {
+    let get = |url: &str, writer, peer| {
+        download(upstream, url, planned, user_agent, staging, writer, peer)
+    };
+    // Shared with the LAN while it arrives; from the daemon already fetching it if one is.
+    let name = planned.url.rsplit('/').next().unwrap_or_default();
+    let share = Share {
+        name: name.to_owned(),
+        size: planned.size,
+        sha256: planned.sha256,
+    };
+    let shared = sharing
+        .filter(|_| is_shareable_name(name))
+        .and_then(|s| s.begin(&share));
+    let outcome = match shared {
+        Some((writer, Verdict::Follow { http })) => {
+            get(&format!("http://{http}/pkg/{name}"), Some(writer), true).or_else(|e| {
+                info!("prefetch: following {http} for {name}: {e}; using the mirror");
+                get(&planned.url, None, false)
+            })
+        }
+        Some((writer, Verdict::Lead)) => get(&planned.url, Some(writer), false),
+        None => get(&planned.url, None, false),
+    };
     if let Err(e) = &outcome {
         info!("prefetch: {}: {e}", planned.url);
     } else {
@@ -273,18 +309,24 @@ fn fetch(upstream: &Agent, planned: &Planned, user_agent: Option<&str>, staging:
     staging.changed.notify_all();
 }
 
+/// Fetches `url` (the mirror's, or a peer's copy) into the staging file and `shared`.
 fn download(
     upstream: &Agent,
+    url: &str,
     planned: &Planned,
     user_agent: Option<&str>,
     staging: &Staging,
+    mut shared: Option<Writer>,
+    peer: bool,
 ) -> Result<Option<SystemTime>, String> {
+    // A peer gets the relay's shorter stall limit and its speed floor.
+    let stall = if peer { PEER_STALL } else { STALL_LIMIT };
     let mut call = upstream
-        .get(&planned.url)
+        .get(url)
         .config()
         .timeout_resolve(Some(CONNECT_LIMIT))
         .timeout_connect(Some(CONNECT_LIMIT))
-        .timeout_per_read(Some(STALL_LIMIT))
+        .timeout_per_read(Some(stall))
         .max_redirects(10)
         .build();
     if let Some(ua) = user_agent {
@@ -301,7 +343,15 @@ fn download(
     }
     let mtime = header("Last-Modified").and_then(|v| httpdate::parse_http_date(v).ok());
     let mut out = File::create(&staging.path).map_err(|e| e.to_string())?;
-    let mut body = response.into_body().into_reader();
+    if let Ok(mut state) = staging.state.lock() {
+        // A second attempt (the mirror after a failed peer) starts the file over.
+        state.written = 0;
+    }
+    let body = response.into_body().into_reader();
+    let mut body: Box<dyn Read> = match peer {
+        true => Box::new(Floor::new(body)),
+        false => Box::new(body),
+    };
     let mut hash = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut written = 0u64;
@@ -318,6 +368,11 @@ fn download(
         }
         out.write_all(&buf[..n]).map_err(|e| e.to_string())?;
         hash.update(&buf[..n]);
+        if let Some(writer) = shared.as_mut()
+            && writer.write(&buf[..n]).is_err()
+        {
+            shared = None;
+        }
         if let Ok(mut state) = staging.state.lock() {
             state.written = written;
         }
@@ -325,6 +380,9 @@ fn download(
     }
     if written != planned.size {
         return Err(format!("{written} bytes, planned {}", planned.size));
+    }
+    if let Some(writer) = shared {
+        writer.finish();
     }
     if hash.finalize()[..] != planned.sha256 {
         return Err("SHA-256 differs from the sync database's".into());

@@ -15,8 +15,10 @@ use std::time::Duration;
 use ureq::Agent;
 
 use crate::daemon::agent::prefetch::{Prefetch, Staged};
+use crate::daemon::agent::share::{Following, Tee};
 use crate::daemon::agent::{Caller, read_line};
-use crate::protocol::agent::REASON_HEADER;
+use crate::daemon::claims::Verdict;
+use crate::protocol::agent::{REASON_HEADER, SHARE_HEADER, Share};
 use crate::{info, warn};
 
 /// Bytes per read and write of a body.
@@ -73,6 +75,8 @@ pub(crate) struct Request {
     pub range: Option<String>,
     pub if_modified_since: Option<String>,
     pub user_agent: Option<String>,
+    /// The client's `X-Pacserve-Share`: the file may be shared while it arrives.
+    pub share: Option<Share>,
 }
 
 pub fn relay(
@@ -104,6 +108,34 @@ pub fn relay(
             Err(e) => info!("agent: {who}: {url}: prefetched, client went away: {e}"),
         };
     }
+    // A whole package the client vouches for: share it while it arrives, or follow the daemon
+    // already fetching it.
+    let shared = prefetch
+        .sharing
+        .as_deref()
+        .zip(request.share.as_ref())
+        .filter(|_| request.range.is_none() && request.if_modified_since.is_none())
+        .and_then(|(sharing, share)| sharing.begin(share));
+    let writer = match shared {
+        Some((writer, Verdict::Follow { http })) => {
+            let size = writer.entry().size;
+            let ua = request.user_agent.clone();
+            let mut body = Following::new(writer, http, url.clone(), ua, limits.stall, upstream);
+            let sent = write_head(
+                &mut conn,
+                200,
+                &[("Content-Length", size.to_string())],
+                false,
+            )
+            .and_then(|_| copy_body(&mut body, &mut conn, false));
+            return match sent {
+                Ok(sent) => info!("agent: {who}: {url}: followed {http}, {sent} bytes, verified"),
+                Err(e) => info!("agent: {who}: {url}: following {http}: {e}"),
+            };
+        }
+        Some((writer, Verdict::Lead)) => Some(writer),
+        None => None,
+    };
     let mut call = upstream
         .get(&url)
         .config()
@@ -142,7 +174,14 @@ pub fn relay(
         .collect();
     let has_body = !matches!(status, 204 | 304) && status >= 200;
     let chunked = has_body && !headers.iter().any(|(n, _)| *n == "Content-Length");
-    let mut body = response.into_body().into_reader();
+    let content_length = headers.iter().find(|(n, _)| *n == "Content-Length");
+    let writer = writer.filter(|w| {
+        status == 200 && content_length.is_some_and(|(_, v)| *v == w.entry().size.to_string())
+    });
+    let mut body = Tee {
+        body: response.into_body().into_reader(),
+        writer,
+    };
     let sent = write_head(&mut conn, status, &headers, chunked).and_then(|_| match has_body {
         true => copy_body(&mut body, &mut conn, chunked),
         false => Ok(0),
@@ -193,6 +232,9 @@ pub(crate) fn read_request(reader: &mut impl BufRead) -> Result<Request, String>
             "range" => request.range = value,
             "if-modified-since" => request.if_modified_since = value,
             "user-agent" => request.user_agent = value,
+            n if n.eq_ignore_ascii_case(SHARE_HEADER) => {
+                request.share = value.as_deref().and_then(Share::parse)
+            }
             _ => {}
         }
     }

@@ -1,0 +1,160 @@
+//! Hosts upgrading together (issue 12): N hosts, each with pacserved over its own pacman cache,
+//! install the same 15 packages of 2 MB at the same moment through pacserve-fetch (real pacman);
+//! the mirror sits behind a shared 80 Mbit/s uplink 10 ms away (tc tbf and the frame relay on
+//! the mirror host's link).
+//!
+//! Figures: bytes the mirror sent ÷ bytes of the packages (8.0 would be every host fetching
+//! everything; goal ≤ 1.25), and the slowest host's time ÷ a lone host's time for the same
+//! install on the same LAN, measured in the same run (goal ≤ 1.3). Host counts: 8 and 16, or
+//! `PACSERVE_TOGETHER_HOSTS` (comma-separated).
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use crate::archrepo::{Pacman, Repo};
+use crate::daemon::Daemon;
+use crate::netns::{Family, Lan};
+use crate::nginx::Nginx;
+use crate::util::{fetch_bin, tempdir};
+
+const PACKAGES: usize = 15;
+const PAYLOAD: usize = 2_000_000;
+const ONE_WAY: Duration = Duration::from_millis(10);
+const RATE: &str = "80mbit";
+
+pub fn run() {
+    if !crate::archrepo::require_pacman_tools()
+        || !crate::util::require_tools(&["ethtool", "nginx"])
+    {
+        return;
+    }
+    let counts: Vec<usize> = std::env::var("PACSERVE_TOGETHER_HOSTS")
+        .unwrap_or_else(|_| "8,16".to_owned())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    for hosts in counts {
+        scenario(hosts);
+    }
+}
+
+fn scenario(hosts: usize) {
+    let lan = Lan::new(hosts + 1, Family::Dual).expect("LAN");
+    let mirror_host = hosts + 1;
+    let root = tempdir();
+    let repo = Repo::create(root.path(), "tb");
+    let names: Vec<String> = (0..PACKAGES).map(|i| format!("tb{i}")).collect();
+    let files: Vec<String> = names.iter().map(|n| repo.add_package(n, PAYLOAD)).collect();
+    let package_bytes: u64 = files
+        .iter()
+        .map(|f| fs::metadata(repo.dir.join(f)).unwrap().len())
+        .sum();
+    let mirror = Nginx::mirror_on(lan.host(mirror_host), root.path()).expect("nginx");
+    lan.delay_link(mirror_host, ONE_WAY);
+    lan.limit_rate(mirror_host, RATE);
+    let url = format!("http://{}:8080/tb", lan.ipv4(mirror_host));
+    let xfer = format!(
+        "{} --config /dev/null --dbpath @DBPATH@ '%o' '%u'",
+        fetch_bin()
+    );
+    let memory = tempdir();
+    let env: [(&str, &std::ffi::OsStr); 1] = [("TMPDIR", memory.path().as_os_str())];
+    let mut targets = vec!["-S"];
+    targets.extend(names.iter().map(String::as_str));
+
+    // Every host: a fresh pacman (synced) and its daemon over its cache.
+    let setup = |count: usize| -> Vec<(Pacman, Daemon)> {
+        let nodes: Vec<(Pacman, Daemon)> = (1..=count)
+            .map(|i| {
+                let pacman = Pacman::new(Some(&xfer), &[("tb", url.clone())]);
+                let daemon = Daemon::start(lan.host(i), &pacman.cache(), &[]);
+                (pacman, daemon)
+            })
+            .collect();
+        for (i, (pacman, _)) in nodes.iter().enumerate() {
+            let synced = pacman.run_in(lan.host(i + 1), &env, &["-Sy"]);
+            assert!(synced.status.success(), "host {}: -Sy", i + 1);
+        }
+        nodes
+    };
+    let sent_for_packages = || -> u64 {
+        files
+            .iter()
+            .flat_map(|f| mirror.requests_for(f))
+            .map(|l| l.body_bytes)
+            .sum()
+    };
+
+    // The lone host, on the same LAN with nobody else running.
+    let lone = {
+        let nodes = setup(1);
+        let started = Instant::now();
+        let out = nodes[0].0.run_in(lan.host(1), &env, &targets);
+        assert!(
+            out.status.success(),
+            "lone host: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        started.elapsed().as_secs_f64()
+    };
+    let before = sent_for_packages();
+
+    // Everyone at once.
+    let nodes = setup(hosts);
+    let started = Instant::now();
+    let children: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (pacman, _))| {
+            pacman
+                .command_in(lan.host(i + 1), &env, &targets)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("pacman")
+        })
+        .collect();
+    let waits: Vec<_> = children
+        .into_iter()
+        .map(|child| {
+            std::thread::spawn(move || {
+                let out = child.wait_with_output().expect("pacman ran");
+                (out, started.elapsed().as_secs_f64())
+            })
+        })
+        .collect();
+    let mut times = Vec::new();
+    for (i, wait) in waits.into_iter().enumerate() {
+        let (out, seconds) = wait.join().expect("waiter");
+        assert!(
+            out.status.success(),
+            "host {}: {}",
+            i + 1,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for file in &files {
+            assert_eq!(
+                fs::read(nodes[i].0.cache().join(file)).ok(),
+                fs::read(repo.dir.join(file)).ok(),
+                "host {}: {file}",
+                i + 1
+            );
+        }
+        times.push(seconds);
+    }
+    let sent = sent_for_packages() - before;
+    let slowest = times.iter().cloned().fold(0.0, f64::max);
+    println!(
+        "together: {hosts} hosts, real pacman -S of {PACKAGES} × 2 MB at once, mirror {} ms away at {RATE} shared:",
+        ONE_WAY.as_millis()
+    );
+    println!(
+        "  mirror sent {:.2}× the packages' bytes (goal ≤ 1.25); slowest host {slowest:.2} s, lone host {lone:.2} s: {:.2}× (goal ≤ 1.3)",
+        sent as f64 / package_bytes as f64,
+        slowest / lone
+    );
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let shown: Vec<String> = sorted.iter().map(|t| format!("{t:.2}")).collect();
+    println!("  every host, fastest first (s): {}", shown.join(" "));
+}

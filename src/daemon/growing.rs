@@ -1,0 +1,415 @@
+//! Files the daemon is downloading right now, shared with the LAN while they arrive.
+//!
+//! When the agent fetches a package for a local `pacserve-fetch` (or ahead of it), the bytes also
+//! go into a file under `<state>/growing`, registered here by name with the size and SHA-256
+//! the sync database gives. The responder answers queries for it with GROWING ("N of S bytes")
+//! and the HTTP server streams it to followers: the full length is announced, bytes are sent as
+//! they land, and the last byte is held back until the whole file has been verified here, so no
+//! follower ever receives a complete wrong file from us. A failed or silent download ends the
+//! followers' bodies early; they go on to their next source at their own offset.
+//!
+//! Bounded: at most [`MAX_ENTRIES`] files at once; a finished file lingers [`LINGER`] (long
+//! enough for followers that just asked, while pacman moves the leader's copy into its cache)
+//! and is then deleted. The directory is emptied at start, so nothing a crash left is served.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::warn;
+
+/// Files being shared at once.
+pub const MAX_ENTRIES: usize = 64;
+/// How long a finished file stays shareable from here.
+pub const LINGER: Duration = Duration::from_secs(30);
+/// A follower waiting this long for the next byte gives up (the leader stalled).
+pub const FOLLOW_STALL: Duration = Duration::from_secs(10);
+/// Bytes per body chunk sent to a follower.
+const CHUNK: usize = 256 * 1024;
+
+/// Where a shared download stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Settling with the LAN who goes to the mirror ([`crate::daemon::claims`]).
+    Claiming,
+    Running,
+    Verified,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Landed {
+    pub bytes: u64,
+    pub phase: Phase,
+}
+
+pub struct Entry {
+    pub name: String,
+    pub path: PathBuf,
+    pub size: u64,
+    sha256: [u8; 32],
+    state: watch::Sender<Landed>,
+    ended: Mutex<Option<Instant>>,
+}
+
+impl Entry {
+    pub fn landed(&self) -> Landed {
+        *self.state.borrow()
+    }
+
+    fn set(&self, change: impl FnOnce(&mut Landed)) {
+        self.state.send_modify(change);
+    }
+}
+
+/// The registry of files being shared.
+pub struct Growing {
+    dir: Option<PathBuf>,
+    entries: Mutex<HashMap<String, Arc<Entry>>>,
+}
+
+impl Growing {
+    /// `state_dir/growing`, emptied; sharing is off when it cannot be made.
+    pub fn new(state_dir: &Path) -> Growing {
+        let dir = state_dir.join("growing");
+        let _ = fs::remove_dir_all(&dir);
+        let dir = match fs::create_dir_all(&dir) {
+            Ok(()) => Some(dir),
+            Err(e) => {
+                warn!(
+                    "sharing downloads in progress off: cannot make {}: {e}",
+                    dir.display()
+                );
+                None
+            }
+        };
+        Growing {
+            dir,
+            entries: Mutex::default(),
+        }
+    }
+
+    /// Starts sharing `name`; None when it is already being shared (or sharing is off or full).
+    pub fn begin(&self, name: &str, size: u64, sha256: [u8; 32]) -> Option<Writer> {
+        let dir = self.dir.as_ref()?;
+        let mut entries = self.lock();
+        expire(&mut entries);
+        if entries.contains_key(name) || entries.len() >= MAX_ENTRIES || size == 0 {
+            return None;
+        }
+        let path = dir.join(format!("{name}.growing"));
+        let file = File::create(&path).ok()?;
+        let (state, _) = watch::channel(Landed {
+            bytes: 0,
+            phase: Phase::Claiming,
+        });
+        let entry = Arc::new(Entry {
+            name: name.to_owned(),
+            path,
+            size,
+            sha256,
+            state,
+            ended: Mutex::new(None),
+        });
+        entries.insert(name.to_owned(), entry.clone());
+        Some(Writer {
+            entry,
+            file,
+            hash: Sha256::new(),
+            written: 0,
+        })
+    }
+
+    /// The entry for `name` unless its download failed.
+    pub fn find(&self, name: &str) -> Option<Arc<Entry>> {
+        let mut entries = self.lock();
+        expire(&mut entries);
+        entries
+            .get(name)
+            .filter(|e| e.landed().phase != Phase::Failed)
+            .cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Entry>>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Drops entries that ended more than [`LINGER`] ago, and failed ones at once. A follower still
+/// reading holds the open file, so deleting its name is safe.
+fn expire(entries: &mut HashMap<String, Arc<Entry>>) {
+    entries.retain(|_, e| {
+        let ended = e.ended.lock().ok().and_then(|t| *t);
+        let keep = match (e.landed().phase, ended) {
+            (Phase::Failed, _) => false,
+            (_, Some(at)) => at.elapsed() < LINGER,
+            (_, None) => true,
+        };
+        if !keep {
+            let _ = fs::remove_file(&e.path);
+        }
+        keep
+    });
+}
+
+/// The one writer of a shared file. Dropped unfinished, the download counts as failed.
+pub struct Writer {
+    entry: Arc<Entry>,
+    file: File,
+    hash: Sha256,
+    written: u64,
+}
+
+impl Writer {
+    pub fn entry(&self) -> &Arc<Entry> {
+        &self.entry
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// The claim is settled: this daemon downloads the file (from a mirror or a peer).
+    pub fn commit(&self) {
+        self.entry.set(|l| l.phase = Phase::Running);
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.written + bytes.len() as u64 > self.entry.size {
+            return Err(io::Error::other("longer than the file"));
+        }
+        self.file.write_all(bytes)?;
+        self.hash.update(bytes);
+        self.written += bytes.len() as u64;
+        let written = self.written;
+        self.entry.set(|l| l.bytes = written);
+        Ok(())
+    }
+
+    /// Ends the download: verified when the size and SHA-256 match, else failed.
+    pub fn finish(mut self) -> bool {
+        let hash = std::mem::take(&mut self.hash);
+        let ok = self.written == self.entry.size && hash.finalize()[..] == self.entry.sha256;
+        self.end(if ok { Phase::Verified } else { Phase::Failed });
+        ok
+    }
+
+    fn end(&self, phase: Phase) {
+        if let Ok(mut ended) = self.entry.ended.lock() {
+            ended.get_or_insert_with(Instant::now);
+        }
+        self.entry.set(|l| l.phase = phase);
+        if phase == Phase::Failed {
+            let _ = fs::remove_file(&self.entry.path);
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if matches!(self.entry.landed().phase, Phase::Claiming | Phase::Running) {
+            self.end(Phase::Failed);
+        }
+    }
+}
+
+/// A follower's view of a shared file from `pos`: chunks as they land, the last byte only once
+/// verified, an error when the download fails or stalls for [`FOLLOW_STALL`].
+pub struct Follow {
+    entry: Arc<Entry>,
+    file: Arc<File>,
+    pos: u64,
+    changes: watch::Receiver<Landed>,
+}
+
+impl Follow {
+    pub fn open(entry: Arc<Entry>, pos: u64) -> io::Result<Follow> {
+        let file = Arc::new(File::open(&entry.path)?);
+        let changes = entry.state.subscribe();
+        Ok(Follow {
+            entry,
+            file,
+            pos,
+            changes,
+        })
+    }
+
+    /// The next chunk; None at the end of the file.
+    pub async fn next(&mut self) -> Option<io::Result<Bytes>> {
+        let size = self.entry.size;
+        loop {
+            if self.pos >= size {
+                return None;
+            }
+            let landed = *self.changes.borrow_and_update();
+            let limit = match landed.phase {
+                Phase::Verified => size,
+                Phase::Failed => return Some(Err(io::Error::other("the download failed"))),
+                Phase::Claiming | Phase::Running => landed.bytes.min(size - 1),
+            };
+            if self.pos < limit {
+                let want = (limit - self.pos).min(CHUNK as u64) as usize;
+                let (file, pos) = (self.file.clone(), self.pos);
+                let read = tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0u8; want];
+                    let n = file.read_at(&mut buf, pos)?;
+                    buf.truncate(n);
+                    Ok::<_, io::Error>(buf)
+                })
+                .await;
+                return match read {
+                    Ok(Ok(buf)) if !buf.is_empty() => {
+                        self.pos += buf.len() as u64;
+                        Some(Ok(Bytes::from(buf)))
+                    }
+                    Ok(Ok(_)) => Some(Err(io::ErrorKind::UnexpectedEof.into())),
+                    Ok(Err(e)) => Some(Err(e)),
+                    Err(e) => Some(Err(io::Error::other(e))),
+                };
+            }
+            match tokio::time::timeout(FOLLOW_STALL, self.changes.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Some(Err(io::Error::other("the download went away"))),
+                Err(_) => return Some(Err(io::ErrorKind::TimedOut.into())),
+            }
+        }
+    }
+}
+
+/// The HTTP answer for a shared file: the full length (or the rest from `bytes=<n>-`, the only
+/// range clients send), streamed as it lands.
+pub fn response(entry: Arc<Entry>, method: &Method, range: Option<&str>) -> Response {
+    let size = entry.size;
+    let from = range.and_then(|r| {
+        r.trim()
+            .strip_prefix("bytes=")?
+            .strip_suffix('-')?
+            .parse()
+            .ok()
+    });
+    let (status, from) = match from {
+        Some(from) if from >= size => {
+            return (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+            )
+                .into_response();
+        }
+        Some(from) if from > 0 => (StatusCode::PARTIAL_CONTENT, from),
+        _ => (StatusCode::OK, 0),
+    };
+    let mut headers = vec![(header::CONTENT_LENGTH, (size - from).to_string())];
+    if from > 0 {
+        headers.push((
+            header::CONTENT_RANGE,
+            format!("bytes {from}-{}/{size}", size - 1),
+        ));
+    }
+    let follow = match Follow::open(entry, from) {
+        Ok(follow) => follow,
+        Err(_) => return StatusCode::NOT_FOUND.into_response(),
+    };
+    let body = match *method {
+        Method::HEAD => Body::empty(),
+        _ => Body::from_stream(futures_util::stream::unfold(follow, |mut f| async move {
+            f.next().await.map(|chunk| (chunk, f))
+        })),
+    };
+    let mut response = (status, body).into_response();
+    for (name, value) in headers {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha(bytes: &[u8]) -> [u8; 32] {
+        Sha256::digest(bytes).into()
+    }
+
+    /// Reads a follower to its end: the bytes, and the error that ended it early if one did.
+    fn drain(follow: &mut Follow) -> (Vec<u8>, Option<io::Error>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut got = Vec::new();
+            while let Some(chunk) = follow.next().await {
+                match chunk {
+                    Ok(bytes) => got.extend_from_slice(&bytes),
+                    Err(e) => return (got, Some(e)),
+                }
+            }
+            (got, None)
+        })
+    }
+
+    #[test]
+    fn followers_get_the_last_byte_only_of_a_verified_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let growing = Growing::new(dir.path());
+        let body = b"0123456789".repeat(1000);
+        let name = "g-1-1-any.pkg.tar.zst";
+        let mut writer = growing.begin(name, body.len() as u64, sha(&body)).unwrap();
+        assert!(
+            growing.begin(name, 1, [0; 32]).is_none(),
+            "one writer per name"
+        );
+        assert_eq!(growing.find(name).unwrap().landed().phase, Phase::Claiming);
+        writer.commit();
+        writer.write(&body).unwrap();
+        // Everything landed but not yet verified: a follower from the middle waits at the last
+        // byte; verified, it gets the rest.
+        let entry = growing.find(name).unwrap();
+        let mut follow = Follow::open(entry, 5000).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(100));
+                assert!(writer.finish());
+            });
+            let (got, error) = drain(&mut follow);
+            assert!(error.is_none(), "{error:?}");
+            assert_eq!(got, body[5000..]);
+        });
+    }
+
+    #[test]
+    fn a_wrong_file_ends_its_followers_one_byte_short_and_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let growing = Growing::new(dir.path());
+        let body = vec![7u8; 3000];
+        let name = "w-1-1-any.pkg.tar.zst";
+        let mut writer = growing.begin(name, 3000, sha(b"something else")).unwrap();
+        writer.commit();
+        writer.write(&body).unwrap();
+        assert!(writer.write(b"x").is_err(), "past the size");
+        let mut follow = Follow::open(growing.find(name).unwrap(), 0).unwrap();
+        assert!(!writer.finish());
+        let (got, error) = drain(&mut follow);
+        assert!(error.is_some());
+        assert!(got.len() < body.len());
+        assert!(growing.find(name).is_none());
+        // A writer dropped unfinished fails too, and the name is free again.
+        let writer = growing.begin(name, 3000, sha(&body)).unwrap();
+        drop(writer);
+        assert!(growing.find(name).is_none());
+    }
+}

@@ -1,0 +1,214 @@
+//! Encoding and decoding of the discovery datagrams described in [`crate::protocol`], both
+//! versions. Kept apart from the spec so the rules read in one place and the byte work in
+//! another; every read is bounds-checked, nothing here can panic on input.
+
+use super::*;
+
+const STATE_MISS: u8 = 0;
+const STATE_HAVE: u8 = 1;
+const STATE_GROWING: u8 = 2;
+const STATE_CLAIMING: u8 = 3;
+const FLAG_CLAIM: u8 = 1;
+
+impl Query {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out =
+            Vec::with_capacity(MIN_QUERY_LEN.max(26 + self.file_name.len() + self.arch.len()));
+        out.extend_from_slice(&MAGIC);
+        out.push(self.version);
+        out.push(KIND_QUERY);
+        out.extend_from_slice(&self.nonce);
+        out.push(self.file_name.len() as u8);
+        out.extend_from_slice(self.file_name.as_bytes());
+        out.push(self.arch.len() as u8);
+        out.extend_from_slice(self.arch.as_bytes());
+        if self.version >= 2 {
+            out.push(if self.claim.is_some() { FLAG_CLAIM } else { 0 });
+            out.extend_from_slice(&self.claim.unwrap_or_default());
+        }
+        if out.len() < MIN_QUERY_LEN {
+            out.resize(MIN_QUERY_LEN, 0);
+        }
+        out
+    }
+
+    /// Parses a query of either version, applying every rule (size floor, version, name gate).
+    pub fn decode(datagram: &[u8]) -> Result<Query, Reject> {
+        if datagram.len() < MIN_QUERY_LEN {
+            return Err(Reject::TooShort);
+        }
+        if datagram.len() > MAX_QUERY_LEN.max(MIN_QUERY_LEN) {
+            return Err(Reject::TooLong);
+        }
+        let version = check_header(datagram, KIND_QUERY)?;
+        let mut r = Reader {
+            buf: datagram,
+            at: 6,
+        };
+        let nonce = r.array::<8>().ok_or(Reject::BadLength)?;
+        let name_len = r.byte().ok_or(Reject::BadLength)? as usize;
+        let name = r.take(name_len).ok_or(Reject::BadLength)?;
+        let arch_len = r.byte().ok_or(Reject::BadLength)? as usize;
+        if arch_len > MAX_ARCH_LEN {
+            return Err(Reject::BadLength);
+        }
+        let arch = r.take(arch_len).ok_or(Reject::BadLength)?;
+        let claim = match version {
+            1 => None,
+            _ => {
+                let flags = r.byte().ok_or(Reject::BadLength)?;
+                let claimant = r.array::<8>().ok_or(Reject::BadLength)?;
+                match flags {
+                    FLAG_CLAIM => Some(claimant),
+                    0 if claimant == [0; 8] => None,
+                    _ => return Err(Reject::BadLength),
+                }
+            }
+        };
+        if r.rest().iter().any(|&b| b != 0) {
+            return Err(Reject::BadLength);
+        }
+        let file_name = std::str::from_utf8(name).map_err(|_| Reject::BadName)?;
+        if !name::is_shareable_name(file_name) {
+            return Err(Reject::BadName);
+        }
+        let arch = std::str::from_utf8(arch).map_err(|_| Reject::BadName)?;
+        if !arch.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(Reject::BadName);
+        }
+        Ok(Query {
+            version,
+            nonce,
+            file_name: file_name.to_owned(),
+            arch: arch.to_owned(),
+            claim,
+        })
+    }
+}
+
+impl Answer {
+    /// Encodes in [`Answer::version`]; in version 1, GROWING and CLAIMING become MISS.
+    pub fn encode(&self) -> Vec<u8> {
+        let holding = match (self.version, self.holding) {
+            (1, Holding::Growing { .. } | Holding::Claiming) => Holding::Miss,
+            (_, holding) => holding,
+        };
+        let (state, port, size, mtime, landed) = match holding {
+            Holding::Have {
+                http_port,
+                size,
+                mtime,
+            } => (STATE_HAVE, http_port, size, mtime, size),
+            Holding::Growing {
+                http_port,
+                size,
+                landed,
+            } => (STATE_GROWING, http_port, size, 0, landed),
+            Holding::Claiming => (STATE_CLAIMING, 0, 0, 0, 0),
+            Holding::Miss => (STATE_MISS, 0, 0, 0, 0),
+        };
+        let mut out = Vec::with_capacity(ANSWER_V2_LEN);
+        out.extend_from_slice(&MAGIC);
+        out.push(self.version);
+        out.push(KIND_ANSWER);
+        out.extend_from_slice(&self.nonce);
+        out.push(state);
+        out.extend_from_slice(&self.daemon_id);
+        out.extend_from_slice(&port.to_be_bytes());
+        out.extend_from_slice(&size.to_be_bytes());
+        out.extend_from_slice(&mtime.to_be_bytes());
+        if self.version >= 2 {
+            out.extend_from_slice(&landed.to_be_bytes());
+        }
+        out
+    }
+
+    pub fn decode(datagram: &[u8]) -> Result<Answer, Reject> {
+        if datagram.len() < 6 {
+            return Err(Reject::TooShort);
+        }
+        let version = check_header(datagram, KIND_ANSWER)?;
+        let len = if version == 1 {
+            ANSWER_LEN
+        } else {
+            ANSWER_V2_LEN
+        };
+        match datagram.len() {
+            n if n < len => return Err(Reject::TooShort),
+            n if n > len => return Err(Reject::TooLong),
+            _ => {}
+        }
+        let mut r = Reader {
+            buf: datagram,
+            at: 6,
+        };
+        let nonce = r.array::<8>().ok_or(Reject::BadLength)?;
+        let state = r.byte().ok_or(Reject::BadLength)?;
+        let daemon_id = r.array::<8>().ok_or(Reject::BadLength)?;
+        let http_port = u16::from_be_bytes(r.array::<2>().ok_or(Reject::BadLength)?);
+        let size = u64::from_be_bytes(r.array::<8>().ok_or(Reject::BadLength)?);
+        let mtime = u64::from_be_bytes(r.array::<8>().ok_or(Reject::BadLength)?);
+        let landed = match version {
+            1 => None,
+            _ => Some(u64::from_be_bytes(r.array::<8>().ok_or(Reject::BadLength)?)),
+        };
+        let holding = match (state, landed) {
+            (STATE_HAVE, _) if http_port != 0 => Holding::Have {
+                http_port,
+                size,
+                mtime,
+            },
+            (STATE_MISS, _) => Holding::Miss,
+            (STATE_GROWING, Some(landed)) if http_port != 0 && landed <= size => Holding::Growing {
+                http_port,
+                size,
+                landed,
+            },
+            (STATE_CLAIMING, Some(_)) => Holding::Claiming,
+            _ => return Err(Reject::BadLength),
+        };
+        Ok(Answer {
+            version,
+            nonce,
+            daemon_id,
+            holding,
+        })
+    }
+}
+
+/// Checks magic, version and kind; returns the version.
+fn check_header(datagram: &[u8], kind: u8) -> Result<u8, Reject> {
+    if datagram[..4] != MAGIC {
+        return Err(Reject::BadMagic);
+    }
+    if !VERSIONS.contains(&datagram[4]) {
+        return Err(Reject::UnknownVersion(datagram[4]));
+    }
+    if datagram[5] != kind {
+        return Err(Reject::WrongKind);
+    }
+    Ok(datagram[4])
+}
+
+/// A bounds-checked cursor: every read returns None instead of panicking past the end.
+struct Reader<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let slice = self.buf.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(slice)
+    }
+    fn byte(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
+    }
+    fn rest(&self) -> &'a [u8] {
+        self.buf.get(self.at..).unwrap_or(&[])
+    }
+}

@@ -1,0 +1,445 @@
+//! Hosts upgrading together (issue 12): a download in progress is shared with the LAN (GROWING),
+//! claims send about one host to the mirror per file, a follower survives its leader dying or
+//! lying, and protocol versions 1 and 2 coexist. Real pacman 6.0.2 on every host, each with its
+//! own pacserved over its own cache, nginx as the mirror behind a slow uplink (tc tbf).
+
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::archrepo::{Pacman, Repo, require_pacman_tools};
+use crate::daemon::Daemon;
+use crate::hostile::Hostile;
+use crate::netns::{Family, Lan};
+use crate::nginx::Nginx;
+use crate::util::{fetch_bin, lan_memory_dir, require_tools, run, tempdir, wait_for_len};
+
+struct Node {
+    daemon: Daemon,
+    pacman: Pacman,
+}
+
+struct Site {
+    lan: Lan,
+    repo: Repo,
+    mirror: Nginx,
+    nodes: Vec<Node>,
+    _root: tempfile::TempDir,
+}
+
+/// `hosts` pacman hosts with daemons, and the mirror on the next host behind `rate`; the
+/// repository holds `packages` of `payload` bytes (`tg0`, `tg1`, …). Every host has synced.
+fn site(hosts: usize, packages: usize, payload: usize, rate: &str) -> Option<Site> {
+    if !require_pacman_tools() || !require_tools(&["nginx", "tc"]) {
+        return None;
+    }
+    let lan = Lan::new(hosts + 1, Family::Dual)?;
+    let root = tempdir();
+    let repo = Repo::create(root.path(), "tg");
+    for i in 0..packages {
+        repo.add_package(&format!("tg{i}"), payload);
+    }
+    let mirror_host = hosts + 1;
+    let mirror = Nginx::mirror_on(lan.host(mirror_host), root.path())?;
+    lan.limit_rate(mirror_host, rate);
+    let xfer = format!(
+        "{} --config /dev/null --dbpath @DBPATH@ '%o' '%u'",
+        fetch_bin()
+    );
+    let url = format!("http://{}:8080/tg", lan.url_host(mirror_host));
+    let nodes: Vec<Node> = (1..=hosts)
+        .map(|i| {
+            let pacman = Pacman::new(Some(&xfer), &[("tg", url.clone())]);
+            let daemon = Daemon::start(lan.host(i), &pacman.cache(), &[]);
+            Node { daemon, pacman }
+        })
+        .collect();
+    lan.wait_for_daemons(hosts - 1);
+    let site = Site {
+        lan,
+        repo,
+        mirror,
+        nodes,
+        _root: root,
+    };
+    for i in 1..=hosts {
+        assert!(
+            site.pacman(i, &["-Sy"])
+                .wait_with_output()
+                .unwrap()
+                .status
+                .success()
+        );
+    }
+    Some(site)
+}
+
+impl Site {
+    /// Starts pacman on host `i` (1-based).
+    fn pacman(&self, i: usize, args: &[&str]) -> Child {
+        let memory = lan_memory_dir();
+        let env: [(&str, &std::ffi::OsStr); 1] = [("TMPDIR", memory.as_os_str())];
+        self.nodes[i - 1]
+            .pacman
+            .command_in(self.lan.host(i), &env, args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start pacman")
+    }
+
+    /// Body bytes the mirror sent for `file`.
+    fn mirror_bytes(&self, file: &str) -> u64 {
+        self.mirror
+            .requests_for(file)
+            .iter()
+            .map(|l| l.body_bytes)
+            .sum()
+    }
+
+    fn assert_installed(&self, host: usize, child: Child, files: &[String]) {
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "host {host}: {err}");
+        let pacman = &self.nodes[host - 1].pacman;
+        for file in files {
+            assert_eq!(
+                fs::read(pacman.cache().join(file)).ok(),
+                fs::read(self.repo.dir.join(file)).ok(),
+                "host {host}: {file} is the repository's"
+            );
+        }
+    }
+
+    /// Stops host `i`'s daemon and starts the scripted peer in its place (hostile_peer.py's
+    /// `mode` and settings), serving `file` of the repository.
+    fn replace_daemon(
+        &mut self,
+        i: usize,
+        mode: &str,
+        file: &str,
+        env: &[(&str, &str)],
+    ) -> Hostile {
+        self.nodes[i - 1].daemon.kill();
+        let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        let real = self.repo.dir.join(file);
+        Hostile::start_with(self.lan.host(i), mode, &real, &self.lan.ipv4(i), &env)
+    }
+
+    /// The growing file of `name` in host `i`'s daemon.
+    fn growing(&self, i: usize, name: &str) -> std::path::PathBuf {
+        self.nodes[i - 1]
+            .daemon
+            .state_dir()
+            .join("growing")
+            .join(format!("{name}.growing"))
+    }
+}
+
+/// The package files of the repository, by name.
+fn files(repo: &Repo) -> Vec<String> {
+    let mut files: Vec<String> = fs::read_dir(&repo.dir)
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .filter(|n| n.ends_with(".pkg.tar.zst") || n.ends_with(".pkg.tar.gz"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn hosts_upgrading_together_fetch_each_file_from_the_mirror_about_once() {
+    let Some(s) = site(4, 6, 1_000_000, "40mbit") else {
+        return;
+    };
+    let files = files(&s.repo);
+    let names: Vec<String> = (0..6).map(|i| format!("tg{i}")).collect();
+    let mut args = vec!["-S"];
+    args.extend(names.iter().map(String::as_str));
+    let children: Vec<Child> = (1..=4).map(|i| s.pacman(i, &args)).collect();
+    for (i, child) in children.into_iter().enumerate() {
+        s.assert_installed(i + 1, child, &files);
+    }
+    let package_bytes: u64 = files
+        .iter()
+        .map(|f| fs::metadata(s.repo.dir.join(f)).unwrap().len())
+        .sum();
+    let sent: u64 = files.iter().map(|f| s.mirror_bytes(f)).sum();
+    let per_file: Vec<usize> = files
+        .iter()
+        .map(|f| s.mirror.requests_for(f).len())
+        .collect();
+    eprintln!(
+        "mirror sent {sent} bytes for {package_bytes} package bytes; requests per file {per_file:?}"
+    );
+    // Every host on its own would make this 4×.
+    assert!(
+        sent * 2 <= package_bytes * 3,
+        "the mirror sent {sent} bytes for {package_bytes} ({per_file:?})"
+    );
+    let followed = s
+        .nodes
+        .iter()
+        .flat_map(|n| n.daemon.log())
+        .filter(|l| l.contains("following the download in progress") || l.contains(": followed "))
+        .count();
+    assert!(followed > 0, "nobody followed anybody");
+}
+
+#[test]
+fn the_leader_killed_mid_file_leaves_followers_to_finish_from_the_next_source() {
+    leader_fails_mid_file(false);
+}
+
+#[test]
+fn a_stalled_leader_leaves_followers_to_finish_from_the_next_source() {
+    leader_fails_mid_file(true);
+}
+
+/// Host 1 leads a slow download, hosts 2 and 3 follow it; then host 1's daemon dies (or, with
+/// `stall`, freezes: SIGSTOP, its connections open and silent).
+fn leader_fails_mid_file(stall: bool) {
+    // 6 MB at 3 Mbit/s: 16 s, so the leader is still downloading when it fails even on a
+    // busy machine (checked below).
+    let Some(mut s) = site(3, 1, 6_000_000, "3mbit") else {
+        return;
+    };
+    let files = files(&s.repo);
+    let file = &files[0];
+    let leader = s.pacman(1, &["-S", "tg0"]);
+    wait_for_len(&s.growing(1, file), 1_000_000, Duration::from_secs(20));
+
+    // A version 1 client cannot be told "in progress": MISS. A version 2 client is.
+    let (v1, v2) = (ask(&s, 3, 1, 1, file), ask(&s, 3, 1, 2, file));
+    assert_eq!(
+        v1.split_whitespace().take(3).collect::<Vec<_>>(),
+        ["41", "1", "0"],
+        "{v1}"
+    );
+    assert_eq!(
+        v2.split_whitespace().take(3).collect::<Vec<_>>(),
+        ["49", "2", "2"],
+        "{v2}"
+    );
+
+    let followers: Vec<Child> = (2..=3).map(|i| s.pacman(i, &["-S", "tg0"])).collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.nodes[0]
+        .daemon
+        .log()
+        .iter()
+        .filter(|l| l.contains("following the download in progress"))
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "{:?}", s.nodes[0].daemon.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let landed = fs::metadata(s.growing(1, file)).map_or(0, |m| m.len());
+    let size = fs::metadata(s.repo.dir.join(file)).unwrap().len();
+    assert!(landed < size, "the leader finished before it could fail");
+    match stall {
+        true => {
+            let pid = s.nodes[0].daemon.pid().to_string();
+            assert!(
+                run(Command::new("kill").args(["-STOP", &pid]))
+                    .status
+                    .success()
+            );
+        }
+        false => s.nodes[0].daemon.kill(),
+    }
+    for (i, child) in followers.into_iter().enumerate() {
+        s.assert_installed(i + 2, child, std::slice::from_ref(file));
+    }
+    let _ = leader.wait_with_output();
+    // The followers resumed from the mirror at their own offsets.
+    let resumed = s
+        .mirror
+        .requests_for(file)
+        .into_iter()
+        .filter(|l| l.range.starts_with("bytes=") && !l.range.starts_with("bytes=0-"))
+        .count();
+    assert!(resumed >= 2, "{:?}", s.mirror.requests_for(file));
+}
+
+#[test]
+fn a_follower_of_a_follower_gets_the_file_when_the_first_leader_dies() {
+    let Some(mut s) = site(3, 1, 6_000_000, "3mbit") else {
+        return;
+    };
+    let files = files(&s.repo);
+    let file = &files[0];
+    let leader = s.pacman(1, &["-S", "tg0"]);
+    wait_for_len(&s.growing(1, file), 500_000, Duration::from_secs(20));
+    // Host 2 asks no peer itself: its daemon's claim finds host 1 and follows it, sharing what
+    // it receives in turn.
+    let out = tempdir();
+    let url = format!("http://{}:8080/tg/{file}", s.lan.url_host(4));
+    let dbpath = s.nodes[1].pacman.base.path().join("db");
+    let mut second = s
+        .lan
+        .host(2)
+        .command(fetch_bin())
+        .args(["--config", "/dev/null", "--no-peers", "--dbpath"])
+        .arg(&dbpath)
+        .arg(out.path().join(format!("{file}.part")))
+        .arg(&url)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_len(&s.growing(2, file), 1_000_000, Duration::from_secs(20));
+    let answer = ask(&s, 3, 2, 2, file);
+    assert_eq!(
+        answer.split_whitespace().nth(2),
+        Some("2"),
+        "host 2 offers it: {answer}"
+    );
+    // The first leader dies; host 2 carries on from the mirror, host 3 follows host 2.
+    s.nodes[0].daemon.kill();
+    let third = s.pacman(3, &["-S", "tg0"]);
+    s.assert_installed(3, third, std::slice::from_ref(file));
+    assert!(second.wait().unwrap().success());
+    assert_eq!(
+        fs::read(out.path().join(format!("{file}.part"))).ok(),
+        fs::read(s.repo.dir.join(file)).ok()
+    );
+    let served_by_2 = s.nodes[1]
+        .daemon
+        .log()
+        .iter()
+        .any(|l| l.contains("following the download in progress"));
+    assert!(served_by_2, "{:?}", s.nodes[1].daemon.log());
+    let _ = leader.wait_with_output();
+}
+
+/// Asks host `to`'s daemon for `name` from host `from` in protocol `version`, as a script
+/// speaking only that version would; returns the answer's length, version, state and landed.
+fn ask(s: &Site, from: usize, to: usize, version: u8, name: &str) -> String {
+    let to = s.lan.ipv4(to);
+    let script = format!(
+        r#"
+import socket
+name = {name:?}.encode()
+q = b"PSRV" + bytes([{version}, 1]) + b"12345678" + bytes([len(name)]) + name + b"\x00"
+if {version} == 2:
+    q += b"\x00" * 9
+q = q.ljust(64, b"\x00")
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+s.sendto(q, ({to:?}, 15678))
+d, _ = s.recvfrom(512)
+print(len(d), d[4], d[14], int.from_bytes(d[41:49], "big") if len(d) == 49 else -1)
+"#
+    );
+    let out = s
+        .lan
+        .host(from)
+        .command("python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn a_leader_sending_wrong_bytes_is_caught_by_the_followers_check() {
+    let Some(mut s) = site(2, 1, 1_500_000, "40mbit") else {
+        return;
+    };
+    let files = files(&s.repo);
+    // Host 2's daemon makes way for a liar that says "in progress" and sends wrong bytes.
+    let liar = s.replace_daemon(2, "wrongbytes", &files[0], &[("HOSTILE_GROWING", "1")]);
+    let child = s.pacman(1, &["-S", "tg0"]);
+    s.assert_installed(1, child, &files);
+    assert!(liar.log().contains("GET /pkg/"), "{}", liar.log());
+    assert_eq!(s.mirror.requests_for(&files[0]).len(), 1);
+}
+
+#[test]
+fn version_1_and_2_daemons_and_clients_share_one_lan() {
+    let Some(mut s) = site(3, 2, 500_000, "40mbit") else {
+        return;
+    };
+    let files = files(&s.repo);
+    // Host 3 runs a version 1 daemon (the scripted one, honest) holding tg0.
+    let v1 = s.replace_daemon(3, "honest", &files[0], &[]);
+    // Host 2's new daemon holds tg1.
+    fs::copy(
+        s.repo.dir.join(&files[1]),
+        s.nodes[1].pacman.cache().join(&files[1]),
+    )
+    .unwrap();
+    let child = s.pacman(1, &["-S", "tg0", "tg1"]);
+    s.assert_installed(1, child, &files);
+    assert!(
+        v1.log().contains(&format!("GET /pkg/{}", files[0])),
+        "{}",
+        v1.log()
+    );
+    assert!(!s.nodes[1].daemon.served(&files[1]).is_empty());
+    for file in &files {
+        assert!(
+            s.mirror.requests_for(file).is_empty(),
+            "{file} came from the LAN"
+        );
+    }
+    // A version 1 client asking the new daemon gets a version 1 answer: HAVE, or MISS.
+    let have = ask(&s, 1, 2, 1, &files[1]);
+    assert_eq!(
+        have.split_whitespace().take(3).collect::<Vec<_>>(),
+        ["41", "1", "1"],
+        "{have}"
+    );
+    let miss = ask(&s, 1, 2, 1, "nothing-1-1-any.pkg.tar.zst");
+    assert_eq!(
+        miss.split_whitespace().take(3).collect::<Vec<_>>(),
+        ["41", "1", "0"],
+        "{miss}"
+    );
+}
+
+#[test]
+fn a_tampered_growing_file_never_reaches_pacman() {
+    let Some(s) = site(2, 1, 5_000_000, "3mbit") else {
+        return;
+    };
+    let files = files(&s.repo);
+    let file = &files[0];
+    let leader = s.pacman(1, &["-S", "tg0"]);
+    let growing = s.growing(1, file);
+    wait_for_len(&growing, 500_000, Duration::from_secs(20));
+    // Someone with access to host 1's state directory changes what landed.
+    let f = fs::OpenOptions::new().write(true).open(&growing).unwrap();
+    f.write_all_at(&[0u8; 65536], 4096).unwrap();
+    let follower = s.pacman(2, &["-S", "tg0"]).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&follower.stderr);
+    assert!(follower.status.success(), "{stderr}");
+    assert_eq!(
+        fs::read(s.nodes[1].pacman.cache().join(file)).ok(),
+        fs::read(s.repo.dir.join(file)).ok()
+    );
+    s.assert_installed(1, leader, std::slice::from_ref(file));
+    let followed = s.nodes[0]
+        .daemon
+        .log()
+        .iter()
+        .any(|l| l.contains("following the download in progress"));
+    assert!(
+        followed,
+        "host 2 followed host 1: {:?}",
+        s.nodes[0].daemon.log()
+    );
+    // What host 2 followed was refused: by its client's check, or its agent's.
+    let refused = s.nodes[1]
+        .daemon
+        .log()
+        .iter()
+        .any(|l| l.contains("the followed file is not the file"))
+        || stderr.contains("sent a bad file");
+    assert!(refused, "{stderr}\n{:?}", s.nodes[1].daemon.log());
+}
