@@ -26,10 +26,14 @@ pacsrv: run pacman once with pacserve-fetch as its XferCommand, without editing 
 
 Usage: pacsrv [pacman arguments]           e.g. pacsrv -Syu
        pacsrv --include-conf [--in-place] [FILE]
+       pacsrv --clean-download-dirs [--config FILE]
 
   --include-conf   print FILE (default /etc/pacman.conf) with `Include = /etc/pacman.d/pacserve`
                    at the top of each repository section (the CacheServer way; never twice)
   --in-place       write the result back to FILE instead of printing it
+  --clean-download-dirs [--config FILE]
+                   remove the empty download-* directories pacman 7 left behind (run as root,
+                   by the shipped pacman hook after every transaction)
 
 See pacsrv(1). pacman's own help follows.
 ";
@@ -47,6 +51,14 @@ fn run() -> anyhow::Result<ExitCode> {
                 Ok(s) if s.success() => ExitCode::SUCCESS,
                 _ => ExitCode::FAILURE,
             });
+        }
+        Some("--clean-download-dirs") => {
+            // pacman's own options name the directories: --config, -b, --cachedir, --root.
+            let paths = Invocation::parse(&args[1..]).paths();
+            for dir in pacsrv::remove_empty_download_dirs(&paths) {
+                println!("removed {}", dir.display());
+            }
+            return Ok(ExitCode::SUCCESS);
         }
         Some("--include-conf") => {
             return match include::include_conf_command(&args[1..]) {

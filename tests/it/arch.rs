@@ -237,6 +237,7 @@ fn pkgbuild_package_installs_everything() {
         "etc/pacserve/pacserved.conf",
         "etc/pacserve/pacserve-fetch.conf",
         "etc/pacman.d/pacserve",
+        "usr/share/libalpm/hooks/pacserve-download-dirs.hook",
         "usr/lib/firewalld/services/pacserve.xml",
         "etc/ufw/applications.d/pacserve",
         "usr/share/pacserve/pacserve.nft",

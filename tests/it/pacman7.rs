@@ -433,3 +433,78 @@ fn pacsrv_says_when_the_download_user_cannot_execute_pacserve_fetch() {
         "pacman ran"
     );
 }
+
+/// Without pacsrv, the shipped pacman hook removes what pacman 7 leaves: a failed batch strands
+/// its download directory, the next run takes over its files, and the hook (the shipped file,
+/// with Exec pointed at this build and this pacman's config) removes the emptied directory.
+///
+/// pacman runs a hook's Exec chrooted into RootDir, which for this confined test pacman is a
+/// scratch directory without our binary or its libraries; so the test checks that pacman loads
+/// and triggers the shipped hook after the transaction, then runs its Exec line itself, as pacman
+/// does on a real system (RootDir = /).
+#[test]
+fn pacman7_the_shipped_hook_removes_emptied_download_directories() {
+    let Some(scene) = Scene::new(2, "p7hook") else {
+        return;
+    };
+    let (lan, repo) = (&scene.lan, &scene.repo);
+    let files: Vec<String> = ["hkone", "hktwo"]
+        .iter()
+        .map(|name| repo.add_package(name, 100_000))
+        .collect();
+    let Some(_mirror) = scene.mirror(Default::default()) else {
+        return;
+    };
+    let pacman = scene.pacman();
+    let shipped = fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("contrib/pacserve-download-dirs.hook"),
+    )
+    .unwrap();
+    let exec = format!(
+        "{} --clean-download-dirs --config {}",
+        env!("CARGO_BIN_EXE_pacsrv"),
+        pacman.config.display()
+    );
+    let hook = shipped.replace("/usr/bin/pacsrv --clean-download-dirs", &exec);
+    assert_ne!(
+        hook, shipped,
+        "the shipped hook runs pacsrv --clean-download-dirs"
+    );
+    fs::write(
+        pacman.base.path().join("hooks/pacserve-download-dirs.hook"),
+        &hook,
+    )
+    .unwrap();
+    let env = env(&pacman);
+    ok(&pacman.run_in(lan.host(1), &env, &["-Sy"]), "-Sy");
+
+    let last = repo.dir.join(&files[1]);
+    let hidden = scene.mirror_root.path().join("hidden");
+    fs::rename(&last, &hidden).unwrap();
+    let failed = pacman.run_in(lan.host(1), &env, &["-S", "hkone", "hktwo"]);
+    assert!(!failed.status.success(), "the batch failed");
+    assert!(
+        !download_dirs(&pacman).is_empty(),
+        "pacman 7 left its download directory behind"
+    );
+
+    fs::rename(&hidden, &last).unwrap();
+    let retry = pacman.run_in(lan.host(1), &env, &["-S", "hkone", "hktwo"]);
+    ok(&retry, "retry");
+    let stdout = String::from_utf8_lossy(&retry.stdout);
+    assert!(
+        stdout.contains("Removing pacman's emptied download directories"),
+        "pacman ran the shipped hook after the transaction: {stdout}"
+    );
+    assert_nothing_stranded(&pacman);
+    assert!(
+        !download_dirs(&pacman).is_empty(),
+        "emptied, not yet removed"
+    );
+    let words: Vec<&str> = exec.split_whitespace().collect();
+    let cleaned = run(Command::new(words[0]).args(&words[1..]));
+    assert!(cleaned.status.success(), "{}", stderr(&cleaned));
+    let left = left_in_download_dirs(&pacman);
+    assert!(left.is_empty(), "download directories left: {left:?}");
+}
