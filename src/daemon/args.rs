@@ -10,6 +10,7 @@ use crate::cli::Shell;
 use crate::config::{self, ConfigError, DaemonFileConfig};
 use crate::daemon::Config;
 use crate::daemon::allow::Allowlist;
+use crate::daemon::cacheserver::CacheServer;
 use crate::pacman;
 use crate::protocol;
 use crate::protocol::netif;
@@ -25,9 +26,16 @@ pub struct DaemonArgs {
     /// /var/cache/pacman/pkg.
     #[arg(long = "cache-dir", value_name = "DIR")]
     pub cache_dirs: Vec<PathBuf>,
-    /// pacman's configuration, read for CacheDir.
+    /// pacman's configuration, read for CacheDir and DBPath.
     #[arg(long, value_name = "FILE", default_value = "/etc/pacman.conf")]
     pub pacman_conf: PathBuf,
+    /// pacman's database directory, whose sync databases vouch for what the /cache/ endpoint
+    /// serves. Default: DBPath from pacman.conf, else /var/lib/pacman.
+    #[arg(long, value_name = "DIR")]
+    pub dbpath: Option<PathBuf>,
+    /// The pacserve-fetch the /cache/ endpoint runs [default: the one next to pacserved].
+    #[arg(long, value_name = "FILE")]
+    pub fetch_program: Option<PathBuf>,
     /// TCP port for HTTP (0 picks a free port and logs it) [default: 15678].
     #[arg(long, value_name = "PORT")]
     pub http_port: Option<u16>,
@@ -127,6 +135,8 @@ impl DaemonArgs {
                     .unwrap_or_else(|| protocol::agent::DEFAULT_SOCKET.to_owned())
             }),
             prefetch: self.prefetch.or(file.prefetch).unwrap_or(DEFAULT_PREFETCH),
+            dbpath: (self.dbpath.clone()).unwrap_or_else(|| pacman::invocation::Paths::default_for(&self.pacman_conf).dbpath),
+            fetch_program: (self.fetch_program.clone()).unwrap_or_else(CacheServer::default_program),
         })
     }
 }
