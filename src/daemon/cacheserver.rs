@@ -42,6 +42,8 @@ pub const MAX_AT_ONCE: usize = 8;
 /// A fetch still running after this long is killed (404). pacserve-fetch bounds its time with
 /// peers itself; this only guards against a hung subprocess.
 pub const FETCH_LIMIT: Duration = Duration::from_secs(300);
+/// Lines of a failed fetch's account that go into the log.
+const TAIL_LINES: usize = 4;
 /// How often a running fetch is checked for its exit.
 const POLL: Duration = Duration::from_millis(5);
 
@@ -102,7 +104,7 @@ impl CacheServer {
         let log_file = File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         let mut command = Command::new(&self.program);
         command
-            .args(["--peers-only", "--no-agent", "--dbpath"])
+            .args(["--peers-only", "--no-agent", "-v", "--dbpath"])
             .arg(&self.dbpath)
             .arg("--port")
             .arg(self.udp_port.to_string());
@@ -133,7 +135,7 @@ impl CacheServer {
         };
         match status.success() {
             true => Ok(()),
-            false => Err(last_line(log).unwrap_or_else(|| status.to_string())),
+            false => Err(tail(log).unwrap_or_else(|| status.to_string())),
         }
     }
 }
@@ -147,12 +149,13 @@ impl Drop for Running {
     }
 }
 
-fn last_line(path: &Path) -> Option<String> {
+/// The last lines of pacserve-fetch's `-v` account, on one line for the journal: why no peer
+/// was asked or which peer failed how.
+fn tail(path: &Path) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
-    text.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .map(str::to_owned)
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let last = lines.len().saturating_sub(TAIL_LINES);
+    (!lines.is_empty()).then(|| lines[last..].join(" | "))
 }
 
 /// `GET`/`HEAD /cache/<file>`.
