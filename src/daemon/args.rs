@@ -135,8 +135,11 @@ impl DaemonArgs {
                     .unwrap_or_else(|| protocol::agent::DEFAULT_SOCKET.to_owned())
             }),
             prefetch: self.prefetch.or(file.prefetch).unwrap_or(DEFAULT_PREFETCH),
-            dbpath: (self.dbpath.clone()).unwrap_or_else(|| pacman::invocation::Paths::default_for(&self.pacman_conf).dbpath),
-            fetch_program: (self.fetch_program.clone()).unwrap_or_else(CacheServer::default_program),
+            dbpath: (self.dbpath.clone()).unwrap_or_else(|| {
+                pacman::invocation::Paths::default_for(&self.pacman_conf).dbpath
+            }),
+            fetch_program: (self.fetch_program.clone())
+                .unwrap_or_else(CacheServer::default_program),
         })
     }
 }

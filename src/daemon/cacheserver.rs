@@ -101,7 +101,8 @@ impl CacheServer {
 
     /// Runs pacserve-fetch for `name` into `out`; Ok only when it exited 0.
     fn fetch(&self, name: &str, out: &Path, log: &Path) -> Result<(), String> {
-        let log_file = File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let log_file =
+            File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         let mut command = Command::new(&self.program);
         command
             .args(["--peers-only", "--no-agent", "-v", "--dbpath"])
@@ -186,7 +187,10 @@ pub async fn handle(
     }) {
         Ok(dir) => dir,
         Err(e) => {
-            warn!("cache: {name}: no room in {}: {e}", server.work_dir.display());
+            warn!(
+                "cache: {name}: no room in {}: {e}",
+                server.work_dir.display()
+            );
             return StatusCode::NOT_FOUND.into_response();
         }
     };

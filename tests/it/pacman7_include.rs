@@ -125,7 +125,11 @@ fn pacman7_include_line_takes_verified_peer_copies_and_the_rest_from_mirrors() {
         "the endpoint served frompeer from the LAN: {:?}",
         local.log()
     );
-    assert_eq!(peer.served(&frompeer).len(), 1, "frompeer came from the peer");
+    assert_eq!(
+        peer.served(&frompeer).len(),
+        1,
+        "frompeer came from the peer"
+    );
     assert!(
         mirror.requests_for(&frompeer).is_empty(),
         "and not from the mirror"
@@ -143,7 +147,10 @@ fn pacman7_include_line_takes_verified_peer_copies_and_the_rest_from_mirrors() {
     );
     assert!(!mirror.requests_for(&tampered).is_empty());
     // frommirror: no peer has it, so the endpoint said 404 and the mirror sent it.
-    assert!(logged(&local, &format!("cache: {frommirror}: not from the LAN")));
+    assert!(logged(
+        &local,
+        &format!("cache: {frommirror}: not from the LAN")
+    ));
     assert!(!mirror.requests_for(&frommirror).is_empty());
 
     // Only this machine may use the endpoint: host 2 gets 403 and starts no fetch; loopback gets
