@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use crate::archrepo::Pacman;
 use crate::daemon::Daemon;
-use crate::hostile::Hostile;
 use crate::netns::Host;
 use crate::pacman7_setup::{Scene, env, ok};
 use crate::util::{require_tools, stderr, tempdir};
@@ -78,22 +77,7 @@ fn pacman7_include_line_takes_verified_peer_copies_and_the_rest_from_mirrors() {
         return;
     };
     let (lan, repo) = (&scene.lan, &scene.repo);
-    let frompeer = repo.add_package("frompeer", 400_000);
-    let tampered = repo.add_package("tampered", 300_000);
-    let frommirror = repo.add_package("frommirror", 200_000);
-    let notasked = repo.add_package("notasked", 100_000);
-    let peer_cache = tempdir();
-    for file in [&frompeer, &notasked] {
-        fs::copy(repo.dir.join(file), peer_cache.path().join(file)).unwrap();
-    }
-    let peer = Daemon::start(lan.host(2), peer_cache.path(), &[]);
-    let hostile = Hostile::start(
-        lan.host(3),
-        "wrongbytes",
-        &repo.dir.join(&tampered),
-        &lan.ipv4(3),
-    );
-    let Some(mirror) = scene.mirror(Default::default()) else {
+    let Some(peers) = scene.peers(&["notasked"]) else {
         return;
     };
     let pacman = include_pacman(&scene);
@@ -112,47 +96,24 @@ fn pacman7_include_line_takes_verified_peer_copies_and_the_rest_from_mirrors() {
         &["-S", "frompeer", "tampered", "frommirror"],
     );
     ok(&out, "-S with the Include line");
-    for (pkg, file) in [
-        ("frompeer", &frompeer),
-        ("tampered", &tampered),
-        ("frommirror", &frommirror),
-    ] {
-        pacman.assert_installed_from(repo, pkg, file);
-    }
-    // frompeer: the peer, verified, and not the mirror.
+    // frompeer from the peer through the endpoint; tampered tried on the hostile peer, never
+    // handed to pacman, then from the mirror; frommirror from the mirror.
+    peers.assert_installed(&pacman, repo);
+    let (frompeer, tampered) = (&peers.frompeer, &peers.tampered);
     assert!(
         logged(&local, &format!("cache: {frompeer} (")),
         "the endpoint served frompeer from the LAN: {:?}",
         local.log()
     );
-    assert_eq!(
-        peer.served(&frompeer).len(),
-        1,
-        "frompeer came from the peer"
-    );
-    assert!(
-        mirror.requests_for(&frompeer).is_empty(),
-        "and not from the mirror"
-    );
-    // tampered: the hostile peer was tried, its bytes never reached pacman, the mirror sent it.
-    let log = hostile.log();
-    assert!(
-        log.contains(&format!("GET /pkg/{tampered}")),
-        "the hostile peer was tried: {log}"
-    );
-    assert!(
-        logged(&local, &format!("cache: {tampered}: not from the LAN")),
-        "the endpoint answered 404 for the tampered copy: {:?}",
-        local.log()
-    );
-    assert!(!mirror.requests_for(&tampered).is_empty());
-    // frommirror: no peer has it, so the endpoint said 404 and the mirror sent it.
-    assert!(logged(
-        &local,
-        &format!("cache: {frommirror}: not from the LAN")
-    ));
-    assert!(!mirror.requests_for(&frommirror).is_empty());
+    for refused in [tampered, &peers.frommirror] {
+        assert!(
+            logged(&local, &format!("cache: {refused}: not from the LAN")),
+            "the endpoint answered 404 for {refused}: {:?}",
+            local.log()
+        );
+    }
 
+    let notasked = &peers.also_held[0];
     // Only this machine may use the endpoint: host 2 gets 403 and starts no fetch; loopback gets
     // the peer's verified copy; databases are 404.
     let from_host2 = curl_status(
@@ -169,13 +130,9 @@ fn pacman7_include_line_takes_verified_peer_copies_and_the_rest_from_mirrors() {
     let db = curl_status(lan.host(1), "http://127.0.0.1:15678/cache/p7inc.db");
     assert_eq!(db, "404");
     eprintln!(
-        "P7-INCLUDE: {frompeer} via /cache/ from the peer, {tampered} refused then from the \
-         mirror ({} bytes), {frommirror} from the mirror; -S stderr: {}",
-        mirror
-            .requests_for(&tampered)
-            .iter()
-            .map(|l| l.body_bytes)
-            .sum::<u64>(),
+        "P7-INCLUDE: {frompeer} via /cache/ from the peer, {tampered} refused then {} bytes \
+         from the mirror; -S stderr: {}",
+        peers.mirrored(tampered),
         stderr(&out)
     );
 }
