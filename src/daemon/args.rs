@@ -161,3 +161,27 @@ fn parse_group_v6(value: &str) -> Result<Ipv6Addr, String> {
         false => Err(format!("{value} is not a multicast address (ff00::/8)")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dbpath_comes_from_pacman_conf_unless_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("pacman.conf");
+        std::fs::write(&conf, "[options]\nDBPath = /from/conf/\n").unwrap();
+        let config = |extra: &[&str]| {
+            let mut argv = vec!["pacserved", "--config", "/dev/null", "--pacman-conf"];
+            argv.push(conf.to_str().unwrap());
+            argv.extend(extra);
+            DaemonArgs::parse_from(argv).daemon_config().unwrap()
+        };
+        assert_eq!(config(&[]).dbpath, Path::new("/from/conf/"));
+        assert_eq!(config(&["--dbpath", "/mine"]).dbpath, Path::new("/mine"));
+        let program = config(&[]).fetch_program;
+        assert_eq!(program.file_name().unwrap(), "pacserve-fetch");
+        let given = config(&["--fetch-program", "/x/fetch"]).fetch_program;
+        assert_eq!(given, Path::new("/x/fetch"));
+    }
+}

@@ -221,3 +221,19 @@ pub async fn handle(
     info!("cache: {name} ({size} bytes) from a LAN peer, verified");
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_most_max_at_once_fetches_and_a_finished_one_frees_its_place() {
+        let server = CacheServer::new("x".into(), "/db".into(), Path::new("/s"), 1, vec![]);
+        let held: Vec<Running> = (0..MAX_AT_ONCE).filter_map(|_| server.take()).collect();
+        assert_eq!(held.len(), MAX_AT_ONCE);
+        assert!(server.take().is_none());
+        drop(held);
+        assert!(server.take().is_some());
+        assert_eq!(server.work_dir, Path::new("/s/cache-fetch"));
+    }
+}
