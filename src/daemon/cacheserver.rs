@@ -28,13 +28,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Path as UrlPath, Request, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
 use crate::daemon::server::App;
-use crate::pacman::name::is_shareable_name;
+use crate::pacman::name::{FileKind, is_shareable_name};
+use crate::pacman::syncdb;
 use crate::{info, warn};
 
 /// Peer fetches running at once; requests beyond it get 404 and pacman uses its mirrors.
@@ -176,6 +177,9 @@ pub async fn handle(
     if !is_shareable_name(&name) || app.cache.find(&name).is_some() {
         return StatusCode::NOT_FOUND.into_response();
     }
+    if FileKind::of(&name) == FileKind::PackageSignature {
+        return signature(&server, name).await;
+    }
     let Some(running) = server.take() else {
         info!("cache: {name}: {MAX_AT_ONCE} fetches already running; pacman's mirrors");
         return StatusCode::NOT_FOUND.into_response();
@@ -220,6 +224,26 @@ pub async fn handle(
     drop(dir);
     info!("cache: {name} ({size} bytes) from a LAN peer, verified");
     response
+}
+
+/// `<package>.sig`: pacman 7.1 asks for it from the very cache server that sent the package
+/// (and from no other server), and with `SigLevel = Required` a 404 there fails the download.
+/// The sync database's `%PGPSIG%` is that signature, so it is served from there: no peer needed,
+/// nothing to verify. A package without `%PGPSIG%` gets 404.
+async fn signature(server: &CacheServer, name: String) -> Response {
+    let dbpath = server.dbpath.clone();
+    let package = name.strip_suffix(".sig").unwrap_or(&name).to_owned();
+    let found = tokio::task::spawn_blocking(move || syncdb::detached_signature(&dbpath, &package))
+        .await
+        .ok()
+        .flatten();
+    match found {
+        Some(bytes) => {
+            info!("cache: {name} from the sync database's PGPSIG");
+            ([(header::CONTENT_TYPE, "application/pgp-signature")], bytes).into_response()
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 #[cfg(test)]

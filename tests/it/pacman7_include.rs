@@ -6,11 +6,13 @@
 use std::fs;
 use std::time::Instant;
 
-use crate::archrepo::Pacman;
+use std::process::Command;
+
+use crate::archrepo::{Pacman, Repo};
 use crate::daemon::Daemon;
 use crate::netns::Host;
 use crate::pacman7_setup::{Scene, env, ok};
-use crate::util::{require_tools, stderr, tempdir};
+use crate::util::{random_bytes, require_tools, run, stderr, tempdir};
 
 /// `scene.pacman()` with the XferCommand line replaced by ParallelDownloads = 5 and the
 /// shipped Include file at the top of the repository section.
@@ -54,6 +56,17 @@ fn local_daemon(host: &Host, pacman: &Pacman) -> Daemon {
     )
 }
 
+/// Puts `signature` next to `file` on the mirror and adds it again, so that the database
+/// carries it as %PGPSIG% (repo-add includes a `.sig` it finds).
+fn add_signature(repo: &Repo, file: &str, signature: &[u8]) {
+    fs::write(repo.dir.join(format!("{file}.sig")), signature).unwrap();
+    let added = run(Command::new("repo-add")
+        .arg("-q")
+        .arg(repo.dir.join(format!("{}.db.tar.gz", repo.name)))
+        .arg(repo.dir.join(file)));
+    assert!(added.status.success(), "repo-add: {}", stderr(&added));
+}
+
 fn logged(daemon: &Daemon, needle: &str) -> bool {
     daemon.log().iter().any(|l| l.contains(needle))
 }
@@ -80,6 +93,9 @@ fn pacman7_include_line_takes_verified_peer_copies_and_the_rest_from_mirrors() {
     let Some(peers) = scene.peers(&["notasked"]) else {
         return;
     };
+    // A detached signature for `frompeer` in the database (%PGPSIG%), as Arch's have.
+    let signature = random_bytes(310, 0x51f);
+    add_signature(repo, &peers.frompeer, &signature);
     let pacman = include_pacman(&scene);
     let local = local_daemon(lan.host(1), &pacman);
     lan.wait_for_daemons(3);
@@ -129,6 +145,17 @@ fn pacman7_include_line_takes_verified_peer_copies_and_the_rest_from_mirrors() {
     assert_eq!(local_get, "200", "{:?}", local.log());
     let db = curl_status(lan.host(1), "http://127.0.0.1:15678/cache/p7inc.db");
     assert_eq!(db, "404");
+    // pacman 7.1 asks the cache server that sent a package for its `.sig`, and no other
+    // server: it comes from the database's %PGPSIG%; a package without one gets 404.
+    let sig_file = pacman.base.path().join("got.sig");
+    let got = lan.host(1).sh(&format!(
+        "curl -s -m 20 -o '{}' -w '%{{http_code}}' 'http://127.0.0.1:15678/cache/{frompeer}.sig'",
+        sig_file.display()
+    ));
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "200");
+    assert_eq!(fs::read(&sig_file).unwrap(), signature);
+    let unsigned = format!("http://127.0.0.1:15678/cache/{}.sig", peers.frommirror);
+    assert_eq!(curl_status(lan.host(1), &unsigned), "404");
     eprintln!(
         "P7-INCLUDE: {frompeer} via /cache/ from the peer, {tampered} refused then {} bytes \
          from the mirror; -S stderr: {}",
