@@ -9,7 +9,7 @@
 //! --peers-only` (found next to this binary), which asks the LAN, survives bad and stalled
 //! peers, checks size and SHA-256 against the sync databases under the machine's DBPath, and
 //! exits 0 only with the verified file. (A package's `.sig` needs no peer: it is the database's
-//! `%PGPSIG%`, see [`signature`].) That file lives in a
+//! `%PGPSIG%`, served by `signature` below.) That file lives in a
 //! private directory under the daemon's state dir until the response has opened it; then it is
 //! unlinked, and pacman receives it with its Content-Length (and Range, for a resumed `.part`).
 //!
