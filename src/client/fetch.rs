@@ -117,6 +117,9 @@ fn fetch_locked(
     // pacman 7: take over what an earlier, failed batch stranded in its download-* directory.
     let adopted = adopt::stranded(output, name, kind, expected.as_ref(), progress);
     let mut out = Output::open(output)?;
+    if expected.is_some_and(|e| e.sha256.is_some()) {
+        out.hash_as_written();
+    }
     if adopted == Adopted::Complete {
         return Ok(Report {
             source: "an earlier run's download directory".to_owned(),
@@ -289,11 +292,15 @@ fn from_mirror(
     }
 }
 
-/// Checks a finished output against the sync database, when one describes the file.
+/// Checks a finished output against the sync database, when one describes the file: by the
+/// SHA-256 computed as it was written, else (a 304's copy, say) by reading it back.
 fn mismatch(out: &Output, expected: Option<Expected>) -> Result<Option<String>, Error> {
     let Some(expected) = expected else {
         return Ok(None);
     };
+    if let Some(sha256) = out.sha256() {
+        return Ok(verify::digest_mismatch(out.len(), sha256, &expected));
+    }
     verify::mismatch(out.path(), &expected).map_err(|source| Error::WriteOutput {
         path: out.path().to_owned(),
         action: "read back",

@@ -32,6 +32,7 @@ pub mod lanmemory;
 pub mod limits;
 pub mod localfile;
 pub mod onlink;
+pub mod outhash;
 pub mod outlock;
 pub mod output;
 pub mod peerlimits;

@@ -6,7 +6,8 @@
 //! a signal could lose. The file is opened (or created) before the first request, so an output
 //! we cannot write (pacman 7's `DownloadUser` with `DisableSandbox`) fails before any byte
 //! crosses the network. (The file is first created by [`crate::client::outlock`], which also
-//! removes it again when a failed run leaves it empty.)
+//! removes it again when a failed run leaves it empty.) Every change to the file is also told to
+//! its running SHA-256 ([`crate::client::outhash`]), so the final check need not read it back.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::client::error::Error;
+use crate::client::outhash::RunningHash;
 
 /// The output file and how many bytes of it are already written.
 #[derive(Debug)]
@@ -21,6 +23,8 @@ pub struct Output {
     path: PathBuf,
     file: Option<File>,
     len: u64,
+    /// The SHA-256 of the file's first bytes, when known (see [`Output::sha256`]).
+    hash: RunningHash,
 }
 
 impl Output {
@@ -42,6 +46,7 @@ impl Output {
             path: path.to_owned(),
             file: None,
             len,
+            hash: RunningHash::default(),
         })
     }
 
@@ -58,6 +63,12 @@ impl Output {
         Ok(out)
     }
 
+    /// Keeps the SHA-256 of the output as it is written, for [`Output::sha256`]; without this
+    /// nothing is hashed (the file is read back if it must be checked).
+    pub fn hash_as_written(&mut self) {
+        self.hash = RunningHash::wanted();
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -72,7 +83,8 @@ impl Output {
     }
 
     /// Opens the output for appending at `offset`, which must be either 0 (start over: the file
-    /// is truncated) or the current length (resume).
+    /// is truncated) or the current length (resume). On a resume the running hash catches up on
+    /// the bytes already there, reading them back unless it already follows them.
     pub fn begin_at(&mut self, offset: u64) -> Result<(), Error> {
         debug_assert!(offset == 0 || offset == self.len);
         let mut file = match self.file.take() {
@@ -85,13 +97,16 @@ impl Output {
                 .map_err(|e| write_error(&self.path, "create", e))?,
         };
         if offset == 0 {
+            self.hash.forget();
             file.set_len(0)
                 .map_err(|e| write_error(&self.path, "truncate", e))?;
+            self.hash.restart();
         }
         file.seek(SeekFrom::Start(offset))
             .map_err(|e| write_error(&self.path, "seek in", e))?;
         self.len = offset;
         self.file = Some(file);
+        self.hash.catch_up(&self.path, offset);
         Ok(())
     }
 
@@ -101,27 +116,42 @@ impl Output {
             path: self.path.clone(),
             reason: "written before it was opened",
         })?;
-        file.write_all(bytes)
-            .map_err(|e| write_error(&self.path, "write", e))?;
+        if let Err(e) = file.write_all(bytes) {
+            // Some of the bytes may be in the file now: the hash cannot say which.
+            self.hash.forget();
+            return Err(write_error(&self.path, "write", e));
+        }
+        self.hash.update(bytes);
         self.len += bytes.len() as u64;
         Ok(())
     }
 
-    /// Cuts the output back to its first `len` bytes (discarding what a bad source wrote).
+    /// Cuts the output back to its first `len` bytes (discarding what a bad source wrote), ready
+    /// to append after them. The running hash cannot be cut back: unless nothing was cut, it
+    /// is rebuilt from the file when a download next resumes ([`Output::begin_at`]).
     pub fn truncate(&mut self, len: u64) -> Result<(), Error> {
         let len = len.min(self.len);
-        let file = self.take_or_open()?;
+        if len != self.len || self.hash.covers() != Some(len) {
+            self.hash.forget();
+        }
+        let mut file = self.take_or_open()?;
         file.set_len(len)
             .map_err(|e| write_error(&self.path, "truncate", e))?;
+        file.seek(SeekFrom::Start(len))
+            .map_err(|e| write_error(&self.path, "seek in", e))?;
         self.len = len;
         self.file = Some(file);
-        self.begin_at(len)
+        if len == 0 {
+            self.hash.restart();
+        }
+        Ok(())
     }
 
     /// Replaces the output with a copy of `current` (a database the server says is unchanged),
     /// keeping its modification time so the next If-Modified-Since is right too.
     pub fn copy_from(&mut self, current: &Path) -> Result<(), Error> {
         self.file = None;
+        self.hash.forget();
         let mtime = fs::metadata(current).and_then(|m| m.modified()).ok();
         fs::copy(current, &self.path).map_err(|source| Error::ReadSource {
             path: current.to_owned(),
@@ -131,6 +161,17 @@ impl Output {
             .map_err(|e| write_error(&self.path, "inspect", e))?
             .len();
         self.finish(mtime)
+    }
+
+    /// The SHA-256 of the whole output, without reading it, when the running hash describes
+    /// every byte of it; None otherwise (then read the file). The file's length on disk is
+    /// checked too, so a file changed behind our back is never vouched for by a stale hash.
+    pub fn sha256(&self) -> Option<[u8; 32]> {
+        if self.hash.covers() != Some(self.len) {
+            return None;
+        }
+        let on_disk = fs::metadata(&self.path).ok()?.len();
+        (on_disk == self.len).then(|| self.hash.digest()).flatten()
     }
 
     /// Closes the output, setting its modification time (from Last-Modified) when known.
@@ -197,6 +238,87 @@ mod tests {
         out.finish(Some(when)).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"new");
         assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), when);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The running hash, when the output offers one, is the SHA-256 of the file's bytes.
+    fn hash_is_the_files(out: &Output) -> bool {
+        use sha2::{Digest, Sha256};
+        let on_disk: [u8; 32] = Sha256::digest(fs::read(out.path()).unwrap()).into();
+        out.sha256().is_none_or(|h| h == on_disk)
+    }
+
+    #[test]
+    fn the_running_hash_follows_every_change() {
+        let dir = temp_dir("hash");
+        let path = dir.join("c.part");
+        // A prefix an earlier run wrote: read back once on resume.
+        fs::write(&path, b"earlier ").unwrap();
+        let mut out = Output::open(&path).unwrap();
+        out.hash_as_written();
+        out.begin_at(out.len()).unwrap();
+        out.append(b"run, then a bad peer").unwrap();
+        assert!(out.sha256().is_some() && hash_is_the_files(&out));
+        // Cut back to the middle (a bad peer's bytes): unknown until the next resume.
+        out.truncate(12).unwrap();
+        assert!(hash_is_the_files(&out));
+        out.begin_at(12).unwrap();
+        out.append(b" good").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"earlier run, good");
+        assert!(out.sha256().is_some() && hash_is_the_files(&out));
+        // Appending straight after a cut, without a resume, is never vouched for wrongly.
+        out.truncate(3).unwrap();
+        out.append(b"X").unwrap();
+        assert!(hash_is_the_files(&out));
+        // Cutting nothing keeps the hash; cutting to 0 or starting over restarts it.
+        let len = out.len();
+        out.begin_at(len).unwrap();
+        out.truncate(len).unwrap();
+        assert!(out.sha256().is_some() && hash_is_the_files(&out));
+        out.truncate(0).unwrap();
+        out.append(b"fresh").unwrap();
+        assert!(out.sha256().is_some() && hash_is_the_files(&out));
+        out.begin_at(0).unwrap();
+        out.append(b"again").unwrap();
+        out.finish(None).unwrap();
+        assert!(out.sha256().is_some() && hash_is_the_files(&out));
+
+        // A new Output on the same file resumes with the prefix read back.
+        let mut out = Output::open(&path).unwrap();
+        out.hash_as_written();
+        assert_eq!(out.sha256(), None, "nothing hashed before the resume");
+        out.begin_at(5).unwrap();
+        out.append(b"!").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"again!");
+        assert!(out.sha256().is_some() && hash_is_the_files(&out));
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn no_hash_is_offered_for_bytes_it_did_not_see() {
+        let dir = temp_dir("nohash");
+        let (path, other) = (dir.join("d.part"), dir.join("current.db"));
+        fs::write(&other, b"a copy").unwrap();
+        let mut out = Output::open(&path).unwrap();
+        out.hash_as_written();
+        out.begin_at(0).unwrap();
+        out.append(b"abc").unwrap();
+        assert!(out.sha256().is_some());
+        out.copy_from(&other).unwrap();
+        assert_eq!(out.sha256(), None, "a copy is read back, not assumed");
+        // The file changed behind the Output's back: its length no longer matches.
+        let mut out = Output::open(&path).unwrap();
+        out.hash_as_written();
+        out.begin_at(0).unwrap();
+        out.append(b"abc").unwrap();
+        assert!(out.sha256().is_some());
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"d")
+            .unwrap();
+        assert_eq!(out.sha256(), None);
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -52,18 +52,17 @@ pub fn expected(kind: FileKind, name: &str, dbpath: &Path) -> Option<Expected> {
     (!expected.is_empty()).then_some(expected)
 }
 
-/// Checks `path` against `expected`: Ok(None) when it matches, Ok(Some(reason)) when not.
+/// Checks `path` against `expected` by reading it: Ok(None) when it matches, Ok(Some(reason))
+/// when not.
 pub fn mismatch(path: &Path, expected: &Expected) -> io::Result<Option<String>> {
     let mut file = File::open(path)?;
     let len = file.metadata()?.len();
-    if let Some(size) = expected.size.filter(|&s| s != len) {
-        return Ok(Some(format!(
-            "{len} bytes where the sync database says {size}"
-        )));
+    if let Some(why) = size_mismatch(len, expected) {
+        return Ok(Some(why));
     }
-    let Some(want) = expected.sha256 else {
+    if expected.sha256.is_none() {
         return Ok(None);
-    };
+    }
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -72,8 +71,22 @@ pub fn mismatch(path: &Path, expected: &Expected) -> io::Result<Option<String>> 
             n => hasher.update(&buf[..n]),
         }
     }
-    let got: [u8; 32] = hasher.finalize().into();
-    Ok((got != want).then(|| "SHA-256 differs from the sync database".to_owned()))
+    Ok(digest_mismatch(len, hasher.finalize().into(), expected))
+}
+
+/// Checks a file of `len` bytes whose SHA-256 is already known (hashed as it was written)
+/// against `expected`, without reading it: the same verdicts as [`mismatch`].
+pub fn digest_mismatch(len: u64, sha256: [u8; 32], expected: &Expected) -> Option<String> {
+    if let Some(why) = size_mismatch(len, expected) {
+        return Some(why);
+    }
+    let want = expected.sha256?;
+    (sha256 != want).then(|| "SHA-256 differs from the sync database".to_owned())
+}
+
+fn size_mismatch(len: u64, expected: &Expected) -> Option<String> {
+    let size = expected.size.filter(|&s| s != len)?;
+    Some(format!("{len} bytes where the sync database says {size}"))
 }
 
 #[cfg(test)]
@@ -98,5 +111,20 @@ mod tests {
         assert!(mismatch(&path, &short).unwrap().unwrap().contains("says 5"));
         std::fs::write(&path, b"tesT").unwrap();
         assert!(mismatch(&path, &good).unwrap().unwrap().contains("SHA-256"));
+
+        // The same verdicts from a digest computed elsewhere.
+        assert_eq!(digest_mismatch(4, sha, &good), None);
+        assert!(digest_mismatch(4, sha, &short).unwrap().contains("says 5"));
+        let other: [u8; 32] = Sha256::digest(b"tesT").into();
+        assert!(
+            digest_mismatch(4, other, &good)
+                .unwrap()
+                .contains("SHA-256")
+        );
+        let size_only = Expected {
+            sha256: None,
+            ..good
+        };
+        assert_eq!(digest_mismatch(4, other, &size_only), None);
     }
 }

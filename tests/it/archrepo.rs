@@ -215,3 +215,27 @@ fn run_showing_stdout(mut cmd: Command) -> std::process::Output {
     );
     out
 }
+
+/// `<dbpath>/sync/<db>.db` written directly, without repo-add: a plain tar with one `desc` that
+/// vouches for `filename` by the size and SHA-256 of `content` (all pacserve-fetch reads of it).
+pub fn write_sync_db(dbpath: &Path, db: &str, filename: &str, content: &[u8]) {
+    use sha2::{Digest, Sha256};
+    let hex: String = Sha256::digest(content)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let desc = format!(
+        "%FILENAME%\n{filename}\n\n%NAME%\n{db}\n\n%VERSION%\n1.0-1\n\n%CSIZE%\n{}\n\n%SHA256SUM%\n{hex}\n",
+        content.len()
+    );
+    fs::create_dir_all(dbpath.join("sync")).unwrap();
+    let file = fs::File::create(dbpath.join("sync").join(format!("{db}.db"))).unwrap();
+    let mut tar = tar::Builder::new(file);
+    let mut header = tar::Header::new_gnu();
+    header.set_size(desc.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, format!("{db}-1.0-1/desc"), desc.as_bytes())
+        .unwrap();
+    tar.finish().unwrap();
+}

@@ -13,8 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
+use crate::archrepo;
 use crate::daemon::Daemon;
 use crate::hostile::Hostile;
 use crate::netns::{Family, Lan};
@@ -47,7 +46,7 @@ fn scene() -> Option<Scene> {
     fs::write(peer_dir.path().join(PKG), &content).unwrap();
     let mirror = Nginx::mirror_on(lan.host(4), mirror_root.path())?;
     let dbpath = tempdir();
-    write_sync_db(dbpath.path(), &content);
+    archrepo::write_sync_db(dbpath.path(), "lanhostile", PKG, &content);
     Some(Scene {
         real: peer_dir.path().join(PKG),
         lan,
@@ -56,27 +55,6 @@ fn scene() -> Option<Scene> {
         dbpath,
         _dirs: vec![mirror_root, peer_dir],
     })
-}
-
-/// `<dbpath>/sync/lanhostile.db`: a plain tar with the package's `desc`, as repo-add writes it.
-fn write_sync_db(dbpath: &Path, content: &[u8]) {
-    let hex: String = Sha256::digest(content)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let desc = format!(
-        "%FILENAME%\n{PKG}\n\n%NAME%\nhostile\n\n%VERSION%\n1.0-1\n\n%CSIZE%\n{}\n\n%SHA256SUM%\n{hex}\n",
-        content.len()
-    );
-    fs::create_dir_all(dbpath.join("sync")).unwrap();
-    let mut db = tar::Builder::new(fs::File::create(dbpath.join("sync/lanhostile.db")).unwrap());
-    let mut header = tar::Header::new_gnu();
-    header.set_size(desc.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    db.append_data(&mut header, "hostile-1.0-1/desc", desc.as_bytes())
-        .unwrap();
-    db.finish().unwrap();
 }
 
 impl Scene {
