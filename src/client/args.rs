@@ -53,6 +53,10 @@ pub struct FetchArgs {
     /// Do not ask LAN peers; use the mirror only.
     #[arg(long)]
     pub no_peers: bool,
+    /// Never use the mirror: only a LAN peer's copy that the sync database vouches for, else
+    /// fail (what pacserved's CacheServer endpoint asks).
+    #[arg(long, conflicts_with = "no_peers")]
+    pub peers_only: bool,
     /// Ask only the static peers, sending no multicast.
     #[arg(long)]
     pub no_multicast: bool,
@@ -198,6 +202,7 @@ impl FetchArgs {
                 (self.agent_socket.clone().or(file.agent_socket))
                     .unwrap_or_else(|| crate::protocol::agent::DEFAULT_SOCKET.to_owned())
             }),
+            peers_only: self.peers_only,
         })
     }
 }

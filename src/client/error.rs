@@ -62,6 +62,8 @@ pub enum Error {
     },
     /// SIGINT or SIGTERM arrived; what was written stays for a later resume.
     Interrupted,
+    /// `--peers-only`: no LAN peer delivered a copy the sync database vouches for.
+    NoPeer { name: String },
 }
 
 impl Error {
@@ -152,6 +154,9 @@ impl fmt::Display for Error {
                 io_reason(source)
             ),
             Error::Interrupted => write!(f, "interrupted; the partial file is kept for resuming"),
+            Error::NoPeer { name } => {
+                write!(f, "{name}: no LAN peer had a verified copy (--peers-only)")
+            }
         }
     }
 }

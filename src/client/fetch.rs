@@ -52,6 +52,9 @@ pub struct Settings {
     /// The local pacserved's agent socket (abstract name) for mirror downloads; None: always
     /// standalone.
     pub agent_socket: Option<String>,
+    /// Never the mirror: a verified copy from a LAN peer or [`Error::NoPeer`]. pacserved's
+    /// CacheServer endpoint runs us so (see `daemon::cacheserver`).
+    pub peers_only: bool,
 }
 
 impl Default for Settings {
@@ -65,6 +68,7 @@ impl Default for Settings {
             unverified_peers: false,
             forced_refresh: false,
             agent_socket: Some(crate::protocol::agent::DEFAULT_SOCKET.to_owned()),
+            peers_only: false,
         }
     }
 }
@@ -134,8 +138,9 @@ fn fetch_locked(
         progress.note(|| format!("{name}: not resumable, discarding {} bytes", out.len()));
     }
     // A file no sync database vouches for (pacman -U <url>) comes from the mirror, unless the
-    // user trusts the LAN.
-    let peers_may_serve = kind.shareable() && (expected.is_some() || settings.unverified_peers);
+    // user trusts the LAN; with --peers-only nothing unverified ever leaves this run.
+    let trust_unlisted = settings.unverified_peers && !settings.peers_only;
+    let peers_may_serve = kind.shareable() && (expected.is_some() || trust_unlisted);
     let discovery = settings.discovery.as_ref();
     let listed = expected.is_some();
     if let Some(why) = explain::not_asking(
@@ -211,6 +216,12 @@ fn fetch_locked(
         progress.warn(|| failure);
         memory.failed(peer.blame(), lanmemory::now_secs());
         lanmemory::store(&memory);
+    }
+    if settings.peers_only {
+        out.truncate(0)?;
+        return Err(Error::NoPeer {
+            name: name.to_owned(),
+        });
     }
     // Nothing will check a failed peer's bytes in a file no database lists: the mirror starts
     // from the last byte we had before the peers.

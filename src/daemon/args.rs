@@ -10,6 +10,7 @@ use crate::cli::Shell;
 use crate::config::{self, ConfigError, DaemonFileConfig};
 use crate::daemon::Config;
 use crate::daemon::allow::Allowlist;
+use crate::daemon::cacheserver::CacheServer;
 use crate::pacman;
 use crate::protocol;
 use crate::protocol::netif;
@@ -25,9 +26,16 @@ pub struct DaemonArgs {
     /// /var/cache/pacman/pkg.
     #[arg(long = "cache-dir", value_name = "DIR")]
     pub cache_dirs: Vec<PathBuf>,
-    /// pacman's configuration, read for CacheDir.
+    /// pacman's configuration, read for CacheDir and DBPath.
     #[arg(long, value_name = "FILE", default_value = "/etc/pacman.conf")]
     pub pacman_conf: PathBuf,
+    /// pacman's database directory, whose sync databases vouch for what the /cache/ endpoint
+    /// serves. Default: DBPath from pacman.conf, else /var/lib/pacman.
+    #[arg(long, value_name = "DIR")]
+    pub dbpath: Option<PathBuf>,
+    /// The pacserve-fetch the /cache/ endpoint runs [default: the one next to pacserved].
+    #[arg(long, value_name = "FILE")]
+    pub fetch_program: Option<PathBuf>,
     /// TCP port for HTTP (0 picks a free port and logs it) [default: 15678].
     #[arg(long, value_name = "PORT")]
     pub http_port: Option<u16>,
@@ -127,6 +135,11 @@ impl DaemonArgs {
                     .unwrap_or_else(|| protocol::agent::DEFAULT_SOCKET.to_owned())
             }),
             prefetch: self.prefetch.or(file.prefetch).unwrap_or(DEFAULT_PREFETCH),
+            dbpath: (self.dbpath.clone()).unwrap_or_else(|| {
+                pacman::invocation::Paths::default_for(&self.pacman_conf).dbpath
+            }),
+            fetch_program: (self.fetch_program.clone())
+                .unwrap_or_else(CacheServer::default_program),
         })
     }
 }
@@ -146,5 +159,29 @@ fn parse_group_v6(value: &str) -> Result<Ipv6Addr, String> {
     match addr.is_multicast() {
         true => Ok(addr),
         false => Err(format!("{value} is not a multicast address (ff00::/8)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dbpath_comes_from_pacman_conf_unless_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("pacman.conf");
+        std::fs::write(&conf, "[options]\nDBPath = /from/conf/\n").unwrap();
+        let config = |extra: &[&str]| {
+            let mut argv = vec!["pacserved", "--config", "/dev/null", "--pacman-conf"];
+            argv.push(conf.to_str().unwrap());
+            argv.extend(extra);
+            DaemonArgs::parse_from(argv).daemon_config().unwrap()
+        };
+        assert_eq!(config(&[]).dbpath, Path::new("/from/conf/"));
+        assert_eq!(config(&["--dbpath", "/mine"]).dbpath, Path::new("/mine"));
+        let program = config(&[]).fetch_program;
+        assert_eq!(program.file_name().unwrap(), "pacserve-fetch");
+        let given = config(&["--fetch-program", "/x/fetch"]).fetch_program;
+        assert_eq!(given, Path::new("/x/fetch"));
     }
 }

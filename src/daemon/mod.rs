@@ -16,6 +16,7 @@ pub mod agent;
 pub mod allow;
 pub mod args;
 pub mod cache;
+pub mod cacheserver;
 pub mod chunks;
 pub mod claims;
 pub mod deadline;
@@ -43,6 +44,7 @@ use crate::daemon::agent::prefetch::Prefetch;
 use crate::daemon::agent::share::Sharing;
 use crate::daemon::allow::Allowlist;
 use crate::daemon::cache::Cache;
+use crate::daemon::cacheserver::CacheServer;
 use crate::daemon::claims::Claims;
 use crate::daemon::growing::Growing;
 use crate::daemon::responder::Responder;
@@ -78,6 +80,10 @@ pub struct Config {
     pub agent_socket: Option<String>,
     /// Files fetched ahead per pacman transaction by the agent; 0: none.
     pub prefetch: usize,
+    /// pacman's DBPath, for the `/cache/` endpoint's verification.
+    pub dbpath: PathBuf,
+    /// The pacserve-fetch the `/cache/` endpoint runs.
+    pub fetch_program: PathBuf,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT.
@@ -173,6 +179,13 @@ pub fn run(config: Config) -> io::Result<()> {
         stats,
         allow,
         daemon_id: id_hex(&daemon_id),
+        cache_server: Some(CacheServer::new(
+            config.fetch_program.clone(),
+            config.dbpath.clone(),
+            &config.state_dir,
+            config.udp_port,
+            config.interfaces.clone(),
+        )),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -1,6 +1,7 @@
 //! The daemon's HTTP side: serve cache files to peers, and a status page for humans.
 //!
-//! Routes: `GET`/`HEAD /pkg/<file>` (the path pacredir's peers use) and `/` (status). Range,
+//! Routes: `GET`/`HEAD /pkg/<file>` (the path pacredir's peers use), `/cache/<file>` (this
+//! machine's pacman's CacheServer, [`cacheserver`]) and `/` (status). Range,
 //! If-Modified-Since, Last-Modified and HEAD are tower-http's `ServeFile`, a maintained and
 //! widely used implementation, rather than ours. Which files may be served is decided by
 //! [`Cache::find`] alone, the same gate the responder uses; who may ask, by the [`Allowlist`].
@@ -29,6 +30,7 @@ use tower_http::services::ServeFile;
 
 use crate::daemon::allow::Allowlist;
 use crate::daemon::cache::Cache;
+use crate::daemon::cacheserver::{self, CacheServer};
 use crate::daemon::chunks::{Chunk, ChunkBudget};
 use crate::daemon::deadline::SendDeadline;
 use crate::daemon::growing::{self, Growing};
@@ -61,12 +63,15 @@ pub struct App {
     pub stats: Arc<Stats>,
     pub allow: Arc<Allowlist>,
     pub daemon_id: String,
+    /// The `/cache/` endpoint; None answers it with 404.
+    pub cache_server: Option<CacheServer>,
 }
 
 pub fn router(app: App) -> Router {
     Router::new()
         .route("/", get(status))
         .route("/pkg/{name}", get(package))
+        .route("/cache/{name}", get(cacheserver::handle))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .with_state(app)
 }

@@ -29,13 +29,45 @@ pub struct Entry {
 
 /// Finds `filename` in the sync databases under `dbpath` (`<dbpath>/sync/*.db`).
 pub fn lookup(dbpath: &Path, filename: &str) -> Option<Entry> {
+    sync_dbs(dbpath)?
+        .iter()
+        .find_map(|db| lookup_in(db, filename))
+}
+
+/// `<dbpath>/sync/*.db`, in name order.
+fn sync_dbs(dbpath: &Path) -> Option<Vec<PathBuf>> {
     let mut dbs: Vec<PathBuf> = fs::read_dir(dbpath.join("sync"))
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "db") && p.is_file())
         .collect();
     dbs.sort();
-    dbs.iter().find_map(|db| lookup_in(db, filename))
+    Some(dbs)
+}
+
+/// The detached signature of package `filename` itself (its `%PGPSIG%`, base64-decoded), from
+/// the sync databases under `dbpath`: the one `.sig` that needs no source but the database.
+/// Scans the databases (the index keeps only the signature's hash); a few KiB per package.
+pub fn detached_signature(dbpath: &Path, filename: &str) -> Option<Vec<u8>> {
+    sync_dbs(dbpath)?.iter().find_map(|db| {
+        let mut found = None;
+        let _ = scan_descs(db, |desc| {
+            if desc_value(desc, "%FILENAME%") != Some(filename) {
+                return true;
+            }
+            found = desc_value(desc, "%PGPSIG%")
+                .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok());
+            false
+        });
+        found
+    })
+}
+
+/// The one-line value of `key` in a `desc` file.
+fn desc_value<'a>(desc: &'a str, key: &str) -> Option<&'a str> {
+    let mut lines = desc.lines();
+    lines.find(|l| l.trim() == key)?;
+    lines.next().map(str::trim)
 }
 
 /// Finds `filename` in one database, through its index when possible.
@@ -125,6 +157,11 @@ pub fn is_complete(db: &Path) -> bool {
 /// Calls `visit` for every package entry until it returns false. When every entry was visited,
 /// the rest of the stream is read too, so a truncated database is an error, not a short list.
 pub fn scan(db: &Path, mut visit: impl FnMut(Entry) -> bool) -> io::Result<()> {
+    scan_descs(db, |text| parse_desc(text).is_none_or(&mut visit))
+}
+
+/// [`scan`] over the raw `desc` texts.
+fn scan_descs(db: &Path, mut visit: impl FnMut(&str) -> bool) -> io::Result<()> {
     let mut archive = tar::Archive::new(decompressed(db)?);
     let mut stopped = false;
     for entry in archive.entries()? {
@@ -139,7 +176,7 @@ pub fn scan(db: &Path, mut visit: impl FnMut(Entry) -> bool) -> io::Result<()> {
         if entry.read_to_string(&mut text).is_err() {
             continue;
         }
-        if parse_desc(&text).is_some_and(|parsed| !visit(parsed)) {
+        if !visit(&text) {
             stopped = true;
             break;
         }

@@ -22,6 +22,8 @@ mod local;
 mod pacman;
 // pacman 7.1 with its DownloadUser sandbox: peers, mirror, -Syy, resuming across runs.
 mod pacman7;
+// pacman 7.1 with the Include line: pacserved's /cache/ endpoint between pacman and the LAN.
+mod pacman7_include;
 mod pacman7_setup;
 // Peers on loopback inside a private namespace (rootless): protocol, daemon, discovery.
 mod lan_loopback;

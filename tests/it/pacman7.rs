@@ -11,8 +11,6 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 
-use crate::daemon::Daemon;
-use crate::hostile::Hostile;
 use crate::nginx;
 use crate::pacman7_setup::{
     DOWNLOAD_USER, Scene, assert_nothing_stranded, create_download_user, download_dirs, env,
@@ -124,19 +122,7 @@ fn pacman7_installs_through_peers_and_mirror_and_refuses_a_tampered_copy() {
         return;
     };
     let (lan, repo) = (&scene.lan, &scene.repo);
-    let frompeer = repo.add_package("frompeer", 400_000);
-    let tampered = repo.add_package("tampered", 300_000);
-    let frommirror = repo.add_package("frommirror", 200_000);
-    let peer_cache = tempdir();
-    fs::copy(repo.dir.join(&frompeer), peer_cache.path().join(&frompeer)).unwrap();
-    let daemon = Daemon::start(lan.host(2), peer_cache.path(), &[]);
-    let hostile = Hostile::start(
-        lan.host(3),
-        "wrongbytes",
-        &repo.dir.join(&tampered),
-        &lan.ipv4(3),
-    );
-    let Some(mirror) = scene.mirror(Default::default()) else {
+    let Some(peers) = scene.peers(&[]) else {
         return;
     };
     lan.wait_for_daemons(2);
@@ -151,38 +137,14 @@ fn pacman7_installs_through_peers_and_mirror_and_refuses_a_tampered_copy() {
     );
     ok(&out, "-S");
 
-    for (pkg, file) in [
-        ("frompeer", &frompeer),
-        ("tampered", &tampered),
-        ("frommirror", &frommirror),
-    ] {
-        pacman.assert_installed_from(repo, pkg, file);
-    }
-    assert_eq!(
-        daemon.served(&frompeer).len(),
-        1,
-        "frompeer came from the peer"
-    );
-    assert!(
-        mirror.requests_for(&frompeer).is_empty(),
-        "and not from the mirror"
-    );
-    let log = hostile.log();
-    assert!(
-        log.contains(&format!("GET /pkg/{tampered}")),
-        "the hostile peer was tried: {log}"
-    );
+    let log = peers.assert_installed(&pacman, repo);
     let text = stderr(&out);
     assert!(
         text.contains("sent a bad file"),
         "the tampered copy was refused: {text}"
     );
-    let mirrored: Vec<u64> = [&tampered, &frommirror]
-        .iter()
-        .map(|f| mirror.requests_for(f).iter().map(|l| l.body_bytes).sum())
-        .collect();
     assert!(
-        mirror.requests_for("p7lan.db").len() == 1,
+        peers.mirror.requests_for("p7lan.db").len() == 1,
         "the database came from the mirror"
     );
     assert!(
@@ -191,11 +153,13 @@ fn pacman7_installs_through_peers_and_mirror_and_refuses_a_tampered_copy() {
     );
     assert!(left_in_download_dirs(&pacman).is_empty());
     eprintln!(
-        "P7-LAN: {frompeer} from the peer ({} GET), {tampered} refused from the hostile peer then \
-         {} bytes from the mirror, {frommirror} {} bytes from the mirror",
-        daemon.served(&frompeer).len(),
-        mirrored[0],
-        mirrored[1]
+        "P7-LAN: {} from the peer, {} refused from the hostile peer then {} bytes from the \
+         mirror, {} {} bytes from the mirror",
+        peers.frompeer,
+        peers.tampered,
+        peers.mirrored(&peers.tampered),
+        peers.frommirror,
+        peers.mirrored(&peers.frommirror)
     );
 }
 

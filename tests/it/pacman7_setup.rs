@@ -10,6 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::archrepo::{Pacman, Repo, require_pacman_tools};
+use crate::daemon::Daemon;
+use crate::hostile::Hostile;
 use crate::netns::{Family, Host, Lan};
 use crate::nginx::{self, Nginx};
 use crate::util::{self, fetch_bin, require, run, stderr, tempdir};
@@ -153,6 +155,96 @@ impl Scene {
             &self.program,
             &[(name, format!("http://{mirror}:8080/{name}"))],
         )
+    }
+}
+
+/// The peer scene of a 4-host [`Scene`]: host 2 an honest pacserved holding `frompeer` (and
+/// `also_held`), host 3 a hostile peer offering a tampered `tampered` (right size, wrong bytes),
+/// host 4 the mirror, which alone has `frommirror`.
+pub struct Peers {
+    pub frompeer: String,
+    pub tampered: String,
+    pub frommirror: String,
+    pub also_held: Vec<String>,
+    pub peer: Daemon,
+    pub hostile: Hostile,
+    pub mirror: Nginx,
+    _peer_cache: tempfile::TempDir,
+}
+
+impl Scene {
+    /// Starts [`Peers`] with `also_held` packages (of 100 kB) on the honest peer too.
+    pub fn peers(&self, also_held: &[&str]) -> Option<Peers> {
+        let (lan, repo) = (&self.lan, &self.repo);
+        let frompeer = repo.add_package("frompeer", 400_000);
+        let tampered = repo.add_package("tampered", 300_000);
+        let frommirror = repo.add_package("frommirror", 200_000);
+        let also_held: Vec<String> = also_held
+            .iter()
+            .map(|name| repo.add_package(name, 100_000))
+            .collect();
+        let peer_cache = tempdir();
+        for file in std::iter::once(&frompeer).chain(&also_held) {
+            fs::copy(repo.dir.join(file), peer_cache.path().join(file)).unwrap();
+        }
+        let peer = Daemon::start(lan.host(2), peer_cache.path(), &[]);
+        let hostile = Hostile::start(
+            lan.host(3),
+            "wrongbytes",
+            &repo.dir.join(&tampered),
+            &lan.ipv4(3),
+        );
+        let mirror = self.mirror(Default::default())?;
+        Some(Peers {
+            frompeer,
+            tampered,
+            frommirror,
+            also_held,
+            peer,
+            hostile,
+            mirror,
+            _peer_cache: peer_cache,
+        })
+    }
+}
+
+impl Peers {
+    /// All three installed; `frompeer` from the peer only; the hostile peer asked for
+    /// `tampered`, whose bytes the mirror then sent. Returns the hostile peer's log.
+    pub fn assert_installed(&self, pacman: &Pacman, repo: &Repo) -> String {
+        for (pkg, file) in [
+            ("frompeer", &self.frompeer),
+            ("tampered", &self.tampered),
+            ("frommirror", &self.frommirror),
+        ] {
+            pacman.assert_installed_from(repo, pkg, file);
+        }
+        assert_eq!(
+            self.peer.served(&self.frompeer).len(),
+            1,
+            "frompeer came from the peer"
+        );
+        assert!(
+            self.mirror.requests_for(&self.frompeer).is_empty(),
+            "and not from the mirror"
+        );
+        let log = self.hostile.log();
+        assert!(
+            log.contains(&format!("GET /pkg/{}", self.tampered)),
+            "the hostile peer was tried: {log}"
+        );
+        assert!(!self.mirror.requests_for(&self.tampered).is_empty());
+        assert!(!self.mirror.requests_for(&self.frommirror).is_empty());
+        log
+    }
+
+    /// Body bytes the mirror sent of `file`.
+    pub fn mirrored(&self, file: &str) -> u64 {
+        self.mirror
+            .requests_for(file)
+            .iter()
+            .map(|l| l.body_bytes)
+            .sum()
     }
 }
 

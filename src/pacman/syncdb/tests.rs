@@ -110,3 +110,14 @@ fn a_truncated_database_is_not_complete() {
         assert!(!is_complete(&db), "{compress}: half");
     }
 }
+
+#[test]
+fn the_detached_signature_is_the_decoded_pgpsig_of_that_package_only() {
+    let (dir, db) = db_with(&[("foo-1.0-1", DESC.to_owned())], "zst");
+    let dbpath = dir.path().join("var");
+    fs::create_dir_all(dbpath.join("sync")).unwrap();
+    fs::rename(&db, dbpath.join("sync/core.db")).unwrap();
+    let sig = detached_signature(&dbpath, "foo-1.0-1-x86_64.pkg.tar.zst");
+    assert_eq!(sig.as_deref(), Some(&b"hello"[..]));
+    assert!(detached_signature(&dbpath, "bar-1.0-1-x86_64.pkg.tar.zst").is_none());
+}

@@ -1,0 +1,264 @@
+//! The `CacheServer` endpoint: `GET`/`HEAD /cache/<file>` for this machine's own pacman, which
+//! the Include line (`CacheServer = http://127.0.0.1:15678/cache`) points at.
+//!
+//! pacman (≥ 6.1) asks its cache servers for every package before its mirrors, keeps asking
+//! them after a 404, and never asks them for databases. So this endpoint answers with a LAN
+//! peer's copy or 404, and nothing in between: it must never hand pacman a byte the sync
+//! database has not vouched for, since pacman would fail the whole transaction on a bad file.
+//! Rather than a second LAN downloader here, it runs the hardened one: `pacserve-fetch
+//! --peers-only` (found next to this binary), which asks the LAN, survives bad and stalled
+//! peers, checks size and SHA-256 against the sync databases under the machine's DBPath, and
+//! exits 0 only with the verified file. (A package's `.sig` needs no peer: it is the database's
+//! `%PGPSIG%`, served by `signature` below.) That file lives in a
+//! private directory under the daemon's state dir until the response has opened it; then it is
+//! unlinked, and pacman receives it with its Content-Length (and Range, for a resumed `.part`).
+//!
+//! Who may ask: loopback only (403 otherwise), because the endpoint makes this machine fetch
+//! on the asker's behalf. Files in the daemon's own cache get 404: pacman has already looked in
+//! its cache before asking, so such a request means a cache directory pacman does not use, and
+//! its bytes were never checked. At most [`MAX_AT_ONCE`] fetches run at once (pacman's
+//! ParallelDownloads is 5 by default); more get 404 too, since pacman counts other errors
+//! against a server and would stop asking it.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Path as UrlPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tower::ServiceExt;
+use tower_http::services::ServeFile;
+
+use crate::daemon::server::App;
+use crate::pacman::name::{FileKind, is_shareable_name};
+use crate::pacman::syncdb;
+use crate::{info, warn};
+
+/// Peer fetches running at once; requests beyond it get 404 and pacman uses its mirrors.
+pub const MAX_AT_ONCE: usize = 8;
+/// A fetch still running after this long is killed (404). pacserve-fetch bounds its time with
+/// peers itself; this only guards against a hung subprocess.
+pub const FETCH_LIMIT: Duration = Duration::from_secs(300);
+/// Lines of a failed fetch's account that go into the log.
+const TAIL_LINES: usize = 4;
+/// How often a running fetch is checked for its exit.
+const POLL: Duration = Duration::from_millis(5);
+
+/// How to run `pacserve-fetch --peers-only` for this machine.
+#[derive(Debug, Clone)]
+pub struct CacheServer {
+    /// The pacserve-fetch binary.
+    pub program: PathBuf,
+    /// pacman's DBPath, whose sync databases vouch for what peers send.
+    pub dbpath: PathBuf,
+    /// Where fetches write, each in a directory of its own (`<state>/cache-fetch`).
+    pub work_dir: PathBuf,
+    /// The UDP port the LAN's daemons listen on.
+    pub udp_port: u16,
+    /// Interfaces to ask on; empty for pacserve-fetch's default.
+    pub interfaces: Vec<String>,
+    running: Arc<AtomicUsize>,
+}
+
+impl CacheServer {
+    pub fn new(
+        program: PathBuf,
+        dbpath: PathBuf,
+        state_dir: &Path,
+        udp_port: u16,
+        interfaces: Vec<String>,
+    ) -> CacheServer {
+        CacheServer {
+            program,
+            dbpath,
+            work_dir: state_dir.join("cache-fetch"),
+            udp_port,
+            interfaces,
+            running: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// pacserve-fetch next to the running binary, as the package installs both.
+    pub fn default_program() -> PathBuf {
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.join("pacserve-fetch")))
+            .unwrap_or_else(|| PathBuf::from("/usr/bin/pacserve-fetch"))
+    }
+
+    /// One of the [`MAX_AT_ONCE`] places, held until dropped.
+    fn take(&self) -> Option<Running> {
+        let taken = self
+            .running
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_AT_ONCE).then_some(n + 1)
+            });
+        taken.ok().map(|_| Running(self.running.clone()))
+    }
+
+    /// Runs pacserve-fetch for `name` into `out`; Ok only when it exited 0.
+    fn fetch(&self, name: &str, out: &Path, log: &Path) -> Result<(), String> {
+        let log_file =
+            File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let mut command = Command::new(&self.program);
+        command
+            .args(["--peers-only", "--no-agent", "-v", "--dbpath"])
+            .arg(&self.dbpath)
+            .arg("--port")
+            .arg(self.udp_port.to_string());
+        for interface in &self.interfaces {
+            command.arg("--interface").arg(interface);
+        }
+        // The URL is never fetched (--peers-only); it only has to be valid.
+        command
+            .arg(out)
+            .arg(format!("http://127.0.0.1/cache/{name}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", self.program.display()))?;
+        let deadline = Instant::now() + FETCH_LIMIT;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(POLL),
+                Ok(None) | Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("killed after {} s", FETCH_LIMIT.as_secs()));
+                }
+            }
+        };
+        match status.success() {
+            true => Ok(()),
+            false => Err(tail(log).unwrap_or_else(|| status.to_string())),
+        }
+    }
+}
+
+/// A fetch in progress, counted in [`CacheServer::running`].
+struct Running(Arc<AtomicUsize>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The last lines of pacserve-fetch's `-v` account, on one line for the journal: why no peer
+/// was asked or which peer failed how.
+fn tail(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let last = lines.len().saturating_sub(TAIL_LINES);
+    (!lines.is_empty()).then(|| lines[last..].join(" | "))
+}
+
+/// `GET`/`HEAD /cache/<file>`.
+pub async fn handle(
+    State(app): State<App>,
+    UrlPath(name): UrlPath<String>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let Some(server) = app.cache_server.clone() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if !client.ip().to_canonical().is_loopback() {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    // Databases and anything else no sync database can vouch for: pacman's mirrors.
+    if !is_shareable_name(&name) || app.cache.find(&name).is_some() {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    if FileKind::of(&name) == FileKind::PackageSignature {
+        return signature(&server, name).await;
+    }
+    let Some(running) = server.take() else {
+        info!("cache: {name}: {MAX_AT_ONCE} fetches already running; pacman's mirrors");
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let dir = match std::fs::create_dir_all(&server.work_dir).and_then(|()| {
+        tempfile::Builder::new()
+            .prefix("fetch-")
+            .tempdir_in(&server.work_dir)
+    }) {
+        Ok(dir) => dir,
+        Err(e) => {
+            warn!(
+                "cache: {name}: no room in {}: {e}",
+                server.work_dir.display()
+            );
+            return StatusCode::NOT_FOUND.into_response();
+        }
+    };
+    let out = dir.path().join(format!("{name}.part"));
+    let log = dir.path().join("log");
+    let fetched = {
+        let (name, out) = (name.clone(), out.clone());
+        tokio::task::spawn_blocking(move || {
+            let result = server.fetch(&name, &out, &log);
+            drop(running);
+            result
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()))
+    };
+    if let Err(why) = fetched {
+        info!("cache: {name}: not from the LAN ({why}); pacman's mirrors");
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let size = std::fs::metadata(&out).map_or(0, |m| m.len());
+    // ServeFile opens the file before it returns, so the directory can go at once: the open
+    // file lives until the body is sent.
+    let response = match ServeFile::new(&out).oneshot(request).await {
+        Ok(response) => response.into_response(),
+        Err(never) => match never {},
+    };
+    drop(dir);
+    info!("cache: {name} ({size} bytes) from a LAN peer, verified");
+    response
+}
+
+/// `<package>.sig`: pacman 7.1 asks for it from the very cache server that sent the package
+/// (and from no other server), and with `SigLevel = Required` a 404 there fails the download.
+/// The sync database's `%PGPSIG%` is that signature, so it is served from there: no peer needed,
+/// nothing to verify. A package without `%PGPSIG%` gets 404.
+async fn signature(server: &CacheServer, name: String) -> Response {
+    let dbpath = server.dbpath.clone();
+    let package = name.strip_suffix(".sig").unwrap_or(&name).to_owned();
+    let found = tokio::task::spawn_blocking(move || syncdb::detached_signature(&dbpath, &package))
+        .await
+        .ok()
+        .flatten();
+    match found {
+        Some(bytes) => {
+            info!("cache: {name} from the sync database's PGPSIG");
+            ([(header::CONTENT_TYPE, "application/pgp-signature")], bytes).into_response()
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_most_max_at_once_fetches_and_a_finished_one_frees_its_place() {
+        let server = CacheServer::new("x".into(), "/db".into(), Path::new("/s"), 1, vec![]);
+        let held: Vec<Running> = (0..MAX_AT_ONCE).filter_map(|_| server.take()).collect();
+        assert_eq!(held.len(), MAX_AT_ONCE);
+        assert!(server.take().is_none());
+        drop(held);
+        assert!(server.take().is_some());
+        assert_eq!(server.work_dir, Path::new("/s/cache-fetch"));
+    }
+}
