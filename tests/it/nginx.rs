@@ -171,10 +171,28 @@ impl Nginx {
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("access.log")
     }
+
+    /// The master's pid (with `production`, the workers are its children).
+    #[allow(dead_code)] // used by benches/lan.rs
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Nginx {
+    /// SIGTERM first, so that a master takes its workers down with it (SIGKILL would leave them
+    /// running in a namespace nobody cleans up); SIGKILL after a bounded wait.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
