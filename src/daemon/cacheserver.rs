@@ -28,13 +28,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Path as UrlPath, Request, State};
+use axum::extract::Request;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
-use crate::daemon::server::App;
+use crate::daemon::cache::Cache;
 use crate::pacman::name::{FileKind, is_shareable_name};
 use crate::pacman::syncdb;
 use crate::{info, warn};
@@ -161,21 +161,23 @@ fn tail(path: &Path) -> Option<String> {
     (!lines.is_empty()).then(|| lines[last..].join(" | "))
 }
 
-/// `GET`/`HEAD /cache/<file>`.
+/// `GET`/`HEAD /cache/<file>` from `client`; `server` None answers 404, and so does a file
+/// already in the daemon's `cache`.
 pub async fn handle(
-    State(app): State<App>,
-    UrlPath(name): UrlPath<String>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    server: Option<CacheServer>,
+    cache: &Cache,
+    name: String,
+    client: SocketAddr,
     request: Request,
 ) -> Response {
-    let Some(server) = app.cache_server.clone() else {
+    let Some(server) = server else {
         return StatusCode::NOT_FOUND.into_response();
     };
     if !client.ip().to_canonical().is_loopback() {
         return StatusCode::FORBIDDEN.into_response();
     }
     // Databases and anything else no sync database can vouch for: pacman's mirrors.
-    if !is_shareable_name(&name) || app.cache.find(&name).is_some() {
+    if !is_shareable_name(&name) || cache.find(&name).is_some() {
         return StatusCode::NOT_FOUND.into_response();
     }
     if FileKind::of(&name) == FileKind::PackageSignature {

@@ -71,7 +71,7 @@ pub fn router(app: App) -> Router {
     Router::new()
         .route("/", get(status))
         .route("/pkg/{name}", get(package))
-        .route("/cache/{name}", get(cacheserver::handle))
+        .route("/cache/{name}", get(cache))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .with_state(app)
 }
@@ -169,6 +169,15 @@ async fn status(State(app): State<App>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         app.stats.render(&app.daemon_id, app.cache.dirs().len()),
     )
+}
+
+async fn cache(
+    State(app): State<App>,
+    Path(name): Path<String>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    cacheserver::handle(app.cache_server.clone(), &app.cache, name, client, request).await
 }
 
 async fn package(
