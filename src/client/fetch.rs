@@ -340,7 +340,8 @@ fn peers_with(
             return Vec::new();
         }
     };
-    progress.note(|| describe_answers(&answers));
+    let waited = expect.wait.unwrap_or(discovery.wait).min(discovery.wait);
+    progress.note(|| describe_answers(&answers, waited));
     let fits = |size: u64| match size_in_db {
         Some(expected) => size == expected,
         None => size > 0 && size >= have,
@@ -351,15 +352,16 @@ fn peers_with(
     })
 }
 
-fn describe_answers(answers: &[PeerAnswer]) -> String {
+fn describe_answers(answers: &[PeerAnswer], waited: std::time::Duration) -> String {
     let first = answers.first().map(|a| a.rtt);
     let answers = discovery::per_daemon(answers);
     let haves = answers.iter().filter(|a| a.http_addr().is_some()).count();
     let first = first.map(|rtt| format!(", first after {:.2} ms", rtt.as_secs_f64() * 1e3));
     format!(
-        "{} peers answered, {haves} have it{}",
+        "{} peers answered, {haves} have it{} (waiting up to {} ms)",
         answers.len(),
-        first.unwrap_or_default()
+        first.unwrap_or_default(),
+        waited.as_millis()
     )
 }
 

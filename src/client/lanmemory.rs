@@ -3,7 +3,12 @@
 //! pacman runs us once per file, one after another, so a fixed wait is paid per file. After
 //! each query we record which daemons answered; the next run stops waiting as soon as those
 //! have answered again (see [`crate::client::discovery::Expectation`]), and when nobody answered
-//! recently it waits only [`QUIET_WAIT`]. A daemon that stays silent through a full wait is
+//! recently it waits only [`QUIET_WAIT`] — and only once every [`LISTEN_EVERY`]: in between, on
+//! a LAN that has stayed silent, the query still goes out but the run waits just [`SKIM_WAIT`],
+//! because an upgrade runs us for every file back to back and a silent LAN's wait is pure loss
+//! (40 files × 20 ms is most of a second). A daemon that starts meanwhile is still found: a wired
+//! peer answers within the skim, a slower one at the next full listen, and from then on every
+//! run waits for it again (it is remembered). A daemon that stays silent through a full wait is
 //! forgotten at once, so a machine that was switched off costs one full wait, not one per file.
 //! A few ids per source address are remembered ([`MAX_PER_ADDRESS`], [`MAX_REMEMBERED`]), so a
 //! host answering under hundreds of ids does not make the memory about its inventions.
@@ -32,6 +37,11 @@ pub const REMEMBER_FOR: Duration = Duration::from_secs(10 * 60);
 /// The wait when nobody answered on a recent run: still several LAN round trips, so a daemon
 /// that has just started is found, but a tenth of the full wait.
 pub const QUIET_WAIT: Duration = Duration::from_millis(20);
+/// On a LAN silent through a [`QUIET_WAIT`] less than [`LISTEN_EVERY`] ago: the wait for
+/// answers. A switched LAN's round trip plus a daemon's answer is well under a millisecond.
+pub const SKIM_WAIT: Duration = Duration::from_millis(3);
+/// How often a silent LAN is listened to for the whole [`QUIET_WAIT`].
+pub const LISTEN_EVERY: Duration = Duration::from_secs(2);
 /// At most this many daemon ids are remembered per source address (a machine runs one daemon;
 /// tests run a few on one address)…
 pub const MAX_PER_ADDRESS: usize = 4;
@@ -55,6 +65,8 @@ pub type Blame = ([u8; 8], IpAddr);
 pub struct Memory {
     /// When we last asked, seconds since the epoch; 0 for never.
     pub asked_at: u64,
+    /// When a run last waited more than [`SKIM_WAIT`] for answers; 0 for never.
+    pub listened_at: u64,
     /// Daemons and when they last answered.
     pub daemons: Vec<([u8; 8], u64)>,
     /// Daemons that failed, by id and address: consecutive failures and until when (epoch
@@ -73,9 +85,10 @@ impl Memory {
             .map(|(id, _)| *id)
             .collect();
         let quiet = daemons.is_empty() && self.asked_at != 0 && fresh(self.asked_at);
+        let listened = now.saturating_sub(self.listened_at) < LISTEN_EVERY.as_secs();
         Expectation {
             daemons,
-            wait: quiet.then_some(QUIET_WAIT),
+            wait: quiet.then_some(if listened { SKIM_WAIT } else { QUIET_WAIT }),
             avoided: self
                 .failed
                 .iter()
@@ -114,6 +127,9 @@ impl Memory {
         self.failed
             .retain(|(_, _, until)| *until + BACKOFF_MAX.as_secs() > now);
         self.asked_at = now;
+        if expected.wait != Some(SKIM_WAIT) {
+            self.listened_at = now;
+        }
     }
 
     /// Whether `id` is being avoided at `now`.
@@ -150,6 +166,7 @@ impl Memory {
             let mut words = line.split_whitespace();
             match (words.next(), words.next(), words.next()) {
                 (Some("asked"), Some(t), None) => memory.asked_at = t.parse().unwrap_or(0),
+                (Some("listened"), Some(t), None) => memory.listened_at = t.parse().unwrap_or(0),
                 (Some("daemon"), Some(id), Some(t)) => {
                     if let (Some(id), Ok(t)) = (crate::protocol::parse_id_hex(id), t.parse()) {
                         memory.daemons.push((id, t));
@@ -171,7 +188,7 @@ impl Memory {
     }
 
     fn render(&self) -> String {
-        let mut out = format!("asked {}\n", self.asked_at);
+        let mut out = format!("asked {}\nlistened {}\n", self.asked_at, self.listened_at);
         for (id, t) in &self.daemons {
             out.push_str(&format!("daemon {} {t}\n", id_hex(id)));
         }
@@ -246,8 +263,20 @@ mod tests {
         // Nobody answers: the next run waits only QUIET_WAIT, until the memory is stale.
         let e = m.expectation(1004);
         m.update(&e, &[], 1004);
-        assert_eq!(m.expectation(1005).wait, Some(QUIET_WAIT));
+        let later = 1004 + LISTEN_EVERY.as_secs();
+        assert_eq!(m.expectation(later).wait, Some(QUIET_WAIT));
         assert_eq!(m.expectation(1004 + 3600).wait, None);
+
+        // Just listened to a silent LAN: skim, and a skim does not count as listening, so the
+        // full quiet wait comes back LISTEN_EVERY after the last one.
+        let e = m.expectation(1005);
+        assert_eq!(e.wait, Some(SKIM_WAIT));
+        m.update(&e, &[], 1005);
+        assert_eq!(m.expectation(later).wait, Some(QUIET_WAIT));
+        // A daemon answering a skim is expected from then on: full waits for it.
+        m.update(&e, &[answer(3)], 1006);
+        assert_eq!(m.expectation(1006).wait, None);
+        assert_eq!(m.expectation(1006).daemons, HashSet::from([[3; 8]]));
 
         m.failed(([7; 8], ip(7)), 2000);
         let round_trip = Memory::parse(&m.render());

@@ -345,3 +345,66 @@ fn own_daemon_is_skipped_proxies_are_bypassed_and_late_interfaces_are_joined() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// On a LAN that stayed silent through a full wait, the next runs only skim for answers, so an
+/// upgrade does not pay the wait for nobody on every file; yet a daemon that appears is found:
+/// one slower than the skim at the next full listen, and from then on it is waited for.
+#[test]
+fn a_silent_lan_is_skimmed_yet_a_daemon_that_appears_is_found() {
+    let Some(lan) = Lan::new(4, Family::Dual) else {
+        return;
+    };
+    let (peer_cache, mirror_root, dir) = (tempdir(), tempdir(), tempdir());
+    // Host 2 answers 6 ms after a query at the earliest: slower than a skim, within a quiet wait.
+    lan.delay_link(2, std::time::Duration::from_millis(3));
+    let mut peer = Daemon::start(lan.host(2), peer_cache.path(), &[]);
+    let Some(mirror) = Nginx::mirror_on(lan.host(4), mirror_root.path()) else {
+        return;
+    };
+    lan.wait_for_daemons(1);
+    let content = random_bytes(200_000, 43);
+    for (name, on_peer) in [(PKG, true), ("silent-1-1-any.pkg.tar.zst", false)] {
+        fs::write(mirror_root.path().join(name), &content).unwrap();
+        if on_peer {
+            fs::write(peer_cache.path().join(name), &content).unwrap();
+        }
+    }
+    let fetch = |step: &str, name: &str| {
+        let out = dir.path().join(step).join(format!("{name}.part"));
+        fs::create_dir_all(out.parent().unwrap()).unwrap();
+        let result = run(client(lan.host(1))
+            .arg("-v")
+            .arg(&out)
+            .arg(format!("http://{}:8080/{name}", lan.url_host(4))));
+        assert!(result.status.success(), "{step}");
+        assert_eq!(fs::read(&out).unwrap(), content, "{step}");
+        stderr(&result)
+    };
+    let pid = peer.pid().to_string();
+    let signal = |sig: &str| assert!(run(Command::new("kill").args([sig, &pid])).status.success());
+
+    // The LAN is silent (host 2's daemon is stopped) through a full wait…
+    signal("-STOP");
+    let first = fetch("a", "silent-1-1-any.pkg.tar.zst");
+    signal("-CONT");
+    assert!(first.contains("0 peers answered"), "{first}");
+    // …so the next run only skims, too briefly for host 2: the mirror sends the file.
+    let skimmed = fetch("b", PKG);
+    assert!(skimmed.contains("(waiting up to 3 ms)"), "{skimmed}");
+    assert_eq!(mirror.requests_for(PKG).len(), 1, "{skimmed}");
+    assert!(peer.served(PKG).is_empty());
+    // Once the skims have lasted their while, a run listens the whole quiet wait and finds host 2…
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let listened = fetch("c", PKG);
+    assert!(listened.contains("(waiting up to 20 ms)"), "{listened}");
+    assert_eq!(peer.served(PKG).len(), 1, "{listened}");
+    // …which every later run then waits for.
+    let expected = fetch("d", PKG);
+    assert!(
+        expected.contains("1 peers answered, 1 have it"),
+        "{expected}"
+    );
+    assert_eq!(peer.served(PKG).len(), 2, "{expected}");
+    assert_eq!(mirror.requests_for(PKG).len(), 1);
+    peer.terminate();
+}

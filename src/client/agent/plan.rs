@@ -37,8 +37,10 @@ use crate::protocol::agent::{Job, Planned, Transaction};
 
 /// The longest the print run may take; a slower one is killed and nothing is planned.
 const PRINT_LIMIT: Duration = Duration::from_secs(30);
-/// LAN queries in flight at once while filtering the plan.
-const PARALLEL_QUERIES: usize = 16;
+/// LAN queries in flight at once while filtering the plan. Each batch costs one discovery wait
+/// on the first file's critical path, so a typical upgrade's plan goes out in one batch; the
+/// responder's per-source burst allowance (200) is not exceeded.
+const PARALLEL_QUERIES: usize = 64;
 
 /// Sends the invoking pacman's plan to the daemon at `socket`, once per transaction. Best
 /// effort: any failure just means no prefetch.

@@ -41,7 +41,7 @@ pub struct Caller {
 pub fn spawn(name: &str, prefetch: Prefetch) -> io::Result<()> {
     let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes())?)
         .map_err(|e| io::Error::new(e.kind(), format!("agent socket @{name}: {e}")))?;
-    let upstream = relay::upstream_agent();
+    let upstream = relay::upstream_agent(prefetch.window + 1);
     let prefetch = Arc::new(prefetch);
     let running: Arc<Mutex<HashMap<u32, usize>>> = Arc::default();
     info!(

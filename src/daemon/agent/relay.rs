@@ -23,6 +23,8 @@ use crate::{info, warn};
 
 /// Bytes per read and write of a body.
 const COPY_BUFFER: usize = 256 * 1024;
+/// Most idle connections kept open to one mirror.
+const MAX_IDLE_PER_MIRROR: usize = 16;
 /// Most header lines a client request may carry.
 const MAX_HEADERS: usize = 64;
 /// Response headers passed back: what the client's rules look at, nothing else.
@@ -55,8 +57,16 @@ impl Limits {
 
 /// The daemon's one HTTP client for mirrors. Redirects are answered to the client, which
 /// follows them through the agent again; the proxy is the daemon's own environment's.
-pub fn upstream_agent() -> Agent {
+///
+/// `parallel` is how many requests to one mirror run at once in a transaction: the prefetch
+/// window plus pacman's current file. The pool keeps that many connections per mirror (ureq
+/// keeps 3 by default): every connection it drops costs the next file a handshake and TCP slow
+/// start, which on a 40 ms round trip is most of a 1 MB file's time. Bounded, like the window.
+pub fn upstream_agent(parallel: usize) -> Agent {
+    let per_host = parallel.clamp(3, MAX_IDLE_PER_MIRROR);
     Agent::config_builder()
+        .max_idle_connections_per_host(per_host)
+        .max_idle_connections(per_host.max(10) * 2)
         .tls_config(crate::tls::system_trust())
         .http_status_as_error(false)
         .max_redirects(0)
