@@ -64,24 +64,21 @@ fn pacman7_databases_304_on_sy_full_on_syy_and_a_truncated_one_is_repaired() {
     let current = pacman.base.path().join("db/sync/p7db.db");
     let mtime = fs::metadata(&current).unwrap().modified().unwrap();
     let bytes = fs::read(&current).unwrap();
-    fs::write(&current, &bytes[..bytes.len() / 2]).unwrap();
-    fs::File::options()
-        .write(true)
-        .open(&current)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
+    let damage = || {
+        fs::write(&current, &bytes[..bytes.len() / 2]).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&current)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+    };
+    damage();
     ok(
         &pacman.run_in(host, &env, &["-Sy"]),
         "-Sy over a truncated db",
     );
-    fs::write(&current, &bytes[..bytes.len() / 2]).unwrap();
-    fs::File::options()
-        .write(true)
-        .open(&current)
-        .unwrap()
-        .set_modified(mtime)
-        .unwrap();
+    damage();
     ok(
         &pacman.run_in(host, &env, &["-Syy"]),
         "-Syy over a truncated db",
