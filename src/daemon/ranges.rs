@@ -7,10 +7,15 @@
 //!   sends, so the two can never disagree.
 //! - A range of an empty file is never satisfiable (§14.1.2): 416 with `bytes */0`, where
 //!   ServeFile answered `206` with an impossible `Content-Range: bytes 0-0/0`.
+//!
+//! [`serve_file`] is ServeFile with the first fix applied; the caller applies the second.
 
 use axum::body::Body;
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use tower::ServiceExt;
+use tower_http::services::ServeFile;
 
 /// Whether the request's `If-Range` does not match the representation `response` describes,
 /// so its Range must be ignored. False without `If-Range`.
@@ -44,6 +49,37 @@ pub fn empty_file_range() -> Response {
         Body::empty(),
     )
         .into_response()
+}
+
+/// The file through tower-http, with `If-Range` honoured ([`ranges::if_range_fails`]): a
+/// range whose validator no longer matches is answered with the whole file.
+pub async fn serve_file(path: &std::path::Path, request: Request, chunk: usize) -> Response {
+    let file = ServeFile::new(path).with_buf_chunk_size(chunk);
+    let retry = request.headers().contains_key(header::IF_RANGE).then(|| {
+        let mut whole = Request::new(Body::empty());
+        *whole.method_mut() = request.method().clone();
+        *whole.uri_mut() = request.uri().clone();
+        *whole.headers_mut() = request.headers().clone();
+        whole.headers_mut().remove(header::RANGE);
+        whole
+    });
+    let asked = request.headers().clone();
+    let response = match file.clone().oneshot(request).await {
+        Ok(response) => response.map(Body::new),
+        Err(never) => match never {},
+    };
+    match retry {
+        Some(whole)
+            if response.status() == StatusCode::PARTIAL_CONTENT
+                && if_range_fails(&asked, response.headers()) =>
+        {
+            match file.oneshot(whole).await {
+                Ok(response) => response.map(Body::new),
+                Err(never) => match never {},
+            }
+        }
+        _ => response,
+    }
 }
 
 #[cfg(test)]

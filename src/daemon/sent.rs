@@ -10,7 +10,8 @@
 //! takes a frame before the kernel has sent it, so the count can exceed what the client
 //! received by what one connection buffers (one file chunk), never by the whole file. The
 //! wrapper also holds the response's [`Chunk`], so a big chunk is rationed for exactly as long
-//! as its body lives.
+//! as its body lives. Files the kernel sends ([`crate::daemon::sendfile`]) are logged and
+//! counted by the same two functions, [`started`] and [`ended`], with the bytes sendfile took.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -48,19 +49,7 @@ pub struct Counted {
 
 impl Counted {
     pub fn wrap(inner: Body, request: Request, stats: Arc<Stats>, chunk: Chunk) -> Body {
-        info!(
-            "{} /pkg/{} from {}: {} {} bytes{}",
-            request.method,
-            request.name,
-            request.client,
-            request.status.as_u16(),
-            request.announced,
-            request
-                .range
-                .as_ref()
-                .map(|range| format!(" ({range})"))
-                .unwrap_or_default()
-        );
+        started(&request);
         Body::new(Counted {
             inner,
             sent: 0,
@@ -68,6 +57,42 @@ impl Counted {
             stats,
             _chunk: chunk,
         })
+    }
+}
+
+/// Logs a response as it starts, with the length it is to send.
+pub fn started(request: &Request) {
+    info!(
+        "{} /pkg/{} from {}: {} {} bytes{}",
+        request.method,
+        request.name,
+        request.client,
+        request.status.as_u16(),
+        request.announced,
+        request
+            .range
+            .as_ref()
+            .map(|range| format!(" ({range})"))
+            .unwrap_or_default()
+    );
+}
+
+/// Counts what a finished (or cut) response delivered, and logs a transfer that ended short.
+pub fn ended(request: &Request, sent: u64, stats: &Stats) {
+    if request.method != Method::GET {
+        return;
+    }
+    Stats::add(&stats.bytes_served, sent);
+    if sent >= request.announced {
+        if request.status.is_success() {
+            Stats::add(&stats.files_served, 1);
+        }
+    } else {
+        // Worded so that it does not read as another request for the file.
+        info!(
+            "{} to {}: sent {} of {} bytes, the connection ended early",
+            request.name, request.client, sent, request.announced
+        );
     }
 }
 
@@ -99,21 +124,6 @@ impl HttpBody for Counted {
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        let r = &self.request;
-        if r.method != Method::GET {
-            return;
-        }
-        Stats::add(&self.stats.bytes_served, self.sent);
-        if self.sent >= r.announced {
-            if r.status.is_success() {
-                Stats::add(&self.stats.files_served, 1);
-            }
-        } else {
-            // Worded so that it does not read as another request for the file.
-            info!(
-                "{} to {}: sent {} of {} bytes, the connection ended early",
-                r.name, r.client, self.sent, r.announced
-            );
-        }
+        ended(&self.request, self.sent, &self.stats);
     }
 }

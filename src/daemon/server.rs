@@ -5,13 +5,17 @@
 //! If-Modified-Since, Last-Modified and HEAD are tower-http's `ServeFile`, a maintained and
 //! widely used implementation, rather than ours. Which files may be served is decided by
 //! [`Cache::find`] alone, the same gate the responder uses; who may ask, by the [`Allowlist`].
+//! Each request head is read first by [`http1`]: a GET of a cache file whose answer has a body
+//! is sent by the kernel ([`sendfile`], the answer still decided by ServeFile), everything else
+//! goes to hyper and the router.
 //!
 //! The accept loop is ours rather than `axum::serve` so that every connection is bounded, in this
 //! order: a source outside the allowlist is closed on arrival, before it can hold anything; the
 //! rest take a [`Slot`] (bounded in total and per source, shared fairly when full); headers must
 //! arrive within a deadline (which also ends idle keep-alive connections) and be small; a
-//! client that stops reading is dropped after [`SEND_TIMEOUT`] ([`SendDeadline`]); and hyper
-//! buffers at most one file chunk per connection, whose size is rationed by [`ChunkBudget`]. The
+//! client that stops reading is dropped after [`SEND_TIMEOUT`] ([`SendDeadline`], or the same
+//! deadline in [`sendfile`]); and hyper buffers at most one file chunk per connection, whose
+//! size is rationed by [`ChunkBudget`]. The
 //! runtime is async so that slow clients cost memory, not threads, and that memory is bounded.
 
 use std::net::SocketAddr;
@@ -26,7 +30,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tower::ServiceExt;
-use tower_http::services::ServeFile;
 
 use crate::daemon::allow::Allowlist;
 use crate::daemon::cache::Cache;
@@ -34,7 +37,9 @@ use crate::daemon::cacheserver::{self, CacheServer};
 use crate::daemon::chunks::{Chunk, ChunkBudget};
 use crate::daemon::deadline::SendDeadline;
 use crate::daemon::growing::{self, Growing};
+use crate::daemon::http1::{self, Read, Rewind};
 use crate::daemon::ranges;
+use crate::daemon::sendfile::{self, Served};
 use crate::daemon::sent::{self, Counted};
 use crate::daemon::slots::{Slot, Slots};
 use crate::daemon::stats::Stats;
@@ -85,6 +90,7 @@ pub async fn serve(
     let allow = app.allow.clone();
     let stats = app.stats.clone();
     let shared = Shared {
+        cache: app.cache.clone(),
         router: router(app),
         stats: stats.clone(),
         chunks: ChunkBudget::default(),
@@ -117,16 +123,55 @@ pub async fn serve(
 #[derive(Clone)]
 struct Shared {
     router: Router,
+    cache: Arc<Cache>,
     stats: Arc<Stats>,
     chunks: ChunkBudget,
 }
 
 /// Serves one connection until it ends, times out, or its slot is taken by a lighter source.
 async fn connection(stream: tokio::net::TcpStream, client: SocketAddr, slot: Slot, shared: Shared) {
+    let stats = shared.stats.clone();
+    tokio::select! {
+        () = requests(stream, client, shared) => {}
+        () = slot.evicted() => Stats::add(&stats.evicted, 1),
+    }
+}
+
+/// Answers the connection's requests: GETs of cache files by the kernel ([`sendfile`]) for as
+/// long as they come, then everything else through hyper, which is handed the connection
+/// with the bytes already read ([`Rewind`]).
+async fn requests(mut stream: tokio::net::TcpStream, client: SocketAddr, shared: Shared) {
+    let mut buf = Vec::new();
+    loop {
+        let head =
+            match http1::read_head(&mut stream, &mut buf, HEADER_TIMEOUT, MAX_HEADER_BYTES).await {
+                Read::Head(head) => head,
+                Read::ForHyper => break,
+                Read::Gone => return,
+            };
+        let source = client.ip().to_canonical();
+        let (cache, stats) = (&shared.cache, &shared.stats);
+        match sendfile::serve(&mut stream, &head, source, cache, stats, SEND_TIMEOUT).await {
+            Served::KeepAlive => {
+                buf.drain(..head.len);
+            }
+            Served::Close => return,
+            Served::NotMine => break,
+        }
+    }
+    hyper_connection(Rewind::new(buf, stream), client, shared).await;
+}
+
+async fn hyper_connection(
+    stream: Rewind<tokio::net::TcpStream>,
+    client: SocketAddr,
+    shared: Shared,
+) {
     let Shared {
         router,
         stats,
         chunks,
+        ..
     } = shared;
     let service =
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
@@ -141,13 +186,8 @@ async fn connection(stream: tokio::net::TcpStream, client: SocketAddr, slot: Slo
         .max_header_size(MAX_HEADER_BYTES)
         .max_buf_size(HYPER_BUFFER)
         .serve_connection(io, service);
-    tokio::select! {
-        result = conn => {
-            if result.is_err_and(|e| is_send_timeout(&e)) {
-                Stats::add(&stats.stalled_clients, 1);
-            }
-        }
-        () = slot.evicted() => Stats::add(&stats.evicted, 1),
+    if conn.await.is_err_and(|e| is_send_timeout(&e)) {
+        Stats::add(&stats.stalled_clients, 1);
     }
 }
 
@@ -211,7 +251,7 @@ async fn package(
     let response = if found.size == 0 && range.is_some() {
         ranges::empty_file_range()
     } else {
-        serve_file(&found.path, request, chunk.bytes).await
+        ranges::serve_file(&found.path, request, chunk.bytes).await
     };
     let announced = response
         .headers()
@@ -233,35 +273,4 @@ async fn package(
         parts,
         Counted::wrap(body, request, app.stats.clone(), chunk),
     )
-}
-
-/// The file through tower-http, with `If-Range` honoured ([`ranges::if_range_fails`]): a
-/// range whose validator no longer matches is answered with the whole file.
-async fn serve_file(path: &std::path::Path, request: Request, chunk: usize) -> Response {
-    let file = ServeFile::new(path).with_buf_chunk_size(chunk);
-    let retry = request.headers().contains_key(header::IF_RANGE).then(|| {
-        let mut whole = Request::new(Body::empty());
-        *whole.method_mut() = request.method().clone();
-        *whole.uri_mut() = request.uri().clone();
-        *whole.headers_mut() = request.headers().clone();
-        whole.headers_mut().remove(header::RANGE);
-        whole
-    });
-    let asked = request.headers().clone();
-    let response = match file.clone().oneshot(request).await {
-        Ok(response) => response.map(Body::new),
-        Err(never) => match never {},
-    };
-    match retry {
-        Some(whole)
-            if response.status() == StatusCode::PARTIAL_CONTENT
-                && ranges::if_range_fails(&asked, response.headers()) =>
-        {
-            match file.oneshot(whole).await {
-                Ok(response) => response.map(Body::new),
-                Err(never) => match never {},
-            }
-        }
-        _ => response,
-    }
 }

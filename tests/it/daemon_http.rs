@@ -165,3 +165,67 @@ fn bytes_served_counts_what_was_sent_not_what_was_announced() {
         "{page}"
     );
 }
+
+#[test]
+fn pipelined_requests_on_one_connection_pass_from_the_kernel_path_to_hyper_intact() {
+    let Some((host, daemon, cache)) = loopback_daemon() else {
+        return;
+    };
+    // Four requests in one write: two cache files the kernel sends, then the status page and a
+    // range, which hyper answers on the same connection from the bytes already read.
+    let script = format!(
+        "import socket, sys\n\
+         s = socket.create_connection(('127.0.0.1', {}))\n\
+         r = lambda path, extra=b'': b'GET ' + path + b' HTTP/1.1\\r\\nHost: x\\r\\n' + extra + b'\\r\\n'\n\
+         s.sendall(r(b'/pkg/{BIG}', b'Range: bytes=0-9\\r\\n') + r(b'/pkg/a-1-1-any.pkg.tar.zst.sig')\n\
+                   + r(b'/') + r(b'/pkg/{BIG}', b'Range: bytes=10-19\\r\\nConnection: close\\r\\n'))\n\
+         s.settimeout(20)\n\
+         got = b''\n\
+         while True:\n\
+         \x20   d = s.recv(65536)\n\
+         \x20   if not d: break\n\
+         \x20   got += d\n\
+         sys.stdout.buffer.write(got)\n",
+        daemon.http_port
+    );
+    let out = run(host.command("python3").args(["-c", &script]));
+    let content = fs::read(cache.path().join(BIG)).unwrap();
+    let mut rest = &out.stdout[..];
+    let mut answers = Vec::new();
+    while !rest.is_empty() {
+        let end = rest
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("a response head in {:?}", String::from_utf8_lossy(rest)));
+        let head = String::from_utf8_lossy(&rest[..end]).into_owned();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(str::to_owned)
+            })
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("a length in {head}"));
+        let body = &rest[end + 4..end + 4 + len];
+        answers.push((
+            head.lines().next().unwrap_or_default().to_owned(),
+            body.to_vec(),
+        ));
+        rest = &rest[end + 4 + len..];
+    }
+    let statuses: Vec<&str> = answers.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        statuses,
+        [
+            "HTTP/1.1 206 Partial Content",
+            "HTTP/1.1 200 OK",
+            "HTTP/1.1 200 OK",
+            "HTTP/1.1 206 Partial Content"
+        ]
+    );
+    assert_eq!(answers[0].1, content[..10]);
+    assert_eq!(answers[1].1, b"sig");
+    assert!(String::from_utf8_lossy(&answers[2].1).starts_with("pacserved "));
+    assert_eq!(answers[3].1, content[10..20]);
+}

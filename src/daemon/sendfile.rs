@@ -1,0 +1,288 @@
+//! `GET /pkg/<file>` of a cache file, sent by the kernel with sendfile(2).
+//!
+//! Through hyper every byte of a file is read into user space and written out again, a copy
+//! and two system calls per chunk per client; with 32 clients on one file that cost the daemon
+//! about three times nginx's CPU per gigabyte. Here the kernel moves the bytes from the page
+//! cache to the socket, as nginx does with `sendfile on`.
+//!
+//! Nothing about *what* is answered changes. [`serve`] asks tower-http's `ServeFile` (with our
+//! If-Range fix, [`ranges::serve_file`]) for the answer to the same request as a HEAD, and sends
+//! it only when that answer is a 200 or 206 with a body; every other case (304, 412, 416, an
+//! empty file, a file not in the cache, a download in progress) is left to hyper, which answers
+//! it as before. Every limit stays: the connection already holds its slot and passed the
+//! allowlist, the head was read under the header timeout and size limit, and a client that
+//! accepts no byte for the send timeout is dropped. No user-space buffer is held per client, so
+//! a client that stops reading pins nothing but kernel socket memory.
+//!
+//! Like nginx without aio, a read of a file that is not in the page cache blocks the worker
+//! thread for the time of the disk read; each call sends at most [`MAX_PER_CALL`] bytes (nginx's
+//! `sendfile_max_chunk`), so one fast client cannot hold a worker for long.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::os::fd::AsFd;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{Method, StatusCode, header};
+use tokio::io::{AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::daemon::cache::Cache;
+use crate::daemon::chunks;
+use crate::daemon::http1::Head;
+use crate::daemon::ranges;
+use crate::daemon::sent;
+use crate::daemon::stats::Stats;
+
+/// Most bytes one sendfile call may move.
+const MAX_PER_CALL: usize = 2 << 20;
+
+/// How the request was dealt with.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Served {
+    /// Answered in full; the next request may follow on the connection.
+    KeepAlive,
+    /// Answered (or cut off); the connection must be closed.
+    Close,
+    /// Not for this path: hyper answers it, nothing has been written.
+    NotMine,
+}
+
+/// Answers `head` if it is a GET of a cache file whose answer has a body.
+pub async fn serve(
+    stream: &mut TcpStream,
+    head: &Head,
+    client: IpAddr,
+    cache: &Cache,
+    stats: &Stats,
+    send_timeout: Duration,
+) -> Served {
+    if head.method != "GET" {
+        return Served::NotMine;
+    }
+    // Percent-encoded or otherwise unusual targets are rare; hyper's router decodes them.
+    let Some(name) = head.target.strip_prefix("/pkg/") else {
+        return Served::NotMine;
+    };
+    if name.is_empty() || name.contains(['%', '?', '#', '/']) {
+        return Served::NotMine;
+    }
+    let Some(found) = cache.find(name) else {
+        return Served::NotMine;
+    };
+    if found.size == 0 {
+        return Served::NotMine;
+    }
+    let mut probe = Request::new(Body::empty());
+    *probe.method_mut() = Method::HEAD;
+    *probe.headers_mut() = head.headers.clone();
+    let answer = ranges::serve_file(&found.path, probe, chunks::SMALL).await;
+    let Some(extent) = extent(answer.status(), answer.headers()) else {
+        return Served::NotMine;
+    };
+    // The file the answer describes, checked by its size: a file replaced between the two
+    // looks is left to hyper, which looks again.
+    let Ok(file) = File::open(&found.path) else {
+        return Served::NotMine;
+    };
+    if file.metadata().map(|m| m.len()).ok() != Some(extent.total) {
+        return Served::NotMine;
+    }
+
+    let mut out = Vec::with_capacity(512);
+    let status = answer.status();
+    let _ = write!(out, "HTTP/1.1 {status}\r\n");
+    for (name, value) in answer.headers() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let _ = write!(
+        out,
+        "date: {}\r\n",
+        httpdate::fmt_http_date(SystemTime::now())
+    );
+    if !head.keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+
+    stats.heard(client);
+    let request = sent::Request {
+        method: Method::GET,
+        name: name.to_owned(),
+        client,
+        status,
+        range: head
+            .headers
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        announced: extent.len,
+    };
+    sent::started(&request);
+    let result = match tokio::time::timeout(send_timeout, stream.write_all(&out)).await {
+        Ok(Ok(())) => send_range(stream, &file, extent.offset, extent.len, send_timeout).await,
+        Ok(Err(e)) => (0, Err(e)),
+        Err(_) => (0, Err(timed_out(send_timeout))),
+    };
+    let (sent_bytes, outcome) = result;
+    sent::ended(&request, sent_bytes, stats);
+    match outcome {
+        Ok(()) if head.keep_alive => Served::KeepAlive,
+        Ok(()) => Served::Close,
+        Err(e) => {
+            if e.kind() == io::ErrorKind::TimedOut {
+                Stats::add(&stats.stalled_clients, 1);
+            }
+            Served::Close
+        }
+    }
+}
+
+/// The bytes of the file an answer sends.
+#[derive(Debug, PartialEq, Eq)]
+struct Extent {
+    offset: u64,
+    len: u64,
+    /// The whole file's size, as the answer states it.
+    total: u64,
+}
+
+/// What a 200 or 206 answer from ServeFile sends; None for any other answer.
+fn extent(status: StatusCode, headers: &axum::http::HeaderMap) -> Option<Extent> {
+    let number = |name| -> Option<u64> { headers.get(name)?.to_str().ok()?.parse().ok() };
+    let len = number(header::CONTENT_LENGTH)?;
+    match status {
+        StatusCode::OK => Some(Extent {
+            offset: 0,
+            len,
+            total: len,
+        }),
+        StatusCode::PARTIAL_CONTENT => {
+            // `bytes first-last/total`, as ServeFile writes it.
+            let range = headers.get(header::CONTENT_RANGE)?.to_str().ok()?;
+            let (span, total) = range.strip_prefix("bytes ")?.split_once('/')?;
+            let (first, last) = span.split_once('-')?;
+            let (first, last, total) = (
+                first.parse::<u64>().ok()?,
+                last.parse::<u64>().ok()?,
+                total.parse::<u64>().ok()?,
+            );
+            (last >= first && last < total && last - first + 1 == len).then_some(Extent {
+                offset: first,
+                len,
+                total,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Sends `len` bytes of `file` from `offset`. Returns the bytes the kernel took, and an error
+/// if it took fewer: the client accepted nothing for `timeout`, went away, or the file shrank.
+async fn send_range(
+    stream: &TcpStream,
+    file: &File,
+    offset: u64,
+    len: u64,
+    timeout: Duration,
+) -> (u64, io::Result<()>) {
+    let mut sent = 0u64;
+    let mut progress = Instant::now();
+    while sent < len {
+        match tokio::time::timeout_at(progress + timeout, stream.writable()).await {
+            Err(_) => return (sent, Err(timed_out(timeout))),
+            Ok(Err(e)) => return (sent, Err(e)),
+            Ok(Ok(())) => {}
+        }
+        let want = usize::try_from(len - sent).map_or(MAX_PER_CALL, |n| n.min(MAX_PER_CALL));
+        let Ok(mut at) = i64::try_from(offset + sent) else {
+            return (
+                sent,
+                Err(io::Error::other("offset past what sendfile takes")),
+            );
+        };
+        let result = stream.try_io(Interest::WRITABLE, || {
+            nix::sys::sendfile::sendfile64(stream.as_fd(), file.as_fd(), Some(&mut at), want)
+                .map_err(io::Error::from)
+        });
+        match result {
+            Ok(0) => {
+                let e = io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank");
+                return (sent, Err(e));
+            }
+            Ok(n) => {
+                sent += n as u64;
+                progress = Instant::now();
+            }
+            // Not writable after all (readiness is cleared), or a signal: wait again.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return (sent, Err(e)),
+        }
+    }
+    (sent, Ok(()))
+}
+
+fn timed_out(timeout: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("the client read nothing for {} s", timeout.as_secs()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue};
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.clone(), HeaderValue::from_str(v).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn only_a_consistent_200_or_206_is_sent_by_the_kernel() {
+        let whole = headers(&[(header::CONTENT_LENGTH, "100")]);
+        assert_eq!(
+            extent(StatusCode::OK, &whole),
+            Some(Extent {
+                offset: 0,
+                len: 100,
+                total: 100
+            })
+        );
+        let part = |range: &str, len: &str| {
+            let h = headers(&[
+                (header::CONTENT_RANGE, range),
+                (header::CONTENT_LENGTH, len),
+            ]);
+            extent(StatusCode::PARTIAL_CONTENT, &h)
+        };
+        assert_eq!(
+            part("bytes 10-99/100", "90"),
+            Some(Extent {
+                offset: 10,
+                len: 90,
+                total: 100
+            })
+        );
+        assert_eq!(part("bytes 10-99/100", "91"), None, "length disagrees");
+        assert_eq!(part("bytes 10-100/100", "91"), None, "past the end");
+        assert_eq!(part("bytes */100", "0"), None);
+        assert_eq!(extent(StatusCode::NOT_MODIFIED, &whole), None);
+        assert_eq!(extent(StatusCode::RANGE_NOT_SATISFIABLE, &whole), None);
+        assert_eq!(extent(StatusCode::OK, &HeaderMap::new()), None);
+    }
+}
