@@ -59,7 +59,8 @@ fn scenario(hosts: usize) {
     );
     let memory = tempdir();
     let env: [(&str, &std::ffi::OsStr); 1] = [("TMPDIR", memory.path().as_os_str())];
-    let mut targets = vec!["-S"];
+    let op = std::env::var("PACSERVE_TOGETHER_OP").unwrap_or_else(|_| "-S".to_owned());
+    let mut targets = vec![op.as_str()];
     targets.extend(names.iter().map(String::as_str));
 
     // Every host: a fresh pacman (synced) and its daemon over its cache.
@@ -101,6 +102,10 @@ fn scenario(hosts: usize) {
 
     // Everyone at once.
     let nodes = setup(hosts);
+    let busy_before = machine_busy();
+    let daemons_cpu = || -> f64 { nodes.iter().map(|(_, d)| super::cpu_seconds(d.pid())).sum() };
+    let daemons_before = daemons_cpu();
+    let children_before = children_cpu();
     let started = Instant::now();
     let children: Vec<_> = nodes
         .iter()
@@ -142,6 +147,21 @@ fn scenario(hosts: usize) {
         }
         times.push(seconds);
     }
+    let busy = machine_busy().since(&busy_before);
+    eprintln!(
+        "T0 {:?}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+            - started.elapsed().as_secs_f64()
+    );
+    eprintln!(
+        "MIRRORLOG\n{}",
+        std::fs::read_to_string(mirror.log_path()).unwrap()
+    );
+    let daemons_used = daemons_cpu() - daemons_before;
+    let children_used = children_cpu() - children_before;
     let sent = sent_for_packages() - before;
     let slowest = times.iter().cloned().fold(0.0, f64::max);
     println!(
@@ -157,4 +177,62 @@ fn scenario(hosts: usize) {
     sorted.sort_by(f64::total_cmp);
     let shown: Vec<String> = sorted.iter().map(|t| format!("{t:.2}")).collect();
     println!("  every host, fastest first (s): {}", shown.join(" "));
+    println!(
+        "  this machine's {} cores were {:.0}% busy while they ran",
+        busy.cores,
+        busy.share() * 100.0
+    );
+    println!("  CPU: daemons {daemons_used:.2} s, pacman and pacserve-fetch {children_used:.2} s");
+}
+
+fn children_cpu() -> f64 {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .expect("getrusage");
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    secs(usage.user_time()) + secs(usage.system_time())
+}
+
+/// Jiffies the whole machine spent busy and idle, from /proc/stat: whether a figure measures
+/// the design or the simulation's cores, since every host here shares them.
+struct Busy {
+    busy: u64,
+    idle: u64,
+    cores: usize,
+}
+
+impl Busy {
+    fn since(&self, before: &Busy) -> Busy {
+        Busy {
+            busy: self.busy - before.busy,
+            idle: self.idle - before.idle,
+            cores: self.cores,
+        }
+    }
+
+    fn share(&self) -> f64 {
+        self.busy as f64 / (self.busy + self.idle).max(1) as f64
+    }
+}
+
+fn machine_busy() -> Busy {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    let total: u64 = fields.iter().take(8).sum();
+    Busy {
+        busy: total - idle,
+        idle,
+        cores: stat
+            .lines()
+            .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
+            .count(),
+    }
 }

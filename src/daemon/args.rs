@@ -65,7 +65,8 @@ pub struct DaemonArgs {
     /// The agent's abstract Unix socket name [default: pacserved/agent].
     #[arg(long, value_name = "NAME")]
     pub agent_socket: Option<String>,
-    /// Files of a pacman transaction the agent fetches ahead; 0 turns prefetch off
+    /// Files of a pacman transaction the agent fetches at once ahead of pacman (up to 256 MiB
+    /// ahead); 0 turns prefetch off
     /// [default: 5].
     #[arg(long, value_name = "N")]
     pub prefetch: Option<usize>,

@@ -398,6 +398,61 @@ fn pacman_gets_exactly_its_transaction_and_the_agent_prefetches_the_rest_of_it()
 }
 
 #[test]
+fn prefetch_keeps_its_window_running_while_pacman_is_still_on_an_earlier_file() {
+    // p0 is slow (the mirror drips fresh requests after 256 KiB), p1…p6 are small. The daemon
+    // fetches 3 at a time: when one ends the next starts, so all six are done while pacman is
+    // still on p0. (Started only as pacman asked, p4 could not begin before p0 had ended.)
+    let options = nginx::Options {
+        throttle_fresh: true,
+        ..Default::default()
+    };
+    let Some(t) = transaction(0, 0, options) else {
+        return;
+    };
+    let names: Vec<String> = (0..7).map(|i| format!("p{i}")).collect();
+    let files: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let payload = if i == 0 { 600_000 } else { 100_000 };
+            t.repo.add_package(name, payload)
+        })
+        .collect();
+    assert!(t.pacman(&["-Sy"]).status.success());
+    let mut install = vec!["-S"];
+    install.extend(names.iter().map(String::as_str));
+    let out = t.pacman(&install);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let order: Vec<String> = t.mirror.log().into_iter().map(|l| l.path).collect();
+    let ended = |file: &str| {
+        order
+            .iter()
+            .position(|p| p.ends_with(file))
+            .unwrap_or_else(|| panic!("{file} never fetched: {order:?}"))
+    };
+    for file in &files[1..] {
+        assert!(
+            ended(file) < ended(&files[0]),
+            "{file} was not fetched while pacman waited for p0: {order:?}"
+        );
+        assert_eq!(t.mirror.requests_for(file).len(), 1, "{file} once");
+    }
+    for (name, file) in names.iter().zip(&files) {
+        assert!(t.pacman.installed_data(name).is_some(), "{name}");
+        assert_eq!(
+            fs::read(t.pacman.cache().join(file)).unwrap(),
+            fs::read(t.repo.dir.join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    assert!(t.staging_empties(), "handed-over files are deleted");
+}
+
+#[test]
 fn ctrl_c_mid_transaction_then_a_rerun_resumes_and_installs() {
     let options = nginx::Options {
         throttle_fresh: true,

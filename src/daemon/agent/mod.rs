@@ -111,7 +111,7 @@ fn release(running: &Mutex<HashMap<u32, usize>>, uid: u32) {
 }
 
 /// One connection: its first line says what it wants.
-fn serve(conn: UnixStream, caller: Caller, upstream: &ureq::Agent, prefetch: &Prefetch) {
+fn serve(conn: UnixStream, caller: Caller, upstream: &ureq::Agent, prefetch: &Arc<Prefetch>) {
     // A client that stops reading or writing must not hold its thread for ever.
     let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(30)));
     let _ = conn.set_write_timeout(Some(std::time::Duration::from_secs(60)));

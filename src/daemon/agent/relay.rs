@@ -10,6 +10,7 @@
 
 use std::io::{self, BufRead, Read, Write};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ureq::Agent;
@@ -96,7 +97,7 @@ pub fn relay(
     origin: &str,
     limits: Limits,
     upstream: &Agent,
-    prefetch: &Prefetch,
+    prefetch: &Arc<Prefetch>,
 ) {
     let request = match read_request(&mut reader) {
         Ok(request) => request,
