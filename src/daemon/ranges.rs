@@ -83,10 +83,11 @@ pub async fn serve_file(path: &std::path::Path, request: Request, chunk: usize) 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+    /// A header map from pairs, for tests here and in [`crate::daemon::sendfile`].
+    pub(crate) fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
         pairs
             .iter()
             .map(|(k, v)| (k.clone(), HeaderValue::from_str(v).unwrap()))

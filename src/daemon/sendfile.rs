@@ -243,14 +243,8 @@ fn timed_out(timeout: Duration) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::{HeaderMap, HeaderValue};
-
-    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.clone(), HeaderValue::from_str(v).unwrap()))
-            .collect()
-    }
+    use crate::daemon::ranges::tests::headers;
+    use axum::http::HeaderMap;
 
     #[test]
     fn only_a_consistent_200_or_206_is_sent_by_the_kernel() {

@@ -210,9 +210,10 @@ impl Prefetch {
         })
     }
 
-    /// A fetch of `txn` ended: start the next ones.
+    /// A fetch of `txn` ended: start the next ones, unless its pacman has gone meanwhile.
     fn refill(self: &Arc<Self>, txn: Transaction, up: &Agent) {
         let mut plans = self.lock();
+        drop_stale(&mut plans);
         self.start_window(&mut plans, txn, up);
     }
 
