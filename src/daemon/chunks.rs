@@ -1,8 +1,8 @@
 //! How much of a file a response reads at a time: large for speed, within a global budget.
 //!
-//! Only bodies hyper sends read chunks: files still arriving ([`crate::daemon::growing`]) and
-//! anything the kernel path leaves to hyper; complete cache files go by sendfile
-//! ([`crate::daemon::sendfile`]) and hold no chunk.
+//! Only bodies hyper sends read chunks: what the kernel path ([`crate::daemon::sendfile`]) leaves
+//! to hyper, such as a percent-encoded name. Plain GETs of cache files and of files still
+//! arriving go by sendfile and hold no chunk.
 //!
 //! Every response holds what it has read until the client takes it: the chunk hyper is sending
 //! and tokio's read buffer, two chunks. Large chunks (fewer reads, each a round trip to tokio's

@@ -246,52 +246,75 @@ impl Follow {
         })
     }
 
-    /// The next chunk; None at the end of the file.
-    pub async fn next(&mut self) -> Option<io::Result<Bytes>> {
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    pub fn pos(&self) -> u64 {
+        self.pos
+    }
+
+    /// `n` more bytes were sent.
+    pub fn advance(&mut self, n: u64) {
+        self.pos += n;
+    }
+
+    /// How far the follower may read now, waiting for bytes to land: Some(limit) past `pos`,
+    /// or None at the end of the file.
+    pub async fn landed(&mut self) -> io::Result<Option<u64>> {
         let size = self.entry.size;
         loop {
             if self.pos >= size {
-                return None;
+                return Ok(None);
             }
             let landed = *self.changes.borrow_and_update();
             let limit = match landed.phase {
                 Phase::Verified => size,
-                Phase::Failed => return Some(Err(io::Error::other("the download failed"))),
+                Phase::Failed => return Err(io::Error::other("the download failed")),
                 Phase::Claiming | Phase::Running => landed.bytes.min(size - 1),
             };
             if self.pos < limit {
-                let want = (limit - self.pos).min(CHUNK as u64) as usize;
-                let (file, pos) = (self.file.clone(), self.pos);
-                let read = tokio::task::spawn_blocking(move || {
-                    let mut buf = vec![0u8; want];
-                    let n = file.read_at(&mut buf, pos)?;
-                    buf.truncate(n);
-                    Ok::<_, io::Error>(buf)
-                })
-                .await;
-                return match read {
-                    Ok(Ok(buf)) if !buf.is_empty() => {
-                        self.pos += buf.len() as u64;
-                        Some(Ok(Bytes::from(buf)))
-                    }
-                    Ok(Ok(_)) => Some(Err(io::ErrorKind::UnexpectedEof.into())),
-                    Ok(Err(e)) => Some(Err(e)),
-                    Err(e) => Some(Err(io::Error::other(e))),
-                };
+                return Ok(Some(limit));
             }
             match tokio::time::timeout(FOLLOW_STALL, self.changes.changed()).await {
                 Ok(Ok(())) => continue,
-                Ok(Err(_)) => return Some(Err(io::Error::other("the download went away"))),
-                Err(_) => return Some(Err(io::ErrorKind::TimedOut.into())),
+                Ok(Err(_)) => return Err(io::Error::other("the download went away")),
+                Err(_) => return Err(io::ErrorKind::TimedOut.into()),
             }
+        }
+    }
+
+    /// The next chunk; None at the end of the file.
+    pub async fn next(&mut self) -> Option<io::Result<Bytes>> {
+        let limit = match self.landed().await {
+            Ok(Some(limit)) => limit,
+            Ok(None) => return None,
+            Err(e) => return Some(Err(e)),
+        };
+        let want = (limit - self.pos).min(CHUNK as u64) as usize;
+        let (file, pos) = (self.file.clone(), self.pos);
+        let read = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; want];
+            let n = file.read_at(&mut buf, pos)?;
+            buf.truncate(n);
+            Ok::<_, io::Error>(buf)
+        })
+        .await;
+        match read {
+            Ok(Ok(buf)) if !buf.is_empty() => {
+                self.pos += buf.len() as u64;
+                Some(Ok(Bytes::from(buf)))
+            }
+            Ok(Ok(_)) => Some(Err(io::ErrorKind::UnexpectedEof.into())),
+            Ok(Err(e)) => Some(Err(e)),
+            Err(e) => Some(Err(io::Error::other(e))),
         }
     }
 }
 
-/// The HTTP answer for a shared file: the full length (or the rest from `bytes=<n>-`, the only
-/// range clients send), streamed as it lands.
-pub fn response(entry: Arc<Entry>, method: &Method, range: Option<&str>) -> Response {
-    let size = entry.size;
+/// Where a follower's answer starts: `(status, first byte)`, or None for a range past the end
+/// (416). Only `bytes=<n>-` is understood, the only range clients send.
+pub fn extent(size: u64, range: Option<&str>) -> Option<(StatusCode, u64)> {
     let from = range.and_then(|r| {
         r.trim()
             .strip_prefix("bytes=")?
@@ -299,17 +322,15 @@ pub fn response(entry: Arc<Entry>, method: &Method, range: Option<&str>) -> Resp
             .parse()
             .ok()
     });
-    let (status, from) = match from {
-        Some(from) if from >= size => {
-            return (
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                [(header::CONTENT_RANGE, format!("bytes */{size}"))],
-            )
-                .into_response();
-        }
-        Some(from) if from > 0 => (StatusCode::PARTIAL_CONTENT, from),
-        _ => (StatusCode::OK, 0),
-    };
+    match from {
+        Some(from) if from >= size => None,
+        Some(from) if from > 0 => Some((StatusCode::PARTIAL_CONTENT, from)),
+        _ => Some((StatusCode::OK, 0)),
+    }
+}
+
+/// The framing headers of a follower's answer from byte `from`.
+pub fn framing(size: u64, from: u64) -> Vec<(header::HeaderName, String)> {
     let mut headers = vec![(header::CONTENT_LENGTH, (size - from).to_string())];
     if from > 0 {
         headers.push((
@@ -317,6 +338,21 @@ pub fn response(entry: Arc<Entry>, method: &Method, range: Option<&str>) -> Resp
             format!("bytes {from}-{}/{size}", size - 1),
         ));
     }
+    headers
+}
+
+/// The HTTP answer for a shared file: the full length (or the rest from `bytes=<n>-`, the only
+/// range clients send), streamed as it lands.
+pub fn response(entry: Arc<Entry>, method: &Method, range: Option<&str>) -> Response {
+    let size = entry.size;
+    let Some((status, from)) = extent(size, range) else {
+        return (
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+        )
+            .into_response();
+    };
+    let headers = framing(size, from);
     let follow = match Follow::open(entry, from) {
         Ok(follow) => follow,
         Err(_) => return StatusCode::NOT_FOUND.into_response(),

@@ -1,4 +1,5 @@
-//! `GET /pkg/<file>` of a cache file, sent by the kernel with sendfile(2).
+//! `GET /pkg/<file>` of a cache file or of a file arriving right now, sent by the kernel with
+//! sendfile(2).
 //!
 //! Through hyper every byte of a file is read into user space and written out again, a copy
 //! and two system calls per chunk per client; with 32 clients on one file that cost the daemon
@@ -8,8 +9,10 @@
 //! Nothing about *what* is answered changes. [`serve`] asks tower-http's `ServeFile` (with our
 //! If-Range fix, [`ranges::serve_file`]) for the answer to the same request as a HEAD, and sends
 //! it only when that answer is a 200 or 206 with a body; every other case (304, 412, 416, an
-//! empty file, a file not in the cache, a download in progress) is left to hyper, which answers
-//! it as before. Every limit stays: the connection already holds its slot and passed the
+//! empty file, a file nowhere here) is left to hyper, which answers it as before. A file
+//! arriving right now is answered as [`growing::response`] answers it (its [`growing::extent`]
+//! and [`growing::framing`]), sending what has landed as it lands ([`Follow::landed`]), the
+//! last byte only once the file is verified. Every limit stays: the connection already holds its slot and passed the
 //! allowlist, the head was read under the header timeout and size limit, and a client that
 //! accepts no byte for the send timeout is dropped. No user-space buffer is held per client, so
 //! a client that stops reading pins nothing but kernel socket memory.
@@ -22,6 +25,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::net::IpAddr;
 use std::os::fd::AsFd;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
@@ -33,10 +37,12 @@ use tokio::time::Instant;
 
 use crate::daemon::cache::Cache;
 use crate::daemon::chunks;
+use crate::daemon::growing::{self, Entry, Follow, Growing};
 use crate::daemon::http1::Head;
 use crate::daemon::ranges;
 use crate::daemon::sent;
 use crate::daemon::stats::Stats;
+use crate::info;
 
 /// Most bytes one sendfile call may move.
 const MAX_PER_CALL: usize = 2 << 20;
@@ -52,14 +58,21 @@ pub enum Served {
     NotMine,
 }
 
-/// Answers `head` if it is a GET of a cache file whose answer has a body.
+/// What the kernel path serves from, and its send timeout.
+pub struct Files<'a> {
+    pub cache: &'a Cache,
+    pub growing: &'a Growing,
+    pub stats: &'a Stats,
+    pub send_timeout: Duration,
+}
+
+/// Answers `head` if it is a GET of a cache file whose answer has a body, or of a file
+/// arriving right now.
 pub async fn serve(
     stream: &mut TcpStream,
     head: &Head,
     client: IpAddr,
-    cache: &Cache,
-    stats: &Stats,
-    send_timeout: Duration,
+    files: &Files<'_>,
 ) -> Served {
     if head.method != "GET" {
         return Served::NotMine;
@@ -71,8 +84,16 @@ pub async fn serve(
     if name.is_empty() || name.contains(['%', '?', '#', '/']) {
         return Served::NotMine;
     }
-    let Some(found) = cache.find(name) else {
-        return Served::NotMine;
+    let range = head
+        .headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let Some(found) = files.cache.find(name) else {
+        return match files.growing.find(name) {
+            Some(entry) => follow(stream, head, client, entry, range, files).await,
+            None => Served::NotMine,
+        };
     };
     if found.size == 0 {
         return Served::NotMine;
@@ -92,14 +113,92 @@ pub async fn serve(
     if file.metadata().map(|m| m.len()).ok() != Some(extent.total) {
         return Served::NotMine;
     }
-
-    let mut out = Vec::with_capacity(512);
     let status = answer.status();
+    let fields = answer
+        .headers()
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_bytes()));
+    let out = response_head(status, fields, head.keep_alive);
+
+    files.stats.heard(client);
+    let request = sent::Request {
+        method: Method::GET,
+        name: name.to_owned(),
+        client,
+        status,
+        range,
+        announced: extent.len,
+    };
+    sent::started(&request);
+    let timeout = files.send_timeout;
+    let (sent_bytes, outcome) = match write_head(stream, &out, timeout).await {
+        Ok(()) => send_range(stream, &file, extent.offset, extent.len, timeout).await,
+        Err(e) => (0, Err(e)),
+    };
+    sent::ended(&request, sent_bytes, files.stats);
+    ended(outcome, head.keep_alive, files.stats)
+}
+
+/// A file arriving right now ([`crate::daemon::growing`]): the full length announced, bytes
+/// sent as they land, the last one once the file is verified. A range past the end is left
+/// to hyper (416).
+async fn follow(
+    stream: &mut TcpStream,
+    head: &Head,
+    client: IpAddr,
+    entry: Arc<Entry>,
+    range: Option<String>,
+    files: &Files<'_>,
+) -> Served {
+    let size = entry.size;
+    let Some((status, from)) = growing::extent(size, range.as_deref()) else {
+        return Served::NotMine;
+    };
+    let Ok(mut follow) = Follow::open(entry, from) else {
+        return Served::NotMine;
+    };
+    files.stats.heard(client);
+    info!(
+        "GET /pkg/{} from {client}: following the download in progress",
+        head.target.trim_start_matches("/pkg/")
+    );
+    Stats::add(&files.stats.files_served, 1);
+    let framing = growing::framing(size, from);
+    let fields = framing
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_bytes()));
+    let out = response_head(status, fields, head.keep_alive);
+    let timeout = files.send_timeout;
+    let mut outcome = write_head(stream, &out, timeout).await;
+    while outcome.is_ok() {
+        let limit = match follow.landed().await {
+            Ok(Some(limit)) => limit,
+            Ok(None) => break,
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        };
+        let (pos, file) = (follow.pos(), follow.file());
+        let (sent, result) = send_range(stream, file, pos, limit - pos, timeout).await;
+        follow.advance(sent);
+        outcome = result;
+    }
+    ended(outcome, head.keep_alive, files.stats)
+}
+
+/// An HTTP/1.1 response head with `fields`, a Date, and `Connection: close` unless kept alive.
+fn response_head<'a>(
+    status: StatusCode,
+    fields: impl Iterator<Item = (&'a str, &'a [u8])>,
+    keep_alive: bool,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
     let _ = write!(out, "HTTP/1.1 {status}\r\n");
-    for (name, value) in answer.headers() {
-        out.extend_from_slice(name.as_str().as_bytes());
+    for (name, value) in fields {
+        out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
     let _ = write!(
@@ -107,34 +206,24 @@ pub async fn serve(
         "date: {}\r\n",
         httpdate::fmt_http_date(SystemTime::now())
     );
-    if !head.keep_alive {
+    if !keep_alive {
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
+    out
+}
 
-    stats.heard(client);
-    let request = sent::Request {
-        method: Method::GET,
-        name: name.to_owned(),
-        client,
-        status,
-        range: head
-            .headers
-            .get(header::RANGE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        announced: extent.len,
-    };
-    sent::started(&request);
-    let result = match tokio::time::timeout(send_timeout, stream.write_all(&out)).await {
-        Ok(Ok(())) => send_range(stream, &file, extent.offset, extent.len, send_timeout).await,
-        Ok(Err(e)) => (0, Err(e)),
-        Err(_) => (0, Err(timed_out(send_timeout))),
-    };
-    let (sent_bytes, outcome) = result;
-    sent::ended(&request, sent_bytes, stats);
+async fn write_head(stream: &mut TcpStream, head: &[u8], timeout: Duration) -> io::Result<()> {
+    match tokio::time::timeout(timeout, stream.write_all(head)).await {
+        Ok(result) => result,
+        Err(_) => Err(timed_out(timeout)),
+    }
+}
+
+/// What becomes of the connection after a response that ended with `outcome`.
+fn ended(outcome: io::Result<()>, keep_alive: bool, stats: &Stats) -> Served {
     match outcome {
-        Ok(()) if head.keep_alive => Served::KeepAlive,
+        Ok(()) if keep_alive => Served::KeepAlive,
         Ok(()) => Served::Close,
         Err(e) => {
             if e.kind() == io::ErrorKind::TimedOut {

@@ -5,9 +5,9 @@
 //! If-Modified-Since, Last-Modified and HEAD are tower-http's `ServeFile`, a maintained and
 //! widely used implementation, rather than ours. Which files may be served is decided by
 //! [`Cache::find`] alone, the same gate the responder uses; who may ask, by the [`Allowlist`].
-//! Each request head is read first by [`http1`]: a GET of a cache file whose answer has a body
-//! is sent by the kernel ([`sendfile`], the answer still decided by ServeFile), everything else
-//! goes to hyper and the router.
+//! Each request head is read first by [`http1`]: a GET of a cache file whose answer has a body,
+//! or of a file arriving right now, is sent by the kernel ([`sendfile`], the answer still decided
+//! by ServeFile or [`growing`]), everything else goes to hyper and the router.
 //!
 //! The accept loop is ours rather than `axum::serve` so that every connection is bounded, in this
 //! order: a source outside the allowlist is closed on arrival, before it can hold anything; the
@@ -91,6 +91,7 @@ pub async fn serve(
     let stats = app.stats.clone();
     let shared = Shared {
         cache: app.cache.clone(),
+        growing: app.growing.clone(),
         router: router(app),
         stats: stats.clone(),
         chunks: ChunkBudget::default(),
@@ -124,6 +125,7 @@ pub async fn serve(
 struct Shared {
     router: Router,
     cache: Arc<Cache>,
+    growing: Arc<Growing>,
     stats: Arc<Stats>,
     chunks: ChunkBudget,
 }
@@ -150,8 +152,13 @@ async fn requests(mut stream: tokio::net::TcpStream, client: SocketAddr, shared:
                 Read::Gone => return,
             };
         let source = client.ip().to_canonical();
-        let (cache, stats) = (&shared.cache, &shared.stats);
-        match sendfile::serve(&mut stream, &head, source, cache, stats, SEND_TIMEOUT).await {
+        let files = sendfile::Files {
+            cache: &shared.cache,
+            growing: &shared.growing,
+            stats: &shared.stats,
+            send_timeout: SEND_TIMEOUT,
+        };
+        match sendfile::serve(&mut stream, &head, source, &files).await {
             Served::KeepAlive => {
                 buf.drain(..head.len);
             }
