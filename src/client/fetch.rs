@@ -154,6 +154,36 @@ fn fetch_locked(
         progress.note(|| why);
     }
 
+    // A copy the local pacserved prefetched for this transaction is on this machine already:
+    // it comes before the LAN (no query, no wait). It is checked like any other source.
+    let socket = settings.agent_socket.as_deref();
+    let mirror = agent::Mirror::new(socket, settings.limits, &settings.user_agent, url);
+    let vouched = if want.resume { out.len() } else { 0 };
+    if kind == FileKind::Package && expected.is_some() {
+        progress.source(name, Source::Mirror);
+        match mirror.staged(url, &mut out, &want, progress) {
+            Some(Ok(delivered)) => match mismatch(&out, expected)? {
+                None => {
+                    return Ok(Report {
+                        source: format!("{url} (prefetched by pacserved)"),
+                        delivered,
+                    });
+                }
+                Some(why) => {
+                    progress.warn(|| format!("pacserved's prefetched copy was bad ({why})"));
+                    out.truncate(vouched)?;
+                }
+            },
+            Some(Err(e)) if e.is_source_failure() => {
+                progress.abandon();
+                progress.warn(|| format!("pacserved's prefetched copy failed: {e}"));
+                out.truncate(vouched)?;
+            }
+            Some(Err(e)) => return Err(e),
+            None => {}
+        }
+    }
+
     // Ask peers: only for packages and their signatures, never databases.
     let asking = settings.discovery.as_ref().filter(|_| peers_may_serve);
     let mut memory = match asking {
@@ -168,9 +198,8 @@ fn fetch_locked(
     // Transfer and verify: each chosen peer in the order it answered, all of them within the
     // phase's budget, then the mirror pacman named. A peer that fails in any way is avoided
     // for a while by later runs too.
-    // The last byte we can vouch for: what we had before any peer (nothing, when the file
-    // starts over anyway).
-    let vouched = if want.resume { out.len() } else { 0 };
+    // The last byte we can vouch for (`vouched`): what we had before any peer (nothing, when
+    // the file starts over anyway).
     let phase = PeerPhase::start(want.size.or(peers.first().map(|c| c.size)).unwrap_or(0));
     for peer in peers {
         let Some(left) = phase.left() else {
@@ -231,9 +260,7 @@ fn fetch_locked(
     }
     // The mirror: through the local pacserved when it runs (warm connections, prefetched
     // files), else directly; see client::agent.
-    let socket = settings.agent_socket.as_deref();
     progress.source(name, Source::Mirror);
-    let mirror = agent::Mirror::new(socket, settings.limits, &settings.user_agent, url, progress);
     mirror.offer_plan(kind, asking, progress);
     let on_peer_bytes = out.len() > vouched;
     let want = Want {

@@ -29,6 +29,11 @@
 //!   answer from another daemon's download of the same file instead of the origin (same status
 //!   and length as the origin's 200; see `pacserved(8)`, DOWNLOADS IN PROGRESS). Daemons that
 //!   predate it ignore the header.
+//! - `PSRV-AGENT 1 STAGED <origin> <connect-ms> <stall-ms>`: as `FETCH`, but answered only from
+//!   a file the daemon prefetched for the caller's pacman transaction (while it still arrives,
+//!   the last byte held back until it is verified); otherwise `404` with `X-Pacserve-Agent: not
+//!   staged`, and nothing is fetched. A client asks this before it asks the LAN: a prefetched
+//!   copy is already on this machine. Daemons that predate it answer `400`, which means the same.
 //! - `PSRV-AGENT 1 KNOWS <txn>`: the daemon answers `YES\n` when it holds a download plan for
 //!   that pacman transaction, else `NO\n`.
 //! - `PSRV-AGENT 1 PLAN <txn>`: lines `<url> <size> <sha256 hex>` follow, in the order pacman
@@ -101,6 +106,8 @@ pub enum Job {
         origin: String,
         connect_ms: u64,
         stall_ms: u64,
+        /// `STAGED`: answer only from a file prefetched for the caller's transaction.
+        staged_only: bool,
     },
     Knows(Transaction),
     Plan(Transaction),
@@ -113,10 +120,14 @@ impl fmt::Display for Job {
                 origin,
                 connect_ms,
                 stall_ms,
-            } => writeln!(
-                f,
-                "{MAGIC} {VERSION} FETCH {origin} {connect_ms} {stall_ms}"
-            ),
+                staged_only,
+            } => {
+                let word = if *staged_only { "STAGED" } else { "FETCH" };
+                writeln!(
+                    f,
+                    "{MAGIC} {VERSION} {word} {origin} {connect_ms} {stall_ms}"
+                )
+            }
             Job::Knows(txn) => writeln!(f, "{MAGIC} {VERSION} KNOWS {txn}"),
             Job::Plan(txn) => writeln!(f, "{MAGIC} {VERSION} PLAN {txn}"),
         }
@@ -128,10 +139,18 @@ impl Job {
     pub fn parse(line: &str) -> Result<Job, String> {
         let words: Vec<&str> = line.split(' ').collect();
         match words[..] {
-            [MAGIC, VERSION, "FETCH", origin, connect, stall] => Ok(Job::Fetch {
+            [
+                MAGIC,
+                VERSION,
+                word @ ("FETCH" | "STAGED"),
+                origin,
+                connect,
+                stall,
+            ] => Ok(Job::Fetch {
                 origin: check_origin(origin)?.to_owned(),
                 connect_ms: number(connect)?,
                 stall_ms: number(stall)?,
+                staged_only: word == "STAGED",
             }),
             [MAGIC, VERSION, "KNOWS", txn] => Ok(Job::Knows(Transaction::parse(txn)?)),
             [MAGIC, VERSION, "PLAN", txn] => Ok(Job::Plan(Transaction::parse(txn)?)),
@@ -279,6 +298,13 @@ mod tests {
                 origin: "https://mirror.example:8443".into(),
                 connect_ms: 10_000,
                 stall_ms: 500,
+                staged_only: false,
+            },
+            Job::Fetch {
+                origin: "http://[::1]:80".into(),
+                connect_ms: 1,
+                stall_ms: 2,
+                staged_only: true,
             },
             Job::Knows(Transaction { pid: 7, start: 99 }),
             Job::Plan(Transaction { pid: 1, start: 2 }),
@@ -293,6 +319,7 @@ mod tests {
             "PSRV-AGENT 1 FETCH http://user@mirror 1 1",
             "PSRV-AGENT 1 FETCH http://mirror/path 1 1",
             "PSRV-AGENT 1 FETCH junk 1 1",
+            "PSRV-AGENT 1 STAGED file://mirror 1 1",
             "PSRV-AGENT 2 KNOWS 1-2",
             "GET / HTTP/1.1",
         ] {

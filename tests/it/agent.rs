@@ -301,6 +301,16 @@ struct Transaction {
 
 /// A repository of `count` packages (`p0`…), a mirror serving it, a daemon prefetching 3 ahead.
 fn transaction(count: usize, payload: usize, options: nginx::Options) -> Option<Transaction> {
+    transaction_with(count, payload, options, &Pacman::xfer_line(fetch_bin()))
+}
+
+/// As [`transaction`], with pacman's XferCommand `xfer`.
+fn transaction_with(
+    count: usize,
+    payload: usize,
+    options: nginx::Options,
+    xfer: &str,
+) -> Option<Transaction> {
     if !require_pacman_tools() {
         return None;
     }
@@ -312,10 +322,7 @@ fn transaction(count: usize, payload: usize, options: nginx::Options) -> Option<
     }
     let mirror = Nginx::start_in(Some(&host), root.path(), options)?;
     let (daemon, cache) = daemon(&host, &["--prefetch", "3"]);
-    let pacman = Pacman::new(
-        Some(&Pacman::xfer_line(fetch_bin())),
-        &[("pstest", mirror.url("pstest"))],
-    );
+    let pacman = Pacman::new(Some(xfer), &[("pstest", mirror.url("pstest"))]);
     Some(Transaction {
         host,
         repo,
@@ -446,6 +453,38 @@ fn prefetch_keeps_its_window_running_while_pacman_is_still_on_an_earlier_file() 
         assert_eq!(
             fs::read(t.pacman.cache().join(file)).unwrap(),
             fs::read(t.repo.dir.join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    assert!(t.staging_empties(), "handed-over files are deleted");
+}
+
+#[test]
+fn a_prefetched_file_is_taken_from_the_daemon_before_the_lan_is_asked() {
+    // Peers on (a host with only loopback, so the LAN query finds nobody): the first package
+    // asks the LAN, then goes to the mirror through the agent, which prefetches the others;
+    // each of those comes straight from the daemon, without a LAN query or its wait.
+    let xfer = format!("{} -v --config /dev/null '%o' '%u'", fetch_bin());
+    let Some(t) = transaction_with(4, 100_000, nginx::Options::default(), &xfer) else {
+        return;
+    };
+    assert!(t.pacman(&["-Sy"]).status.success());
+    let out = t.pacman(&["-S", "p0", "p1", "p2", "p3"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines = |needle: &str| stderr.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(lines("(prefetched by pacserved)"), 3, "{stderr}");
+    assert_eq!(
+        lines("peers answered"),
+        1,
+        "only p0 asked the LAN: {stderr}"
+    );
+    for i in 0..4 {
+        let file = format!("p{i}-1.0-1-any.pkg.tar.zst");
+        assert_eq!(t.mirror.requests_for(&file).len(), 1, "{file} once");
+        assert_eq!(
+            fs::read(t.pacman.cache().join(&file)).unwrap(),
+            fs::read(t.repo.dir.join(&file)).unwrap(),
             "{file}"
         );
     }

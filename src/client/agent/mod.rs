@@ -33,6 +33,8 @@ pub struct Mirror {
     user_agent: String,
     /// Through the local daemon, when one answered on the agent socket.
     via_daemon: Option<Agent>,
+    /// The same daemon, asked only for what it prefetched (`STAGED`).
+    staged: Option<Agent>,
     /// That daemon's socket name.
     socket: Option<String>,
     /// Built on first use: loading the system's trust store costs a few milliseconds.
@@ -41,13 +43,7 @@ pub struct Mirror {
 
 impl Mirror {
     /// Connects to the agent socket `socket` (None: standalone) when `url` is one it can carry.
-    pub fn new(
-        socket: Option<&str>,
-        limits: Limits,
-        user_agent: &str,
-        url: &str,
-        progress: &Progress,
-    ) -> Mirror {
+    pub fn new(socket: Option<&str>, limits: Limits, user_agent: &str, url: &str) -> Mirror {
         let http = ["http://", "https://"].iter().any(|s| {
             url.get(..s.len())
                 .is_some_and(|p| p.eq_ignore_ascii_case(s))
@@ -56,22 +52,58 @@ impl Mirror {
         let stream = socket
             .filter(|_| http && !proxied)
             .and_then(|name| transport::connect(name).ok().map(|s| (name, s)));
-        let via_daemon = stream.map(|(name, stream)| {
-            progress.note(|| format!("handing the download to pacserved (@{name})"));
+        let agent = |name: &str, first, staged_only| {
             let connector = transport::AgentConnector {
                 socket: name.to_owned(),
                 limits,
-                first: Mutex::new(Some(stream)),
+                first: Mutex::new(first),
+                staged_only,
             };
             let config = transfer::config(limits, user_agent, None, 10);
             Agent::with_parts(config, connector, transport::NoLookup)
-        });
+        };
+        let (via_daemon, staged) = match stream {
+            Some((name, stream)) => (
+                Some(agent(name, Some(stream), false)),
+                Some(agent(name, None, true)),
+            ),
+            None => (None, None),
+        };
         Mirror {
             socket: via_daemon.as_ref().and(socket).map(str::to_owned),
             limits,
             user_agent: user_agent.to_owned(),
             via_daemon,
+            staged,
             direct: OnceCell::new(),
+        }
+    }
+
+    /// The copy of `url` the daemon prefetched for this pacman transaction, if it has one:
+    /// None when it has none (or no daemon runs), so the caller goes on to the LAN and the
+    /// mirror; else how the transfer went.
+    pub fn staged(
+        &self,
+        url: &str,
+        out: &mut Output,
+        want: &Want,
+        progress: &mut Progress,
+    ) -> Option<Result<Delivered, Error>> {
+        let staged = self.staged.as_ref()?;
+        let want = Want {
+            share: None,
+            ..want.clone()
+        };
+        progress.note(|| "asking pacserved for a copy it prefetched".to_owned());
+        match transfer::fetch_url(staged, url, out, &want, self.limits, progress) {
+            // Not staged (404), or a daemon that predates STAGED (400).
+            Err(Error::Status {
+                code: 404 | 400, ..
+            }) => {
+                progress.note(|| "pacserved has none".to_owned());
+                None
+            }
+            done => Some(done),
         }
     }
 
@@ -92,6 +124,8 @@ impl Mirror {
         progress: &mut Progress,
     ) -> Result<Delivered, Error> {
         if let Some(via) = &self.via_daemon {
+            let socket = self.socket.as_deref().unwrap_or_default();
+            progress.note(|| format!("handing the download to pacserved (@{socket})"));
             match transfer::fetch_url(via, url, out, want, self.limits, progress) {
                 Err(e) if daemon_failed(&e) => {
                     progress.abandon();

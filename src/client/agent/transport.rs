@@ -33,6 +33,8 @@ pub struct AgentConnector {
     pub socket: String,
     pub limits: Limits,
     pub first: Mutex<Option<UnixStream>>,
+    /// Ask with `STAGED`: only a file the daemon prefetched will do.
+    pub staged_only: bool,
 }
 
 impl fmt::Debug for AgentConnector {
@@ -64,6 +66,7 @@ impl Connector<()> for AgentConnector {
             origin: format!("{scheme}://{authority}"),
             connect_ms: self.limits.connect.as_millis() as u64,
             stall_ms: self.limits.stall.as_millis() as u64,
+            staged_only: self.staged_only,
         };
         stream.write_all(job.to_string().as_bytes())?;
         let config = details.config;

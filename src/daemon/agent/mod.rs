@@ -140,9 +140,15 @@ fn serve(conn: UnixStream, caller: Caller, upstream: &ureq::Agent, prefetch: &Ar
             origin,
             connect_ms,
             stall_ms,
+            staged_only,
         }) => {
             let limits = relay::Limits::from_millis(connect_ms, stall_ms);
-            relay::relay(reader, conn, caller, &origin, limits, upstream, prefetch);
+            let job = relay::Job {
+                origin: &origin,
+                limits,
+                staged_only,
+            };
+            relay::relay(reader, conn, caller, job, upstream, prefetch);
         }
         Ok(Job::Knows(txn)) => {
             let answer = if prefetch.knows(txn) { "YES\n" } else { "NO\n" };

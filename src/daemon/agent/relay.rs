@@ -90,15 +90,27 @@ pub(crate) struct Request {
     pub share: Option<Share>,
 }
 
+/// What a `FETCH` or `STAGED` line asked for.
+pub struct Job<'a> {
+    pub origin: &'a str,
+    pub limits: Limits,
+    /// Answer only from a prefetched file; 404 when there is none.
+    pub staged_only: bool,
+}
+
 pub fn relay(
     mut reader: impl BufRead,
     mut conn: UnixStream,
     caller: Caller,
-    origin: &str,
-    limits: Limits,
+    job: Job<'_>,
     upstream: &Agent,
     prefetch: &Arc<Prefetch>,
 ) {
+    let Job {
+        origin,
+        limits,
+        staged_only,
+    } = job;
     let request = match read_request(&mut reader) {
         Ok(request) => request,
         Err(why) => {
@@ -118,6 +130,15 @@ pub fn relay(
             Ok(sent) => info!("agent: {who}: {url}: prefetched, {sent} bytes"),
             Err(e) => info!("agent: {who}: {url}: prefetched, client went away: {e}"),
         };
+    }
+    if staged_only {
+        let _ = write_head(
+            &mut conn,
+            404,
+            &[(REASON_HEADER, "not staged".to_owned())],
+            false,
+        );
+        return;
     }
     // A whole package the client vouches for: share it while it arrives, or follow the daemon
     // already fetching it.
