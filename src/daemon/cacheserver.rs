@@ -23,14 +23,15 @@
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::Request;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use tokio::process::Command;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
@@ -46,8 +47,6 @@ pub const MAX_AT_ONCE: usize = 8;
 pub const FETCH_LIMIT: Duration = Duration::from_secs(300);
 /// Lines of a failed fetch's account that go into the log.
 const TAIL_LINES: usize = 4;
-/// How often a running fetch is checked for its exit.
-const POLL: Duration = Duration::from_millis(5);
 
 /// How to run `pacserve-fetch --peers-only` for this machine.
 #[derive(Debug, Clone)]
@@ -102,7 +101,7 @@ impl CacheServer {
     }
 
     /// Runs pacserve-fetch for `name` into `out`; Ok only when it exited 0.
-    fn fetch(&self, name: &str, out: &Path, log: &Path) -> Result<(), String> {
+    async fn fetch(&self, name: &str, out: &Path, log: &Path) -> Result<(), String> {
         let log_file =
             File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         let mut command = Command::new(&self.program);
@@ -120,20 +119,17 @@ impl CacheServer {
             .arg(format!("http://127.0.0.1/cache/{name}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log_file);
+            .stderr(log_file)
+            .kill_on_drop(true);
         let mut child = command
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", self.program.display()))?;
-        let deadline = Instant::now() + FETCH_LIMIT;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(POLL),
-                Ok(None) | Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(format!("killed after {} s", FETCH_LIMIT.as_secs()));
-                }
+        let status = match tokio::time::timeout(FETCH_LIMIT, child.wait()).await {
+            Ok(Ok(status)) => status,
+            Ok(Err(e)) => return Err(format!("waiting for {}: {e}", self.program.display())),
+            Err(_) => {
+                let _ = child.kill().await;
+                return Err(format!("killed after {} s", FETCH_LIMIT.as_secs()));
             }
         };
         match status.success() {
@@ -203,16 +199,8 @@ pub async fn handle(
     };
     let out = dir.path().join(format!("{name}.part"));
     let log = dir.path().join("log");
-    let fetched = {
-        let (name, out) = (name.clone(), out.clone());
-        tokio::task::spawn_blocking(move || {
-            let result = server.fetch(&name, &out, &log);
-            drop(running);
-            result
-        })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()))
-    };
+    let fetched = server.fetch(&name, &out, &log).await;
+    drop(running);
     if let Err(why) = fetched {
         info!("cache: {name}: not from the LAN ({why}); pacman's mirrors");
         return StatusCode::NOT_FOUND.into_response();
