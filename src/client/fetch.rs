@@ -159,7 +159,7 @@ fn fetch_locked(
     let socket = settings.agent_socket.as_deref();
     let mirror = agent::Mirror::new(socket, settings.limits, &settings.user_agent, url);
     let vouched = if want.resume { out.len() } else { 0 };
-    if kind == FileKind::Package && expected.is_some() {
+    if kind == FileKind::Package && expected.is_some_and(|e| e.sha256.is_some()) {
         progress.source(name, Source::Mirror);
         match mirror.staged(url, &mut out, &want, progress) {
             Some(Ok(delivered)) => match mismatch(&out, expected)? {

@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::net::IpAddr;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -26,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use crate::warn;
+use crate::{info, warn};
 
 /// Files being shared at once.
 pub const MAX_ENTRIES: usize = 64;
@@ -310,6 +311,11 @@ impl Follow {
             Err(e) => Some(Err(io::Error::other(e))),
         }
     }
+}
+
+/// Logs a follower of `name` (the log readers' and `contrib/try-lan.sh`'s format).
+pub fn log_follower(method: &str, name: &str, client: IpAddr) {
+    info!("{method} /pkg/{name} from {client}: following the download in progress");
 }
 
 /// Where a follower's answer starts: `(status, first byte)`, or None for a range past the end

@@ -101,7 +101,11 @@ fn parse(buf: &[u8]) -> Parsed {
         };
         map.append(name, value);
     }
+    // A body, or a framing hyper must judge (several Content-Length values, one of them
+    // perhaps not 0, would otherwise let the "body" be read as the next request).
+    let lengths = map.get_all(header::CONTENT_LENGTH).iter().count();
     let has_body = map.contains_key(header::TRANSFER_ENCODING)
+        || lengths > 1
         || map
             .get(header::CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() != b"0");
@@ -246,6 +250,7 @@ mod tests {
             b"POST /pkg/a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
             b"GET /pkg/a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"GET /pkg/a HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            b"GET /pkg/a HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\nGET /",
             b"\x16\x03\x01 not http at all\r\n\r\n",
         ] {
             let (read, buf) = read_from(sent, 16 * 1024).await;

@@ -12,14 +12,17 @@
 //! empty file, a file nowhere here) is left to hyper, which answers it as before. A file
 //! arriving right now is answered as [`growing::response`] answers it (its [`growing::extent`]
 //! and [`growing::framing`]), sending what has landed as it lands ([`Follow::landed`]), the
-//! last byte only once the file is verified. Every limit stays: the connection already holds its slot and passed the
-//! allowlist, the head was read under the header timeout and size limit, and a client that
-//! accepts no byte for the send timeout is dropped. No user-space buffer is held per client, so
-//! a client that stops reading pins nothing but kernel socket memory.
+//! last byte only once the file is verified.
+//!
+//! Every limit stays: the connection already holds its slot and passed the allowlist, the head
+//! was read under the header timeout and size limit, and a client that accepts no byte for the
+//! send timeout is dropped. No user-space buffer is held per client, so a client that stops
+//! reading pins nothing but kernel socket memory.
 //!
 //! Like nginx without aio, a read of a file that is not in the page cache blocks the worker
 //! thread for the time of the disk read; each call sends at most [`MAX_PER_CALL`] bytes (nginx's
-//! `sendfile_max_chunk`), so one fast client cannot hold a worker for long.
+//! `sendfile_max_chunk`) and gives the runtime's other tasks their turn between calls, so one
+//! fast client cannot hold a worker for long.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -42,7 +45,6 @@ use crate::daemon::http1::Head;
 use crate::daemon::ranges;
 use crate::daemon::sent;
 use crate::daemon::stats::Stats;
-use crate::info;
 
 /// Most bytes one sendfile call may move.
 const MAX_PER_CALL: usize = 2 << 20;
@@ -91,7 +93,7 @@ pub async fn serve(
         .map(str::to_owned);
     let Some(found) = files.cache.find(name) else {
         return match files.growing.find(name) {
-            Some(entry) => follow(stream, head, client, entry, range, files).await,
+            Some(entry) => follow(stream, head, name, client, entry, range, files).await,
             None => Served::NotMine,
         };
     };
@@ -114,11 +116,7 @@ pub async fn serve(
         return Served::NotMine;
     }
     let status = answer.status();
-    let fields = answer
-        .headers()
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.as_bytes()));
-    let out = response_head(status, fields, head.keep_alive);
+    let out = response_head(status, answer.headers(), head.keep_alive);
 
     files.stats.heard(client);
     let request = sent::Request {
@@ -131,10 +129,12 @@ pub async fn serve(
     };
     sent::started(&request);
     let timeout = files.send_timeout;
+    cork(stream, true);
     let (sent_bytes, outcome) = match write_head(stream, &out, timeout).await {
         Ok(()) => send_range(stream, &file, extent.offset, extent.len, timeout).await,
         Err(e) => (0, Err(e)),
     };
+    cork(stream, false);
     sent::ended(&request, sent_bytes, files.stats);
     ended(outcome, head.keep_alive, files.stats)
 }
@@ -145,6 +145,7 @@ pub async fn serve(
 async fn follow(
     stream: &mut TcpStream,
     head: &Head,
+    name: &str,
     client: IpAddr,
     entry: Arc<Entry>,
     range: Option<String>,
@@ -158,24 +159,19 @@ async fn follow(
         return Served::NotMine;
     };
     files.stats.heard(client);
-    info!(
-        "GET /pkg/{} from {client}: following the download in progress",
-        head.target.trim_start_matches("/pkg/")
-    );
+    growing::log_follower("GET", name, client);
     Stats::add(&files.stats.files_served, 1);
-    let framing = growing::framing(size, from);
-    let fields = framing
-        .iter()
-        .map(|(name, value)| (name.as_str(), value.as_bytes()));
-    let out = response_head(status, fields, head.keep_alive);
+    let out = response_head(status, growing::framing(size, from), head.keep_alive);
     let timeout = files.send_timeout;
     let mut outcome = write_head(stream, &out, timeout).await;
     while outcome.is_ok() {
         let limit = match follow.landed().await {
             Ok(Some(limit)) => limit,
             Ok(None) => break,
+            // Our download failed or stalled: the follower's body ends short (it goes on to
+            // its next source); not a client that stopped reading.
             Err(e) => {
-                outcome = Err(e);
+                outcome = Err(io::Error::other(format!("the download here ended: {e}")));
                 break;
             }
         };
@@ -188,17 +184,17 @@ async fn follow(
 }
 
 /// An HTTP/1.1 response head with `fields`, a Date, and `Connection: close` unless kept alive.
-fn response_head<'a>(
+fn response_head(
     status: StatusCode,
-    fields: impl Iterator<Item = (&'a str, &'a [u8])>,
+    fields: impl IntoIterator<Item = (impl AsRef<str>, impl AsRef<[u8]>)>,
     keep_alive: bool,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     let _ = write!(out, "HTTP/1.1 {status}\r\n");
     for (name, value) in fields {
-        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(name.as_ref().as_bytes());
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
+        out.extend_from_slice(value.as_ref());
         out.extend_from_slice(b"\r\n");
     }
     let _ = write!(
@@ -211,6 +207,13 @@ fn response_head<'a>(
     }
     out.extend_from_slice(b"\r\n");
     out
+}
+
+/// Holds partial segments while on, so the head and the start of the body leave together: a
+/// small file (a signature) is not held back by Nagle until the client acknowledges the head
+/// (nginx's `tcp_nopush`). Turning it off sends what is left.
+fn cork(stream: &TcpStream, on: bool) {
+    let _ = socket2::SockRef::from(stream).set_tcp_cork(on);
 }
 
 async fn write_head(stream: &mut TcpStream, head: &[u8], timeout: Duration) -> io::Result<()> {
@@ -285,6 +288,9 @@ async fn send_range(
     let mut sent = 0u64;
     let mut progress = Instant::now();
     while sent < len {
+        // A reader as fast as we are never makes the socket block, and writable() alone would
+        // then never yield: let the runtime's other tasks (accepts, timers) run.
+        tokio::task::coop::consume_budget().await;
         match tokio::time::timeout_at(progress + timeout, stream.writable()).await {
             Err(_) => return (sent, Err(timed_out(timeout))),
             Ok(Err(e)) => return (sent, Err(e)),

@@ -43,7 +43,6 @@ use crate::daemon::sendfile::{self, Served};
 use crate::daemon::sent::{self, Counted};
 use crate::daemon::slots::{Slot, Slots};
 use crate::daemon::stats::Stats;
-use crate::info;
 
 /// Connections served at once; when all are taken, a source holding fewer connections than the
 /// heaviest one takes one of its slots ([`Slots`]), others are closed on arrival.
@@ -243,7 +242,7 @@ async fn package(
         .map(str::to_owned);
     let Some(found) = app.cache.find(&name) else {
         if let Some(entry) = app.growing.find(&name) {
-            info!("{method} /pkg/{name} from {client}: following the download in progress");
+            growing::log_follower(method.as_str(), &name, client);
             Stats::add(&app.stats.files_served, 1);
             return growing::response(entry, &method, range.as_deref());
         }

@@ -13,7 +13,8 @@ pub mod plan;
 pub mod transport;
 
 use std::cell::OnceCell;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use ureq::Agent;
 
@@ -52,21 +53,24 @@ impl Mirror {
         let stream = socket
             .filter(|_| http && !proxied)
             .and_then(|name| transport::connect(name).ok().map(|s| (name, s)));
-        let agent = |name: &str, first, staged_only| {
+        let agent = |name: &str, first: &transport::First, staged_only| {
             let connector = transport::AgentConnector {
                 socket: name.to_owned(),
                 limits,
-                first: Mutex::new(first),
+                first: first.clone(),
                 staged_only,
             };
             let config = transfer::config(limits, user_agent, None, 10);
             Agent::with_parts(config, connector, transport::NoLookup)
         };
         let (via_daemon, staged) = match stream {
-            Some((name, stream)) => (
-                Some(agent(name, Some(stream), false)),
-                Some(agent(name, None, true)),
-            ),
+            Some((name, stream)) => {
+                let first = Arc::new(Mutex::new(Some((stream, Instant::now()))));
+                (
+                    Some(agent(name, &first, false)),
+                    Some(agent(name, &first, true)),
+                )
+            }
             None => (None, None),
         };
         Mirror {
@@ -95,12 +99,18 @@ impl Mirror {
             ..want.clone()
         };
         progress.note(|| "asking pacserved for a copy it prefetched".to_owned());
+        let before = out.len();
         match transfer::fetch_url(staged, url, out, &want, self.limits, progress) {
-            // Not staged (404), or a daemon that predates STAGED (400).
+            // Not staged (404), or a daemon that predates STAGED (400, or it hung up on the
+            // request): nothing arrived, nothing to report.
             Err(Error::Status {
                 code: 404 | 400, ..
             }) => {
                 progress.note(|| "pacserved has none".to_owned());
+                None
+            }
+            Err(e) if out.len() == before && daemon_failed(&e) => {
+                progress.note(|| format!("pacserved has none ({e})"));
                 None
             }
             done => Some(done),

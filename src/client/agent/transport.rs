@@ -3,15 +3,16 @@
 //! ureq believes it talks to the mirror: it writes an ordinary HTTP/1.1 request and parses an
 //! ordinary response, so every rule of [`crate::client::transfer`] (checked ranges, 304s,
 //! identity encoding, size checks) applies unchanged. The connector opens the abstract Unix
-//! socket instead of a TCP connection and first writes the agent's `FETCH` line naming the
-//! origin; the daemon speaks TLS to the mirror, which is why this transport tells ureq it is
+//! socket instead of a TCP connection and first writes the agent's `FETCH` (or `STAGED`) line
+//! naming the origin; the daemon speaks TLS to the mirror, which is why this transport tells ureq it is
 //! already "TLS" for an https URL.
 
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixStream};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ureq::Error;
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
@@ -27,12 +28,17 @@ pub fn connect(name: &str) -> io::Result<UnixStream> {
     UnixStream::connect_addr(&SocketAddr::from_abstract_name(name.as_bytes())?)
 }
 
-/// Opens one agent connection per request. The first one reuses the connection made to find
-/// out whether a daemon listens at all.
+/// The connection made to find out whether a daemon listens, for the first request within
+/// [`FIRST_FRESH`] (the daemon gives an idle connection 30 s); later ones connect anew.
+pub type First = Arc<Mutex<Option<(UnixStream, Instant)>>>;
+pub const FIRST_FRESH: Duration = Duration::from_secs(5);
+
+/// Opens one agent connection per request.
 pub struct AgentConnector {
     pub socket: String,
     pub limits: Limits,
-    pub first: Mutex<Option<UnixStream>>,
+    /// Shared by the `STAGED` and `FETCH` connectors of one run.
+    pub first: First,
     /// Ask with `STAGED`: only a file the daemon prefetched will do.
     pub staged_only: bool,
 }
@@ -53,8 +59,8 @@ impl Connector<()> for AgentConnector {
     ) -> Result<Option<AgentTransport>, Error> {
         let first = self.first.lock().ok().and_then(|mut f| f.take());
         let mut stream = match first {
-            Some(stream) => stream,
-            None => connect(&self.socket)?,
+            Some((stream, made)) if made.elapsed() < FIRST_FRESH => stream,
+            _ => connect(&self.socket)?,
         };
         let scheme = details.uri.scheme_str().unwrap_or("http");
         let authority = details

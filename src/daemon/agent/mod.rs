@@ -13,6 +13,7 @@
 pub mod prefetch;
 pub mod relay;
 pub mod share;
+pub mod staged;
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -121,6 +122,8 @@ fn serve(conn: UnixStream, caller: Caller, upstream: &ureq::Agent, prefetch: &Ar
     let mut reader = BufReader::new(read_half);
     let line = match read_line(&mut reader) {
         Ok(line) => line,
+        // A client that only looked whether a daemon listens, and hung up.
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return,
         Err(e) => {
             warn!("agent: uid {} pid {}: {e}", caller.uid, caller.pid);
             return;
@@ -190,6 +193,12 @@ pub(crate) fn read_line(reader: &mut impl BufRead) -> io::Result<String> {
         .by_ref()
         .take(agent::MAX_LINE as u64 + 1)
         .read_until(b'\n', &mut line)?;
+    if line.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "closed before a request",
+        ));
+    }
     if line.pop() != Some(b'\n') {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,

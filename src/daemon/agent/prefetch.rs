@@ -5,23 +5,24 @@
 //! No guessing: the client sends the transaction's exact plan, what `pacman -Sp` prints for the
 //! invoking pacman's own targets and options, minus files already cached and files a LAN peer
 //! has ([`crate::protocol::agent`] `PLAN`). Nothing is fetched until pacman itself requests a
-//! planned file; from then on the files after pacman's position are fetched [`Prefetch::window`]
-//! at a time, as pacman's own `ParallelDownloads` would, each whole into the daemon's staging
-//! directory as `<txn>-<n>.part`: when one ends the next starts, without waiting for pacman to
-//! ask, up to [`LOOKAHEAD_BYTES`] ahead of it. (Starting only as pacman asked left the link idle
-//! while pacman took each staged file in turn: with 15 small files and 8 hosts on two cores,
-//! half a second between batches.) A staged file is trusted only in
-//! memory and only once its size and SHA-256 match the sync database's (sent in the plan); the
-//! staging directory is emptied at start, so nothing a crash or Ctrl-C leaves behind is ever
-//! handed out. Only the downloaders of the transaction's own pacman (its child processes) may
-//! plan it or take its files. When pacman asks for a staged file, it is streamed to that request (while still
-//! arriving if need be, holding back the last byte until verified) and deleted. Plans whose
-//! pacman has exited, or idle longer than [`STALE_AFTER`], are dropped with their files.
+//! planned file; from then on the files after pacman's position are fetched
+//! [`Prefetch::window`] at a time, as pacman's own `ParallelDownloads` would, each whole into
+//! the daemon's staging directory as `<txn>-<n>.part`: when one ends the next starts, without
+//! waiting for pacman to ask, up to [`LOOKAHEAD_BYTES`] ahead of it. (Starting only as pacman
+//! asked left the link idle while pacman took each staged file in turn: with 15 small files
+//! and 8 hosts on two cores, half a second between batches.)
+//!
+//! A staged file is trusted only in memory and only once its size and SHA-256 match the sync
+//! database's (sent in the plan); the staging directory is emptied at start, so nothing a crash
+//! or Ctrl-C leaves behind is ever handed out. Only the downloaders of the transaction's own
+//! pacman (its child processes) may plan it or take its files. When pacman asks for a staged
+//! file, it is streamed to that request ([`crate::daemon::agent::staged`]: while still arriving
+//! if need be, the last byte held back until verified) and deleted. Plans whose pacman has
+//! exited, or idle longer than [`STALE_AFTER`], are dropped with their files.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -30,6 +31,7 @@ use sha2::{Digest, Sha256};
 use ureq::Agent;
 
 use crate::daemon::agent::share::{Floor, PEER_STALL, Sharing};
+use crate::daemon::agent::staged::{STALL_LIMIT, Staged, StagedReader, Staging};
 use crate::daemon::claims::Verdict;
 use crate::daemon::growing::Writer;
 use crate::pacman::name::is_shareable_name;
@@ -44,7 +46,6 @@ pub const LOOKAHEAD_BYTES: u64 = 256 << 20;
 pub const STALE_AFTER: Duration = Duration::from_secs(600);
 /// Time limits of a prefetch: what a standalone download would get.
 const CONNECT_LIMIT: Duration = Duration::from_secs(10);
-const STALL_LIMIT: Duration = Duration::from_secs(10);
 
 pub struct Prefetch {
     /// Files of a transaction fetched at once ahead of pacman; 0 turns prefetch off.
@@ -64,36 +65,6 @@ struct Plan {
     started: HashMap<usize, Arc<Staging>>,
     user_agent: Option<String>,
     touched: Instant,
-}
-
-/// One file being fetched or fetched.
-struct Staging {
-    path: PathBuf,
-    size: u64,
-    state: Mutex<StagingState>,
-    changed: Condvar,
-}
-
-#[derive(Default)]
-struct StagingState {
-    written: u64,
-    /// None while running; Some(Ok(mtime)) once complete and verified.
-    outcome: Option<Result<Option<SystemTime>, String>>,
-    /// Handed to a request: delete the file once the fetch ends.
-    claimed: bool,
-}
-
-impl Staging {
-    fn running(&self) -> bool {
-        self.state.lock().is_ok_and(|state| state.outcome.is_none())
-    }
-}
-
-/// A planned file handed to one request.
-pub struct Staged {
-    pub reader: StagedReader,
-    pub size: u64,
-    pub mtime: Option<SystemTime>,
 }
 
 impl Prefetch {
@@ -202,11 +173,7 @@ impl Prefetch {
         Some(Staged {
             size: staging.size,
             mtime,
-            reader: StagedReader {
-                file: file?,
-                staging,
-                pos: 0,
-            },
+            reader: StagedReader::new(file?, staging),
         })
     }
 
@@ -266,7 +233,10 @@ impl Prefetch {
                     this.refill(txn, &up);
                 });
             if let Err(e) = spawned {
+                // Never to run: it must not hold a place in the window.
                 warn!("prefetch: cannot start a thread: {e}");
+                plan.started.remove(&index);
+                break;
             }
         }
     }
@@ -383,8 +353,10 @@ fn download(
     let mtime = header("Last-Modified").and_then(|v| httpdate::parse_http_date(v).ok());
     let mut out = File::create(&staging.path).map_err(|e| e.to_string())?;
     if let Ok(mut state) = staging.state.lock() {
-        // A second attempt (the mirror after a failed peer) starts the file over.
+        // A second attempt (the mirror after a failed peer) starts the file over; a reader
+        // that already sent bytes of the first must not go on with the second's.
         state.written = 0;
+        state.attempt += 1;
     }
     let body = response.into_body().into_reader();
     let mut body: Box<dyn Read> = match peer {
@@ -430,59 +402,4 @@ fn download(
         let _ = out.set_modified(mtime);
     }
     Ok(mtime)
-}
-
-/// Reads a staged file as it arrives. The last byte is held back until the whole file is
-/// verified, so a request never receives a complete wrong file; a failed fetch or one silent
-/// for the stall limit ends the read with an error, which the client sees as a cut.
-pub struct StagedReader {
-    file: File,
-    staging: Arc<Staging>,
-    pos: u64,
-}
-
-impl StagedReader {
-    pub fn skip_to(&mut self, pos: u64) {
-        self.pos = pos;
-    }
-}
-
-impl Read for StagedReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let size = self.staging.size;
-        let mut state = self
-            .staging
-            .state
-            .lock()
-            .map_err(|_| io::Error::other("prefetch state poisoned"))?;
-        loop {
-            let limit = match &state.outcome {
-                Some(Ok(_)) => size,
-                Some(Err(e)) => return Err(io::Error::other(format!("prefetch failed: {e}"))),
-                None => state.written.min(size.saturating_sub(1)),
-            };
-            if self.pos >= size {
-                return Ok(0);
-            }
-            if self.pos < limit {
-                drop(state);
-                let want = buf.len().min((limit - self.pos) as usize);
-                let n = self.file.read_at(&mut buf[..want], self.pos)?;
-                if n == 0 {
-                    return Err(io::ErrorKind::UnexpectedEof.into());
-                }
-                self.pos += n as u64;
-                return Ok(n);
-            }
-            let (next, timeout) = self
-                .staging
-                .changed
-                .wait_timeout(state, STALL_LIMIT)
-                .map_err(|_| io::Error::other("prefetch state poisoned"))?;
-            if timeout.timed_out() && next.outcome.is_none() && next.written <= self.pos {
-                return Err(io::ErrorKind::TimedOut.into());
-            }
-            state = next;
-        }
-    }
 }

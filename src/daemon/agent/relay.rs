@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use ureq::Agent;
 
-use crate::daemon::agent::prefetch::{Prefetch, Staged};
+use crate::daemon::agent::prefetch::Prefetch;
 use crate::daemon::agent::share::{Following, Tee};
+use crate::daemon::agent::staged::Staged;
 use crate::daemon::agent::{Caller, read_line};
 use crate::daemon::claims::Verdict;
 use crate::protocol::agent::{REASON_HEADER, SHARE_HEADER, Share};
