@@ -50,11 +50,16 @@ impl<S> SendDeadline<S> {
         let timeout = self.timeout;
         let stalled = self.stalled.get_or_insert_with(|| Box::pin(sleep(timeout)));
         ready!(stalled.as_mut().poll(cx));
-        Poll::Ready(Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("the client read nothing for {} s", timeout.as_secs()),
-        )))
+        Poll::Ready(Err(timed_out(timeout)))
     }
+}
+
+/// The error of a send that made no progress for `timeout`; the server counts its kind.
+pub fn timed_out(timeout: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("the client read nothing for {} s", timeout.as_secs()),
+    )
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for SendDeadline<S> {

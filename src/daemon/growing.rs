@@ -27,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
+use crate::daemon::stats::Stats;
 use crate::{info, warn};
 
 /// Files being shared at once.
@@ -313,9 +314,11 @@ impl Follow {
     }
 }
 
-/// Logs a follower of `name` (the log readers' and `contrib/try-lan.sh`'s format).
-pub fn log_follower(method: &str, name: &str, client: IpAddr) {
+/// Logs a follower of `name` (the log readers' and `contrib/try-lan.sh`'s format) and counts
+/// it as a file served.
+pub fn count_follower(stats: &Stats, method: &str, name: &str, client: IpAddr) {
     info!("{method} /pkg/{name} from {client}: following the download in progress");
+    Stats::add(&stats.files_served, 1);
 }
 
 /// Where a follower's answer starts: `(status, first byte)`, or None for a range past the end

@@ -41,6 +41,14 @@ pub fn if_range_fails(request: &HeaderMap, response: &HeaderMap) -> bool {
         .is_none_or(|last| last != validator)
 }
 
+/// The request's Range header as sent, for the answer and the log.
+pub fn range_header(request: &HeaderMap) -> Option<String> {
+    request
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 /// The answer to a Range request on an empty file: 416, nothing in it is satisfiable.
 pub fn empty_file_range() -> Response {
     (

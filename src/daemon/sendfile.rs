@@ -40,6 +40,7 @@ use tokio::time::Instant;
 
 use crate::daemon::cache::Cache;
 use crate::daemon::chunks;
+use crate::daemon::deadline::timed_out;
 use crate::daemon::growing::{self, Entry, Follow, Growing};
 use crate::daemon::http1::Head;
 use crate::daemon::ranges;
@@ -86,11 +87,7 @@ pub async fn serve(
     if name.is_empty() || name.contains(['%', '?', '#', '/']) {
         return Served::NotMine;
     }
-    let range = head
-        .headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let range = ranges::range_header(&head.headers);
     let Some(found) = files.cache.find(name) else {
         return match files.growing.find(name) {
             Some(entry) => follow(stream, head, name, client, entry, range, files).await,
@@ -159,8 +156,7 @@ async fn follow(
         return Served::NotMine;
     };
     files.stats.heard(client);
-    growing::log_follower("GET", name, client);
-    Stats::add(&files.stats.files_served, 1);
+    growing::count_follower(files.stats, "GET", name, client);
     let out = response_head(status, growing::framing(size, from), head.keep_alive);
     let timeout = files.send_timeout;
     let mut outcome = write_head(stream, &out, timeout).await;
@@ -326,13 +322,6 @@ async fn send_range(
         }
     }
     (sent, Ok(()))
-}
-
-fn timed_out(timeout: Duration) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::TimedOut,
-        format!("the client read nothing for {} s", timeout.as_secs()),
-    )
 }
 
 #[cfg(test)]

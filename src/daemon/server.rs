@@ -15,8 +15,8 @@
 //! arrive within a deadline (which also ends idle keep-alive connections) and be small; a
 //! client that stops reading is dropped after [`SEND_TIMEOUT`] ([`SendDeadline`], or the same
 //! deadline in [`sendfile`]); and hyper buffers at most one file chunk per connection, whose
-//! size is rationed by [`ChunkBudget`]. The
-//! runtime is async so that slow clients cost memory, not threads, and that memory is bounded.
+//! size is rationed by [`ChunkBudget`]. The runtime is async so that slow clients cost memory,
+//! not threads, and that memory is bounded.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -86,13 +86,10 @@ pub async fn serve(
     app: App,
     shutdown: impl Future<Output = ()>,
 ) {
-    let allow = app.allow.clone();
-    let stats = app.stats.clone();
+    let (allow, stats) = (app.allow.clone(), app.stats.clone());
     let shared = Shared {
-        cache: app.cache.clone(),
-        growing: app.growing.clone(),
-        router: router(app),
-        stats: stats.clone(),
+        router: router(app.clone()),
+        app,
         chunks: ChunkBudget::default(),
     };
     let slots = Slots::new(MAX_CONNECTIONS, MAX_PER_SOURCE);
@@ -123,15 +120,14 @@ pub async fn serve(
 #[derive(Clone)]
 struct Shared {
     router: Router,
-    cache: Arc<Cache>,
-    growing: Arc<Growing>,
-    stats: Arc<Stats>,
+    /// What the kernel path serves from (the router holds its own copy).
+    app: App,
     chunks: ChunkBudget,
 }
 
 /// Serves one connection until it ends, times out, or its slot is taken by a lighter source.
 async fn connection(stream: tokio::net::TcpStream, client: SocketAddr, slot: Slot, shared: Shared) {
-    let stats = shared.stats.clone();
+    let stats = shared.app.stats.clone();
     tokio::select! {
         () = requests(stream, client, shared) => {}
         () = slot.evicted() => Stats::add(&stats.evicted, 1),
@@ -143,6 +139,13 @@ async fn connection(stream: tokio::net::TcpStream, client: SocketAddr, slot: Slo
 /// with the bytes already read ([`Rewind`]).
 async fn requests(mut stream: tokio::net::TcpStream, client: SocketAddr, shared: Shared) {
     let mut buf = Vec::new();
+    let source = client.ip().to_canonical();
+    let files = sendfile::Files {
+        cache: &shared.app.cache,
+        growing: &shared.app.growing,
+        stats: &shared.app.stats,
+        send_timeout: SEND_TIMEOUT,
+    };
     loop {
         let head =
             match http1::read_head(&mut stream, &mut buf, HEADER_TIMEOUT, MAX_HEADER_BYTES).await {
@@ -150,13 +153,6 @@ async fn requests(mut stream: tokio::net::TcpStream, client: SocketAddr, shared:
                 Read::ForHyper => break,
                 Read::Gone => return,
             };
-        let source = client.ip().to_canonical();
-        let files = sendfile::Files {
-            cache: &shared.cache,
-            growing: &shared.growing,
-            stats: &shared.stats,
-            send_timeout: SEND_TIMEOUT,
-        };
         match sendfile::serve(&mut stream, &head, source, &files).await {
             Served::KeepAlive => {
                 buf.drain(..head.len);
@@ -175,9 +171,8 @@ async fn hyper_connection(
 ) {
     let Shared {
         router,
-        stats,
+        app,
         chunks,
-        ..
     } = shared;
     let service =
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
@@ -193,7 +188,7 @@ async fn hyper_connection(
         .max_buf_size(HYPER_BUFFER)
         .serve_connection(io, service);
     if conn.await.is_err_and(|e| is_send_timeout(&e)) {
-        Stats::add(&stats.stalled_clients, 1);
+        Stats::add(&app.stats.stalled_clients, 1);
     }
 }
 
@@ -235,15 +230,10 @@ async fn package(
     let client = client.ip().to_canonical();
     app.stats.heard(client);
     let method = request.method().clone();
-    let range = request
-        .headers()
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let range = ranges::range_header(request.headers());
     let Some(found) = app.cache.find(&name) else {
         if let Some(entry) = app.growing.find(&name) {
-            growing::log_follower(method.as_str(), &name, client);
-            Stats::add(&app.stats.files_served, 1);
+            growing::count_follower(&app.stats, method.as_str(), &name, client);
             return growing::response(entry, &method, range.as_deref());
         }
         Stats::add(&app.stats.not_found, 1);
