@@ -59,8 +59,7 @@ fn scenario(hosts: usize) {
     );
     let memory = tempdir();
     let env: [(&str, &std::ffi::OsStr); 1] = [("TMPDIR", memory.path().as_os_str())];
-    let op = std::env::var("PACSERVE_TOGETHER_OP").unwrap_or_else(|_| "-S".to_owned());
-    let mut targets = vec![op.as_str()];
+    let mut targets = vec!["-S"];
     targets.extend(names.iter().map(String::as_str));
 
     // Every host: a fresh pacman (synced) and its daemon over its cache.
@@ -148,18 +147,6 @@ fn scenario(hosts: usize) {
         times.push(seconds);
     }
     let busy = machine_busy().since(&busy_before);
-    eprintln!(
-        "T0 {:?}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs_f64()
-            - started.elapsed().as_secs_f64()
-    );
-    eprintln!(
-        "MIRRORLOG\n{}",
-        std::fs::read_to_string(mirror.log_path()).unwrap()
-    );
     let daemons_used = daemons_cpu() - daemons_before;
     let children_used = children_cpu() - children_before;
     let sent = sent_for_packages() - before;
