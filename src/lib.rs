@@ -12,12 +12,13 @@
 //!
 //! The client never imports from the daemon, nor the daemon from the client: they share only
 //! `protocol`, `pacman` and the few pieces at this level ([`config`] files, [`cli`] helpers, the
-//! [`statedir`], the HTTPS trust store in [`tls`]). The binaries in `src/bin/` only parse arguments and print errors.
+//! [`statedir`], the HTTPS trust store in [`tls`], [`hex`]). The binaries in `src/bin/` only parse arguments and print errors.
 
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod hex;
 pub mod pacman;
 pub mod protocol;
 pub mod statedir;

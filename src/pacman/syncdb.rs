@@ -100,13 +100,14 @@ fn index_path(db: &Path) -> Option<PathBuf> {
         meta.mtime_nsec()
     );
     let digest = Sha256::digest(key.as_bytes());
-    Some(statedir::dir()?.join(format!("syncdb-{}", hex(&digest[..12]))))
+    Some(statedir::dir()?.join(format!("syncdb-{}", crate::hex::encode(&digest[..12]))))
 }
 
 fn build_index(db: &Path, index: &Path) -> io::Result<()> {
     let mut lines = String::new();
     scan(db, |entry| {
-        let opt_hex = |h: Option<[u8; 32]>| h.map_or_else(|| "-".to_owned(), |h| hex(&h));
+        let opt_hex =
+            |h: Option<[u8; 32]>| h.map_or_else(|| "-".to_owned(), |h| crate::hex::encode(&h));
         let size = entry
             .csize
             .map_or_else(|| "-".to_owned(), |s| s.to_string());
@@ -237,20 +238,8 @@ pub fn parse_desc(text: &str) -> Option<Entry> {
     (!entry.filename.is_empty()).then_some(entry)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn unhex32(text: &str) -> Option<[u8; 32]> {
-    let text = text.trim();
-    if text.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
+    crate::hex::decode(text.trim())
 }
 
 #[cfg(test)]

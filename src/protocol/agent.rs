@@ -79,22 +79,18 @@ impl Share {
         else {
             return None;
         };
-        if !is_shareable_name(name) || hex.len() != 64 {
+        if !is_shareable_name(name) {
             return None;
-        }
-        let mut sha256 = [0u8; 32];
-        for (i, byte) in sha256.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
         }
         Some(Share {
             name: name.to_owned(),
             size: size.parse().ok()?,
-            sha256,
+            sha256: crate::hex::decode(hex)?,
         })
     }
 
     pub fn header_value(&self) -> String {
-        let hex: String = self.sha256.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = crate::hex::encode(&self.sha256);
         format!("{} {} {hex}", self.name, self.size)
     }
 }
@@ -247,7 +243,7 @@ pub struct Planned {
 
 impl fmt::Display for Planned {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hex: String = self.sha256.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = crate::hex::encode(&self.sha256);
         writeln!(f, "{} {} {hex}", self.url, self.size)
     }
 }
@@ -263,17 +259,10 @@ impl Planned {
         };
         let (origin, _) = split_url(url).ok_or_else(bad)?;
         check_origin(origin)?;
-        let mut sha256 = [0u8; 32];
-        if hex.len() != 64 {
-            return Err(bad());
-        }
-        for (i, byte) in sha256.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-        }
         Ok(Planned {
             url: url.to_owned(),
             size: number(size)?,
-            sha256,
+            sha256: crate::hex::decode(hex).ok_or_else(bad)?,
         })
     }
 }
@@ -337,6 +326,10 @@ mod tests {
         let line = planned.to_string();
         assert_eq!(Planned::parse(line.trim_end()), Ok(planned));
         assert!(Planned::parse("ftp://x/a 1 00").is_err());
+        // 64 bytes, but not 64 hex digits: a multi-byte character is refused, never sliced.
+        let odd = format!("0é{}", "0".repeat(61));
+        assert_eq!(odd.len(), 64);
+        assert!(Planned::parse(&format!("http://h/a 1 {odd}")).is_err());
         assert_eq!(
             split_url("https://h:1/a/b?c"),
             Some(("https://h:1", "/a/b?c"))

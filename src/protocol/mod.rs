@@ -206,19 +206,12 @@ impl fmt::Display for Reject {
 
 /// Parses [`id_hex`]'s form back; None for anything else.
 pub fn parse_id_hex(hex: &str) -> Option<[u8; 8]> {
-    if hex.len() != 16 {
-        return None;
-    }
-    let mut id = [0u8; 8];
-    for (i, byte) in id.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(id)
+    crate::hex::decode(hex)
 }
 
 /// Formats a daemon id for logs and the debug listing.
 pub fn id_hex(id: &[u8; 8]) -> String {
-    id.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(id)
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ fn parses_the_fields_we_verify_with() {
     assert_eq!(e.filename, "foo-1.0-1-x86_64.pkg.tar.zst");
     assert_eq!(e.csize, Some(1234));
     assert_eq!(
-        hex(&e.sha256.unwrap()),
+        crate::hex::encode(&e.sha256.unwrap()),
         "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
     );
     assert_eq!(e.signature_sha256, Some(Sha256::digest(b"hello").into()));
