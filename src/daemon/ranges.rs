@@ -71,7 +71,6 @@ pub async fn serve_file(path: &std::path::Path, request: Request, chunk: usize) 
         whole.headers_mut().remove(header::RANGE);
         whole
     });
-    let asked = request.headers().clone();
     let response = match file.clone().oneshot(request).await {
         Ok(response) => response.map(Body::new),
         Err(never) => match never {},
@@ -79,7 +78,8 @@ pub async fn serve_file(path: &std::path::Path, request: Request, chunk: usize) 
     match retry {
         Some(whole)
             if response.status() == StatusCode::PARTIAL_CONTENT
-                && if_range_fails(&asked, response.headers()) =>
+                // `whole` carries the request's If-Range still (only Range is gone).
+                && if_range_fails(whole.headers(), response.headers()) =>
         {
             match file.oneshot(whole).await {
                 Ok(response) => response.map(Body::new),
