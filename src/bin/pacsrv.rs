@@ -79,8 +79,7 @@ fn run() -> anyhow::Result<ExitCode> {
     let config = config.unwrap_or_else(|| pacsrv::DEFAULT_PACMAN_CONF.into());
     let original = std::fs::read_to_string(&config)
         .with_context(|| format!("cannot read {}", config.display()))?;
-    let exe = std::env::current_exe().context("cannot find pacsrv's own path")?;
-    let program = pacsrv::fetch_program(&exe);
+    let program = pacsrv::fetch_program();
     let user = download_user::configured(&original);
     let blocked = user
         .as_deref()

@@ -10,7 +10,6 @@ use crate::cli::Shell;
 use crate::config::{self, ConfigError, DaemonFileConfig};
 use crate::daemon::Config;
 use crate::daemon::allow::Allowlist;
-use crate::daemon::cacheserver::CacheServer;
 use crate::pacman;
 use crate::protocol;
 use crate::protocol::netif;
@@ -140,7 +139,7 @@ impl DaemonArgs {
                 pacman::invocation::Paths::default_for(&self.pacman_conf).dbpath
             }),
             fetch_program: (self.fetch_program.clone())
-                .unwrap_or_else(CacheServer::default_program),
+                .unwrap_or_else(pacman::pacsrv::fetch_program),
         })
     }
 }

@@ -82,14 +82,6 @@ impl CacheServer {
         }
     }
 
-    /// pacserve-fetch next to the running binary, as the package installs both.
-    pub fn default_program() -> PathBuf {
-        std::env::current_exe()
-            .ok()
-            .and_then(|exe| exe.parent().map(|d| d.join("pacserve-fetch")))
-            .unwrap_or_else(|| PathBuf::from("/usr/bin/pacserve-fetch"))
-    }
-
     /// One of the [`MAX_AT_ONCE`] places, held until dropped.
     fn take(&self) -> Option<Running> {
         let taken = self

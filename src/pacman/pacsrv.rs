@@ -70,14 +70,14 @@ pub fn take_config_arg(args: Vec<OsString>) -> (Option<PathBuf>, Vec<OsString>) 
     (config, rest)
 }
 
-/// The pacserve-fetch next to `exe` (a build tree, or the installed pair), else the installed one.
-pub fn fetch_program(exe: &Path) -> PathBuf {
-    let sibling = exe.with_file_name("pacserve-fetch");
-    if sibling.is_file() {
-        sibling
-    } else {
-        PathBuf::from("/usr/bin/pacserve-fetch")
-    }
+/// The pacserve-fetch next to the running binary (a build tree, or the installed pair), else
+/// the installed one. pacsrv writes it into XferCommand; pacserved runs it for `/cache/`.
+pub fn fetch_program() -> PathBuf {
+    std::env::current_exe()
+        .map(|exe| exe.with_file_name("pacserve-fetch"))
+        .ok()
+        .filter(|sibling| sibling.is_file())
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/pacserve-fetch"))
 }
 
 /// The XferCommand value for `program`. No other options: pacserve-fetch reads the invoking
