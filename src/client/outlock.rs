@@ -75,8 +75,14 @@ impl OutputLock {
     }
 
     /// Unlocks; after a failed run, removes the output if this run created it and it is empty.
+    /// Only while the path still names that file: a partial moved onto it meanwhile (pacman 7's
+    /// stranded downloads, [`crate::client::adopt`]) is kept for the next run to resume.
     pub fn release(self, succeeded: bool) {
-        if !succeeded && self.created && self.file.metadata().is_ok_and(|m| m.len() == 0) {
+        if !succeeded
+            && self.created
+            && self.file.metadata().is_ok_and(|m| m.len() == 0)
+            && names(&self.path, &self.file)
+        {
             let _ = fs::remove_file(&self.path);
         }
     }
@@ -130,5 +136,17 @@ mod tests {
         let again = OutputLock::acquire(&path).unwrap();
         again.release(true);
         assert!(path.exists(), "kept after success");
+    }
+
+    #[test]
+    fn a_partial_moved_onto_the_output_survives_a_failed_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.part");
+        let lock = OutputLock::acquire(&path).unwrap();
+        let stranded = dir.path().join("stranded");
+        fs::write(&stranded, b"resume me").unwrap();
+        fs::rename(&stranded, &path).unwrap();
+        lock.release(false);
+        assert_eq!(fs::read(&path).unwrap(), b"resume me");
     }
 }
