@@ -20,6 +20,7 @@ use crate::daemon::agent::share::{Following, Tee};
 use crate::daemon::agent::staged::Staged;
 use crate::daemon::agent::{Caller, read_line};
 use crate::daemon::claims::Verdict;
+use crate::daemon::growing;
 use crate::protocol::agent::{REASON_HEADER, SHARE_HEADER, Share};
 use crate::{info, warn};
 
@@ -126,8 +127,7 @@ pub fn relay(
     let who = format!("uid {} pid {}", caller.uid, caller.pid);
     let pid = u32::try_from(caller.pid).unwrap_or(0);
     if let Some(staged) = prefetch.claim(&url, pid, request.user_agent.as_deref(), upstream) {
-        let offset = request.range.as_deref().and_then(range_start);
-        return match answer_from_staged(&mut conn, staged, offset) {
+        return match answer_from_staged(&mut conn, staged, request.range.as_deref()) {
             Ok(sent) => info!("agent: {who}: {url}: prefetched, {sent} bytes"),
             Err(e) => info!("agent: {who}: {url}: prefetched, client went away: {e}"),
         };
@@ -274,16 +274,6 @@ pub(crate) fn read_request(reader: &mut impl BufRead) -> Result<Request, String>
     Err("too many header lines".to_owned())
 }
 
-/// `bytes=<n>-`, the only range the client sends.
-fn range_start(range: &str) -> Option<u64> {
-    range
-        .trim()
-        .strip_prefix("bytes=")?
-        .strip_suffix('-')?
-        .parse()
-        .ok()
-}
-
 fn write_head(
     conn: &mut UnixStream,
     status: u16,
@@ -300,7 +290,10 @@ fn write_head(
     }
     if chunked {
         head.push_str("Transfer-Encoding: chunked\r\n");
-    } else if !headers.iter().any(|(n, _)| *n == "Content-Length") {
+    } else if !headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("Content-Length"))
+    {
         head.push_str("Content-Length: 0\r\n");
     }
     head.push_str("Connection: close\r\n\r\n");
@@ -349,11 +342,12 @@ fn write_piece(conn: &mut UnixStream, piece: &[u8], chunked: bool) -> io::Result
     }
 }
 
-/// Answers from a prefetched copy as the mirror would: whole, from `offset`, or 416.
+/// Answers from a prefetched copy as the mirror would: whole, from the `bytes=<n>-` in `range`,
+/// or 416; the same answer a follower of a download in progress gets ([`growing::extent`]).
 fn answer_from_staged(
     conn: &mut UnixStream,
     staged: Staged,
-    offset: Option<u64>,
+    range: Option<&str>,
 ) -> io::Result<u64> {
     let Staged {
         mut reader,
@@ -364,21 +358,18 @@ fn answer_from_staged(
     if let Some(mtime) = mtime {
         headers.push(("Last-Modified", httpdate::fmt_http_date(mtime)));
     }
-    let from = match offset {
-        Some(from) if from >= size => {
-            headers.push(("Content-Range", format!("bytes */{size}")));
-            write_head(conn, 416, &headers, false)?;
-            return Ok(0);
-        }
-        Some(from) if from > 0 => {
-            let last = size - 1;
-            headers.push(("Content-Range", format!("bytes {from}-{last}/{size}")));
-            from
-        }
-        _ => 0,
+    let Some((status, from)) = growing::extent(size, range) else {
+        headers.push(("Content-Range", format!("bytes */{size}")));
+        write_head(conn, 416, &headers, false)?;
+        return Ok(0);
     };
-    headers.push(("Content-Length", (size - from).to_string()));
-    write_head(conn, if from > 0 { 206 } else { 200 }, &headers, false)?;
+    let framing = growing::framing(size, from);
+    headers.extend(
+        framing
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.clone())),
+    );
+    write_head(conn, status.as_u16(), &headers, false)?;
     reader.skip_to(from);
     copy_body(&mut reader, conn, false)
 }
@@ -386,6 +377,7 @@ fn answer_from_staged(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
 
     #[test]
     fn requests_are_read_strictly() {
@@ -395,8 +387,15 @@ mod tests {
         assert_eq!(request.path, "/core/a.pkg");
         assert_eq!(request.range.as_deref(), Some("bytes=5-"));
         assert_eq!(request.user_agent.as_deref(), Some("p"));
-        assert_eq!(range_start("bytes=5-"), Some(5));
-        assert_eq!(range_start("bytes=5-9"), None);
+        assert_eq!(
+            growing::extent(10, Some("bytes=5-")),
+            Some((StatusCode::PARTIAL_CONTENT, 5))
+        );
+        assert_eq!(
+            growing::extent(10, Some("bytes=5-9")),
+            Some((StatusCode::OK, 0)),
+            "only bytes=<n>- is a range here"
+        );
         for bad in [
             "POST / HTTP/1.1\r\n\r\n",
             "GET http://x/ HTTP/1.1\r\n\r\n",
