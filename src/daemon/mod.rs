@@ -162,15 +162,19 @@ pub fn run(config: Config) -> io::Result<()> {
         None
     };
     if let Some(name) = &config.agent_socket {
-        let mut prefetch = Prefetch::new(config.prefetch, PREFETCH_MAX_BYTES, &config.state_dir);
-        // Without the agent every client still works standalone: a second daemon in the same
-        // namespace (tests) or a taken name costs speed, not function.
-        let sharing = Arc::new(Sharing {
+        // The relay and prefetch both share what they fetch.
+        let sharing = Sharing {
             growing: growing.clone(),
             claims,
-        });
-        // The relay and prefetch both share what they fetch.
-        prefetch.sharing = Some(sharing);
+        };
+        let prefetch = Prefetch::new(
+            config.prefetch,
+            PREFETCH_MAX_BYTES,
+            &config.state_dir,
+            sharing,
+        );
+        // Without the agent every client still works standalone: a second daemon in the same
+        // namespace (tests) or a taken name costs speed, not function.
         if let Err(e) = agent::spawn(name, prefetch) {
             warn!("no download agent: {e}");
         }

@@ -55,7 +55,7 @@ pub struct Prefetch {
     dir: Option<PathBuf>,
     plans: Mutex<HashMap<Transaction, Plan>>,
     /// Share fetched files with the LAN while they arrive (prefetched and relayed alike).
-    pub sharing: Option<Arc<Sharing>>,
+    pub sharing: Sharing,
 }
 
 struct Plan {
@@ -69,7 +69,7 @@ struct Plan {
 
 impl Prefetch {
     /// `state_dir/staging`, emptied; prefetch is off when it cannot be made.
-    pub fn new(window: usize, max_bytes: u64, state_dir: &Path) -> Prefetch {
+    pub fn new(window: usize, max_bytes: u64, state_dir: &Path, sharing: Sharing) -> Prefetch {
         let dir = state_dir.join("staging");
         let dir = (window > 0)
             .then(|| {
@@ -88,7 +88,7 @@ impl Prefetch {
             max_bytes,
             dir,
             plans: Mutex::default(),
-            sharing: None,
+            sharing,
         }
     }
 
@@ -225,11 +225,11 @@ impl Prefetch {
             });
             plan.started.insert(index, staging.clone());
             let (planned, ua, up) = (planned.clone(), plan.user_agent.clone(), up.clone());
-            let (sharing, this) = (self.sharing.clone(), self.clone());
+            let this = self.clone();
             let spawned = std::thread::Builder::new()
                 .name("prefetch".into())
                 .spawn(move || {
-                    fetch(&up, &planned, ua.as_deref(), &staging, sharing.as_deref());
+                    fetch(&up, &planned, ua.as_deref(), &staging, &this.sharing);
                     this.refill(txn, &up);
                 });
             if let Err(e) = spawned {
@@ -274,7 +274,7 @@ fn fetch(
     planned: &Planned,
     user_agent: Option<&str>,
     staging: &Staging,
-    sharing: Option<&Sharing>,
+    sharing: &Sharing,
 ) {
     let get = |url: &str, writer, peer| {
         download(upstream, url, planned, user_agent, staging, writer, peer)
@@ -286,9 +286,9 @@ fn fetch(
         size: planned.size,
         sha256: planned.sha256,
     };
-    let shared = sharing
-        .filter(|_| is_shareable_name(name))
-        .and_then(|s| s.begin(&share));
+    let shared = is_shareable_name(name)
+        .then(|| sharing.begin(&share))
+        .flatten();
     let outcome = match shared {
         Some((writer, Verdict::Follow { http })) => {
             get(&format!("http://{http}/pkg/{name}"), Some(writer), true).or_else(|e| {

@@ -143,12 +143,11 @@ pub fn relay(
     }
     // A whole package the client vouches for: share it while it arrives, or follow the daemon
     // already fetching it.
-    let shared = prefetch
-        .sharing
-        .as_deref()
-        .zip(request.share.as_ref())
+    let shared = request
+        .share
+        .as_ref()
         .filter(|_| request.range.is_none() && request.if_modified_since.is_none())
-        .and_then(|(sharing, share)| sharing.begin(share));
+        .and_then(|share| prefetch.sharing.begin(share));
     let writer = match shared {
         Some((writer, Verdict::Follow { http })) => {
             let size = writer.entry().size;
