@@ -158,6 +158,8 @@ fn fetch_locked(
     // it comes before the LAN (no query, no wait). It is checked like any other source.
     let socket = settings.agent_socket.as_deref();
     let mirror = agent::Mirror::new(socket, settings.limits, &settings.user_agent, url);
+    // The last byte we can vouch for: what we had before any other source (nothing, when the
+    // file starts over anyway).
     let vouched = if want.resume { out.len() } else { 0 };
     if kind == FileKind::Package && expected.is_some_and(|e| e.sha256.is_some()) {
         progress.source(name, Source::Mirror);
@@ -198,9 +200,11 @@ fn fetch_locked(
     // Transfer and verify: each chosen peer in the order it answered, all of them within the
     // phase's budget, then the mirror pacman named. A peer that fails in any way is avoided
     // for a while by later runs too.
-    // The last byte we can vouch for (`vouched`): what we had before any peer (nothing, when
-    // the file starts over anyway).
     let phase = PeerPhase::start(want.size.or(peers.first().map(|c| c.size)).unwrap_or(0));
+    let limits = Limits {
+        deadline: Some(phase.deadline),
+        ..peerlimits::peer_limits(settings.peer_limits)
+    };
     for peer in peers {
         let Some(left) = phase.left() else {
             progress.warn(|| "the time given to peers is over; using the mirror".to_owned());
@@ -208,10 +212,6 @@ fn fetch_locked(
         };
         let peer_url = peer_url(peer.http, name);
         progress.source(name, Source::Peer);
-        let limits = Limits {
-            deadline: Some(phase.deadline),
-            ..peerlimits::peer_limits(settings.peer_limits)
-        };
         progress.note(|| format!("{peer_url}: {:.1} s left for peers", left.as_secs_f64()));
         let agent = transfer::peer_agent(limits, &settings.user_agent, peer.http);
         let peer_want = Want {

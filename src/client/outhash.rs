@@ -23,6 +23,8 @@ use std::thread;
 
 use sha2::{Digest, Sha256};
 
+use crate::client::verify;
+
 /// Chunks waiting for the hashing thread at most: enough to ride out a scheduling hiccup, few
 /// enough (with 512 KiB chunks) to keep the client's memory small. A full queue makes the
 /// writer wait, so hashing can never fall behind without bound.
@@ -144,21 +146,7 @@ impl RunningHash {
 
 /// The hash of the first `len` bytes of `path`; None when the file is shorter.
 fn hash_prefix(path: &Path, len: u64) -> io::Result<Option<Sha256>> {
-    let mut file = File::open(path)?.take(len);
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut read = 0u64;
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                hasher.update(&buf[..n]);
-                read += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    let (hasher, read) = verify::hash_all(File::open(path)?.take(len))?;
     Ok((read == len).then_some(hasher))
 }
 

@@ -55,7 +55,7 @@ pub fn expected(kind: FileKind, name: &str, dbpath: &Path) -> Option<Expected> {
 /// Checks `path` against `expected` by reading it: Ok(None) when it matches, Ok(Some(reason))
 /// when not.
 pub fn mismatch(path: &Path, expected: &Expected) -> io::Result<Option<String>> {
-    let mut file = File::open(path)?;
+    let file = File::open(path)?;
     let len = file.metadata()?.len();
     if let Some(why) = size_mismatch(len, expected) {
         return Ok(Some(why));
@@ -63,15 +63,26 @@ pub fn mismatch(path: &Path, expected: &Expected) -> io::Result<Option<String>> 
     if expected.sha256.is_none() {
         return Ok(None);
     }
+    let (hasher, _) = hash_all(file)?;
+    Ok(digest_mismatch(len, hasher.finalize().into(), expected))
+}
+
+/// The SHA-256 of everything `reader` yields, and how many bytes that was.
+pub fn hash_all(mut reader: impl Read) -> io::Result<(Sha256, u64)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
+    let mut read = 0u64;
     loop {
-        match file.read(&mut buf)? {
-            0 => break,
-            n => hasher.update(&buf[..n]),
+        match reader.read(&mut buf) {
+            Ok(0) => return Ok((hasher, read)),
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                read += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
         }
     }
-    Ok(digest_mismatch(len, hasher.finalize().into(), expected))
 }
 
 /// Checks a file of `len` bytes whose SHA-256 is already known (hashed as it was written)

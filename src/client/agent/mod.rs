@@ -94,13 +94,9 @@ impl Mirror {
         progress: &mut Progress,
     ) -> Option<Result<Delivered, Error>> {
         let staged = self.staged.as_ref()?;
-        let want = Want {
-            share: None,
-            ..want.clone()
-        };
         progress.note(|| "asking pacserved for a copy it prefetched".to_owned());
         let before = out.len();
-        match transfer::fetch_url(staged, url, out, &want, self.limits, progress) {
+        match transfer::fetch_url(staged, url, out, want, self.limits, progress) {
             // Not staged (404), or a daemon that predates STAGED (400, or it hung up on the
             // request): nothing arrived, nothing to report.
             Err(Error::Status {
