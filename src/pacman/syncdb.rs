@@ -47,20 +47,23 @@ fn sync_dbs(dbpath: &Path) -> Option<Vec<PathBuf>> {
 
 /// The detached signature of package `filename` itself (its `%PGPSIG%`, base64-decoded), from
 /// the sync databases under `dbpath`: the one `.sig` that needs no source but the database.
-/// Scans the databases (the index keeps only the signature's hash); a few KiB per package.
+/// The index keeps only the signature's hash, so the database it names as signing the file is
+/// scanned for the signature itself; a name no database signs costs no scan at all.
 pub fn detached_signature(dbpath: &Path, filename: &str) -> Option<Vec<u8>> {
-    sync_dbs(dbpath)?.iter().find_map(|db| {
-        let mut found = None;
-        let _ = scan_descs(db, |desc| {
-            if desc_value(desc, "%FILENAME%") != Some(filename) {
-                return true;
-            }
-            found = desc_value(desc, "%PGPSIG%")
-                .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok());
-            false
-        });
-        found
-    })
+    let dbs = sync_dbs(dbpath)?;
+    let db = dbs
+        .iter()
+        .find(|db| lookup_in(db, filename).is_some_and(|entry| entry.signature_sha256.is_some()))?;
+    let mut found = None;
+    let _ = scan_descs(db, |desc| {
+        if desc_value(desc, "%FILENAME%") != Some(filename) {
+            return true;
+        }
+        found = desc_value(desc, "%PGPSIG%")
+            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok());
+        false
+    });
+    found
 }
 
 /// The one-line value of `key` in a `desc` file.
