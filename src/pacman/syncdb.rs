@@ -7,6 +7,7 @@
 //! into [`crate::statedir`], keyed by the database's path, size and mtime; later lookups read
 //! only that index. Without a usable state directory each lookup scans the database directly.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -29,9 +30,28 @@ pub struct Entry {
 
 /// Finds `filename` in the sync databases under `dbpath` (`<dbpath>/sync/*.db`).
 pub fn lookup(dbpath: &Path, filename: &str) -> Option<Entry> {
-    sync_dbs(dbpath)?
-        .iter()
-        .find_map(|db| lookup_in(db, filename))
+    lookup_all(dbpath, &[filename]).remove(filename)
+}
+
+/// Finds each of `filenames` in the sync databases under `dbpath`, the first database listing a
+/// name winning as in [`lookup`]. Each database (or its index) is read at most once, so a
+/// transaction's plan costs one pass, not one per file.
+pub fn lookup_all(dbpath: &Path, filenames: &[&str]) -> HashMap<String, Entry> {
+    let mut found = HashMap::new();
+    for db in sync_dbs(dbpath).unwrap_or_default() {
+        let mut wanted: HashSet<&str> = filenames
+            .iter()
+            .copied()
+            .filter(|name| !found.contains_key(*name))
+            .collect();
+        if wanted.is_empty() {
+            break;
+        }
+        entries_in(&db, &mut wanted, |entry| {
+            found.insert(entry.filename.clone(), entry);
+        });
+    }
+    found
 }
 
 /// `<dbpath>/sync/*.db`, in name order.
@@ -75,21 +95,46 @@ fn desc_value<'a>(desc: &'a str, key: &str) -> Option<&'a str> {
 
 /// Finds `filename` in one database, through its index when possible.
 pub fn lookup_in(db: &Path, filename: &str) -> Option<Entry> {
+    let mut found = None;
+    entries_in(db, &mut HashSet::from([filename]), |entry| {
+        found = Some(entry)
+    });
+    found
+}
+
+/// Visits the entries of `db` named in `wanted`, removing each name as it is found, through the
+/// index when possible (built first if missing); stops once no name is left.
+fn entries_in(db: &Path, wanted: &mut HashSet<&str>, mut visit: impl FnMut(Entry)) {
     let Some(index) = index_path(db) else {
-        let mut found = None;
         let _ = scan(db, |entry| {
-            if entry.filename == filename {
-                found = Some(entry);
-                return false;
+            if wanted.remove(entry.filename.as_str()) {
+                visit(entry);
             }
-            true
+            !wanted.is_empty()
         });
-        return found;
+        return;
     };
-    if !index.exists() {
-        build_index(db, &index).ok()?;
+    if !index.exists() && build_index(db, &index).is_err() {
+        return;
     }
-    search_index(&index, filename)
+    let Ok(file) = File::open(&index) else {
+        return;
+    };
+    for line in BufReader::new(file).lines().map_while(Result::ok) {
+        // Only lines of wanted names are parsed: a lookup is one pass of string compares.
+        let Some((name, fields)) = line.split_once('\t') else {
+            continue;
+        };
+        if !wanted.remove(name) {
+            continue;
+        }
+        if let Some(entry) = index_entry(name, fields) {
+            visit(entry);
+        }
+        if wanted.is_empty() {
+            return;
+        }
+    }
 }
 
 /// `<statedir>/syncdb-<hash of path, size, mtime>`: a changed database gets a new index.
@@ -128,14 +173,9 @@ fn build_index(db: &Path, index: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn search_index(index: &Path, filename: &str) -> Option<Entry> {
-    let reader = BufReader::new(File::open(index).ok()?);
-    let prefix = format!("{filename}\t");
-    let line = reader
-        .lines()
-        .map_while(Result::ok)
-        .find(|l| l.starts_with(&prefix))?;
-    let mut fields = line.split('\t').skip(1);
+/// One index line's entry: `fields` are what follows the file name.
+fn index_entry(filename: &str, fields: &str) -> Option<Entry> {
+    let mut fields = fields.split('\t');
     let csize = fields.next()?.parse().ok();
     let sha256 = fields.next().and_then(unhex32);
     let signature_sha256 = fields.next().and_then(unhex32);

@@ -29,9 +29,10 @@ use crate::client::agent::transport;
 use crate::client::discovery::{self, Discovery};
 use crate::client::lanmemory;
 use crate::client::progress::Progress;
-use crate::client::verify;
+
 use crate::pacman::invocation::{Invocation, LONG_WITH_VALUE};
 use crate::pacman::name::{self, FileKind};
+use crate::pacman::syncdb;
 use crate::protocol::Holding;
 use crate::protocol::agent::{Job, Planned, Transaction};
 
@@ -102,20 +103,26 @@ fn make(invocation: &Invocation, discovery: Option<&Discovery>) -> Vec<Planned> 
     // The invoking pacman's own paths: its --config, --dbpath, --cachedir.
     let paths = invocation.paths();
     let (cachedirs, dbpath) = (&paths.cachedirs, &paths.dbpath);
-    let candidates: Vec<Planned> = print_urls(invocation)
+    let wanted: Vec<(String, String)> = print_urls(invocation)
         .into_iter()
         .filter_map(|url| {
             let name = url.rsplit('/').next()?.to_owned();
-            if FileKind::of(&name) != FileKind::Package
-                || cachedirs.iter().any(|dir| dir.join(&name).exists())
-            {
-                return None;
-            }
-            let expected = verify::expected(FileKind::Package, &name, dbpath)?;
+            let fetched = FileKind::of(&name) == FileKind::Package
+                && !cachedirs.iter().any(|dir| dir.join(&name).exists());
+            fetched.then_some((url, name))
+        })
+        .collect();
+    // One pass over the sync databases for the whole plan, not one per file.
+    let names: Vec<&str> = wanted.iter().map(|(_, name)| name.as_str()).collect();
+    let listed = syncdb::lookup_all(dbpath, &names);
+    let candidates: Vec<Planned> = wanted
+        .iter()
+        .filter_map(|(url, name)| {
+            let entry = listed.get(name)?;
             Some(Planned {
-                url,
-                size: expected.size?,
-                sha256: expected.sha256?,
+                url: url.clone(),
+                size: entry.csize?,
+                sha256: entry.sha256?,
             })
         })
         .collect();

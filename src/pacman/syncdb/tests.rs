@@ -121,3 +121,29 @@ fn the_detached_signature_is_the_decoded_pgpsig_of_that_package_only() {
     assert_eq!(sig.as_deref(), Some(&b"hello"[..]));
     assert!(detached_signature(&dbpath, "bar-1.0-1-x86_64.pkg.tar.zst").is_none());
 }
+
+#[test]
+fn many_names_are_found_in_one_pass_the_first_database_winning() {
+    let bar = DESC.replace("foo-1.0-1", "bar-2.0-1");
+    let (dir, core) = db_with(&[("foo-1.0-1", DESC.to_owned())], "zst");
+    let dbpath = dir.path().join("var");
+    fs::create_dir_all(dbpath.join("sync")).unwrap();
+    fs::rename(&core, dbpath.join("sync/core.db")).unwrap();
+    // extra.db lists foo again (a different size, which must lose to core's) and bar.
+    let extra_foo = DESC.replace("%CSIZE%\n1234", "%CSIZE%\n99");
+    let (_extra_dir, extra) = db_with(&[("foo-1.0-1", extra_foo), ("bar-2.0-1", bar)], "gz");
+    fs::copy(&extra, dbpath.join("sync/extra.db")).unwrap();
+    let (foo, bar, nope) = (
+        "foo-1.0-1-x86_64.pkg.tar.zst",
+        "bar-2.0-1-x86_64.pkg.tar.zst",
+        "nope-1-1-any.pkg.tar.zst",
+    );
+    let found = lookup_all(&dbpath, &[foo, bar, nope]);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert_eq!(found[foo].csize, Some(1234), "core.db comes first");
+    assert_eq!(found[bar].filename, bar);
+    for name in [foo, bar] {
+        assert_eq!(lookup(&dbpath, name).as_ref(), found.get(name), "{name}");
+    }
+    assert!(lookup(&dbpath, nope).is_none());
+}
