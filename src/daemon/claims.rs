@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use socket2::SockRef;
 
-use crate::protocol::{Answer, Holding, Query, netif};
+use crate::protocol::netif::{self, Interface};
+use crate::protocol::{Answer, Holding, Query};
 
 /// The longest a claim waits for the LAN's answers.
 pub const WINDOW: Duration = Duration::from_millis(30);
@@ -107,7 +108,9 @@ impl Claims {
         let Ok(socket) = open_socket() else {
             return Verdict::Lead;
         };
-        let heard = self.ask(&socket, name, WINDOW);
+        // Looked up once: the defer loop below asks again every few tens of milliseconds.
+        let interfaces = netif::discovery_interfaces(&self.interfaces);
+        let heard = self.ask(&socket, &interfaces, name);
         let lower_claim = heard.lower_claim || self.heard_lower(name);
         if let Some(http) = heard.best {
             return Verdict::Follow { http };
@@ -119,7 +122,7 @@ impl Claims {
         let until = Instant::now() + DEFER_LIMIT;
         while Instant::now() < until {
             std::thread::sleep(Duration::from_millis(10));
-            if let Some(http) = self.ask(&socket, name, WINDOW).best {
+            if let Some(http) = self.ask(&socket, &interfaces, name).best {
                 return Verdict::Follow { http };
             }
         }
@@ -134,8 +137,8 @@ impl Claims {
         })
     }
 
-    /// One round: send the CLAIM query, collect answers for up to `wait`.
-    fn ask(&self, socket: &UdpSocket, name: &str, wait: Duration) -> Heard {
+    /// One round: send the CLAIM query on `interfaces`, collect answers for up to [`WINDOW`].
+    fn ask(&self, socket: &UdpSocket, interfaces: &[Interface], name: &str) -> Heard {
         let mut nonce = [0u8; 8];
         let _ = getrandom::fill(&mut nonce);
         let query = Query {
@@ -146,7 +149,7 @@ impl Claims {
             claim: Some(self.daemon_id),
         }
         .encode();
-        for iface in netif::discovery_interfaces(&self.interfaces) {
+        for iface in interfaces {
             if let Some(addr) = iface.ipv4.first()
                 && SockRef::from(socket).set_multicast_if_v4(addr).is_ok()
             {
@@ -157,7 +160,7 @@ impl Claims {
         let mut answered = HashSet::new();
         let mut heard = Heard::default();
         let mut best_landed = None;
-        let deadline = Instant::now() + wait;
+        let deadline = Instant::now() + WINDOW;
         let mut buf = [0u8; 128];
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             if left.is_zero()
