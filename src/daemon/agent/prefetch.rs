@@ -138,16 +138,14 @@ impl Prefetch {
         if self.window == 0 {
             return None;
         }
-        let parent = Transaction::of_process(crate::protocol::agent::parent_of(caller)?)?;
+        let txn = Transaction::of_process(crate::protocol::agent::parent_of(caller)?)?;
         let mut plans = self.lock();
-        let (txn, index) = plans.get_key_value(&parent).and_then(|(txn, plan)| {
-            let i = plan.files[plan.next.min(plan.files.len())..]
-                .iter()
-                .position(|p| p.url == url)?;
-            Some((*txn, plan.next + i))
-        })?;
         let staging = {
             let plan = plans.get_mut(&txn)?;
+            let index = plan.next
+                + plan.files[plan.next.min(plan.files.len())..]
+                    .iter()
+                    .position(|p| p.url == url)?;
             plan.next = index + 1;
             plan.touched = Instant::now();
             if let Some(ua) = user_agent {
