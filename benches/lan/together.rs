@@ -77,13 +77,7 @@ fn scenario(hosts: usize) {
         }
         nodes
     };
-    let sent_for_packages = || -> u64 {
-        files
-            .iter()
-            .flat_map(|f| mirror.requests_for(f))
-            .map(|l| l.body_bytes)
-            .sum()
-    };
+    let sent_for_packages = || -> u64 { files.iter().map(|f| mirror.body_bytes(f)).sum() };
 
     // The lone host, on the same LAN with nobody else running.
     let lone = {

@@ -89,15 +89,6 @@ impl Site {
             .expect("start pacman")
     }
 
-    /// Body bytes the mirror sent for `file`.
-    fn mirror_bytes(&self, file: &str) -> u64 {
-        self.mirror
-            .requests_for(file)
-            .iter()
-            .map(|l| l.body_bytes)
-            .sum()
-    }
-
     fn assert_installed(&self, host: usize, child: Child, files: &[String]) {
         let out = child.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
@@ -166,7 +157,7 @@ fn hosts_upgrading_together_fetch_each_file_from_the_mirror_about_once() {
         .iter()
         .map(|f| fs::metadata(s.repo.dir.join(f)).unwrap().len())
         .sum();
-    let sent: u64 = files.iter().map(|f| s.mirror_bytes(f)).sum();
+    let sent: u64 = files.iter().map(|f| s.mirror.body_bytes(f)).sum();
     let per_file: Vec<usize> = files
         .iter()
         .map(|f| s.mirror.requests_for(f).len())

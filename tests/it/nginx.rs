@@ -163,6 +163,11 @@ impl Nginx {
             .collect()
     }
 
+    /// Body bytes nginx sent for requests whose path ends with `name`, over all of them.
+    pub fn body_bytes(&self, name: &str) -> u64 {
+        self.requests_for(name).iter().map(|l| l.body_bytes).sum()
+    }
+
     /// The private CA that signed an HTTPS server's certificate (PEM).
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")

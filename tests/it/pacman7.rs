@@ -154,9 +154,9 @@ fn pacman7_installs_through_peers_and_mirror_and_refuses_a_tampered_copy() {
          mirror, {} {} bytes from the mirror",
         peers.frompeer,
         peers.tampered,
-        peers.mirrored(&peers.tampered),
+        peers.mirror.body_bytes(&peers.tampered),
         peers.frommirror,
-        peers.mirrored(&peers.frommirror)
+        peers.mirror.body_bytes(&peers.frommirror)
     );
 }
 

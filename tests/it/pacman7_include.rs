@@ -159,7 +159,7 @@ fn pacman7_include_line_takes_verified_peer_copies_and_the_rest_from_mirrors() {
     eprintln!(
         "P7-INCLUDE: {frompeer} via /cache/ from the peer, {tampered} refused then {} bytes \
          from the mirror; -S stderr: {}",
-        peers.mirrored(tampered),
+        peers.mirror.body_bytes(tampered),
         stderr(&out)
     );
 }

@@ -237,15 +237,6 @@ impl Peers {
         assert!(!self.mirror.requests_for(&self.frommirror).is_empty());
         log
     }
-
-    /// Body bytes the mirror sent of `file`.
-    pub fn mirrored(&self, file: &str) -> u64 {
-        self.mirror
-            .requests_for(file)
-            .iter()
-            .map(|l| l.body_bytes)
-            .sum()
-    }
 }
 
 pub fn ok(out: &std::process::Output, what: &str) {
