@@ -405,13 +405,7 @@ fn real_pacman() {
         .collect();
     let mut results = Vec::new();
     for (label, xfer) in [
-        (
-            "pacserve-fetch",
-            format!(
-                "{} --config /dev/null --dbpath @DBPATH@ '%o' '%u'",
-                fetch_bin()
-            ),
-        ),
+        ("pacserve-fetch", Pacman::lan_xfer_line(fetch_bin())),
         ("curl", "/usr/bin/curl -s -f -C - -o %o %u".to_owned()),
     ] {
         let pacman = Pacman::new(Some(&xfer), &[("bench", server.clone())]);

@@ -53,10 +53,7 @@ fn scenario(hosts: usize) {
     lan.delay_link(mirror_host, ONE_WAY);
     lan.limit_rate(mirror_host, RATE);
     let url = format!("http://{}:8080/tb", lan.ipv4(mirror_host));
-    let xfer = format!(
-        "{} --config /dev/null --dbpath @DBPATH@ '%o' '%u'",
-        fetch_bin()
-    );
+    let xfer = Pacman::lan_xfer_line(fetch_bin());
     let memory = tempdir();
     let env: [(&str, &std::ffi::OsStr); 1] = [("TMPDIR", memory.path().as_os_str())];
     let mut targets = vec!["-S"];

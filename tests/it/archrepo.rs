@@ -130,6 +130,12 @@ impl Pacman {
         format!("{binary} {} '%o' '%u'", util::MIRROR_ONLY.join(" "))
     }
 
+    /// The XferCommand line for the binary under test on a namespace LAN: peers on, no
+    /// configuration file, this pacman's own sync databases.
+    pub fn lan_xfer_line(binary: &str) -> String {
+        format!("{binary} --config /dev/null --dbpath @DBPATH@ '%o' '%u'")
+    }
+
     pub fn cache(&self) -> PathBuf {
         self.base.path().join("cache")
     }

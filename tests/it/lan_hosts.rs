@@ -160,10 +160,7 @@ fn real_pacman_installs_from_the_peer_and_the_mirror_sends_no_package() {
     for file in &files {
         fs::copy(repo.dir.join(file), s.holder_cache.path().join(file)).unwrap();
     }
-    let xfer = format!(
-        "{} --config /dev/null --dbpath @DBPATH@ '%o' '%u'",
-        fetch_bin()
-    );
+    let xfer = Pacman::lan_xfer_line(fetch_bin());
     let memory = lan_memory_dir();
     let pacman = Pacman::new(Some(&xfer), &[("lanrepo", s.mirror_url("lanrepo"))]);
     let env: [(&str, &std::ffi::OsStr); 1] = [("TMPDIR", memory.as_os_str())];

@@ -43,10 +43,7 @@ fn site(hosts: usize, packages: usize, payload: usize, rate: &str) -> Option<Sit
     let mirror_host = hosts + 1;
     let mirror = Nginx::mirror_on(lan.host(mirror_host), root.path())?;
     lan.limit_rate(mirror_host, rate);
-    let xfer = format!(
-        "{} --config /dev/null --dbpath @DBPATH@ '%o' '%u'",
-        fetch_bin()
-    );
+    let xfer = Pacman::lan_xfer_line(fetch_bin());
     let url = format!("http://{}:8080/tg", lan.url_host(mirror_host));
     let nodes: Vec<Node> = (1..=hosts)
         .map(|i| {

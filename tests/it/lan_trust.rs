@@ -18,10 +18,7 @@ use crate::nginx::{self, Nginx};
 use crate::util::{fetch_bin, run, stderr, tempdir};
 
 fn xfer() -> String {
-    format!(
-        "{} --config /dev/null --dbpath @DBPATH@ '%o' '%u'",
-        fetch_bin()
-    )
+    Pacman::lan_xfer_line(fetch_bin())
 }
 
 #[test]
