@@ -449,12 +449,7 @@ fn prefetch_keeps_its_window_running_while_pacman_is_still_on_an_earlier_file() 
         assert_eq!(t.mirror.requests_for(file).len(), 1, "{file} once");
     }
     for (name, file) in names.iter().zip(&files) {
-        assert!(t.pacman.installed_data(name).is_some(), "{name}");
-        assert_eq!(
-            fs::read(t.pacman.cache().join(file)).unwrap(),
-            fs::read(t.repo.dir.join(file)).unwrap(),
-            "{file}"
-        );
+        t.pacman.assert_installed_from(&t.repo, name, file);
     }
     assert!(t.staging_empties(), "handed-over files are deleted");
 }
@@ -482,11 +477,8 @@ fn a_prefetched_file_is_taken_from_the_daemon_before_the_lan_is_asked() {
     for i in 0..4 {
         let file = format!("p{i}-1.0-1-any.pkg.tar.zst");
         assert_eq!(t.mirror.requests_for(&file).len(), 1, "{file} once");
-        assert_eq!(
-            fs::read(t.pacman.cache().join(&file)).unwrap(),
-            fs::read(t.repo.dir.join(&file)).unwrap(),
-            "{file}"
-        );
+        t.pacman
+            .assert_installed_from(&t.repo, &format!("p{i}"), &file);
     }
     assert!(t.staging_empties(), "handed-over files are deleted");
 }
@@ -533,12 +525,8 @@ fn ctrl_c_mid_transaction_then_a_rerun_resumes_and_installs() {
 
     assert!(t.pacman(&["-S", "p0", "p1", "p2"]).status.success());
     for (i, file) in files.iter().enumerate() {
-        assert!(t.pacman.installed_data(&format!("p{i}")).is_some());
-        assert_eq!(
-            fs::read(t.pacman.cache().join(file)).unwrap(),
-            fs::read(t.repo.dir.join(file)).unwrap(),
-            "{file}"
-        );
+        t.pacman
+            .assert_installed_from(&t.repo, &format!("p{i}"), file);
     }
     let p0 = t.mirror.requests_for(&files[0]);
     assert_eq!(
