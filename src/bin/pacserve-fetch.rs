@@ -25,6 +25,10 @@ fn main() -> ExitCode {
             cli::print_completions::<FetchArgs>(shell);
             Ok(ExitCode::SUCCESS)
         }
+        (Some(name), _, _) if !name::is_shareable_name(name) => Ok(bad_arguments(format!(
+            "--who-has {name:?}: not a package or signature file name (at most 255 bytes, \
+             e.g. foo-1.0-1-x86_64.pkg.tar.zst)"
+        ))),
         (Some(name), _, _) => who_has(&args, name),
         (None, true, _) => who_has(&args, PROBE_NAME),
         (None, false, _) => download(&args),

@@ -7,20 +7,17 @@
 //! With no interface and no static peer there is nobody to ask, and nothing is waited for.
 //!
 //! Answers are believed only from the link the query went out on or from a static peer (see
-//! [`crate::client::onlink`]), and kept one per daemon id *and* source address: another host
+//! [`crate::protocol::onlink`]), and kept one per daemon id *and* source address: another host
 //! answering first with a real daemon's id must not get the real answer dropped as a duplicate.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, ToSocketAddrs, UdpSocket};
-use std::os::fd::AsFd;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use nix::poll::{PollFd, PollFlags, PollTimeout};
-use socket2::{Domain, Protocol, SockRef, Socket, Type};
-
-use crate::client::onlink::Links;
+use crate::protocol::asker::{Asker, Target};
 use crate::protocol::netif;
+use crate::protocol::onlink::Links;
 use crate::protocol::{self, Answer, Holding, Query};
 
 /// Where and how long to ask.
@@ -133,17 +130,22 @@ pub fn ask_detailed(
         claim: None,
     };
     // Our version and, for daemons not yet upgraded, version 1 with the same nonce.
-    let datagrams = [
-        query.encode(),
-        Query {
-            version: 1,
-            ..query.clone()
-        }
-        .encode(),
-    ];
-    let sockets = Sockets::open()?;
+    let v1 = Query {
+        version: 1,
+        ..query.clone()
+    };
+    let datagrams = [query.encode(), v1.encode()]
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{file_name:?} cannot be asked for (a name has at most 255 bytes)"),
+            )
+        })?;
+    let asker = Asker::open()?;
     let started = Instant::now();
-    let (sent, links) = send_queries(config, &sockets, &datagrams);
+    let (sent, links) = send_queries(config, &asker, &datagrams);
     let mut own_skipped = 0;
     if sent == 0 {
         return Ok(Asked::default());
@@ -159,7 +161,7 @@ pub fn ask_detailed(
         .checked_duration_since(Instant::now())
         .filter(|d| !d.is_zero())
     {
-        for (from, datagram) in sockets.receive(left)? {
+        for (from, datagram) in asker.receive(left)? {
             let Ok(answer) = Answer::decode(&datagram) else {
                 continue;
             };
@@ -222,41 +224,22 @@ fn nonce() -> io::Result<[u8; 8]> {
 
 /// Sends the query on every chosen interface and to every static peer; returns how many went out
 /// and where answers may come from.
-fn send_queries(config: &Discovery, sockets: &Sockets, datagrams: &[Vec<u8>]) -> (usize, Links) {
-    let mut sent = 0;
+fn send_queries(config: &Discovery, asker: &Asker, datagrams: &[Vec<u8>]) -> (usize, Links) {
     let interfaces = match config.multicast {
         true => netif::discovery_interfaces(&config.interfaces),
         false => Vec::new(),
     };
-    let mut peers = Vec::new();
-    for iface in &interfaces {
-        if let (Some(v4), Some(addr)) = (&sockets.v4, iface.ipv4.first()) {
-            let ok = SockRef::from(v4).set_multicast_if_v4(addr).is_ok()
-                && datagrams
-                    .iter()
-                    .all(|d| v4.send_to(d, (config.group_v4, config.port)).is_ok());
-            sent += usize::from(ok);
-        }
-        if let (Some(v6), true) = (&sockets.v6, iface.has_ipv6) {
-            let group = SocketAddrV6::new(config.group_v6, config.port, 0, iface.index);
-            let ok = SockRef::from(v6).set_multicast_if_v6(iface.index).is_ok()
-                && datagrams.iter().all(|d| v6.send_to(d, group).is_ok());
-            sent += usize::from(ok);
-        }
-    }
-    for peer in &config.static_peers {
-        for addr in resolve_peer(peer, config.port) {
-            peers.push(addr);
-            let socket = match addr {
-                SocketAddr::V4(_) => &sockets.v4,
-                SocketAddr::V6(_) => &sockets.v6,
-            };
-            if let Some(socket) = socket {
-                sent += usize::from(datagrams.iter().all(|d| socket.send_to(d, addr).is_ok()));
-            }
-        }
-    }
-    (sent, Links::new(&interfaces, config.port, &peers))
+    let peers: Vec<SocketAddr> = (config.static_peers.iter())
+        .flat_map(|peer| resolve_peer(peer, config.port))
+        .collect();
+    let target = Target {
+        port: config.port,
+        group_v4: config.group_v4,
+        group_v6: config.group_v6,
+        interfaces: &interfaces,
+        peers: &peers,
+    };
+    asker.send(&target, datagrams)
 }
 
 /// `HOST`, `HOST:PORT`, `IPv6` or `[IPv6]:PORT` to socket addresses.
@@ -276,73 +259,6 @@ pub fn resolve_peer(peer: &str, default_port: u16) -> Vec<SocketAddr> {
         .to_socket_addrs()
         .map(|a| a.collect())
         .unwrap_or_default()
-}
-
-/// Room for the answers of a large LAN arriving at once: each datagram costs about 1 KiB of
-/// kernel buffer, and 200 daemons answer within a millisecond or two.
-const ANSWER_BUFFER: usize = 1 << 20;
-
-/// The client's two sockets; either may be missing (no IPv6 on this host, say).
-struct Sockets {
-    v4: Option<UdpSocket>,
-    v6: Option<UdpSocket>,
-}
-
-impl Sockets {
-    fn open() -> io::Result<Sockets> {
-        let v4 = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
-            .and_then(|s| {
-                s.set_multicast_ttl_v4(1)?;
-                s.set_multicast_loop_v4(true)?;
-                let _ = s.set_recv_buffer_size(ANSWER_BUFFER);
-                s.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)).into())?;
-                s.set_nonblocking(true)?;
-                Ok(UdpSocket::from(s))
-            })
-            .ok();
-        let v6 = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))
-            .and_then(|s| {
-                s.set_only_v6(true)?;
-                s.set_multicast_hops_v6(1)?;
-                s.set_multicast_loop_v6(true)?;
-                let _ = s.set_recv_buffer_size(ANSWER_BUFFER);
-                s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)).into())?;
-                s.set_nonblocking(true)?;
-                Ok(UdpSocket::from(s))
-            })
-            .ok();
-        if v4.is_none() && v6.is_none() {
-            return Err(io::Error::other("cannot open a UDP socket for discovery"));
-        }
-        Ok(Sockets { v4, v6 })
-    }
-
-    /// Waits up to `timeout` for datagrams on either socket and returns those that arrived.
-    fn receive(&self, timeout: Duration) -> io::Result<Vec<(SocketAddr, Vec<u8>)>> {
-        let sockets: Vec<&UdpSocket> = [&self.v4, &self.v6].into_iter().flatten().collect();
-        let mut fds: Vec<PollFd> = sockets
-            .iter()
-            .map(|s| PollFd::new(s.as_fd(), PollFlags::POLLIN))
-            .collect();
-        let millis = timeout.as_millis().clamp(1, u16::MAX as u128) as u16;
-        match nix::poll::poll(&mut fds, PollTimeout::from(millis)) {
-            Ok(0) | Err(nix::errno::Errno::EINTR) => return Ok(Vec::new()),
-            Ok(_) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let mut got = Vec::new();
-        let mut buf = [0u8; 512];
-        for socket in sockets {
-            // Non-blocking: drain what is queued, bounded so a flood cannot keep us here.
-            for _ in 0..64 {
-                match socket.recv_from(&mut buf) {
-                    Ok((len, from)) => got.push((from, buf[..len].to_vec())),
-                    Err(_) => break,
-                }
-            }
-        }
-        Ok(got)
-    }
 }
 
 /// The first answer of each daemon id: what to show and count, one line per daemon.

@@ -9,7 +9,6 @@
 //! database at the end, and never the mirror for a file no database lists. A run that fails
 //! cuts the output back to the last byte it can vouch for.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use crate::client::adopt::{self, Adopted};
@@ -29,6 +28,7 @@ use crate::client::transfer::{self, Delivered, Want};
 use crate::client::verify::{self, Expected};
 use crate::pacman;
 use crate::pacman::name::{self, FileKind};
+use crate::protocol::peerhttp;
 
 /// Everything that shapes a download besides its two arguments.
 #[derive(Debug, Clone)]
@@ -157,7 +157,12 @@ fn fetch_locked(
     // A copy the local pacserved prefetched for this transaction is on this machine already:
     // it comes before the LAN (no query, no wait). It is checked like any other source.
     let socket = settings.agent_socket.as_deref();
-    let mirror = agent::Mirror::new(socket, settings.limits, &settings.user_agent, url);
+    let mirror = agent::Mirror::new(
+        socket,
+        (settings.limits, &settings.user_agent),
+        url,
+        progress,
+    );
     // The last byte we can vouch for: what we had before any other source (nothing, when the
     // file starts over anyway).
     let vouched = if want.resume { out.len() } else { 0 };
@@ -210,7 +215,7 @@ fn fetch_locked(
             progress.warn(|| "the time given to peers is over; using the mirror".to_owned());
             break;
         };
-        let peer_url = peer_url(peer.http, name);
+        let peer_url = peerhttp::url(peer.http, name);
         progress.source(name, Source::Peer);
         progress.note(|| format!("{peer_url}: {:.1} s left for peers", left.as_secs_f64()));
         let agent = transfer::peer_agent(limits, &settings.user_agent, peer.http);
@@ -276,6 +281,11 @@ fn fetch_locked(
 }
 
 /// The mirror pacman named, and the sync database's verdict on the result.
+///
+/// A bad result that was resumed (on an earlier run's partial, or on bytes the local daemon
+/// relayed from a peer it followed) gets one more try, the whole file from byte 0 and without
+/// asking the daemon to share or follow: whatever happens then is the mirror's own answer, so a
+/// lying peer costs one download, never a loop.
 fn mirror_verified(
     mirror: &agent::Mirror,
     url: &str,
@@ -286,20 +296,29 @@ fn mirror_verified(
 ) -> Result<Report, Error> {
     let name = transfer::name_of(out.path()).to_owned();
     let mut delivered = from_mirror(mirror, url, out, want, progress)?;
-    while let Some(why) = mismatch(out, expected)? {
+    if let Some(why) = mismatch(out, expected)? {
         let resumed = matches!(delivered, Delivered::Body { from, .. } if from > 0)
             || delivered == Delivered::AlreadyComplete;
         out.truncate(0)?;
-        if !resumed {
+        if !resumed && want.share.is_none() {
             return Err(Error::BadFile {
                 url: url.to_owned(),
                 why,
             });
         }
-        // The partial we resumed was bad (an earlier run's peer, say): the whole file, once —
-        // from byte 0 it is no longer a resume, so a second mismatch ends this loop with an error.
-        progress.warn(|| format!("{name}: the partial file was bad ({why}); downloading it again"));
-        delivered = from_mirror(mirror, url, out, want, progress)?;
+        progress.warn(|| format!("{name}: the file was bad ({why}); downloading it again"));
+        let whole = Want {
+            share: None,
+            ..want.clone()
+        };
+        delivered = from_mirror(mirror, url, out, &whole, progress)?;
+        if let Some(why) = mismatch(out, expected)? {
+            out.truncate(0)?;
+            return Err(Error::BadFile {
+                url: url.to_owned(),
+                why,
+            });
+        }
     }
     Ok(Report {
         source: url.to_owned(),
@@ -390,41 +409,4 @@ fn describe_answers(answers: &[PeerAnswer], waited: std::time::Duration) -> Stri
         first.unwrap_or_default(),
         waited.as_millis()
     )
-}
-
-/// The URL of `name` on a peer, as pacredir's peers also serve it. IPv6 scope ids cannot be
-/// written in a URL; the peer agent connects to the exact address regardless.
-pub fn peer_url(peer: SocketAddr, name: &str) -> String {
-    let host = match peer {
-        SocketAddr::V4(a) => a.ip().to_string(),
-        SocketAddr::V6(a) => format!("[{}]", a.ip()),
-    };
-    let mut path = String::with_capacity(name.len());
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~:+@".contains(&b) {
-            path.push(b as char);
-        } else {
-            path.push_str(&format!("%{b:02X}"));
-        }
-    }
-    format!("http://{host}:{}/pkg/{path}", peer.port())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn peer_urls_keep_pacman_names_readable() {
-        let v4: SocketAddr = "10.0.0.2:15678".parse().unwrap();
-        assert_eq!(
-            peer_url(v4, "vim-2:9.1+r3-1-x86_64.pkg.tar.zst"),
-            "http://10.0.0.2:15678/pkg/vim-2:9.1+r3-1-x86_64.pkg.tar.zst"
-        );
-        let v6: SocketAddr = "[fe80::1%2]:80".parse().unwrap();
-        assert_eq!(
-            peer_url(v6, "a b.pkg.tar"),
-            "http://[fe80::1]:80/pkg/a%20b.pkg.tar"
-        );
-    }
 }

@@ -48,15 +48,7 @@ pub const MAX_PER_ADDRESS: usize = 4;
 /// …and this many in all, so a host answering under hundreds of ids cannot fill the memory, and
 /// with it every later wait, with daemons that do not exist.
 pub const MAX_REMEMBERED: usize = 64;
-/// A failed daemon is avoided for this long per consecutive failure (as pacredir does)…
-pub const BACKOFF_STEP: Duration = Duration::from_secs(30);
-/// …but never longer than this.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(10 * 60);
-
-/// How long a daemon that has failed `failures` times in a row is avoided.
-pub fn backoff(failures: u32) -> Duration {
-    BACKOFF_STEP.saturating_mul(failures).min(BACKOFF_MAX)
-}
+pub use crate::protocol::budget::{BACKOFF_MAX, BACKOFF_STEP, backoff};
 
 /// Who failed: a daemon id as answered from one address.
 pub type Blame = ([u8; 8], IpAddr);

@@ -10,8 +10,8 @@
 //! configuration and the invoking pacman's command line into the settings of one download, after
 //! [`checks`] refused values that cannot work; [`explain`] words why peers were not asked.
 //! What the LAN may cost is bounded by [`peerlimits`] (how many peers, how long), [`bodylimit`]
-//! (how long and how slow a body), [`onlink`] (whose answers count) and [`outlock`] (one writer
-//! per output).
+//! (how long and how slow a body), [`crate::protocol::onlink`] (whose answers count) and
+//! [`outlock`] (one writer per output).
 //!
 //! May use: [`crate::protocol`], [`crate::pacman`], and the shared pieces at the crate root.
 //! Never [`crate::daemon`]: the client must work on a machine where no daemon runs.
@@ -31,7 +31,6 @@ pub mod interrupt;
 pub mod lanmemory;
 pub mod limits;
 pub mod localfile;
-pub mod onlink;
 pub mod outhash;
 pub mod outlock;
 pub mod output;

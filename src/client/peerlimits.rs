@@ -24,28 +24,17 @@ use crate::protocol::Holding;
 /// better bet.
 pub const MAX_PEERS_PER_FILE: usize = 3;
 
-/// An answer naming an HTTP port below this is ignored: those are the system ports (ssh, smtp,
-/// http, …) where a LAN host could otherwise point our GETs at another service; pacserved
-/// runs unprivileged on 15678, and tests use ephemeral ports.
-pub const MIN_HTTP_PORT: u16 = 1024;
+pub use crate::protocol::budget::{MIN_HTTP_PORT, PHASE_BASE, PHASE_RATE, phase as budget};
 
 /// The status line and headers, with any `100 Continue` before them, must arrive this soon
 /// after the request: a daemon answers in milliseconds.
 pub const HEADER_BUDGET: Duration = Duration::from_secs(3);
 
-/// The slowest a peer may send: 64 KiB/s averaged over 3 s. The slowest LAN worth using (weak
-/// Wi-Fi) does several hundred KiB/s; anything below is a broken or hostile peer, and the
-/// mirror is likely faster.
+/// The slowest a peer may send ([`crate::protocol::budget`]'s floor, shared with the daemon).
 pub const PEER_LOW_SPEED: LowSpeed = LowSpeed {
-    bytes_per_sec: 64 * 1024,
-    window: Duration::from_secs(3),
+    bytes_per_sec: crate::protocol::budget::FLOOR_BYTES_PER_SEC,
+    window: crate::protocol::budget::FLOOR_WINDOW,
 };
-
-/// The whole peer phase of one file gets this much time…
-pub const PHASE_BASE: Duration = Duration::from_secs(10);
-/// …plus the file's size at this rate (1 MiB/s, slower than any LAN but fast enough that a peer
-/// just above the floor cannot hold a large package for hours).
-pub const PHASE_RATE: u64 = 1024 * 1024;
 
 /// The per-connection limits for a peer: `base` (connect and stall, from the options) plus the
 /// header budget and the speed floor.
@@ -77,11 +66,6 @@ impl PeerPhase {
             .checked_duration_since(Instant::now())
             .filter(|d| !d.is_zero())
     }
-}
-
-/// [`PHASE_BASE`] plus `size` at [`PHASE_RATE`].
-pub fn budget(size: u64) -> Duration {
-    PHASE_BASE + Duration::from_secs(size / PHASE_RATE)
 }
 
 /// A peer chosen to be tried.
@@ -214,14 +198,5 @@ mod tests {
         let chosen = choose(&answers, |_| true, |c| c.blame().1 == spoofer, |_, _| {});
         assert_eq!(chosen.len(), 1);
         assert_eq!(chosen[0].http.ip().to_string(), "10.0.0.2");
-    }
-
-    #[test]
-    fn the_phase_grows_with_the_file() {
-        assert_eq!(budget(20_000), PHASE_BASE);
-        assert_eq!(
-            budget(100 * PHASE_RATE),
-            PHASE_BASE + Duration::from_secs(100)
-        );
     }
 }

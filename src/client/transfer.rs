@@ -17,9 +17,9 @@ use std::time::{Instant, SystemTime};
 
 use std::net::SocketAddr;
 
-use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
-use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
-use ureq::{Agent, ResponseExt, http};
+use crate::protocol::peerhttp::FixedAddress;
+use ureq::unversioned::transport::DefaultConnector;
+use ureq::{Agent, ResponseExt};
 
 use crate::client::bodylimit::Guarded;
 use crate::client::error::Error;
@@ -118,23 +118,6 @@ pub(crate) fn config(
         .proxy(proxy)
         .max_redirects(redirects)
         .build()
-}
-
-/// A resolver that answers every lookup with one address.
-#[derive(Debug)]
-struct FixedAddress(SocketAddr);
-
-impl Resolver for FixedAddress {
-    fn resolve(
-        &self,
-        _: &http::Uri,
-        _: &ureq::config::Config,
-        _: NextTimeout,
-    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
-        let mut addrs = self.empty();
-        addrs.push(self.0);
-        Ok(addrs)
-    }
 }
 
 /// Fetches `url` into `out` as `want` says, drawing progress for `name`.

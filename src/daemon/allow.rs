@@ -1,33 +1,73 @@
 //! Who may talk to the daemon at all: an allowlist of networks.
 //!
-//! By default only addresses that cannot be routed from the internet: loopback, link-local and
-//! the private ranges of IPv4 and IPv6. A LAN sharing service has no business answering anyone
-//! else, whatever the firewall says. A configured list replaces the default entirely. Sources
-//! outside it get no UDP answer, and their HTTP connections are closed on arrival, before they
-//! are read or hold any of the connection slots the allowed hosts need.
+//! By default: addresses that cannot be routed from the internet (loopback, link-local, the
+//! private ranges of IPv4 and IPv6, and the shared 100.64.0.0/10 that Tailscale and other
+//! carrier-grade NATs use), plus every subnet this host is on (a lab on public addresses, a
+//! LAN with global IPv6 only). A LAN sharing service has no business answering anyone else,
+//! whatever the firewall says. A configured list (`--allow`, `allow =`) replaces the default
+//! entirely. Sources outside it get no UDP answer, and their HTTP connections are closed on
+//! arrival, before they are read or hold any of the connection slots the allowed hosts need.
 
 use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
+use crate::protocol::onlink;
+
 /// The default networks, in the order they are shown.
-pub const DEFAULT: [&str; 8] = [
+pub const DEFAULT: [&str; 9] = [
     "127.0.0.0/8",
     "10.0.0.0/8",
     "172.16.0.0/12",
     "192.168.0.0/16",
+    "100.64.0.0/10",
     "169.254.0.0/16",
     "::1/128",
     "fc00::/7",
     "fe80::/10",
 ];
+/// How long the host's own subnets are believed before they are read again (a laptop moves).
+const ON_LINK_FRESH: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Allowlist(Vec<IpNet>);
+#[derive(Debug, Clone)]
+pub struct Allowlist {
+    nets: Vec<IpNet>,
+    /// The default also allows the subnets this host is on.
+    on_link: Option<Arc<OnLink>>,
+}
 
 impl Default for Allowlist {
     fn default() -> Allowlist {
-        Allowlist::parse(&DEFAULT.map(str::to_owned)).unwrap_or(Allowlist(Vec::new()))
+        let nets = Allowlist::parse(&DEFAULT.map(str::to_owned)).map_or(Vec::new(), |a| a.nets);
+        Allowlist {
+            nets,
+            on_link: Some(Arc::default()),
+        }
+    }
+}
+
+/// This host's subnets, read again once they are older than [`ON_LINK_FRESH`].
+#[derive(Debug, Default)]
+struct OnLink(RwLock<Option<(Instant, Vec<IpNet>)>>);
+
+impl OnLink {
+    fn contains(&self, ip: &IpAddr) -> bool {
+        let fresh = |read: &Option<(Instant, Vec<IpNet>)>| {
+            read.as_ref()
+                .filter(|(at, _)| at.elapsed() < ON_LINK_FRESH)
+                .map(|(_, nets)| nets.iter().any(|n| n.contains(ip)))
+        };
+        if let Some(found) = self.0.read().ok().and_then(|r| fresh(&r)) {
+            return found;
+        }
+        let nets = onlink::subnets(|_| true);
+        let found = nets.iter().any(|n| n.contains(ip));
+        if let Ok(mut cached) = self.0.write() {
+            *cached = Some((Instant::now(), nets));
+        }
+        found
     }
 }
 
@@ -42,17 +82,17 @@ impl Allowlist {
                     .map_err(|_| format!("not a network or address: {text:?}"))
             })
             .collect::<Result<_, _>>()
-            .map(Allowlist)
+            .map(|nets| Allowlist {
+                nets,
+                on_link: None,
+            })
     }
 
     /// Whether `ip` (IPv4-mapped IPv6 counts as IPv4) is inside one of the networks.
     pub fn permits(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
-        self.0.iter().any(|net| net.contains(&ip))
-    }
-
-    pub fn networks(&self) -> &[IpNet] {
-        &self.0
+        self.nets.iter().any(|net| net.contains(&ip))
+            || self.on_link.as_ref().is_some_and(|l| l.contains(&ip))
     }
 }
 
@@ -68,6 +108,8 @@ mod tests {
             "10.1.2.3",
             "172.31.255.1",
             "192.168.1.20",
+            "100.64.0.1",
+            "100.127.255.254",
             "169.254.3.4",
             "::1",
             "fd12::1",
@@ -80,11 +122,19 @@ mod tests {
             "8.8.8.8",
             "172.32.0.1",
             "192.169.0.1",
-            "100.64.0.1",
+            "100.128.0.1",
             "2001:db8::1",
             "::ffff:8.8.8.8",
         ] {
             assert!(!allow.permits(no.parse().unwrap()), "{no}");
+        }
+    }
+
+    #[test]
+    fn the_default_allows_the_subnets_this_host_is_on() {
+        let allow = Allowlist::default();
+        for net in onlink::subnets(|_| true) {
+            assert!(allow.permits(net.network()), "{net}");
         }
     }
 

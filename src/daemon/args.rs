@@ -135,6 +135,7 @@ impl DaemonArgs {
                     .unwrap_or_else(|| protocol::agent::DEFAULT_SOCKET.to_owned())
             }),
             prefetch: self.prefetch.or(file.prefetch).unwrap_or(DEFAULT_PREFETCH),
+            pacman_conf: self.pacman_conf.clone(),
             dbpath: (self.dbpath.clone()).unwrap_or_else(|| {
                 pacman::invocation::Paths::default_for(&self.pacman_conf).dbpath
             }),

@@ -72,10 +72,13 @@ impl CacheServer {
         udp_port: u16,
         interfaces: Vec<String>,
     ) -> CacheServer {
+        // Nothing a crash left behind is ever served: each fetch makes its own directory.
+        let work_dir = state_dir.join("cache-fetch");
+        let _ = std::fs::remove_dir_all(&work_dir);
         CacheServer {
             program,
             dbpath,
-            work_dir: state_dir.join("cache-fetch"),
+            work_dir,
             udp_port,
             interfaces,
             running: Arc::new(AtomicUsize::new(0)),
@@ -232,6 +235,19 @@ async fn signature(server: &CacheServer, name: String) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_an_earlier_run_left_in_the_work_directory_is_removed_at_start() {
+        let state = tempfile::tempdir().unwrap();
+        let left = state.path().join("cache-fetch/fetch-x");
+        std::fs::create_dir_all(&left).unwrap();
+        std::fs::write(left.join("a-1-1-any.pkg.tar.zst.part"), b"from a crash").unwrap();
+        let server = CacheServer::new("x".into(), "/db".into(), state.path(), 1, vec![]);
+        assert!(
+            !server.work_dir.exists(),
+            "nothing a crash left is ever served"
+        );
+    }
 
     #[test]
     fn at_most_max_at_once_fetches_and_a_finished_one_frees_its_place() {

@@ -13,12 +13,13 @@
 //! ([`Claims::heard_other`]), settling returns at once without sending anything.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::sync::Mutex;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use socket2::SockRef;
-
+use crate::daemon::allow::Allowlist;
+use crate::protocol::asker::{Asker, Target};
+use crate::protocol::budget;
 use crate::protocol::netif::{self, Interface};
 use crate::protocol::{Answer, Holding, Query};
 
@@ -33,6 +34,10 @@ const OTHERS_FRESH: Duration = Duration::from_secs(600);
 /// A CLAIM query heard this recently still counts.
 const CLAIM_FRESH: Duration = Duration::from_secs(2);
 const MAX_RECORDED: usize = 1024;
+/// A source that failed to deliver a file is never followed again for that file within this
+/// long; and once [`FILE_FAILURES`] sources failed for one file, nobody is followed for it.
+const FILE_MEMORY: Duration = Duration::from_secs(600);
+const FILE_FAILURES: usize = 2;
 
 /// What to do about a file after settling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,11 +48,15 @@ pub enum Verdict {
     Follow { http: SocketAddr },
 }
 
+/// Where claims are asked, and who may answer them.
 pub struct Claims {
     pub daemon_id: [u8; 8],
     pub port: u16,
     pub group_v4: Ipv4Addr,
+    pub group_v6: Ipv6Addr,
     pub interfaces: Vec<String>,
+    /// Answers from outside it are not believed, as the responder answers nobody outside it.
+    pub allow: Arc<Allowlist>,
     state: Mutex<State>,
 }
 
@@ -58,17 +67,83 @@ struct State {
     last_other: Option<Instant>,
     /// Daemons that answered the last claim: once all have answered again, stop waiting.
     known: HashSet<[u8; 8]>,
+    /// Sources whose copy failed us: avoided for every file for a while (consecutive failures
+    /// and until when), and never again for the file they failed.
+    failed_sources: HashMap<IpAddr, (u32, Instant)>,
+    failed_files: HashMap<String, (Vec<IpAddr>, Instant)>,
 }
 
 impl Claims {
-    pub fn new(daemon_id: [u8; 8], port: u16, group_v4: Ipv4Addr, interfaces: Vec<String>) -> Self {
+    pub fn new(
+        daemon_id: [u8; 8],
+        port: u16,
+        (group_v4, group_v6): (Ipv4Addr, Ipv6Addr),
+        interfaces: Vec<String>,
+        allow: Arc<Allowlist>,
+    ) -> Self {
         Claims {
             daemon_id,
             port,
             group_v4,
+            group_v6,
             interfaces,
+            allow,
             state: Mutex::default(),
         }
+    }
+
+    /// The copy of `name` followed from `source` failed (stalled, broke off, too slow, or not
+    /// the file): `source` is not followed again for `name`, and for no file for a while.
+    pub fn failed(&self, name: &str, source: IpAddr) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        state
+            .failed_files
+            .retain(|_, (_, at)| at.elapsed() < FILE_MEMORY);
+        state.failed_sources.retain(|_, (_, until)| *until > now);
+        if state.failed_files.len() < MAX_RECORDED {
+            let (sources, _) = state
+                .failed_files
+                .entry(name.to_owned())
+                .or_insert_with(|| (Vec::new(), now));
+            if !sources.contains(&source) {
+                sources.push(source);
+            }
+        }
+        if state.failed_sources.len() < MAX_RECORDED || state.failed_sources.contains_key(&source) {
+            let failures = state.failed_sources.get(&source).map_or(0, |(n, _)| *n) + 1;
+            let until = now + budget::backoff(failures);
+            state.failed_sources.insert(source, (failures, until));
+        }
+    }
+
+    /// A copy followed from `source` was verified: its failures are forgiven.
+    pub fn succeeded(&self, source: IpAddr) {
+        self.lock().failed_sources.remove(&source);
+    }
+
+    /// Whether an answer from `source` about `name` may be followed.
+    fn trusted_for(&self, name: &str, source: IpAddr) -> bool {
+        let state = self.lock();
+        let backed_off = state
+            .failed_sources
+            .get(&source)
+            .is_some_and(|(_, until)| *until > Instant::now());
+        let failed_here = state
+            .failed_files
+            .get(name)
+            .is_some_and(|(sources, at)| at.elapsed() < FILE_MEMORY && sources.contains(&source));
+        !backed_off && !failed_here
+    }
+
+    /// Whether enough sources failed for `name` that the mirror is the better bet.
+    fn given_up_on(&self, name: &str) -> bool {
+        self.lock()
+            .failed_files
+            .get(name)
+            .is_some_and(|(sources, at)| {
+                at.elapsed() < FILE_MEMORY && sources.len() >= FILE_FAILURES
+            })
     }
 
     /// The responder heard a query from another host.
@@ -102,15 +177,20 @@ impl Claims {
             .lock()
             .last_other
             .is_some_and(|at| at.elapsed() < OTHERS_FRESH);
-        if !others {
+        if !others || self.given_up_on(name) {
             return Verdict::Lead;
         }
-        let Ok(socket) = open_socket() else {
+        let Ok(socket) = Asker::open() else {
             return Verdict::Lead;
         };
         // Looked up once: the defer loop below asks again every few tens of milliseconds.
         let interfaces = netif::discovery_interfaces(&self.interfaces);
-        let heard = self.ask(&socket, &interfaces, name);
+        let locals = netif::local_addresses();
+        let here = Here {
+            interfaces: &interfaces,
+            locals: &locals,
+        };
+        let heard = self.ask(&socket, &here, name);
         let lower_claim = heard.lower_claim || self.heard_lower(name);
         if let Some(http) = heard.best {
             return Verdict::Follow { http };
@@ -122,7 +202,7 @@ impl Claims {
         let until = Instant::now() + DEFER_LIMIT;
         while Instant::now() < until {
             std::thread::sleep(Duration::from_millis(10));
-            if let Some(http) = self.ask(&socket, &interfaces, name).best {
+            if let Some(http) = self.ask(&socket, &here, name).best {
                 return Verdict::Follow { http };
             }
         }
@@ -137,8 +217,10 @@ impl Claims {
         })
     }
 
-    /// One round: send the CLAIM query on `interfaces`, collect answers for up to [`WINDOW`].
-    fn ask(&self, socket: &UdpSocket, interfaces: &[Interface], name: &str) -> Heard {
+    /// One round: send the CLAIM query on `here`'s interfaces, collect answers for up to
+    /// [`WINDOW`]. Answers count only from the link asked, from inside the allowlist, from
+    /// another host, and from a source that has not failed us for this file.
+    fn ask(&self, asker: &Asker, here: &Here, name: &str) -> Heard {
         let mut nonce = [0u8; 8];
         let _ = getrandom::fill(&mut nonce);
         let query = Query {
@@ -147,52 +229,66 @@ impl Claims {
             file_name: name.to_owned(),
             arch: String::new(),
             claim: Some(self.daemon_id),
-        }
-        .encode();
-        for iface in interfaces {
-            if let Some(addr) = iface.ipv4.first()
-                && SockRef::from(socket).set_multicast_if_v4(addr).is_ok()
-            {
-                let _ = socket.send_to(&query, (self.group_v4, self.port));
-            }
-        }
+        };
+        let Ok(query) = query.encode() else {
+            return Heard::default();
+        };
+        let target = Target {
+            port: self.port,
+            group_v4: self.group_v4,
+            group_v6: self.group_v6,
+            interfaces: here.interfaces,
+            peers: &[],
+        };
+        let (_, links) = asker.send(&target, &[query]);
         let outstanding = self.lock().known.clone();
         let mut answered = HashSet::new();
         let mut heard = Heard::default();
         let mut best_landed = None;
         let deadline = Instant::now() + WINDOW;
-        let mut buf = [0u8; 128];
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             if left.is_zero()
                 || (!outstanding.is_empty() && outstanding.iter().all(|id| answered.contains(id)))
             {
                 break;
             }
-            let _ = socket.set_read_timeout(Some(left.max(Duration::from_millis(1))));
-            let Ok((len, from)) = socket.recv_from(&mut buf) else {
-                continue;
+            let Ok(datagrams) = asker.receive(left.max(Duration::from_millis(1))) else {
+                break;
             };
-            let Ok(answer) = Answer::decode(&buf[..len]) else {
-                continue;
-            };
-            if answer.nonce != nonce || answer.daemon_id == self.daemon_id {
-                continue;
-            }
-            answered.insert(answer.daemon_id);
-            let (rank, http_port) = match answer.holding {
-                Holding::Have { http_port, .. } => (u64::MAX, http_port),
-                Holding::Growing {
-                    http_port, landed, ..
-                } => (landed, http_port),
-                Holding::Claiming => {
-                    heard.lower_claim |= answer.daemon_id < self.daemon_id;
+            for (from, datagram) in datagrams {
+                let Ok(answer) = Answer::decode(&datagram) else {
+                    continue;
+                };
+                if answer.nonce != nonce
+                    || answer.daemon_id == self.daemon_id
+                    || !links.accepts(from)
+                    || !self.allow.permits(from.ip())
+                    || is_local(from.ip(), here.locals)
+                {
                     continue;
                 }
-                Holding::Miss => continue,
-            };
-            if http_port >= 1024 && best_landed.is_none_or(|b| rank > b) {
-                best_landed = Some(rank);
-                heard.best = Some(SocketAddr::new(from.ip(), http_port));
+                answered.insert(answer.daemon_id);
+                let (rank, http_port) = match answer.holding {
+                    Holding::Have { http_port, .. } => (u64::MAX, http_port),
+                    Holding::Growing {
+                        http_port, landed, ..
+                    } => (landed, http_port),
+                    Holding::Claiming => {
+                        heard.lower_claim |= answer.daemon_id < self.daemon_id;
+                        continue;
+                    }
+                    Holding::Miss => continue,
+                };
+                if http_port >= budget::MIN_HTTP_PORT
+                    && self.trusted_for(name, from.ip())
+                    && best_landed.is_none_or(|b| rank > b)
+                {
+                    best_landed = Some(rank);
+                    // The source as it answered: an IPv6 link-local one keeps its scope.
+                    let mut http = from;
+                    http.set_port(http_port);
+                    heard.best = Some(http);
+                }
             }
         }
         let mut state = self.lock();
@@ -216,11 +312,10 @@ struct Heard {
     lower_claim: bool,
 }
 
-fn open_socket() -> std::io::Result<UdpSocket> {
-    let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
-    socket.set_multicast_ttl_v4(1)?;
-    socket.set_multicast_loop_v4(true)?;
-    Ok(socket)
+/// This host as one settle sees it: where to ask, and its own addresses.
+struct Here<'a> {
+    interfaces: &'a [Interface],
+    locals: &'a [IpAddr],
 }
 
 /// Whether `ip` is one of this host's addresses (its own queries do not mean a shared LAN).

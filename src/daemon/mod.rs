@@ -42,6 +42,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::daemon::agent::policy::Policy;
 use crate::daemon::agent::prefetch::Prefetch;
 use crate::daemon::agent::share::Sharing;
 use crate::daemon::allow::Allowlist;
@@ -57,6 +58,9 @@ use crate::{info, warn};
 
 /// Most bytes the agent stages ahead at once, over all transactions.
 const PREFETCH_MAX_BYTES: u64 = 2 << 30;
+
+/// Threads for blocking file reads (tokio's default is 512).
+const MAX_BLOCKING_THREADS: usize = 32;
 
 /// In-flight downloads get this long to finish after SIGTERM before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -82,7 +86,9 @@ pub struct Config {
     pub agent_socket: Option<String>,
     /// Files fetched ahead per pacman transaction by the agent; 0: none.
     pub prefetch: usize,
-    /// pacman's DBPath, for the `/cache/` endpoint's verification.
+    /// pacman's configuration: its servers are what the agent may fetch from.
+    pub pacman_conf: PathBuf,
+    /// pacman's DBPath, for the `/cache/` endpoint's verification and the agent's checks.
     pub dbpath: PathBuf,
     /// The pacserve-fetch the `/cache/` endpoint runs.
     pub fetch_program: PathBuf,
@@ -105,8 +111,9 @@ pub fn run(config: Config) -> io::Result<()> {
     let claims = Arc::new(Claims::new(
         daemon_id,
         config.udp_port,
-        config.group_v4,
+        (config.group_v4, config.group_v6),
         config.interfaces.clone(),
+        allow.clone(),
     ));
     info!(
         "id {} serving {} on HTTP port {http_port}, discovery on UDP port {}",
@@ -173,11 +180,10 @@ pub fn run(config: Config) -> io::Result<()> {
             &config.state_dir,
             sharing,
         );
-        // Without the agent every client still works standalone: a second daemon in the same
-        // namespace (tests) or a taken name costs speed, not function.
-        if let Err(e) = agent::spawn(name, prefetch) {
-            warn!("no download agent: {e}");
-        }
+        let policy = Policy::new(config.pacman_conf.clone(), config.dbpath.clone());
+        // A taken name is fatal: clients would not trust a squatter, but the administrator
+        // must hear of it now, not find a line in the log later.
+        agent::spawn(name, prefetch, policy)?;
     }
     let app = App {
         cache,
@@ -195,6 +201,8 @@ pub fn run(config: Config) -> io::Result<()> {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // File reads of followers; bounded so the unit's TasksMax is never the limit.
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
         .build()?;
     runtime.block_on(async move {

@@ -58,6 +58,8 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const HYPER_BUFFER: usize = MAX_HEADER_BYTES;
 /// Larger request headers are refused (431): ours are a few hundred bytes.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// How long the accept loop rests after an error before it accepts again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 #[derive(Clone)]
 pub struct App {
@@ -98,7 +100,11 @@ pub async fn serve(
         let (stream, client) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
-                Err(_) => continue,
+                // Out of file descriptors or memory: accepting again at once would spin.
+                Err(_) => {
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
             },
             () = &mut shutdown => return,
         };

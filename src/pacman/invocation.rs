@@ -69,7 +69,11 @@ pub struct Invocation {
 impl Invocation {
     /// The invoking pacman, when our parent process is one.
     pub fn of_parent() -> Option<Invocation> {
-        let ppid = std::os::unix::process::parent_id();
+        Invocation::of_pid(std::os::unix::process::parent_id())
+    }
+
+    /// The command line of process `ppid`, when it is a pacman.
+    pub fn of_pid(ppid: u32) -> Option<Invocation> {
         let comm = std::fs::read_to_string(format!("/proc/{ppid}/comm")).ok()?;
         if comm.trim_end() != "pacman" {
             return None;

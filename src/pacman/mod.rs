@@ -13,4 +13,5 @@ pub mod include;
 pub mod invocation;
 pub mod name;
 pub mod pacsrv;
+pub mod repos;
 pub mod syncdb;

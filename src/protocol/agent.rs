@@ -9,8 +9,10 @@
 //! # Socket
 //! An abstract Unix stream socket, by default `@pacserved/agent` ([`DEFAULT_SOCKET`]). Abstract
 //! names belong to the network namespace, not the file system, so every host of a namespace LAN
-//! (and every container) reaches its own daemon, and no file permission can be wrong. Any local
-//! user may connect: the daemon only relays HTTP(S) GETs that user could send themselves.
+//! (and every container) reaches its own daemon. They also belong to whoever binds them first, so
+//! a client trusts the listener only when it runs as root, as [`DAEMON_USER`], or as the client's
+//! own user (SO_PEERCRED). Any local user may connect; what the daemon will do for whom is
+//! `crate::daemon::agent::policy`.
 //!
 //! # One connection, one job
 //! The client writes one line (ASCII, at most [`MAX_LINE`] bytes, ending in `\n`):
@@ -23,7 +25,9 @@
 //!   headers, then the body unchanged (chunked when the origin sent no length, so a cut is always
 //!   visible). Redirects are answered, not followed, so the client sees them. A job the daemon
 //!   refuses gets `400`, an origin it cannot reach `502`, an origin that times out `504`; each
-//!   with an `X-Pacserve-Agent` header saying why. A request for a package the client can
+//!   with an `X-Pacserve-Agent` header saying why; a job it will not do for this caller (what
+//!   pacman would not fetch, for a user other than root and pacman's own downloader) gets
+//!   [`NOT_FOR_YOU`], and the client fetches it alone. A request for a package the client can
 //!   vouch for may carry `X-Pacserve-Share: <file name> <size> <sha256 hex>` (from the sync
 //!   database): the daemon then shares the download with the LAN while it arrives, and may
 //!   answer from another daemon's download of the same file instead of the origin (same status
@@ -51,10 +55,17 @@ use crate::pacman::name::is_shareable_name;
 
 /// The socket's abstract name (without the leading NUL).
 pub const DEFAULT_SOCKET: &str = "pacserved/agent";
+/// The system user the packaged pacserved runs as (`contrib/pacserved.sysusers`): with root and
+/// the client's own user, the only listener a client trusts on the socket.
+pub const DAEMON_USER: &str = "pacserved";
 /// Longest request line, and longest plan line.
 pub const MAX_LINE: usize = 4096;
 /// Most files in one plan: far above any real upgrade, small enough to bound the daemon's memory.
 pub const MAX_PLAN: usize = 20_000;
+/// The status of a `FETCH` the agent will not do for this caller, who may do it themselves
+/// (`421 Misdirected Request`): the client then goes to the origin directly, as it would with
+/// no daemon at all. See [`crate::daemon::agent::policy`].
+pub const NOT_FOR_YOU: u16 = 421;
 /// The response header naming why the agent answered a job itself.
 pub const REASON_HEADER: &str = "X-Pacserve-Agent";
 /// The request header describing a shareable package: `<file name> <size> <sha256 hex>`.

@@ -87,7 +87,11 @@ use std::fmt;
 use crate::pacman::name;
 
 pub mod agent;
+pub mod asker;
+pub mod budget;
 pub mod netif;
+pub mod onlink;
+pub mod peerhttp;
 mod wire;
 
 pub const MAGIC: [u8; 4] = *b"PSRV";

@@ -15,7 +15,7 @@ fn query() -> Query {
 #[test]
 fn query_round_trips_and_is_padded() {
     let q = query();
-    let bytes = q.encode();
+    let bytes = q.encode().unwrap();
     assert!(bytes.len() >= MIN_QUERY_LEN);
     assert_eq!(Query::decode(&bytes), Ok(q));
     let short = Query {
@@ -23,7 +23,7 @@ fn query_round_trips_and_is_padded() {
         arch: String::new(),
         ..query()
     };
-    let bytes = short.encode();
+    let bytes = short.encode().unwrap();
     assert_eq!(bytes.len(), MIN_QUERY_LEN);
     assert_eq!(Query::decode(&bytes), Ok(short));
 }
@@ -62,7 +62,8 @@ fn an_answer_is_never_larger_than_any_valid_query() {
         arch: String::new(),
         claim: None,
     }
-    .encode();
+    .encode()
+    .unwrap();
     assert!(Query::decode(&smallest).is_ok());
     assert!(ANSWER_LEN <= smallest.len() && ANSWER_V2_LEN <= smallest.len());
     // And nothing shorter than the floor is accepted at all.
@@ -73,7 +74,7 @@ fn an_answer_is_never_larger_than_any_valid_query() {
 
 #[test]
 fn rejections() {
-    let good = query().encode();
+    let good = query().encode().unwrap();
 
     let mut bad = good.clone();
     bad[0] = b'X';
@@ -113,8 +114,24 @@ fn rejections() {
             file_name: name.into(),
             ..query()
         };
-        assert_eq!(Query::decode(&q.encode()), Err(Reject::BadName), "{name}");
+        assert_eq!(
+            Query::decode(&q.encode().unwrap()),
+            Err(Reject::BadName),
+            "{name}"
+        );
     }
+    // A name the format cannot carry is refused, not truncated into another name.
+    let long = Query {
+        file_name: format!("{}.pkg.tar.zst", "a".repeat(250)),
+        ..query()
+    };
+    assert_eq!(long.encode(), Err(Reject::BadLength));
+    let exact = Query {
+        file_name: format!("{}.pkg.tar.zst", "a".repeat(243)),
+        ..query()
+    };
+    assert_eq!(exact.file_name.len(), 255);
+    assert_eq!(Query::decode(&exact.encode().unwrap()), Ok(exact));
 
     let a = Answer {
         version: 1,
@@ -144,12 +161,13 @@ fn garbage_never_panics_and_never_amplifies() {
     // noise. Invariants: no panic; a decoded query names a shareable file; the answer to any
     // accepted query is never larger than the query.
     let seeds = [
-        query().encode(),
+        query().encode().unwrap(),
         Query {
             arch: String::new(),
             ..query()
         }
-        .encode(),
+        .encode()
+        .unwrap(),
         Answer {
             version: 1,
             nonce: [1; 8],
@@ -157,7 +175,7 @@ fn garbage_never_panics_and_never_amplifies() {
             holding: Holding::Miss,
         }
         .encode(),
-        v2_query(Some([7; 8])).encode(),
+        v2_query(Some([7; 8])).encode().unwrap(),
         growing_answer(15678, 1000, 10),
     ];
     let mut state = 0x1234_5678_9abc_def0u64;
@@ -235,7 +253,7 @@ fn v2_query(claim: Option<[u8; 8]>) -> Query {
 fn version_2_queries_and_answers_round_trip() {
     for claim in [None, Some([3; 8])] {
         let q = v2_query(claim);
-        assert_eq!(Query::decode(&q.encode()), Ok(q));
+        assert_eq!(Query::decode(&q.encode().unwrap()), Ok(q));
     }
     let growing = Holding::Growing {
         http_port: 15678,
@@ -275,7 +293,7 @@ fn a_version_1_answer_cannot_say_growing_or_claiming() {
 
 #[test]
 fn version_2_rejections() {
-    let good = v2_query(None).encode();
+    let good = v2_query(None).encode().unwrap();
     // A claimant id without the CLAIM flag, and an unknown flag.
     let flags_at = 6 + 8 + 1 + PKG.len() + 1 + "x86_64".len();
     let mut bad = good.clone();

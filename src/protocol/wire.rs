@@ -11,7 +11,16 @@ const STATE_CLAIMING: u8 = 3;
 const FLAG_CLAIM: u8 = 1;
 
 impl Query {
-    pub fn encode(&self) -> Vec<u8> {
+    /// The datagram; [`Reject::BadLength`] for a name longer than 255 bytes or an architecture
+    /// longer than 32, which the format cannot carry (truncating them would ask for another
+    /// file).
+    pub fn encode(&self) -> Result<Vec<u8>, Reject> {
+        if self.file_name.is_empty()
+            || self.file_name.len() > u8::MAX as usize
+            || self.arch.len() > MAX_ARCH_LEN
+        {
+            return Err(Reject::BadLength);
+        }
         let mut out =
             Vec::with_capacity(MIN_QUERY_LEN.max(26 + self.file_name.len() + self.arch.len()));
         out.extend_from_slice(&MAGIC);
@@ -29,7 +38,7 @@ impl Query {
         if out.len() < MIN_QUERY_LEN {
             out.resize(MIN_QUERY_LEN, 0);
         }
-        out
+        Ok(out)
     }
 
     /// Parses a query of either version, applying every rule (size floor, version, name gate).

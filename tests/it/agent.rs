@@ -22,11 +22,21 @@ fn client(host: &Host) -> Command {
     cmd
 }
 
+/// A daemon on `lo` whose pacman.conf names the test mirrors (loopback, ports 8080 and 8443),
+/// as a machine's pacman.conf names its mirrors: the agent reaches loopback only then.
 fn daemon(host: &Host, extra: &[&str]) -> (Daemon, tempfile::TempDir) {
-    let cache = tempdir();
-    let mut args = vec!["--http-port", "0", "--interface", "lo"];
+    let dir = tempdir();
+    let cache = dir.path().join("cache");
+    fs::create_dir(&cache).unwrap();
+    let servers = [
+        "http://127.0.0.1:8080".into(),
+        "https://127.0.0.1:8080".into(),
+    ];
+    let conf = crate::daemon::conf_naming(dir.path(), &servers);
+    let mut args = vec!["--http-port", "0", "--interface", "lo", "--pacman-conf"];
+    args.push(conf.to_str().unwrap());
     args.extend_from_slice(extra);
-    (Daemon::start(host, cache.path(), &args), cache)
+    (Daemon::start(host, &cache, &args), dir)
 }
 
 /// Log lines of the daemon containing every one of `needles`, waiting briefly for the pipe to
@@ -264,7 +274,17 @@ fn https_mirrors_are_checked_against_the_system_trust_store() {
     let cache = tempdir();
     let ca = mirror.ca_file();
     let env = [("SSL_CERT_FILE", ca.as_os_str())];
-    let args = ["--http-port", "0", "--interface", "lo", "--prefetch", "0"];
+    let conf = crate::daemon::conf_naming(cache.path(), &[mirror.url("")]);
+    let args = [
+        "--http-port",
+        "0",
+        "--interface",
+        "lo",
+        "--prefetch",
+        "0",
+        "--pacman-conf",
+        conf.to_str().unwrap(),
+    ];
     let daemon = Daemon::start_with_env(&host, cache.path(), &args, &env);
     let part = out.path().join("t2.part");
     let mut cmd = client(&host);

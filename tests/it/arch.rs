@@ -169,13 +169,29 @@ fn the_systemd_unit_verifies() {
     );
     let unit = read("contrib/pacserved.service");
     for hardening in [
-        "DynamicUser=yes",
+        "User=pacserved\n",
         "ProtectSystem=strict",
         "NoNewPrivileges=yes",
         "CapabilityBoundingSet=\n",
+        "LimitNOFILE=",
+        "TasksMax=",
+        "MemoryMax=",
     ] {
         assert!(unit.contains(hardening), "unit lacks {hardening}");
     }
+    // SO_PEERCRED inside a private user namespace says 65534 for nearly every caller, and the
+    // agent's per-uid limits would lump all users together (issue 18, finding 8).
+    assert!(
+        !unit.lines().any(|l| l.trim() == "PrivateUsers=yes"),
+        "PrivateUsers=yes hides callers' uids from the agent"
+    );
+    // The user the unit runs as is the one clients trust on the agent socket.
+    let sysusers = read("contrib/pacserved.sysusers");
+    let user = sysusers
+        .lines()
+        .find(|l| l.starts_with("u "))
+        .and_then(|l| l.split_whitespace().nth(1));
+    assert_eq!(user, Some(pacserve_fetch::protocol::agent::DAEMON_USER));
 }
 
 #[test]
@@ -234,6 +250,7 @@ fn pkgbuild_package_installs_everything() {
         "usr/share/man/man1/pacsrv.1",
         "usr/share/man/man8/pacserved.8",
         "usr/lib/systemd/system/pacserved.service",
+        "usr/lib/sysusers.d/pacserved.conf",
         "etc/pacserve/pacserved.conf",
         "etc/pacserve/pacserve-fetch.conf",
         "etc/pacman.d/pacserve",

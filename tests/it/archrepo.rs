@@ -226,22 +226,30 @@ fn run_showing_stdout(mut cmd: Command) -> std::process::Output {
 /// vouches for `filename` by the size and SHA-256 of `content` (all pacserve-fetch reads of it).
 pub fn write_sync_db(dbpath: &Path, db: &str, filename: &str, content: &[u8]) {
     use sha2::{Digest, Sha256};
-    let hex: String = Sha256::digest(content)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let desc = format!(
-        "%FILENAME%\n{filename}\n\n%NAME%\n{db}\n\n%VERSION%\n1.0-1\n\n%CSIZE%\n{}\n\n%SHA256SUM%\n{hex}\n",
-        content.len()
+    let sha: [u8; 32] = Sha256::digest(content).into();
+    write_sync_db_entries(
+        dbpath,
+        db,
+        &[(filename.to_owned(), content.len() as u64, sha)],
     );
+}
+
+/// As [`write_sync_db`], one `desc` per `(file name, size, SHA-256)`.
+pub fn write_sync_db_entries(dbpath: &Path, db: &str, entries: &[(String, u64, [u8; 32])]) {
     fs::create_dir_all(dbpath.join("sync")).unwrap();
     let file = fs::File::create(dbpath.join("sync").join(format!("{db}.db"))).unwrap();
     let mut tar = tar::Builder::new(file);
-    let mut header = tar::Header::new_gnu();
-    header.set_size(desc.len() as u64);
-    header.set_mode(0o644);
-    header.set_cksum();
-    tar.append_data(&mut header, format!("{db}-1.0-1/desc"), desc.as_bytes())
-        .unwrap();
+    for (i, (filename, size, sha)) in entries.iter().enumerate() {
+        let hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
+        let desc = format!(
+            "%FILENAME%\n{filename}\n\n%NAME%\n{db}{i}\n\n%VERSION%\n1.0-1\n\n%CSIZE%\n{size}\n\n%SHA256SUM%\n{hex}\n"
+        );
+        let mut header = tar::Header::new_gnu();
+        header.set_size(desc.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, format!("{db}{i}-1.0-1/desc"), desc.as_bytes())
+            .unwrap();
+    }
     tar.finish().unwrap();
 }

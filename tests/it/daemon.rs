@@ -13,6 +13,20 @@ pub fn daemon_bin() -> &'static str {
     env!("CARGO_BIN_EXE_pacserved")
 }
 
+/// Writes `<dir>/pacman.conf` naming `servers` in a repository `[mirror]`, for a daemon's
+/// `--pacman-conf`: the agent reaches a loopback mirror only when pacman's configuration names
+/// it, as a real machine's does.
+#[allow(dead_code)] // not used by benches/lan.rs
+pub fn conf_naming(dir: &Path, servers: &[String]) -> std::path::PathBuf {
+    let mut conf = "[options]\n[mirror]\n".to_owned();
+    for server in servers {
+        conf.push_str(&format!("Server = {server}\n"));
+    }
+    let path = dir.join("pacman.conf");
+    std::fs::write(&path, conf).expect("write pacman.conf");
+    path
+}
+
 pub struct Daemon {
     child: Child,
     pub http_port: u16,

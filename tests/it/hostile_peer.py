@@ -10,12 +10,17 @@ chunked or close-delimited), drip (the right bytes, honouring Range, one byte a 
 drip-headers (the response head one byte a second), continue (`100 Continue` forever),
 silent (accepts, reads the request, never answers), garbage-stall (ignores Range: a 200 with
 192 garbage bytes, then silence).
+short-close (1000 wrong bytes of a full-length answer, then the connection closes),
+slow-garbage (a full-length answer of wrong bytes at 70 KB/s).
 honest: the right bytes (honouring Range) -- with the default protocol, a version 1 daemon.
 Protocol: version 1 (answers v1 queries only, HAVE) unless HOSTILE_GROWING=1: then it answers
 only version 2 queries, GROWING ("in progress, half of the bytes landed").
 Environment: HOSTILE_ID (hex daemon id to answer with), HOSTILE_IDS (answers per source
 address, each under its own id), HOSTILE_FROM (extra source addresses, comma-separated, bound
-with port 15678; HOSTILE_ONLY_EXTRA=1 answers from those alone), HOSTILE_HTTP_PORT (port announced and served, default 15680).
+with port 15678; HOSTILE_ONLY_EXTRA=1 answers from those alone), HOSTILE_HTTP_PORT (port announced and served, default 15680),
+HOSTILE_POKE (an address whose daemon is sent a query every second, so that it hears another host
+on the LAN and claims its downloads), HOSTILE_CLAIMS_ONLY=1 (with HOSTILE_GROWING: answer only
+queries that carry the CLAIM flag, so that only daemons, never clients, follow it).
 Every query and request is appended to LOG, and "SENT <n>" with the body bytes each response
 sent. Stops after 120 s.
 """
@@ -96,13 +101,25 @@ class Handler(BaseHTTPRequestHandler):
                 time.sleep(60)
             elif mode in ("silent", "spoof"):
                 time.sleep(60)
+            elif mode in ("short-close", "slow-garbage"):
+                head = "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(good)
+                out.write(head.encode())
+                if mode == "short-close":
+                    out.write(bad[:1000])
+                    sent = 1000
+                else:
+                    while sent < len(bad) and time.time() < deadline:
+                        out.write(bad[sent : sent + 7000])
+                        out.flush()
+                        sent += 7000
+                        time.sleep(0.1)
         except OSError:
             pass
         return sent
 
     def do_GET(self):
         log("GET " + self.path + " " + str(self.headers.get("Range")))
-        if mode in ("endless-chunked", "endless-close", "drip", "drip-headers", "continue", "garbage-stall", "silent", "spoof"):
+        if mode in ("endless-chunked", "endless-close", "drip", "drip-headers", "continue", "garbage-stall", "silent", "spoof", "short-close", "slow-garbage"):
             log("SENT %d" % self.raw())
             return
         if mode == "404":
@@ -164,6 +181,17 @@ for addr in extra_sources:
     senders.append(s)
 if os.environ.get("HOSTILE_ONLY_EXTRA"):
     senders = senders[1:]
+poke = os.environ.get("HOSTILE_POKE")
+if poke:
+    def poking():
+        name = b"poke-1-1-any.pkg.tar.zst"
+        query = (b"PSRV\x02\x01" + b"pokepoke" + bytes([len(name)]) + name + b"\x00" + b"\x00" * 9).ljust(64, b"\x00")
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        end = time.time() + 120
+        while time.time() < end:
+            s.sendto(query, (poke, 15678))
+            time.sleep(1)
+    threading.Thread(target=poking, daemon=True).start()
 print("ready", flush=True)
 deadline = time.time() + 120
 while time.time() < deadline:
@@ -178,6 +206,10 @@ while time.time() < deadline:
     n = data[14]
     name = data[15 : 15 + n].decode(errors="replace")
     log("QUERY " + name)
+    arch_at = 15 + n
+    claim = growing and len(data) > arch_at + 1 + data[arch_at] and data[arch_at + 1 + data[arch_at]] == 1
+    if os.environ.get("HOSTILE_CLAIMS_ONLY") and not claim:
+        continue
     n_answer = 0
     for sender in senders:
         for i in range(ids_per_source):

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::daemon::Daemon;
 use crate::netns::{Family, Lan};
-use crate::util::{random_bytes, run, tempdir};
+use crate::util::{proc_kb, random_bytes, run, tempdir};
 
 const BIG: &str = "big-1-1-any.pkg.tar.zst";
 /// Source addresses and connections per address of the flood, as in the issue: 1088 in all,
@@ -115,22 +115,6 @@ impl Drop for Flood {
     }
 }
 
-/// A field of /proc/<pid>/status in kB.
-fn proc_kb(pid: u32, field: &str) -> u64 {
-    fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(field)?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
 fn open_fds(pid: u32) -> usize {
     fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
@@ -199,6 +183,53 @@ fn clients_that_never_read_are_dropped_and_memory_stays_bounded() {
         "non-reading clients are dropped within 30 s: {fds_after} fds left"
     );
     assert!(download(&lan, dir.path(), &content), "and after it");
+}
+
+/// CPU time (user + system) of `pid` in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<u64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    fields.iter().sum::<u64>() as f64 / 100.0
+}
+
+/// Out of file descriptors, accept() fails again and again for the connection still waiting:
+/// the accept loop must rest between attempts rather than spin a core (issue 18).
+#[test]
+fn out_of_file_descriptors_the_accept_loop_rests() {
+    let Some((lan, daemon, _content, _cache)) = lan_with_daemon(&[]) else {
+        return;
+    };
+    if !crate::util::require_tools(&["prlimit"]) {
+        return;
+    }
+    let pid = daemon.pid();
+    let limit = open_fds(pid) + 16;
+    assert!(
+        run(std::process::Command::new("prlimit")
+            .arg(format!("--pid={pid}"))
+            .arg(format!("--nofile={limit}:{limit}")))
+        .status
+        .success()
+    );
+    let mut flood = Flood::start(&lan, daemon.http_port, "idle");
+    let opened = flood.next("opened");
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_seconds(pid) - before;
+    eprintln!("ACCEPT AT EMFILE: {opened} connections held; daemon CPU {used:.2} s in 3 s");
+    assert!(
+        open_fds(pid) >= limit - 1,
+        "the daemon ran out of descriptors"
+    );
+    // A spinning loop takes a whole core: 3 s in 3 s.
+    assert!(used < 1.0, "{used:.2} s of CPU in 3 s");
 }
 
 #[test]

@@ -44,15 +44,25 @@ fn setup() -> Option<Setup> {
     let (cache_a, cache_b, mirror_root) = (tempdir(), tempdir(), tempdir());
     fs::write(cache_a.path().join(PKG), &content).unwrap();
     fs::write(mirror_root.path().join(PKG), &content).unwrap();
+    // The holder is also the namespace's download agent, for the loopback mirror its
+    // pacman.conf names; one agent per namespace, so the other daemon runs without.
+    let conf = crate::daemon::conf_naming(mirror_root.path(), &[mirror_url("")]);
     let holder = Daemon::start(
         &host,
         cache_a.path(),
-        &["--http-port", "0", "--interface", "lo"],
+        &[
+            "--http-port",
+            "0",
+            "--interface",
+            "lo",
+            "--pacman-conf",
+            conf.to_str().unwrap(),
+        ],
     );
     let other = Daemon::start(
         &host,
         cache_b.path(),
-        &["--http-port", "0", "--interface", "lo"],
+        &["--http-port", "0", "--interface", "lo", "--no-agent"],
     );
     let mirror = Nginx::start_in(Some(&host), mirror_root.path(), nginx::Options::default())?;
     Some(Setup {

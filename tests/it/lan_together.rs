@@ -31,10 +31,21 @@ struct Site {
 /// `hosts` pacman hosts with daemons, and the mirror on the next host behind `rate`; the
 /// repository holds `packages` of `payload` bytes (`tg0`, `tg1`, …). Every host has synced.
 fn site(hosts: usize, packages: usize, payload: usize, rate: &str) -> Option<Site> {
+    site_on(Family::Dual, hosts, packages, payload, rate)
+}
+
+/// [`site`] on a LAN of `family`.
+fn site_on(
+    family: Family,
+    hosts: usize,
+    packages: usize,
+    payload: usize,
+    rate: &str,
+) -> Option<Site> {
     if !require_pacman_tools() || !require_tools(&["nginx", "tc"]) {
         return None;
     }
-    let lan = Lan::new(hosts + 1, Family::Dual)?;
+    let lan = Lan::new(hosts + 1, family)?;
     let root = tempdir();
     let repo = Repo::create(root.path(), "tg");
     for i in 0..packages {
@@ -48,7 +59,13 @@ fn site(hosts: usize, packages: usize, payload: usize, rate: &str) -> Option<Sit
     let nodes: Vec<Node> = (1..=hosts)
         .map(|i| {
             let pacman = Pacman::new(Some(&xfer), &[("tg", url.clone())]);
-            let daemon = Daemon::start(lan.host(i), &pacman.cache(), &[]);
+            // The host's pacman is this daemon's: its databases vouch for what is shared.
+            let db = pacman.base.path().join("db");
+            let daemon = Daemon::start(
+                lan.host(i),
+                &pacman.cache(),
+                &["--dbpath", db.to_str().unwrap()],
+            );
             Node { daemon, pacman }
         })
         .collect();
@@ -430,4 +447,183 @@ fn a_tampered_growing_file_never_reaches_pacman() {
         .any(|l| l.contains("the followed file is not the file"))
         || stderr.contains("sent a bad file");
     assert!(refused, "{stderr}\n{:?}", s.nodes[1].daemon.log());
+}
+
+#[test]
+fn hosts_on_an_ipv6_only_lan_share_their_downloads_too() {
+    let Some(s) = site_on(Family::Ipv6Only, 3, 4, 1_000_000, "40mbit") else {
+        return;
+    };
+    let files = files(&s.repo);
+    let names: Vec<String> = (0..4).map(|i| format!("tg{i}")).collect();
+    let mut args = vec!["-S"];
+    args.extend(names.iter().map(String::as_str));
+    let children: Vec<Child> = (1..=3).map(|i| s.pacman(i, &args)).collect();
+    for (i, child) in children.into_iter().enumerate() {
+        s.assert_installed(i + 1, child, &files);
+    }
+    let package_bytes: u64 = files
+        .iter()
+        .map(|f| fs::metadata(s.repo.dir.join(f)).unwrap().len())
+        .sum();
+    let sent: u64 = files.iter().map(|f| s.mirror.body_bytes(f)).sum();
+    // Claims over IPv4 only (as before) would leave each host to the mirror: 3×.
+    assert!(
+        sent * 2 <= package_bytes * 3,
+        "the mirror sent {sent} bytes for {package_bytes}"
+    );
+}
+
+/// How a liar that answers claims with GROWING serves its file (hostile_peer.py's modes).
+fn a_liar_answering_claims_costs_one_round(mode: &str) {
+    let Some(mut s) = site(2, 1, 3_000_000, "40mbit") else {
+        return;
+    };
+    let files = files(&s.repo);
+    let file = &files[0];
+    // Host 2 is a liar that says "in progress" to every claim (and to nothing else, so that
+    // host 1's client never tries it: only its daemon does), and keeps asking host 1's daemon
+    // things, so that host 1 knows the LAN is shared and claims.
+    let poke = s.lan.ipv4(1);
+    let liar = s.replace_daemon(
+        2,
+        mode,
+        file,
+        &[
+            ("HOSTILE_GROWING", "1"),
+            ("HOSTILE_CLAIMS_ONLY", "1"),
+            ("HOSTILE_POKE", &poke),
+        ],
+    );
+    wait_until_queried(&s, 1);
+    let pacman = s.pacman(1, &["-S", "tg0"]);
+    // Generous: the slowest liar holds each source for its 12 s budget, twice (the client's
+    // peer phase and the daemon's follow); the loop this guards against never ended.
+    let out = wait_bounded(pacman, Duration::from_secs(120));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fs::read(s.nodes[0].pacman.cache().join(file)).ok(),
+        fs::read(s.repo.dir.join(file)).ok()
+    );
+    let followed = s.nodes[0]
+        .daemon
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("following") && l.contains(&s.lan.ipv4(2)))
+        .count();
+    assert!(
+        followed >= 1,
+        "host 1's daemon followed the liar once: {:?}",
+        s.nodes[0].daemon.log()
+    );
+    let liar_gets = liar.log().matches("GET /pkg/").count();
+    assert_eq!(
+        liar_gets,
+        1,
+        "the daemon follows the liar once: {}",
+        liar.log()
+    );
+    let mirror_gets = s.mirror.requests_for(file).len();
+    assert!(
+        mirror_gets <= 3,
+        "one round, not a loop: {:?}",
+        s.mirror.requests_for(file)
+    );
+}
+
+#[test]
+fn a_liar_answering_claims_with_fast_garbage_costs_one_round_not_a_loop() {
+    a_liar_answering_claims_costs_one_round("wrongbytes");
+}
+
+#[test]
+fn a_liar_answering_claims_with_1000_bytes_then_a_close_costs_one_round_not_a_loop() {
+    a_liar_answering_claims_costs_one_round("short-close");
+}
+
+#[test]
+fn a_liar_answering_claims_with_slow_garbage_costs_one_round_not_a_loop() {
+    a_liar_answering_claims_costs_one_round("slow-garbage");
+}
+
+#[test]
+fn claim_answers_from_off_the_link_are_not_followed() {
+    let Some(mut s) = site(2, 1, 1_000_000, "40mbit") else {
+        return;
+    };
+    let files = files(&s.repo);
+    // Host 2 answers from an address on no subnet of host 1's link (as a host beyond a router,
+    // or one forging its source, would), saying "in progress, 1 byte short".
+    s.lan.host(2).sh("ip addr add 10.199.0.2/32 dev eth0");
+    // Host 1 can reach that address (a route, not a subnet of its link): believing the answer
+    // would make it connect there.
+    s.lan.host(1).sh("ip route add 10.199.0.2/32 dev eth0");
+    let poke = s.lan.ipv4(1);
+    let liar = s.replace_daemon(
+        2,
+        "honest",
+        &files[0],
+        &[
+            ("HOSTILE_GROWING", "1"),
+            ("HOSTILE_POKE", &poke),
+            ("HOSTILE_FROM", "10.199.0.2"),
+            ("HOSTILE_ONLY_EXTRA", "1"),
+        ],
+    );
+    wait_until_queried(&s, 1);
+    let child = s.pacman(1, &["-S", "tg0"]);
+    s.assert_installed(1, child, &files);
+    assert!(
+        liar.log().contains("QUERY tg0"),
+        "the liar heard the claim: {}",
+        liar.log()
+    );
+    assert!(
+        !liar.log().contains("GET /pkg/"),
+        "neither the client nor its daemon believed it: {}",
+        liar.log()
+    );
+    assert_eq!(s.mirror.requests_for(&files[0]).len(), 1);
+}
+
+/// Waits (bounded) until host `i`'s daemon has answered a query from another host.
+fn wait_until_queried(s: &Site, i: usize) {
+    let url = format!("http://{}:15678/", s.lan.url_host(i));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = s.lan.host(i).command("curl").args(["-s", &url]).output();
+        let status = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        let queries = status.ok().and_then(|page| {
+            page.lines()
+                .find(|l| l.trim_start().starts_with("queries"))
+                .and_then(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+        });
+        if queries.is_some_and(|n| n > 0) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "host {i} never heard a query");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits for `child` at most `limit`, then kills it and fails: a download that loops must end
+/// the test, not hang it.
+fn wait_bounded(mut child: Child, limit: Duration) -> std::process::Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().ok().flatten().is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "still running after {limit:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.wait_with_output().unwrap()
 }

@@ -50,3 +50,5 @@ mod lan_daemon_limits;
 mod daemon_http;
 // Hosts upgrading together: downloads in progress shared, claims, protocol versions mixed.
 mod lan_together;
+// A local user against the download agent: squatting, plans, shares, firewalls, crowding.
+mod local_attacks;

@@ -211,3 +211,53 @@ pub fn wait_for_len(path: &Path, n: u64, limit: std::time::Duration) {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+/// A field of /proc/<pid>/status (`VmRSS:`, `Threads:`, …) as a number (kB for sizes).
+pub fn proc_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            let value = l.strip_prefix(field)?.trim();
+            value
+                .strip_suffix("kB")
+                .unwrap_or(value)
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// A system user created for this test run (once, as root), for tests where an unprivileged
+/// local user attacks; returns its uid and gid.
+pub fn local_user(name: &str) -> (u32, u32) {
+    use std::sync::Mutex;
+    static MADE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let mut made = MADE.lock().unwrap_or_else(|p| p.into_inner());
+    let id = |flag: &str| -> Option<u32> {
+        let out = std::process::Command::new("id")
+            .args([flag, name])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    };
+    if id("-u").is_none() && !made.iter().any(|n| n == name) {
+        let added = run(std::process::Command::new("useradd").args([
+            "--system",
+            "--no-create-home",
+            "--home-dir",
+            "/",
+            "--shell",
+            "/usr/sbin/nologin",
+            "--user-group",
+            name,
+        ]));
+        assert!(added.status.success(), "useradd {name}");
+        made.push(name.to_owned());
+    }
+    (
+        id("-u").expect("uid of the test user"),
+        id("-g").expect("gid of the test user"),
+    )
+}

@@ -26,7 +26,7 @@ use crate::client::progress::Progress;
 use crate::client::transfer::{self, Delivered, Want};
 use crate::client::verify::Expected;
 use crate::pacman::name::FileKind;
-use crate::protocol::agent::Share;
+use crate::protocol::agent::{self, Share};
 
 /// Where the mirror's bytes come from for one run.
 pub struct Mirror {
@@ -44,7 +44,13 @@ pub struct Mirror {
 
 impl Mirror {
     /// Connects to the agent socket `socket` (None: standalone) when `url` is one it can carry.
-    pub fn new(socket: Option<&str>, limits: Limits, user_agent: &str, url: &str) -> Mirror {
+    /// A listener that may not be trusted is warned about and left alone.
+    pub fn new(
+        socket: Option<&str>,
+        (limits, user_agent): (Limits, &str),
+        url: &str,
+        progress: &Progress,
+    ) -> Mirror {
         let http = ["http://", "https://"].iter().any(|s| {
             url.get(..s.len())
                 .is_some_and(|p| p.eq_ignore_ascii_case(s))
@@ -52,7 +58,14 @@ impl Mirror {
         let proxied = ureq::Proxy::try_from_env().is_some();
         let stream = socket
             .filter(|_| http && !proxied)
-            .and_then(|name| transport::connect(name).ok().map(|s| (name, s)));
+            .and_then(|name| match transport::connect(name) {
+                Ok(stream) => Some((name, stream)),
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    progress.warn(|| format!("local agent: {e}"));
+                    None
+                }
+                Err(_) => None,
+            });
         let agent = |name: &str, first: &transport::First, staged_only| {
             let connector = transport::AgentConnector {
                 socket: name.to_owned(),
@@ -133,6 +146,17 @@ impl Mirror {
             let socket = self.socket.as_deref().unwrap_or_default();
             progress.note(|| format!("handing the download to pacserved (@{socket})"));
             match transfer::fetch_url(via, url, out, want, self.limits, progress) {
+                // The agent does for a user only what pacman itself would fetch (pacserved(8),
+                // SECURITY): anything else the user fetches alone, as without a daemon.
+                Err(Error::Status {
+                    code: agent::NOT_FOR_YOU,
+                    ..
+                }) => {
+                    progress.note(|| {
+                        "pacserved refused to fetch this for this user; fetching it directly"
+                            .to_owned()
+                    });
+                }
                 Err(e) if daemon_failed(&e) => {
                     progress.abandon();
                     progress.warn(|| format!("pacserved failed ({e}); continuing without it"));

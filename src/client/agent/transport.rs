@@ -21,11 +21,39 @@ use ureq::unversioned::transport::{
 };
 
 use crate::client::limits::Limits;
-use crate::protocol::agent::Job;
+use crate::protocol::agent::{self, Job};
 
-/// Connects to the agent socket `name`; the error when no daemon listens there.
+/// Connects to the agent socket `name`; the error when no daemon listens there, or when the
+/// listener is not one this process may trust ([`trusted_listener`]).
 pub fn connect(name: &str) -> io::Result<UnixStream> {
-    UnixStream::connect_addr(&SocketAddr::from_abstract_name(name.as_bytes())?)
+    let stream = UnixStream::connect_addr(&SocketAddr::from_abstract_name(name.as_bytes())?)?;
+    trusted_listener(&stream, name)?;
+    Ok(stream)
+}
+
+/// An abstract name belongs to whoever binds it first, and any local user can bind it while
+/// pacserved is down (an upgrade, a restart, a machine where it never runs). So the listener
+/// is trusted only when it runs as root, as pacserved's own user ([`agent::DAEMON_USER`]), or as
+/// this process's own user (who gains nothing by fooling themselves): the kernel records who
+/// bound the socket, and SO_PEERCRED reports it.
+fn trusted_listener(stream: &UnixStream, name: &str) -> io::Result<()> {
+    let cred = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)?;
+    let uid = cred.uid();
+    let daemon = nix::unistd::User::from_name(agent::DAEMON_USER)
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw());
+    if uid == 0 || uid == nix::unistd::geteuid().as_raw() || Some(uid) == daemon {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!(
+            "@{name} is held by uid {uid} (pid {}), not by root or {}: not using it",
+            cred.pid(),
+            agent::DAEMON_USER
+        ),
+    ))
 }
 
 /// The connection made to find out whether a daemon listens, for the first request within

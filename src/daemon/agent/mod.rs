@@ -3,13 +3,16 @@
 //! files ahead ([`prefetch`]).
 //!
 //! Listens on an abstract Unix socket ([`crate::protocol::agent`] has the protocol and why the
-//! socket is abstract). One thread per connection, bounded in total and per calling uid, so one
-//! user cannot starve another's downloads. Each caller's uid and pid (SO_PEERCRED) go into the
-//! log line of its job. Who may connect and why that is safe: every local user may, because the
-//! agent only sends HTTP(S) GETs the user could send directly and returns the answer to them; it
-//! never opens, reads or writes a file of the caller's ([`relay`] writes only to the socket).
-//! The agent needs nothing from the sandbox but `AF_UNIX` and its state directory for staging.
+//! socket is abstract). A name taken by someone else is a fatal start-up error: clients trust
+//! only a listener run by root or pacserved's user, so a squatter gets nothing but it must not
+//! go unnoticed. One thread per connection, bounded in total and per calling uid, so one user
+//! cannot starve another's downloads. Each caller's uid and pid (SO_PEERCRED) go into the log
+//! line of its job, and decide what the agent will do for it ([`policy`]): every local user may
+//! connect, but the agent never does for one what that user could not do alone. It never
+//! opens, reads or writes a file of the caller's ([`relay`] writes only to the socket). The
+//! agent needs nothing from the sandbox but `AF_UNIX` and its state directory for staging.
 
+pub mod policy;
 pub mod prefetch;
 pub mod relay;
 pub mod share;
@@ -23,6 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
+use crate::daemon::agent::policy::{Judged, Policy};
 use crate::daemon::agent::prefetch::Prefetch;
 use crate::protocol::agent::{self, Job, Planned};
 use crate::{info, warn};
@@ -30,6 +34,18 @@ use crate::{info, warn};
 /// Jobs at once, for everyone together and for one uid.
 const MAX_JOBS: usize = 64;
 const MAX_JOBS_PER_UID: usize = 16;
+/// The most bytes one plan may take on the wire: a full Arch upgrade's plan is about 200 KiB.
+const MAX_PLAN_BYTES: usize = 4 << 20;
+/// How long the accept loop rests after an error (out of file descriptors, say) before it
+/// accepts again, so that an error that persists cannot spin a core.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// What every job shares: the mirror client, prefetch, and the rules.
+pub struct Agent {
+    pub upstream: ureq::Agent,
+    pub prefetch: Arc<Prefetch>,
+    pub policy: Policy,
+}
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone, Copy)]
@@ -38,22 +54,43 @@ pub struct Caller {
     pub pid: i32,
 }
 
-/// Binds `@name` and serves jobs on background threads until the process ends.
-pub fn spawn(name: &str, prefetch: Prefetch) -> io::Result<()> {
+/// Binds `@name` and serves jobs on background threads until the process ends. A name that is
+/// taken is an error naming it, for the daemon to stop on.
+pub fn spawn(name: &str, prefetch: Prefetch, policy: Policy) -> io::Result<()> {
     let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes())?)
-        .map_err(|e| io::Error::new(e.kind(), format!("agent socket @{name}: {e}")))?;
-    let upstream = relay::upstream_agent(prefetch.window + 1);
-    let prefetch = Arc::new(prefetch);
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::AddrInUse => io::Error::new(
+                e.kind(),
+                format!(
+                    "the agent socket @{name} is taken by another process (`ss -xlp | grep \
+                     {name}` shows which): another pacserved, or a local user squatting it; \
+                     stop it, or start with --no-agent"
+                ),
+            ),
+            _ => io::Error::new(e.kind(), format!("agent socket @{name}: {e}")),
+        })?;
+    let agent = Arc::new(Agent {
+        upstream: relay::upstream_agent(prefetch.window + 1, policy.guard()),
+        prefetch: Arc::new(prefetch),
+        policy,
+    });
     let running: Arc<Mutex<HashMap<u32, usize>>> = Arc::default();
     info!(
         "download agent on @{name}, prefetching {}",
-        prefetch.describe()
+        agent.prefetch.describe()
     );
     std::thread::Builder::new()
         .name("agent".into())
         .spawn(move || {
             for conn in listener.incoming() {
-                let Ok(conn) = conn else { continue };
+                let conn = match conn {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        warn!("agent: cannot accept a connection: {e}");
+                        std::thread::sleep(ACCEPT_BACKOFF);
+                        continue;
+                    }
+                };
                 let Some(caller) = caller(&conn) else {
                     continue;
                 };
@@ -61,13 +98,12 @@ pub fn spawn(name: &str, prefetch: Prefetch) -> io::Result<()> {
                     warn!("agent: too many jobs for uid {}; refusing one", caller.uid);
                     continue;
                 }
-                let (upstream, prefetch, counts) =
-                    (upstream.clone(), prefetch.clone(), running.clone());
+                let (agent, counts) = (agent.clone(), running.clone());
                 let spawned =
                     std::thread::Builder::new()
                         .name("agent-job".into())
                         .spawn(move || {
-                            serve(conn, caller, &upstream, &prefetch);
+                            serve(conn, caller, &agent);
                             release(&counts, caller.uid);
                         });
                 if spawned.is_err() {
@@ -112,7 +148,7 @@ fn release(running: &Mutex<HashMap<u32, usize>>, uid: u32) {
 }
 
 /// One connection: its first line says what it wants.
-fn serve(conn: UnixStream, caller: Caller, upstream: &ureq::Agent, prefetch: &Arc<Prefetch>) {
+fn serve(conn: UnixStream, caller: Caller, agent: &Agent) {
     // A client that stops reading or writing must not hold its thread for ever.
     let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(30)));
     let _ = conn.set_write_timeout(Some(std::time::Duration::from_secs(60)));
@@ -130,12 +166,11 @@ fn serve(conn: UnixStream, caller: Caller, upstream: &ureq::Agent, prefetch: &Ar
         }
     };
     let mut conn = conn;
+    let judged = agent.policy.judge(caller);
     let job = Job::parse(&line).and_then(|job| match &job {
-        Job::Knows(txn) | Job::Plan(txn)
-            if !u32::try_from(caller.pid).is_ok_and(|pid| txn.is_parent_of(pid)) =>
-        {
-            Err(format!("pacman {txn} is not the caller's parent"))
-        }
+        Job::Knows(txn) | Job::Plan(txn) if judged.standing.txn() != Some(*txn) => Err(format!(
+            "pacman {txn} is not a pacman run by root that started the caller"
+        )),
         _ => Ok(job),
     });
     match job {
@@ -151,31 +186,32 @@ fn serve(conn: UnixStream, caller: Caller, upstream: &ureq::Agent, prefetch: &Ar
                 limits,
                 staged_only,
             };
-            relay::relay(reader, conn, caller, job, upstream, prefetch);
+            relay::relay(reader, conn, (caller, &judged), job, agent);
         }
         Ok(Job::Knows(txn)) => {
-            let answer = if prefetch.knows(txn) { "YES\n" } else { "NO\n" };
+            let answer = if agent.prefetch.knows(txn) {
+                "YES\n"
+            } else {
+                "NO\n"
+            };
             let _ = conn.write_all(answer.as_bytes());
         }
-        Ok(Job::Plan(txn)) => match read_plan(&mut reader) {
-            Ok(plan) => {
-                info!(
-                    "agent: uid {} pid {}: plan of {} files for pacman {txn}",
-                    caller.uid,
-                    caller.pid,
-                    plan.len()
-                );
-                prefetch.plan(txn, plan);
-                let _ = conn.write_all(b"OK\n");
+        Ok(Job::Plan(txn)) => {
+            let answer =
+                read_plan(&mut reader).and_then(|plan| plan_for(agent, &judged, caller, plan));
+            match answer {
+                Ok(()) => {
+                    let _ = conn.write_all(b"OK\n");
+                }
+                Err(e) => {
+                    warn!(
+                        "agent: uid {} pid {}: refused the plan of pacman {txn}: {e}",
+                        caller.uid, caller.pid
+                    );
+                    let _ = conn.write_all(format!("ERR {e}\n").as_bytes());
+                }
             }
-            Err(e) => {
-                warn!(
-                    "agent: uid {} pid {}: refused plan: {e}",
-                    caller.uid, caller.pid
-                );
-                let _ = conn.write_all(format!("ERR {e}\n").as_bytes());
-            }
-        },
+        }
         Err(why) => {
             warn!(
                 "agent: uid {} pid {}: refused: {why}",
@@ -184,6 +220,30 @@ fn serve(conn: UnixStream, caller: Caller, upstream: &ureq::Agent, prefetch: &Ar
             relay::refuse(&mut conn, &why);
         }
     }
+}
+
+/// Keeps what the sync databases confirm of a transaction's plan, for prefetch.
+fn plan_for(
+    agent: &Agent,
+    judged: &Judged,
+    caller: Caller,
+    plan: Vec<Planned>,
+) -> Result<(), String> {
+    let Some(txn) = judged.standing.txn() else {
+        return Err("not a pacman transaction run by root".into());
+    };
+    let sent = plan.len();
+    let plan = agent.policy.confirmed(judged, plan);
+    info!(
+        "agent: uid {} pid {}: plan of {} files for pacman {txn} ({} not in the sync databases \
+         under {}: dropped)",
+        caller.uid,
+        caller.pid,
+        plan.len(),
+        sent - plan.len(),
+        judged.dbpath.display()
+    );
+    agent.prefetch.plan(txn, caller.uid, plan)
 }
 
 /// One line, without its `\n`, at most [`agent::MAX_LINE`] bytes.
@@ -211,13 +271,18 @@ pub(crate) fn read_line(reader: &mut impl BufRead) -> io::Result<String> {
 
 fn read_plan(reader: &mut impl BufRead) -> Result<Vec<Planned>, String> {
     let mut plan = Vec::new();
+    let mut bytes = 0;
     loop {
         let line = read_line(reader).map_err(|e| e.to_string())?;
         if line.is_empty() {
             return Ok(plan);
         }
-        if plan.len() == agent::MAX_PLAN {
-            return Err(format!("more than {} files", agent::MAX_PLAN));
+        bytes += line.len() + 1;
+        if plan.len() == agent::MAX_PLAN || bytes > MAX_PLAN_BYTES {
+            return Err(format!(
+                "more than {} files or {MAX_PLAN_BYTES} bytes",
+                agent::MAX_PLAN
+            ));
         }
         plan.push(Planned::parse(&line)?);
     }

@@ -30,12 +30,14 @@ use std::time::{Duration, Instant, SystemTime};
 use sha2::{Digest, Sha256};
 use ureq::Agent;
 
-use crate::daemon::agent::share::{Floor, PEER_STALL, Sharing};
+use crate::daemon::agent::share::{Floor, PEER_STALL, Sharing, peer_client};
 use crate::daemon::agent::staged::{STALL_LIMIT, Staged, StagedReader, Staging};
 use crate::daemon::claims::Verdict;
 use crate::daemon::growing::Writer;
 use crate::pacman::name::is_shareable_name;
 use crate::protocol::agent::{Planned, Share, Transaction};
+use crate::protocol::budget;
+use crate::protocol::peerhttp;
 use crate::{info, warn};
 
 /// Bytes of one transaction fetched ahead of pacman's position (running or staged): enough to
@@ -44,6 +46,16 @@ use crate::{info, warn};
 pub const LOOKAHEAD_BYTES: u64 = 256 << 20;
 /// A plan nobody asked anything of for this long is dropped with its files.
 pub const STALE_AFTER: Duration = Duration::from_secs(600);
+/// Plans held at once, in all and per planning uid (root's pacman, or pacman 7's download
+/// user): pacman's database lock allows one transaction per DBPath, so a few cover every real
+/// use, and no planner can crowd the others out.
+pub const MAX_PLANS: usize = 8;
+pub const MAX_PLANS_PER_UID: usize = 4;
+/// Prefetches running at once over all transactions: each is a thread and a mirror connection.
+pub const MAX_RUNNING: usize = 16;
+/// The most one transaction may stage at once is [`Prefetch::max_bytes`] divided by this, so
+/// that as many transactions always fit (a single file larger than the lookahead included).
+const SHARES_OF_BYTES: u64 = 4;
 /// Time limits of a prefetch: what a standalone download would get.
 const CONNECT_LIMIT: Duration = Duration::from_secs(10);
 
@@ -59,6 +71,8 @@ pub struct Prefetch {
 }
 
 struct Plan {
+    /// Who planned it.
+    uid: u32,
     files: Vec<Planned>,
     /// The planned index after pacman's latest request.
     next: usize,
@@ -84,7 +98,11 @@ impl Prefetch {
                 }
             });
         Prefetch {
-            window: if dir.is_some() { window } else { 0 },
+            window: if dir.is_some() {
+                window.min(MAX_RUNNING)
+            } else {
+                0
+            },
             max_bytes,
             dir,
             plans: Mutex::default(),
@@ -110,35 +128,49 @@ impl Prefetch {
         plans.contains_key(&txn)
     }
 
-    pub fn plan(&self, txn: Transaction, files: Vec<Planned>) {
+    /// Holds `files` as the plan of `txn`, made by `uid`; refused past the bounds on plans.
+    pub fn plan(&self, txn: Transaction, uid: u32, files: Vec<Planned>) -> Result<(), String> {
         if self.window == 0 {
-            return;
+            return Ok(());
         }
         let mut plans = self.lock();
         drop_stale(&mut plans);
-        plans.entry(txn).or_insert(Plan {
-            files,
-            next: 0,
-            started: HashMap::new(),
-            user_agent: None,
-            touched: Instant::now(),
-        });
+        if plans.contains_key(&txn) {
+            return Ok(());
+        }
+        let mine = plans.values().filter(|p| p.uid == uid).count();
+        if plans.len() >= MAX_PLANS || mine >= MAX_PLANS_PER_UID {
+            return Err(format!(
+                "{} plans held ({mine} of uid {uid}); at most {MAX_PLANS}, {MAX_PLANS_PER_UID} per uid",
+                plans.len()
+            ));
+        }
+        plans.insert(
+            txn,
+            Plan {
+                uid,
+                files,
+                next: 0,
+                started: HashMap::new(),
+                user_agent: None,
+                touched: Instant::now(),
+            },
+        );
+        Ok(())
     }
 
-    /// pacman's downloader `caller` requests `url`: start the files after it, and hand over
-    /// its staged copy if there is one. None: fetch it from the mirror as usual. Only plans of
-    /// the caller's own pacman count, so no other process can take a transaction's files.
+    /// A downloader of transaction `txn` (as [`super::policy`] judged its caller) requests
+    /// `url`: start the files after it, and hand over its staged copy if there is one. None:
+    /// fetch it from the mirror as usual. Only plans of the caller's own pacman count, so no
+    /// other process can take a transaction's files.
     pub fn claim(
         self: &Arc<Self>,
         url: &str,
-        caller: u32,
+        txn: Option<Transaction>,
         user_agent: Option<&str>,
         upstream: &Agent,
     ) -> Option<Staged> {
-        if self.window == 0 {
-            return None;
-        }
-        let txn = Transaction::of_process(crate::protocol::agent::parent_of(caller)?)?;
+        let txn = txn.filter(|_| self.window > 0)?;
         let mut plans = self.lock();
         let staging = {
             let plan = plans.get_mut(&txn)?;
@@ -191,23 +223,23 @@ impl Prefetch {
         up: &Agent,
     ) {
         let Some(dir) = &self.dir else { return };
-        let mut in_use: u64 = plans
-            .values()
-            .flat_map(|p| p.started.values())
-            .map(|s| s.size)
-            .sum();
+        let started = || plans.values().flat_map(|p| p.started.values());
+        let mut in_use: u64 = started().map(|s| s.size).sum();
+        let mut running_here = started().filter(|s| s.running()).count();
         let Some(plan) = plans.get_mut(&txn) else {
             return;
         };
         let mut running = plan.started.values().filter(|s| s.running()).count();
         let mut ahead: u64 = plan.started.values().map(|s| s.size).sum();
+        let most_ahead = self.max_bytes / SHARES_OF_BYTES;
         for index in plan.next..plan.files.len() {
-            if running >= self.window {
+            if running >= self.window || running_here >= MAX_RUNNING {
                 break;
             }
             let planned = &plan.files[index];
             if plan.started.contains_key(&index)
                 || (ahead > 0 && ahead + planned.size > LOOKAHEAD_BYTES)
+                || ahead + planned.size > most_ahead
                 || in_use + planned.size > self.max_bytes
             {
                 continue;
@@ -215,6 +247,7 @@ impl Prefetch {
             in_use += planned.size;
             ahead += planned.size;
             running += 1;
+            running_here += 1;
             let staging = Arc::new(Staging {
                 path: dir.join(format!("{txn}-{index}.part")),
                 size: planned.size,
@@ -274,8 +307,8 @@ fn fetch(
     staging: &Staging,
     sharing: &Sharing,
 ) {
-    let get = |url: &str, writer, peer| {
-        download(upstream, url, planned, user_agent, staging, writer, peer)
+    let get = |agent: &Agent, url: &str, writer, peer| {
+        download(agent, url, planned, user_agent, staging, writer, peer)
     };
     // Shared with the LAN while it arrives; from the daemon already fetching it if one is.
     let name = planned.url.rsplit('/').next().unwrap_or_default();
@@ -289,13 +322,21 @@ fn fetch(
         .flatten();
     let outcome = match shared {
         Some((writer, Verdict::Follow { http })) => {
-            get(&format!("http://{http}/pkg/{name}"), Some(writer), true).or_else(|e| {
-                info!("prefetch: following {http} for {name}: {e}; using the mirror");
-                get(&planned.url, None, false)
-            })
+            let peer = peer_client(http);
+            match get(&peer, &peerhttp::url(http, name), Some(writer), true) {
+                Ok(mtime) => {
+                    sharing.claims.succeeded(http.ip());
+                    Ok(mtime)
+                }
+                Err(e) => {
+                    info!("prefetch: following {http} for {name}: {e}; using the mirror");
+                    sharing.claims.failed(name, http.ip());
+                    get(upstream, &planned.url, None, false)
+                }
+            }
         }
-        Some((writer, Verdict::Lead)) => get(&planned.url, Some(writer), false),
-        None => get(&planned.url, None, false),
+        Some((writer, Verdict::Lead)) => get(upstream, &planned.url, Some(writer), false),
+        None => get(upstream, &planned.url, None, false),
     };
     if let Err(e) = &outcome {
         info!("prefetch: {}: {e}", planned.url);
@@ -326,7 +367,8 @@ fn download(
     mut shared: Option<Writer>,
     peer: bool,
 ) -> Result<Option<SystemTime>, String> {
-    // A peer gets the relay's shorter stall limit and its speed floor.
+    // A peer gets the relay's shorter stall limit, its speed floor and its deadline.
+    let started = Instant::now();
     let stall = if peer { PEER_STALL } else { STALL_LIMIT };
     let mut call = upstream
         .get(url)
@@ -358,7 +400,7 @@ fn download(
     }
     let body = response.into_body().into_reader();
     let mut body: Box<dyn Read> = match peer {
-        true => Box::new(Floor::new(body)),
+        true => Box::new(Floor::new(body, started + budget::phase(planned.size))),
         false => Box::new(body),
     };
     let mut hash = Sha256::new();

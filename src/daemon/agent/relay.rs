@@ -10,18 +10,19 @@
 
 use std::io::{self, BufRead, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
 use std::time::Duration;
 
 use ureq::Agent;
+use ureq::unversioned::transport::DefaultConnector;
 
-use crate::daemon::agent::prefetch::Prefetch;
+use crate::daemon::agent;
+use crate::daemon::agent::policy::{Guard, Judged};
 use crate::daemon::agent::share::{Following, Tee};
 use crate::daemon::agent::staged::Staged;
 use crate::daemon::agent::{Caller, read_line};
 use crate::daemon::claims::Verdict;
 use crate::daemon::growing;
-use crate::protocol::agent::{REASON_HEADER, SHARE_HEADER, Share};
+use crate::protocol::agent::{NOT_FOR_YOU, REASON_HEADER, SHARE_HEADER, Share};
 use crate::{info, warn};
 
 /// Bytes per read and write of a body.
@@ -65,9 +66,9 @@ impl Limits {
 /// window plus pacman's current file. The pool keeps that many connections per mirror (ureq
 /// keeps 3 by default): every connection it drops costs the next file a handshake and TCP slow
 /// start, which on a 40 ms round trip is most of a 1 MB file's time. Bounded, like the window.
-pub fn upstream_agent(parallel: usize) -> Agent {
+pub fn upstream_agent(parallel: usize, guard: Guard) -> Agent {
     let per_host = parallel.clamp(3, MAX_IDLE_PER_MIRROR);
-    Agent::config_builder()
+    let config = Agent::config_builder()
         .max_idle_connections_per_host(per_host)
         .max_idle_connections(per_host.max(10) * 2)
         .tls_config(crate::tls::system_trust())
@@ -77,8 +78,8 @@ pub fn upstream_agent(parallel: usize) -> Agent {
         .input_buffer_size(COPY_BUFFER)
         .proxy(ureq::Proxy::try_from_env())
         .user_agent(concat!("pacserved/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into()
+        .build();
+    Agent::with_parts(config, DefaultConnector::new(), guard)
 }
 
 /// The parts of the client's request that are passed on.
@@ -103,11 +104,11 @@ pub struct Job<'a> {
 pub fn relay(
     mut reader: impl BufRead,
     mut conn: UnixStream,
-    caller: Caller,
+    (caller, judged): (Caller, &Judged),
     job: Job<'_>,
-    upstream: &Agent,
-    prefetch: &Arc<Prefetch>,
+    agent: &agent::Agent,
 ) {
+    let (upstream, prefetch) = (&agent.upstream, &agent.prefetch);
     let Job {
         origin,
         limits,
@@ -125,8 +126,18 @@ pub fn relay(
     };
     let url = format!("{origin}{}", request.path);
     let who = format!("uid {} pid {}", caller.uid, caller.pid);
-    let pid = u32::try_from(caller.pid).unwrap_or(0);
-    if let Some(staged) = prefetch.claim(&url, pid, request.user_agent.as_deref(), upstream) {
+    if let Err(why) = agent.policy.may_fetch(judged, &url) {
+        info!("agent: {who}: {url}: refused: {why}");
+        let _ = write_head(
+            &mut conn,
+            NOT_FOR_YOU,
+            &[(REASON_HEADER, format!("refused: {why}"))],
+            false,
+        );
+        return;
+    }
+    let txn = judged.standing.txn();
+    if let Some(staged) = prefetch.claim(&url, txn, request.user_agent.as_deref(), upstream) {
         return match answer_from_staged(&mut conn, staged, request.range.as_deref()) {
             Ok(sent) => info!("agent: {who}: {url}: prefetched, {sent} bytes"),
             Err(e) => info!("agent: {who}: {url}: prefetched, client went away: {e}"),
@@ -143,16 +154,26 @@ pub fn relay(
     }
     // A whole package the client vouches for: share it while it arrives, or follow the daemon
     // already fetching it.
+    // Shared only as the sync database describes it: never what a caller merely says.
     let shared = request
         .share
         .as_ref()
         .filter(|_| request.range.is_none() && request.if_modified_since.is_none())
+        .filter(|share| agent.policy.confirms(judged, share))
         .and_then(|share| prefetch.sharing.begin(share));
     let writer = match shared {
         Some((writer, Verdict::Follow { http })) => {
             let size = writer.entry().size;
             let ua = request.user_agent.clone();
-            let mut body = Following::new(writer, http, url.clone(), ua, limits.stall, upstream);
+            let claims = &prefetch.sharing.claims;
+            let mut body = Following::new(
+                writer,
+                http,
+                url.clone(),
+                ua,
+                (limits.stall, upstream),
+                claims,
+            );
             let sent = write_head(
                 &mut conn,
                 200,

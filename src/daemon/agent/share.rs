@@ -9,7 +9,10 @@
 //! answers its client as the mirror would (200, full length); if the peer breaks off or stalls
 //! for [`PEER_STALL`], the rest comes from the mirror by a range request at the agent's own
 //! offset, and the whole file is checked before the last byte goes out. A wrong file is cut
-//! short, and the client's own fallback and checks take over.
+//! short, and the client's own fallback and checks take over. A followed peer gets what a
+//! client gives one ([`crate::protocol::budget`]): a speed floor and a deadline for the whole
+//! file; one that fails in any way is reported to the [`Claims`], which then never settle on
+//! it again for that file (and for no file for a while), so a liar costs one round, not a loop.
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
@@ -17,18 +20,32 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ureq::Agent;
+use ureq::unversioned::transport::DefaultConnector;
 
 use crate::daemon::claims::{Claims, Verdict};
 use crate::daemon::growing::{Growing, Writer};
 use crate::info;
 use crate::protocol::agent::Share;
+use crate::protocol::budget::{self, FLOOR_BYTES_PER_SEC, FLOOR_WINDOW};
+use crate::protocol::peerhttp::{self, FixedAddress};
 
-/// A followed daemon silent this long is left for the mirror.
-pub const PEER_STALL: Duration = Duration::from_secs(3);
-/// …and so is one sending less than this per [`PEER_STALL`] (a drip would hold us for ever):
-/// 64 KiB/s, the client's floor for peers.
-pub const PEER_FLOOR: u64 = 3 * 64 * 1024;
+/// A followed daemon silent this long is left for the mirror (the floor's window: nothing in it
+/// is certainly below the floor).
+pub const PEER_STALL: Duration = FLOOR_WINDOW;
 const PEER_CONNECT: Duration = Duration::from_secs(2);
+
+/// An HTTP client for one followed peer: it connects to exactly the address that answered (an
+/// IPv6 link-local one included) and follows no redirect, so a peer cannot send the agent
+/// anywhere else.
+pub fn peer_client(peer: SocketAddr) -> Agent {
+    let config = Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .accept_encoding("identity")
+        .user_agent(concat!("pacserved/", env!("CARGO_PKG_VERSION")))
+        .build();
+    Agent::with_parts(config, DefaultConnector::new(), FixedAddress(peer))
+}
 
 /// The registry and the claims, shared by the relay and prefetch.
 pub struct Sharing {
@@ -47,30 +64,39 @@ impl Sharing {
     }
 }
 
-/// A followed daemon's body, cut off (an error) when a window of [`PEER_STALL`] brings fewer
-/// than [`PEER_FLOOR`] bytes.
+/// A followed daemon's body, cut off (an error) when a window of [`FLOOR_WINDOW`] brings fewer
+/// bytes than the floor allows, or at `deadline` (a peer just above the floor must not hold a
+/// large file for hours).
 pub struct Floor<R> {
     body: R,
     window: Instant,
     bytes: u64,
+    deadline: Instant,
 }
 
 impl<R> Floor<R> {
-    pub fn new(body: R) -> Floor<R> {
+    pub fn new(body: R, deadline: Instant) -> Floor<R> {
         Floor {
             body,
             window: Instant::now(),
             bytes: 0,
+            deadline,
         }
     }
 }
 
 impl<R: Read> Read for Floor<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if Instant::now() >= self.deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the time given to the peer is over",
+            ));
+        }
         let n = self.body.read(buf)?;
         self.bytes += n as u64;
-        if self.window.elapsed() >= PEER_STALL {
-            if self.bytes < PEER_FLOOR {
+        if self.window.elapsed() >= FLOOR_WINDOW {
+            if self.bytes < FLOOR_BYTES_PER_SEC * FLOOR_WINDOW.as_secs() {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     "the peer is too slow",
@@ -114,7 +140,13 @@ pub struct Following<'a> {
     pub user_agent: Option<String>,
     pub stall: Duration,
     pub upstream: &'a Agent,
+    /// Told of a peer that fails, or whose bytes fail the check.
+    pub claims: &'a Claims,
     body: Option<Box<dyn Read + Send + Sync>>,
+    /// The peer that sent bytes of this file, if any: blamed when the whole does not verify.
+    sent_by: Option<SocketAddr>,
+    /// When the peer's time for the whole file is over ([`budget::phase`]).
+    deadline: Instant,
 }
 
 impl<'a> Following<'a> {
@@ -123,9 +155,10 @@ impl<'a> Following<'a> {
         peer: SocketAddr,
         url: String,
         user_agent: Option<String>,
-        stall: Duration,
-        upstream: &'a Agent,
+        (stall, upstream): (Duration, &'a Agent),
+        claims: &'a Claims,
     ) -> Self {
+        let deadline = Instant::now() + budget::phase(writer.entry().size);
         Following {
             writer: Some(writer),
             peer: Some(peer),
@@ -133,23 +166,33 @@ impl<'a> Following<'a> {
             user_agent,
             stall,
             upstream,
+            claims,
             body: None,
+            sent_by: None,
+            deadline,
         }
+    }
+
+    /// Leaves the peer for the mirror: it failed with `why`.
+    fn drop_peer(&mut self, name: &str, pos: u64, why: &str) {
+        if let Some(peer) = self.peer.take() {
+            info!("agent: following {name}: peer {peer} {why}; using the mirror from byte {pos}");
+            self.claims.failed(name, peer.ip());
+        }
+        self.body = None;
     }
 
     /// The next source from `pos`: the peer first, then the mirror.
     fn open(&mut self, pos: u64, size: u64, name: &str) -> io::Result<Box<dyn Read + Send + Sync>> {
-        let (url, range, connect, stall) = match self.peer {
-            Some(peer) => (
-                format!("http://{peer}/pkg/{name}"),
-                pos,
-                PEER_CONNECT,
-                PEER_STALL,
-            ),
-            None => (self.url.clone(), pos, self.stall, self.stall),
+        let range = pos;
+        let peer_agent = self.peer.map(peer_client);
+        let (agent, url, connect, stall) = match (self.peer, &peer_agent) {
+            (Some(peer), Some(agent)) => {
+                (agent, peerhttp::url(peer, name), PEER_CONNECT, PEER_STALL)
+            }
+            _ => (self.upstream, self.url.clone(), self.stall, self.stall),
         };
-        let mut call = self
-            .upstream
+        let mut call = agent
             .get(&url)
             .config()
             .timeout_connect(Some(connect))
@@ -179,7 +222,7 @@ impl<'a> Following<'a> {
         }
         let body = response.into_body().into_reader();
         Ok(match self.peer {
-            Some(_) => Box::new(Floor::new(body)),
+            Some(_) => Box::new(Floor::new(body, self.deadline)),
             None => Box::new(body),
         })
     }
@@ -195,9 +238,18 @@ impl Read for Following<'_> {
         let name = writer.entry().name.clone();
         if pos == size {
             let verified = self.writer.take().is_some_and(Writer::finish);
-            return match verified {
-                true => Ok(0),
-                false => Err(io::Error::other("the followed file is not the file")),
+            return match (verified, self.sent_by) {
+                (true, Some(peer)) => {
+                    self.claims.succeeded(peer.ip());
+                    Ok(0)
+                }
+                (true, None) => Ok(0),
+                (false, peer) => {
+                    if let Some(peer) = peer {
+                        self.claims.failed(&name, peer.ip());
+                    }
+                    Err(io::Error::other("the followed file is not the file"))
+                }
             };
         }
         loop {
@@ -206,8 +258,7 @@ impl Read for Following<'_> {
                 None => match self.open(pos, size, &name) {
                     Ok(body) => self.body.insert(body),
                     Err(e) if self.peer.is_some() => {
-                        info!("agent: following {name}: {e}; using the mirror from byte {pos}");
-                        self.peer = None;
+                        self.drop_peer(&name, pos, &e.to_string());
                         continue;
                     }
                     Err(e) => return Err(e),
@@ -221,6 +272,9 @@ impl Read for Following<'_> {
                         .as_mut()
                         .ok_or_else(|| io::Error::other("ended"))?;
                     writer.write(&buf[..n])?;
+                    if self.peer.is_some() {
+                        self.sent_by = self.peer;
+                    }
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -228,9 +282,7 @@ impl Read for Following<'_> {
                     let why = result
                         .err()
                         .map_or("ended early".to_owned(), |e| e.to_string());
-                    info!("agent: following {name}: peer {why}; using the mirror from byte {pos}");
-                    self.peer = None;
-                    self.body = None;
+                    self.drop_peer(&name, pos, &why);
                 }
                 Ok(_) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Err(e) => return Err(e),
@@ -257,7 +309,8 @@ mod tests {
     #[test]
     fn a_dripping_peer_is_cut_off_after_one_window() {
         let started = Instant::now();
-        let mut floor = Floor::new(Drip(Duration::from_millis(200)));
+        let far = Instant::now() + Duration::from_secs(3600);
+        let mut floor = Floor::new(Drip(Duration::from_millis(200)), far);
         let mut buf = [0u8; 16];
         let error = loop {
             if let Err(e) = floor.read(&mut buf) {
@@ -267,7 +320,11 @@ mod tests {
         };
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
         // A peer at full speed passes.
-        let mut fast = Floor::new(io::repeat(7).take(1 << 20));
+        let mut fast = Floor::new(io::repeat(7).take(1 << 20), far);
         assert_eq!(io::copy(&mut fast, &mut io::sink()).unwrap(), 1 << 20);
+        // …but not past its deadline.
+        let mut late = Floor::new(io::repeat(7), Instant::now());
+        let error = io::copy(&mut late, &mut io::sink()).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
     }
 }

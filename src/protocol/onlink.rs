@@ -34,16 +34,8 @@ impl Links {
     /// The links of `interfaces` (those queried by multicast) and the static `peers`.
     pub fn new(interfaces: &[Interface], port: u16, peers: &[SocketAddr]) -> Links {
         let names: HashSet<&str> = interfaces.iter().map(|i| i.name.as_str()).collect();
-        let nets = getifaddrs()
-            .map(|addrs| {
-                addrs
-                    .filter(|ifa| names.contains(ifa.interface_name.as_str()))
-                    .filter_map(|ifa| subnet(ifa.address?, ifa.netmask?))
-                    .collect()
-            })
-            .unwrap_or_default();
         Links {
-            nets,
+            nets: subnets(|name| names.contains(name)),
             scopes: interfaces.iter().map(|i| i.index).collect(),
             port,
             peers: peers.iter().copied().collect(),
@@ -65,6 +57,18 @@ impl Links {
             _ => self.nets.iter().any(|net| net.contains(&from.ip())),
         }
     }
+}
+
+/// The subnets of this host's interfaces whose name `wanted` accepts.
+pub fn subnets(wanted: impl Fn(&str) -> bool) -> Vec<IpNet> {
+    getifaddrs()
+        .map(|addrs| {
+            addrs
+                .filter(|ifa| wanted(&ifa.interface_name))
+                .filter_map(|ifa| subnet(ifa.address?, ifa.netmask?))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The subnet of one interface address.
