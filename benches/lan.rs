@@ -11,21 +11,32 @@ mod archrepo;
 #[path = "../tests/it/daemon.rs"]
 #[allow(dead_code)]
 mod daemon;
+#[path = "../tests/it/hostile.rs"]
+#[allow(dead_code)]
+mod hostile;
 #[path = "../tests/it/netns.rs"]
 #[allow(dead_code)]
 mod netns;
 #[path = "../tests/it/nginx.rs"]
 #[allow(dead_code)]
 mod nginx;
+#[path = "../tests/it/pacman7_setup.rs"]
+#[allow(dead_code)]
+mod pacman7_setup;
 #[path = "../tests/it/relay.rs"]
 #[allow(dead_code)]
 mod relay;
+#[path = "../tests/it/signing.rs"]
+#[allow(dead_code)]
+mod signing;
 #[path = "../tests/it/util.rs"]
 #[allow(dead_code)]
 mod util;
 
 #[path = "lan/mirror_path.rs"]
 mod mirror_path;
+#[path = "lan/signed.rs"]
+mod signed;
 #[path = "lan/together.rs"]
 mod together;
 #[path = "lan/verified_hit.rs"]
@@ -86,6 +97,12 @@ fn main() {
     }
     if wanted("together") {
         together::run();
+    }
+    if wanted("mirror-signed") {
+        signed::mirror_signed();
+    }
+    if wanted("lan-signed") {
+        signed::lan_signed();
     }
 }
 

@@ -179,6 +179,7 @@ impl FetchArgs {
             ..defaults
         };
         let use_peers = !self.no_peers && file.use_peers.unwrap_or(true);
+        let paths = self.pacman_paths(invocation);
         Ok(Settings {
             limits: Limits {
                 connect: self.connect_timeout,
@@ -195,7 +196,9 @@ impl FetchArgs {
                 .filter(|ua| !ua.is_empty())
                 .unwrap_or_else(|| Settings::default().user_agent),
             discovery: use_peers.then_some(discovery),
-            dbpath: self.pacman_paths(invocation).dbpath,
+            dbpath: paths.dbpath,
+            pacman_conf: paths.config,
+            gpgdir: paths.gpgdir,
             forced_refresh: invocation.is_some_and(Invocation::forced_refresh),
             unverified_peers: self.unverified_peers || file.unverified_peers.unwrap_or(false),
             agent_socket: (!self.no_agent && file.use_agent.unwrap_or(true)).then(|| {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crate::protocol::asker::{Asker, Target};
 use crate::protocol::netif;
 use crate::protocol::onlink::Links;
-use crate::protocol::{self, Answer, Holding, Query};
+use crate::protocol::{self, Answer, Extra, Holding, Query};
 
 /// Where and how long to ask.
 #[derive(Debug, Clone)]
@@ -65,6 +65,8 @@ pub struct PeerAnswer {
     pub from: SocketAddr,
     pub daemon_id: [u8; 8],
     pub holding: Holding,
+    /// What a version 3 daemon adds (the signature is there too, how busy it is).
+    pub extra: Extra,
     /// Time from sending the queries to this answer.
     pub rtt: Duration,
     /// The answer came from one of this machine's own addresses.
@@ -128,6 +130,7 @@ pub fn ask_detailed(
         file_name: file_name.to_owned(),
         arch: arch.to_owned(),
         claim: None,
+        quiet: false,
     };
     // Our version and, for daemons not yet upgraded, version 1 with the same nonce.
     let v1 = Query {
@@ -169,9 +172,10 @@ pub fn ask_detailed(
                 continue;
             }
             if let Some(&(at, version)) = seen.get(&(answer.daemon_id, from.ip())) {
-                // A v2 daemon answers both our queries: its v2 answer says more.
+                // A newer daemon answers both our queries: its newer answer says more.
                 if answer.version > version {
                     answers[at].holding = answer.holding;
+                    answers[at].extra = answer.extra;
                     seen.insert((answer.daemon_id, from.ip()), (at, answer.version));
                 }
                 continue;
@@ -200,6 +204,7 @@ pub fn ask_detailed(
                 from,
                 daemon_id: answer.daemon_id,
                 holding: answer.holding,
+                extra: answer.extra,
                 rtt,
                 is_self,
             });

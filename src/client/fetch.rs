@@ -24,10 +24,13 @@ use crate::client::outlock::OutputLock;
 use crate::client::output::Output;
 use crate::client::peerlimits::{self, Candidate, PeerPhase};
 use crate::client::progress::{Progress, Source};
+use crate::client::signature;
 use crate::client::transfer::{self, Delivered, Want};
 use crate::client::verify::{self, Expected};
 use crate::pacman;
+use crate::pacman::gpg::{MAX_SIGNATURE, Verifier};
 use crate::pacman::name::{self, FileKind};
+use crate::pacman::syncdb;
 use crate::protocol::peerhttp;
 
 /// Everything that shapes a download besides its two arguments.
@@ -55,6 +58,10 @@ pub struct Settings {
     /// Never the mirror: a verified copy from a LAN peer or [`Error::NoPeer`]. pacserved's
     /// CacheServer endpoint runs us so (see `daemon::cacheserver`).
     pub peers_only: bool,
+    /// pacman's configuration: which repositories want package signatures (SigLevel).
+    pub pacman_conf: PathBuf,
+    /// pacman's keyring, which a peer's signature must satisfy.
+    pub gpgdir: PathBuf,
 }
 
 impl Default for Settings {
@@ -69,6 +76,8 @@ impl Default for Settings {
             forced_refresh: false,
             agent_socket: Some(crate::protocol::agent::DEFAULT_SOCKET.to_owned()),
             peers_only: false,
+            pacman_conf: PathBuf::from(pacman::invocation::DEFAULT_CONFIG),
+            gpgdir: PathBuf::from(crate::pacman::gpg::DEFAULT_GPGDIR),
         }
     }
 }
@@ -108,12 +117,53 @@ fn fetch_locked(
     progress: &mut Progress,
 ) -> Result<Report, Error> {
     // Decide: what the file is fixes whether we resume, whether a peer may supply it, and what
-    // the result must match.
+    // the result must match: for a package, its own sync database entry; for a signature, its
+    // package's.
     let kind = FileKind::of(name);
-    let expected = kind
+    let package = name.strip_suffix(".sig").unwrap_or(name);
+    let entry = kind
         .shareable()
-        .then(|| verify::expected(kind, name, &settings.dbpath))
+        .then(|| syncdb::lookup(&settings.dbpath, package))
         .flatten();
+    let expected = entry
+        .as_ref()
+        .filter(|_| kind == FileKind::Package)
+        .map(|e| Expected {
+            size: e.csize,
+            sha256: e.sha256,
+        })
+        .filter(|e| !e.is_empty());
+    // A signature the database carries, or one this user checked with its package from a
+    // peer moments ago: no source needed.
+    if let Some(entry) = entry
+        .as_ref()
+        .filter(|_| kind == FileKind::PackageSignature)
+        && let Some((bytes, from)) = signature::local(entry)
+    {
+        let mut out = Output::open(output)?;
+        out.truncate(0)?;
+        out.append(&bytes)?;
+        out.finish(None)?;
+        return Ok(Report {
+            source: from.to_owned(),
+            delivered: Delivered::Body {
+                from: 0,
+                received: bytes.len() as u64,
+            },
+        });
+    }
+    // A peer's signature counts once gpg says pacman would accept it over the package pacman
+    // has just downloaded next to it.
+    let proof = entry
+        .as_ref()
+        .filter(|e| {
+            kind == FileKind::PackageSignature && signature::checked(&settings.pacman_conf, &e.repo)
+        })
+        .map(|e| signature::Proof::for_output(output, e, Verifier::new(&settings.gpgdir)));
+    let check = Check {
+        expected,
+        proof: proof.as_ref().and_then(|p| p.as_ref().ok()),
+    };
     // pacman 7: take over what an earlier, failed batch stranded in its download-* directory.
     let adopted = adopt::stranded(output, name, kind, expected.as_ref(), progress);
     let mut out = Output::open(output)?;
@@ -140,9 +190,9 @@ fn fetch_locked(
     // A file no sync database vouches for (pacman -U <url>) comes from the mirror, unless the
     // user trusts the LAN; with --peers-only nothing unverified ever leaves this run.
     let trust_unlisted = settings.unverified_peers && !settings.peers_only;
-    let peers_may_serve = kind.shareable() && (expected.is_some() || trust_unlisted);
+    let peers_may_serve = kind.shareable() && (check.is_some() || trust_unlisted);
     let discovery = settings.discovery.as_ref();
-    let listed = expected.is_some();
+    let listed = entry.is_some();
     if let Some(why) = explain::not_asking(
         name,
         kind,
@@ -152,6 +202,8 @@ fn fetch_locked(
         &settings.dbpath,
     ) {
         progress.note(|| why);
+    } else if let Some(Err(why)) = &proof {
+        progress.note(|| format!("{name}: asking no peers: {why}"));
     }
 
     // A copy the local pacserved prefetched for this transaction is on this machine already:
@@ -166,10 +218,21 @@ fn fetch_locked(
     // The last byte we can vouch for: what we had before any other source (nothing, when the
     // file starts over anyway).
     let vouched = if want.resume { out.len() } else { 0 };
-    if kind == FileKind::Package && expected.is_some_and(|e| e.sha256.is_some()) {
+    let staged = match kind {
+        FileKind::Package => expected.is_some_and(|e| e.sha256.is_some()),
+        _ => kind == FileKind::PackageSignature && entry.is_some(),
+    };
+    if staged {
         progress.source(name, Source::Mirror);
         match mirror.staged(url, &mut out, &want, progress) {
-            Some(Ok(delivered)) => match mismatch(&out, expected)? {
+            // A prefetched signature is the mirror's: pacman checks it, as it would have.
+            Some(Ok(delivered)) => match mismatch(
+                &out,
+                &Check {
+                    proof: None,
+                    ..check
+                },
+            )? {
                 None => {
                     return Ok(Report {
                         source: format!("{url} (prefetched by pacserved)"),
@@ -198,7 +261,13 @@ fn fetch_locked(
         None => lanmemory::Memory::default(),
     };
     let peers = match asking {
-        Some(discovery) => peers_with(discovery, name, out.len(), want.size, &mut memory, progress),
+        Some(discovery) => {
+            let size = match kind {
+                FileKind::PackageSignature => Fits::Signature,
+                _ => Fits::Size(want.size),
+            };
+            peers_with(discovery, name, out.len(), size, &mut memory, progress)
+        }
         None => Vec::new(),
     };
 
@@ -224,12 +293,36 @@ fn fetch_locked(
             only_resume: true,
             ..want.clone()
         };
+        // The package's signature from the same peer, fetched while the package arrives, so
+        // that pacman's next call needs no LAN round trip.
+        let along = entry
+            .as_ref()
+            .filter(|e| {
+                kind == FileKind::Package
+                    && peer.sig
+                    && e.signature.is_none()
+                    && signature::checked(&settings.pacman_conf, &e.repo)
+            })
+            .map(|e| (e, signature::fetch_along(&agent, &peer_url)));
         let result = transfer::fetch_url(&agent, &peer_url, &mut out, &peer_want, limits, progress);
         let failure = match result {
-            Ok(delivered) => match mismatch(&out, expected)? {
+            Ok(delivered) => match mismatch(&out, &check)? {
                 None => {
                     if memory.succeeded(&peer.blame()) {
                         lanmemory::store(&memory);
+                    }
+                    if let Some((entry, along)) = along {
+                        let verifier = Verifier::new(&settings.gpgdir);
+                        let taken = along
+                            .join()
+                            .unwrap_or_else(|_| Err("the fetch panicked".into()))
+                            .and_then(|sig| {
+                                signature::check_and_keep(&sig, entry, out.path(), &verifier)
+                            });
+                        progress.note(|| match taken {
+                            Ok(()) => format!("{peer_url}.sig: checked, kept for pacman"),
+                            Err(why) => format!("the signature stays for later: {why}"),
+                        });
                     }
                     return Ok(Report {
                         source: peer_url,
@@ -248,8 +341,12 @@ fn fetch_locked(
             Err(e) => return Err(e),
         };
         progress.warn(|| failure);
-        memory.failed(peer.blame(), lanmemory::now_secs());
-        lanmemory::store(&memory);
+        // A signature pacman would not take may be the peer's honest copy under a key this
+        // keyring does not trust: the peer is not avoided for that, only for bytes that failed.
+        if check.proof.is_none() {
+            memory.failed(peer.blame(), lanmemory::now_secs());
+            lanmemory::store(&memory);
+        }
     }
     if settings.peers_only {
         out.truncate(0)?;
@@ -272,7 +369,7 @@ fn fetch_locked(
         share: agent::share_value(kind, name, expected.as_ref()),
         ..want
     };
-    let result = mirror_verified(&mirror, url, &mut out, &want, expected, progress);
+    let result = mirror_verified(&mirror, url, &mut out, &want, &check, progress);
     if result.is_err() && on_peer_bytes {
         // The partial now holds bytes no one vouched for: keep only what we had before.
         let _ = out.truncate(vouched);
@@ -291,12 +388,17 @@ fn mirror_verified(
     url: &str,
     out: &mut Output,
     want: &Want,
-    expected: Option<Expected>,
+    check: &Check,
     progress: &mut Progress,
 ) -> Result<Report, Error> {
+    // The mirror's signature is pacman's to check, as it would be without us.
+    let check = &Check {
+        proof: None,
+        ..*check
+    };
     let name = transfer::name_of(out.path()).to_owned();
     let mut delivered = from_mirror(mirror, url, out, want, progress)?;
-    if let Some(why) = mismatch(out, expected)? {
+    if let Some(why) = mismatch(out, check)? {
         let resumed = matches!(delivered, Delivered::Body { from, .. } if from > 0)
             || delivered == Delivered::AlreadyComplete;
         out.truncate(0)?;
@@ -312,7 +414,7 @@ fn mirror_verified(
             ..want.clone()
         };
         delivered = from_mirror(mirror, url, out, &whole, progress)?;
-        if let Some(why) = mismatch(out, expected)? {
+        if let Some(why) = mismatch(out, check)? {
             out.truncate(0)?;
             return Err(Error::BadFile {
                 url: url.to_owned(),
@@ -343,10 +445,28 @@ fn from_mirror(
     }
 }
 
-/// Checks a finished output against the sync database, when one describes the file: by the
-/// SHA-256 computed as it was written, else (a 304's copy, say) by reading it back.
-fn mismatch(out: &Output, expected: Option<Expected>) -> Result<Option<String>, Error> {
-    let Some(expected) = expected else {
+/// What a source's file must be: the sync database's size and SHA-256 (a package), or a
+/// signature pacman would accept over the package next to it (a peer's signature).
+#[derive(Clone, Copy)]
+struct Check<'a> {
+    expected: Option<Expected>,
+    proof: Option<&'a signature::Proof>,
+}
+
+impl Check<'_> {
+    fn is_some(&self) -> bool {
+        self.expected.is_some() || self.proof.is_some()
+    }
+}
+
+/// Checks a finished output: against the sync database, when one describes the file (by the
+/// SHA-256 computed as it was written, else, a 304's copy say, by reading it back); a signature
+/// with gpg, when it came from a peer.
+fn mismatch(out: &Output, check: &Check) -> Result<Option<String>, Error> {
+    if let Some(proof) = check.proof {
+        return Ok(proof.check(out.path()).err());
+    }
+    let Some(expected) = check.expected else {
         return Ok(None);
     };
     if let Some(sha256) = out.sha256() {
@@ -362,11 +482,20 @@ fn mismatch(out: &Output, expected: Option<Expected>) -> Result<Option<String>, 
 /// The peers to try for `name` (see [`peerlimits::choose`]), in the order they answered, keeping
 /// only sizes that can be the file: the sync database's size when known, else at least what we
 /// already have. A discovery failure is not fatal: the mirror remains.
+/// What size an answer must announce to be the file.
+#[derive(Clone, Copy)]
+enum Fits {
+    /// The sync database's size, when it gives one.
+    Size(Option<u64>),
+    /// A signature: at most what pacman takes.
+    Signature,
+}
+
 fn peers_with(
     discovery: &Discovery,
     name: &str,
     have: u64,
-    size_in_db: Option<u64>,
+    wanted: Fits,
     memory: &mut lanmemory::Memory,
     progress: &Progress,
 ) -> Vec<Candidate> {
@@ -388,9 +517,10 @@ fn peers_with(
     };
     let waited = expect.wait.unwrap_or(discovery.wait).min(discovery.wait);
     progress.note(|| describe_answers(&answers, waited));
-    let fits = |size: u64| match size_in_db {
-        Some(expected) => size == expected,
-        None => size > 0 && size >= have,
+    let fits = |size: u64| match wanted {
+        Fits::Size(Some(expected)) => size == expected,
+        Fits::Size(None) => size > 0 && size >= have,
+        Fits::Signature => size > 0 && size <= MAX_SIGNATURE as u64,
     };
     let avoided = |c: &Candidate| memory.avoided(&c.blame(), now);
     peerlimits::choose(&answers, fits, avoided, |a, why| {

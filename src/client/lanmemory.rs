@@ -229,6 +229,7 @@ mod tests {
             from: "10.0.0.1:15678".parse().unwrap(),
             daemon_id: [id; 8],
             holding: Holding::Miss,
+            extra: Default::default(),
             rtt: Duration::from_millis(1),
             is_self: false,
         }

@@ -36,6 +36,7 @@ pub mod outlock;
 pub mod output;
 pub mod peerlimits;
 pub mod progress;
+pub mod signature;
 pub mod transfer;
 pub mod verify;
 

@@ -24,11 +24,9 @@ use crate::protocol::Holding;
 /// better bet.
 pub const MAX_PEERS_PER_FILE: usize = 3;
 
-pub use crate::protocol::budget::{MIN_HTTP_PORT, PHASE_BASE, PHASE_RATE, phase as budget};
-
-/// The status line and headers, with any `100 Continue` before them, must arrive this soon
-/// after the request: a daemon answers in milliseconds.
-pub const HEADER_BUDGET: Duration = Duration::from_secs(3);
+pub use crate::protocol::budget::{
+    HEADER_BUDGET, MIN_HTTP_PORT, PHASE_BASE, PHASE_RATE, phase as budget,
+};
 
 /// The slowest a peer may send ([`crate::protocol::budget`]'s floor, shared with the daemon).
 pub const PEER_LOW_SPEED: LowSpeed = LowSpeed {
@@ -76,6 +74,8 @@ pub struct Candidate {
     pub daemon_id: [u8; 8],
     /// The size it announced: the most bytes it may send.
     pub size: u64,
+    /// It said the file's signature is there too (protocol version 3).
+    pub sig: bool,
 }
 
 impl Candidate {
@@ -116,6 +116,7 @@ pub fn choose(
             http,
             daemon_id: answer.daemon_id,
             size,
+            sig: answer.extra.sig,
         };
         if http.port() < MIN_HTTP_PORT {
             skipped(answer, "names a system port for HTTP");
@@ -155,6 +156,7 @@ mod tests {
                 size: 100,
                 mtime: 0,
             },
+            extra: Default::default(),
             rtt: Duration::from_millis(1),
             is_self: false,
         }

@@ -1,7 +1,8 @@
 //! Whether a finished output is the file the sync databases describe.
 //!
 //! Anyone on the LAN can run a peer, so bytes are trusted only once they match the local sync
-//! database: a package's `%CSIZE%` and `%SHA256SUM%`, a signature's `%PGPSIG%`. pacman would
+//! database: a package's `%CSIZE%` and `%SHA256SUM%` (a signature is checked by what pacman
+//! would accept, [`crate::client::signature`]). pacman would
 //! eventually notice a bad package too, but only after it has failed the whole transaction and
 //! left the user to delete the file; checking here lets us throw the bad bytes away and take the
 //! file from the next source instead.
@@ -11,9 +12,6 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
-
-use crate::pacman::name::FileKind;
-use crate::pacman::syncdb;
 
 /// What a correct file looks like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,29 +25,6 @@ impl Expected {
     pub fn is_empty(&self) -> bool {
         self.size.is_none() && self.sha256.is_none()
     }
-}
-
-/// What the sync databases under `dbpath` say `name` must be; None when no database lists it
-/// (or, for a signature, carries no `%PGPSIG%`).
-pub fn expected(kind: FileKind, name: &str, dbpath: &Path) -> Option<Expected> {
-    let expected = match kind {
-        FileKind::Package => {
-            let entry = syncdb::lookup(dbpath, name)?;
-            Expected {
-                size: entry.csize,
-                sha256: entry.sha256,
-            }
-        }
-        FileKind::PackageSignature => {
-            let entry = syncdb::lookup(dbpath, name.strip_suffix(".sig")?)?;
-            Expected {
-                size: None,
-                sha256: Some(entry.signature_sha256?),
-            }
-        }
-        _ => return None,
-    };
-    (!expected.is_empty()).then_some(expected)
 }
 
 /// Checks `path` against `expected` by reading it: Ok(None) when it matches, Ok(Some(reason))

@@ -8,10 +8,15 @@
 //! Rather than a second LAN downloader here, it runs the hardened one: `pacserve-fetch
 //! --peers-only` (found next to this binary), which asks the LAN, survives bad and stalled
 //! peers, checks size and SHA-256 against the sync databases under the machine's DBPath, and
-//! exits 0 only with the verified file. (A package's `.sig` needs no peer: it is the database's
-//! `%PGPSIG%`, served by `signature` below.) That file lives in a
-//! private directory under the daemon's state dir until the response has opened it; then it is
-//! unlinked, and pacman receives it with its Content-Length (and Range, for a resumed `.part`).
+//! exits 0 only with the verified file. That file lives in a private directory under the daemon's
+//! state dir until the response has opened it; then it is unlinked, and pacman receives it with
+//! its Content-Length (and Range, for a resumed `.part`).
+//!
+//! pacman asks for a package's `.sig` only from the cache server that sent the package, and with
+//! `SigLevel = Required` a 404 there fails the transaction. So a package is served only when its
+//! signature can be too: the sync database's `%PGPSIG%`, or a LAN peer's that `pacserve-fetch`
+//! accepted (gpg, pacman's keyring) over the package just fetched, kept here in memory for the
+//! request that follows ([`signature`]). A repository that checks no signatures needs neither.
 //!
 //! Who may ask: loopback only (403 otherwise), because the endpoint makes this machine fetch
 //! on the asker's behalf. Files in the daemon's own cache get 404: pacman has already looked in
@@ -24,9 +29,9 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::Request;
 use axum::http::{StatusCode, header};
@@ -37,8 +42,13 @@ use tower_http::services::ServeFile;
 
 use crate::daemon::cache::Cache;
 use crate::pacman::name::{FileKind, is_shareable_name};
+use crate::pacman::repos::Repos;
 use crate::pacman::syncdb;
 use crate::{info, warn};
+
+/// Signatures of served packages kept for pacman's `.sig` request, and for how long.
+const SIGNATURES_KEPT: usize = 64;
+const SIGNATURE_FOR: Duration = Duration::from_secs(300);
 
 /// Peer fetches running at once; requests beyond it get 404 and pacman uses its mirrors.
 pub const MAX_AT_ONCE: usize = 8;
@@ -55,6 +65,8 @@ pub struct CacheServer {
     pub program: PathBuf,
     /// pacman's DBPath, whose sync databases vouch for what peers send.
     pub dbpath: PathBuf,
+    /// pacman's configuration: which repositories check signatures, and its keyring.
+    pub pacman_conf: PathBuf,
     /// Where fetches write, each in a directory of its own (`<state>/cache-fetch`).
     pub work_dir: PathBuf,
     /// The UDP port the LAN's daemons listen on.
@@ -62,12 +74,14 @@ pub struct CacheServer {
     /// Interfaces to ask on; empty for pacserve-fetch's default.
     pub interfaces: Vec<String>,
     running: Arc<AtomicUsize>,
+    /// Checked signatures of packages just served, until pacman asks.
+    signatures: Arc<Mutex<Vec<KeptSignature>>>,
 }
 
 impl CacheServer {
     pub fn new(
         program: PathBuf,
-        dbpath: PathBuf,
+        (dbpath, pacman_conf): (PathBuf, PathBuf),
         state_dir: &Path,
         udp_port: u16,
         interfaces: Vec<String>,
@@ -78,10 +92,12 @@ impl CacheServer {
         CacheServer {
             program,
             dbpath,
+            pacman_conf,
             work_dir,
             udp_port,
             interfaces,
             running: Arc::new(AtomicUsize::new(0)),
+            signatures: Arc::default(),
         }
     }
 
@@ -103,6 +119,8 @@ impl CacheServer {
         command
             .args(["--peers-only", "--no-agent", "-v", "--dbpath"])
             .arg(&self.dbpath)
+            .arg("--pacman-conf")
+            .arg(&self.pacman_conf)
             .arg("--port")
             .arg(self.udp_port.to_string());
         for interface in &self.interfaces {
@@ -133,6 +151,56 @@ impl CacheServer {
         }
     }
 }
+
+impl CacheServer {
+    /// After `name` arrived in `dir`: its signature, when pacman will ask for it and the
+    /// database does not carry it, from the LAN, checked over the package, kept for pacman's
+    /// request. An error means the package must not be served either.
+    async fn signature_along(&self, name: &str, dir: &Path) -> Result<(), String> {
+        let (dbpath, conf, package) = (
+            self.dbpath.clone(),
+            self.pacman_conf.clone(),
+            name.to_owned(),
+        );
+        let needed = tokio::task::spawn_blocking(move || {
+            syncdb::lookup(&dbpath, &package).is_some_and(|entry| {
+                entry.signature.is_none()
+                    && Repos::read(&conf).package_signatures_checked(&entry.repo)
+            })
+        })
+        .await
+        .unwrap_or(true);
+        if !needed {
+            return Ok(());
+        }
+        let sig = format!("{name}.sig");
+        let part = dir.join(format!("{sig}.part"));
+        self.fetch(&sig, &part, &dir.join("sig.log"))
+            .await
+            .map_err(|why| format!("its signature is not on the LAN ({why})"))?;
+        let bytes = std::fs::read(&part).map_err(|e| format!("{}: {e}", part.display()))?;
+        if let Ok(mut kept) = self.signatures.lock() {
+            kept.retain(|(n, _, at)| *n != sig && at.elapsed() < SIGNATURE_FOR);
+            if kept.len() >= SIGNATURES_KEPT {
+                kept.remove(0);
+            }
+            kept.push((sig, bytes, Instant::now()));
+        }
+        Ok(())
+    }
+
+    /// The signature [`CacheServer::signature_along`] kept for `sig`, taken.
+    fn kept_signature(&self, sig: &str) -> Option<Vec<u8>> {
+        let mut kept = self.signatures.lock().ok()?;
+        let at = kept
+            .iter()
+            .position(|(n, _, at)| n == sig && at.elapsed() < SIGNATURE_FOR)?;
+        Some(kept.remove(at).1)
+    }
+}
+
+/// A signature [`CacheServer::signature_along`] checked: its `.sig` name, its bytes, when.
+type KeptSignature = (String, Vec<u8>, Instant);
 
 /// A fetch in progress, counted in [`CacheServer::running`].
 struct Running(Arc<AtomicUsize>);
@@ -192,9 +260,18 @@ pub async fn handle(
             return StatusCode::NOT_FOUND.into_response();
         }
     };
-    let out = dir.path().join(format!("{name}.part"));
+    let part = dir.path().join(format!("{name}.part"));
     let log = dir.path().join("log");
-    let fetched = server.fetch(&name, &out, &log).await;
+    let fetched = server.fetch(&name, &part, &log).await;
+    // Where pacman would have it: the signature's check looks for the package there.
+    let out = dir.path().join(&name);
+    let fetched = fetched.and_then(|()| {
+        std::fs::rename(&part, &out).map_err(|e| format!("{}: {e}", part.display()))
+    });
+    let fetched = match fetched {
+        Ok(()) => server.signature_along(&name, dir.path()).await,
+        Err(why) => Err(why),
+    };
     drop(running);
     if let Err(why) = fetched {
         info!("cache: {name}: not from the LAN ({why}); pacman's mirrors");
@@ -214,18 +291,25 @@ pub async fn handle(
 
 /// `<package>.sig`: pacman 7.1 asks for it from the very cache server that sent the package
 /// (and from no other server), and with `SigLevel = Required` a 404 there fails the download.
-/// The sync database's `%PGPSIG%` is that signature, so it is served from there: no peer needed,
-/// nothing to verify. A package without `%PGPSIG%` gets 404.
+/// The sync database's `%PGPSIG%` is that signature, served from there; else the LAN peer's
+/// that was checked when the package was served; else 404.
 async fn signature(server: &CacheServer, name: String) -> Response {
     let dbpath = server.dbpath.clone();
     let package = name.strip_suffix(".sig").unwrap_or(&name).to_owned();
-    let found = tokio::task::spawn_blocking(move || syncdb::detached_signature(&dbpath, &package))
-        .await
-        .ok()
-        .flatten();
+    let from_db =
+        tokio::task::spawn_blocking(move || syncdb::detached_signature(&dbpath, &package))
+            .await
+            .ok()
+            .flatten();
+    let found = match from_db {
+        Some(bytes) => Some((bytes, "the sync database's PGPSIG")),
+        None => server
+            .kept_signature(&name)
+            .map(|bytes| (bytes, "a LAN peer, checked over the package")),
+    };
     match found {
-        Some(bytes) => {
-            info!("cache: {name} from the sync database's PGPSIG");
+        Some((bytes, from)) => {
+            info!("cache: {name} from {from}");
             ([(header::CONTENT_TYPE, "application/pgp-signature")], bytes).into_response()
         }
         None => StatusCode::NOT_FOUND.into_response(),
@@ -242,7 +326,8 @@ mod tests {
         let left = state.path().join("cache-fetch/fetch-x");
         std::fs::create_dir_all(&left).unwrap();
         std::fs::write(left.join("a-1-1-any.pkg.tar.zst.part"), b"from a crash").unwrap();
-        let server = CacheServer::new("x".into(), "/db".into(), state.path(), 1, vec![]);
+        let paths = ("/db".into(), "/c".into());
+        let server = CacheServer::new("x".into(), paths, state.path(), 1, vec![]);
         assert!(
             !server.work_dir.exists(),
             "nothing a crash left is ever served"
@@ -251,7 +336,8 @@ mod tests {
 
     #[test]
     fn at_most_max_at_once_fetches_and_a_finished_one_frees_its_place() {
-        let server = CacheServer::new("x".into(), "/db".into(), Path::new("/s"), 1, vec![]);
+        let paths = ("/db".into(), "/c".into());
+        let server = CacheServer::new("x".into(), paths, Path::new("/s"), 1, vec![]);
         let held: Vec<Running> = (0..MAX_AT_ONCE).filter_map(|_| server.take()).collect();
         assert_eq!(held.len(), MAX_AT_ONCE);
         assert!(server.take().is_none());

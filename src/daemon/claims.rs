@@ -229,6 +229,7 @@ impl Claims {
             file_name: name.to_owned(),
             arch: String::new(),
             claim: Some(self.daemon_id),
+            quiet: false,
         };
         let Ok(query) = query.encode() else {
             return Heard::default();

@@ -193,7 +193,7 @@ pub fn run(config: Config) -> io::Result<()> {
         daemon_id: id_hex(&daemon_id),
         cache_server: Some(CacheServer::new(
             config.fetch_program.clone(),
-            config.dbpath.clone(),
+            (config.dbpath.clone(), config.pacman_conf.clone()),
             &config.state_dir,
             config.udp_port,
             config.interfaces.clone(),

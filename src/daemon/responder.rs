@@ -20,8 +20,9 @@ use crate::daemon::claims::{self, Claims};
 use crate::daemon::growing::{Growing, Phase};
 use crate::daemon::ratelimit::{Budget, RateLimit};
 use crate::daemon::stats::Stats;
+use crate::pacman::name::FileKind;
 use crate::protocol::netif;
-use crate::protocol::{self, Answer, Holding, Query, Reject};
+use crate::protocol::{self, Answer, Extra, Holding, Query, Reject};
 use crate::{info, warn};
 
 /// How often group memberships are refreshed for new interfaces.
@@ -191,18 +192,43 @@ impl Responder {
             self.claims.heard_claim(&query.file_name, claimant);
         }
         let holding = self.holding(&query.file_name);
+        if query.quiet && holding == Holding::Miss {
+            Stats::add(&self.stats.answered_miss, 1);
+            return;
+        }
         match holding {
             Holding::Have { .. } => Stats::add(&self.stats.answered_have, 1),
             _ => Stats::add(&self.stats.answered_miss, 1),
         }
-        // In the query's version: a v1 answer says MISS for GROWING and CLAIMING.
+        // In the query's version: a v1 answer says MISS for GROWING and CLAIMING, and only a
+        // v3 answer carries the extra.
+        let extra = match query.version {
+            3.. if holding != Holding::Miss => self.extra(&query.file_name),
+            _ => Extra::default(),
+        };
         let answer = Answer {
             version: query.version,
             nonce: query.nonce,
             daemon_id: self.daemon_id,
             holding,
+            extra,
         };
         let _ = socket.send_to(&answer.encode(), from);
+    }
+
+    /// A version 3 answer's extra: whether the package's signature is here too, and how busy
+    /// this daemon is sending.
+    fn extra(&self, name: &str) -> Extra {
+        let sig = FileKind::of(name) == FileKind::Package
+            && self.cache.find(&format!("{name}.sig")).is_some();
+        let uploads = self
+            .stats
+            .uploading
+            .load(std::sync::atomic::Ordering::Relaxed);
+        Extra {
+            sig,
+            uploads: u16::try_from(uploads).unwrap_or(u16::MAX),
+        }
     }
 
     /// The cache's copy, else the one arriving now, else nothing.

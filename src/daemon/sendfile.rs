@@ -45,7 +45,7 @@ use crate::daemon::growing::{self, Entry, Follow, Growing};
 use crate::daemon::http1::Head;
 use crate::daemon::ranges;
 use crate::daemon::sent;
-use crate::daemon::stats::Stats;
+use crate::daemon::stats::{Stats, Upload};
 
 /// Most bytes one sendfile call may move.
 const MAX_PER_CALL: usize = 2 << 20;
@@ -125,6 +125,7 @@ pub async fn serve(
         announced: extent.len,
     };
     sent::started(&request);
+    let _upload = Upload::start(files.stats);
     let timeout = files.send_timeout;
     cork(stream, true);
     let (sent_bytes, outcome) = match write_head(stream, &out, timeout).await {
@@ -157,6 +158,7 @@ async fn follow(
     };
     files.stats.heard(client);
     growing::count_follower(files.stats, "GET", name, client);
+    let _upload = Upload::start(files.stats);
     let out = response_head(status, growing::framing(size, from), head.keep_alive);
     let timeout = files.send_timeout;
     let mut outcome = write_head(stream, &out, timeout).await;

@@ -50,6 +50,7 @@ pub struct Counted {
 impl Counted {
     pub fn wrap(inner: Body, request: Request, stats: Arc<Stats>, chunk: Chunk) -> Body {
         started(&request);
+        Stats::add(&stats.uploading, 1);
         Body::new(Counted {
             inner,
             sent: 0,
@@ -124,6 +125,9 @@ impl HttpBody for Counted {
 
 impl Drop for Counted {
     fn drop(&mut self) {
+        self.stats
+            .uploading
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         ended(&self.request, self.sent, &self.stats);
     }
 }

@@ -28,6 +28,8 @@ pub struct Stats {
     pub no_slot: AtomicU64,
     /// HTTP connections closed to give their slot to a source holding fewer.
     pub evicted: AtomicU64,
+    /// Files being sent right now (a gauge: v3 answers tell it, so clients prefer idle peers).
+    pub uploading: AtomicU64,
     peers: Peers,
 }
 
@@ -48,6 +50,7 @@ impl Default for Stats {
             stalled_clients: AtomicU64::new(0),
             no_slot: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
+            uploading: AtomicU64::new(0),
             peers: Peers::default(),
         }
     }
@@ -99,5 +102,23 @@ impl Stats {
         }
         out.push_str(&self.peers.render(Instant::now()));
         out
+    }
+}
+
+/// One file being sent, counted in [`Stats::uploading`] while it lives.
+pub struct Upload<'a>(&'a AtomicU64);
+
+impl<'a> Upload<'a> {
+    pub fn start(stats: &'a Stats) -> Upload<'a> {
+        stats
+            .uploading
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Upload(&stats.uploading)
+    }
+}
+
+impl Drop for Upload<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

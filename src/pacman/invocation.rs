@@ -55,6 +55,7 @@ pub struct Invocation {
     pub dbpath: Option<PathBuf>,
     pub root: Option<PathBuf>,
     pub sysroot: Option<PathBuf>,
+    pub gpgdir: Option<PathBuf>,
     pub cachedirs: Vec<PathBuf>,
     /// How often `-y`/`--refresh` was given: 2 or more forces a database refresh.
     pub refresh: u8,
@@ -106,6 +107,7 @@ impl Invocation {
             &mut self.dbpath,
             &mut self.root,
             &mut self.sysroot,
+            &mut self.gpgdir,
         ];
         for path in paths.into_iter().flatten().chain(self.cachedirs.iter_mut()) {
             if path.is_relative() {
@@ -163,6 +165,7 @@ impl Invocation {
             "dbpath" => self.dbpath = path,
             "root" => self.root = path,
             "sysroot" => self.sysroot = path,
+            "gpgdir" => self.gpgdir = path,
             "cachedir" => self.cachedirs.extend(path),
             "refresh" => self.refresh = self.refresh.saturating_add(1),
             "sysupgrade" => self.sysupgrade = self.sysupgrade.saturating_add(1),
@@ -204,12 +207,13 @@ impl Invocation {
     }
 }
 
-/// Where pacman keeps its databases and packages for one invocation.
+/// Where pacman keeps its databases, packages and keyring for one invocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
     pub config: PathBuf,
     pub dbpath: PathBuf,
     pub cachedirs: Vec<PathBuf>,
+    pub gpgdir: PathBuf,
 }
 
 impl Paths {
@@ -243,10 +247,16 @@ impl Paths {
         if cachedirs.is_empty() {
             cachedirs.push(PathBuf::from(DEFAULT_CACHEDIR));
         }
+        let gpgdir = inv
+            .gpgdir
+            .clone()
+            .or_else(|| from_conf("GPGDir").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(crate::pacman::gpg::DEFAULT_GPGDIR));
         Paths {
             config,
             dbpath: prefixed(sysroot, &dbpath),
             cachedirs: cachedirs.iter().map(|d| prefixed(sysroot, d)).collect(),
+            gpgdir: prefixed(sysroot, &gpgdir),
         }
     }
 }

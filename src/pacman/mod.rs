@@ -9,8 +9,10 @@
 
 pub mod conf;
 pub mod download_user;
+pub mod gpg;
 pub mod include;
 pub mod invocation;
+pub mod known_keys;
 pub mod name;
 pub mod pacsrv;
 pub mod repos;

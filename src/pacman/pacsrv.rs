@@ -164,6 +164,7 @@ mod tests {
             config: dir.path().join("pacman.conf"),
             dbpath: db.clone(),
             cachedirs: vec![cache.clone()],
+            gpgdir: dir.path().join("gnupg"),
         };
         std::fs::write(db.join("db.lck"), b"").unwrap();
         assert!(

@@ -66,6 +66,25 @@ impl Repos {
     pub fn repo(&self, name: &str) -> Option<&Repo> {
         self.repos.iter().find(|r| r.name == name)
     }
+
+    /// Whether pacman checks the signatures of `repo`'s packages (its `SigLevel`, over the
+    /// `[options]` one, over pacman's compiled default, which checks them optionally): then it
+    /// asks for a `.sig` after each of them.
+    pub fn package_signatures_checked(&self, repo: &str) -> bool {
+        let own = self
+            .repo(repo)
+            .map(|r| r.siglevel.as_slice())
+            .unwrap_or(&[]);
+        let mut checked = true;
+        for word in self.default_siglevel.iter().chain(own) {
+            match word.as_str() {
+                "Never" | "PackageNever" => checked = false,
+                "Optional" | "Required" | "PackageOptional" | "PackageRequired" => checked = true,
+                _ => {}
+            }
+        }
+        checked
+    }
 }
 
 /// `scheme://host:port` of an http(s) URL, lowercased and with the default port explicit;
@@ -231,6 +250,31 @@ mod tests {
         // An Include of itself ends, bounded.
         std::fs::write(&conf, format!("[core]\nInclude = {}\n", conf.display())).unwrap();
         assert_eq!(Repos::read(&conf).repos.len(), 1);
+    }
+
+    #[test]
+    fn siglevel_decides_whether_pacman_asks_for_signatures() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("pacman.conf");
+        let checked = |text: &str, repo: &str| {
+            std::fs::write(&conf, text).unwrap();
+            Repos::read(&conf).package_signatures_checked(repo)
+        };
+        let arch =
+            "[options]\nSigLevel = Required DatabaseOptional\n[core]\n[local]\nSigLevel = Never\n";
+        assert!(checked(arch, "core"));
+        assert!(!checked(arch, "local"));
+        let never = "[options]\nSigLevel = Never\n[core]\n[extra]\nSigLevel = PackageRequired\n";
+        assert!(!checked(never, "core"));
+        assert!(checked(never, "extra"));
+        assert!(
+            checked("[options]\n[core]\n", "core"),
+            "pacman's default checks them, optionally"
+        );
+        assert!(
+            checked("[options]\nSigLevel = DatabaseNever\n[core]\n", "core"),
+            "a database level says nothing of packages"
+        );
     }
 
     #[test]

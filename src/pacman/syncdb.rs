@@ -1,11 +1,15 @@
-//! What pacman's sync databases say about a package file: its size, SHA-256 and signature.
+//! What pacman's sync databases say about a package file: its size, SHA-256, detached signature
+//! and repository.
 //!
 //! A sync database (`<DBPath>/sync/<repo>.db`) is a tar archive — gzip, zstd, xz or plain —
 //! with one `<name>-<version>/desc` per package. Reading a large one (extra.db: tens of MB once
 //! decompressed) costs far too much to repeat for every file pacman asks for, so the first
 //! lookup after a database changes writes a compact index of it (one line per package file)
 //! into [`crate::statedir`], keyed by the database's path, size and mtime; later lookups read
-//! only that index. Without a usable state directory each lookup scans the database directly.
+//! only that index, which carries the `%PGPSIG%` too: pacman asks for a `.sig` right after each
+//! package, and Arch's databases carry every signature, so that answer must not cost a
+//! decompression of the database. Without a usable state directory each lookup scans the
+//! database directly.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -24,8 +28,10 @@ pub struct Entry {
     pub filename: String,
     pub csize: Option<u64>,
     pub sha256: Option<[u8; 32]>,
-    /// SHA-256 of the detached signature (`%PGPSIG%`, base64-decoded), when the db carries one.
-    pub signature_sha256: Option<[u8; 32]>,
+    /// The detached signature (`%PGPSIG%`, base64-decoded), when the db carries one.
+    pub signature: Option<Vec<u8>>,
+    /// The repository: the database's name (`core` for `sync/core.db`).
+    pub repo: String,
 }
 
 /// Finds `filename` in the sync databases under `dbpath` (`<dbpath>/sync/*.db`).
@@ -67,30 +73,8 @@ fn sync_dbs(dbpath: &Path) -> Option<Vec<PathBuf>> {
 
 /// The detached signature of package `filename` itself (its `%PGPSIG%`, base64-decoded), from
 /// the sync databases under `dbpath`: the one `.sig` that needs no source but the database.
-/// The index keeps only the signature's hash, so the database it names as signing the file is
-/// scanned for the signature itself; a name no database signs costs no scan at all.
 pub fn detached_signature(dbpath: &Path, filename: &str) -> Option<Vec<u8>> {
-    let dbs = sync_dbs(dbpath)?;
-    let db = dbs
-        .iter()
-        .find(|db| lookup_in(db, filename).is_some_and(|entry| entry.signature_sha256.is_some()))?;
-    let mut found = None;
-    let _ = scan_descs(db, |desc| {
-        if desc_value(desc, "%FILENAME%") != Some(filename) {
-            return true;
-        }
-        found = desc_value(desc, "%PGPSIG%")
-            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok());
-        false
-    });
-    found
-}
-
-/// The one-line value of `key` in a `desc` file.
-fn desc_value<'a>(desc: &'a str, key: &str) -> Option<&'a str> {
-    let mut lines = desc.lines();
-    lines.find(|l| l.trim() == key)?;
-    lines.next().map(str::trim)
+    lookup(dbpath, filename)?.signature
 }
 
 /// Finds `filename` in one database, through its index when possible.
@@ -105,8 +89,10 @@ pub fn lookup_in(db: &Path, filename: &str) -> Option<Entry> {
 /// Visits the entries of `db` named in `wanted`, removing each name as it is found, through the
 /// index when possible (built first if missing); stops once no name is left.
 fn entries_in(db: &Path, wanted: &mut HashSet<&str>, mut visit: impl FnMut(Entry)) {
+    let repo = repo_of(db);
     let Some(index) = index_path(db) else {
-        let _ = scan(db, |entry| {
+        let _ = scan(db, |mut entry| {
+            entry.repo = repo.clone();
             if wanted.remove(entry.filename.as_str()) {
                 visit(entry);
             }
@@ -128,7 +114,8 @@ fn entries_in(db: &Path, wanted: &mut HashSet<&str>, mut visit: impl FnMut(Entry
         if !wanted.remove(name) {
             continue;
         }
-        if let Some(entry) = index_entry(name, fields) {
+        if let Some(mut entry) = index_entry(name, fields) {
+            entry.repo = repo.clone();
             visit(entry);
         }
         if wanted.is_empty() {
@@ -137,7 +124,15 @@ fn entries_in(db: &Path, wanted: &mut HashSet<&str>, mut visit: impl FnMut(Entry
     }
 }
 
-/// `<statedir>/syncdb-<hash of path, size, mtime>`: a changed database gets a new index.
+/// The repository a database file is of: its name without `.db`.
+fn repo_of(db: &Path) -> String {
+    db.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// `<statedir>/syncdb2-<hash of path, size, mtime>`: a changed database gets a new index (and
+/// an index of the layout before signatures were in it is never read).
 fn index_path(db: &Path) -> Option<PathBuf> {
     let meta = fs::metadata(db).ok()?;
     let key = format!(
@@ -148,7 +143,7 @@ fn index_path(db: &Path) -> Option<PathBuf> {
         meta.mtime_nsec()
     );
     let digest = Sha256::digest(key.as_bytes());
-    Some(statedir::dir()?.join(format!("syncdb-{}", crate::hex::encode(&digest[..12]))))
+    Some(statedir::dir()?.join(format!("syncdb2-{}", crate::hex::encode(&digest[..12]))))
 }
 
 fn build_index(db: &Path, index: &Path) -> io::Result<()> {
@@ -159,11 +154,14 @@ fn build_index(db: &Path, index: &Path) -> io::Result<()> {
         let size = entry
             .csize
             .map_or_else(|| "-".to_owned(), |s| s.to_string());
+        let signature = entry.signature.as_deref().map_or_else(
+            || "-".to_owned(),
+            |sig| base64::engine::general_purpose::STANDARD.encode(sig),
+        );
         lines.push_str(&format!(
-            "{}\t{size}\t{}\t{}\n",
+            "{}\t{size}\t{}\t{signature}\n",
             entry.filename,
             opt_hex(entry.sha256),
-            opt_hex(entry.signature_sha256)
         ));
         true
     })?;
@@ -178,12 +176,16 @@ fn index_entry(filename: &str, fields: &str) -> Option<Entry> {
     let mut fields = fields.split('\t');
     let csize = fields.next()?.parse().ok();
     let sha256 = fields.next().and_then(unhex32);
-    let signature_sha256 = fields.next().and_then(unhex32);
+    let signature = fields
+        .next()
+        .filter(|b64| *b64 != "-")
+        .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok());
     Some(Entry {
         filename: filename.to_owned(),
         csize,
         sha256,
-        signature_sha256,
+        signature,
+        repo: String::new(),
     })
 }
 
@@ -255,7 +257,8 @@ pub fn parse_desc(text: &str) -> Option<Entry> {
         filename: String::new(),
         csize: None,
         sha256: None,
-        signature_sha256: None,
+        signature: None,
+        repo: String::new(),
     };
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
@@ -270,10 +273,7 @@ pub fn parse_desc(text: &str) -> Option<Entry> {
             "%CSIZE%" => entry.csize = value.parse().ok(),
             "%SHA256SUM%" => entry.sha256 = unhex32(value),
             "%PGPSIG%" => {
-                entry.signature_sha256 = base64::engine::general_purpose::STANDARD
-                    .decode(value)
-                    .ok()
-                    .map(|sig| Sha256::digest(&sig).into())
+                entry.signature = base64::engine::general_purpose::STANDARD.decode(value).ok()
             }
             _ => {}
         }

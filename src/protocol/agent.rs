@@ -41,8 +41,9 @@
 //! - `PSRV-AGENT 1 KNOWS <txn>`: the daemon answers `YES\n` when it holds a download plan for
 //!   that pacman transaction, else `NO\n`.
 //! - `PSRV-AGENT 1 PLAN <txn>`: lines `<url> <size> <sha256 hex>` follow, in the order pacman
-//!   will request them, ended by an empty line (at most [`MAX_PLAN`] lines). The daemon answers
-//!   `OK\n`. `<txn>` is `<pid>-<start time>` of the invoking pacman ([`Transaction`]), so a
+//!   will request them, ended by an empty line (at most [`MAX_PLAN`] lines); a package's
+//!   signature is `<package url>.sig <most bytes> -`. The daemon answers `OK\n`. (Daemons that
+//!   predate signature lines refuse such a plan: no prefetch until they are restarted.) `<txn>` is `<pid>-<start time>` of the invoking pacman ([`Transaction`]), so a
 //!   reused pid is a new transaction.
 //!
 //! The client never sends `%o`'s path or descriptor: it writes every byte itself and checks the
@@ -248,13 +249,18 @@ fn stat_field(pid: u32, n: usize) -> Option<String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Planned {
     pub url: String,
+    /// A package's exact size; a signature's most (pacman's limit).
     pub size: u64,
-    pub sha256: [u8; 32],
+    /// A package's SHA-256; None for a package's signature (`<package URL>.sig`), which no
+    /// database describes and pacman checks itself.
+    pub sha256: Option<[u8; 32]>,
 }
 
 impl fmt::Display for Planned {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hex = crate::hex::encode(&self.sha256);
+        let hex = self
+            .sha256
+            .map_or_else(|| "-".to_owned(), |sha| crate::hex::encode(&sha));
         writeln!(f, "{} {} {hex}", self.url, self.size)
     }
 }
@@ -270,10 +276,14 @@ impl Planned {
         };
         let (origin, _) = split_url(url).ok_or_else(bad)?;
         check_origin(origin)?;
+        let sha256 = match hex {
+            "-" if url.ends_with(".sig") => None,
+            _ => Some(crate::hex::decode(hex).ok_or_else(bad)?),
+        };
         Ok(Planned {
             url: url.to_owned(),
             size: number(size)?,
-            sha256: crate::hex::decode(hex).ok_or_else(bad)?,
+            sha256,
         })
     }
 }
@@ -332,10 +342,21 @@ mod tests {
         let planned = Planned {
             url: "http://[::1]:80/repo/a-1-1-any.pkg.tar.zst".into(),
             size: 1234,
-            sha256: [0xab; 32],
+            sha256: Some([0xab; 32]),
         };
         let line = planned.to_string();
         assert_eq!(Planned::parse(line.trim_end()), Ok(planned));
+        let signature = Planned {
+            url: "http://[::1]:80/repo/a-1-1-any.pkg.tar.zst.sig".into(),
+            size: 16384,
+            sha256: None,
+        };
+        let line = signature.to_string();
+        assert_eq!(Planned::parse(line.trim_end()), Ok(signature));
+        assert!(
+            Planned::parse("http://h/a-1-1-any.pkg.tar.zst 1 -").is_err(),
+            "only a signature may come without a hash"
+        );
         assert!(Planned::parse("ftp://x/a 1 00").is_err());
         // 64 bytes, but not 64 hex digits: a multi-byte character is refused, never sliced.
         let odd = format!("0é{}", "0".repeat(61));

@@ -12,6 +12,10 @@ use std::time::Duration;
 /// runs unprivileged on 15678, and tests use ephemeral ports.
 pub const MIN_HTTP_PORT: u16 = 1024;
 
+/// A peer's status line and headers, with any `100 Continue` before them, must arrive this soon
+/// after the request: a daemon answers in milliseconds.
+pub const HEADER_BUDGET: Duration = Duration::from_secs(3);
+
 /// The slowest a peer may send, averaged over [`FLOOR_WINDOW`]: 64 KiB/s. The slowest LAN
 /// worth using (weak Wi-Fi) does several hundred KiB/s; anything below is a broken or hostile
 /// peer, and the mirror is likely faster.

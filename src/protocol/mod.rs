@@ -1,4 +1,4 @@
-//! The peer discovery protocol, versions 1 and 2: who on the LAN has this file, or is fetching
+//! The peer discovery protocol, versions 1 to 3: who on the LAN has this file, or is fetching
 //! it right now?
 //!
 //! (The other wire format, between `pacserve-fetch` and the `pacserved` on the same machine,
@@ -29,11 +29,12 @@
 //! | 15     | N    | file name, UTF-8, a single path component               |
 //! | 15+N   | 1    | length A of the architecture (0 = any), at most 32      |
 //! | 16+N   | A    | architecture, e.g. `x86_64`                             |
-//! | 16+N+A | 1    | version 2 only: flags; bit 0 = CLAIM, others zero       |
-//! | 17+N+A | 8    | version 2 only: claimant's daemon id (zero unless CLAIM)|
+//! | 16+N+A | 1    | version ≥ 2: flags; bit 0 = CLAIM, v3 also bit 1 = QUIET; others zero |
+//! | 17+N+A | 8    | version ≥ 2: claimant's daemon id (zero unless CLAIM)   |
 //! | …      | …    | zero padding up to at least [`MIN_QUERY_LEN`] bytes     |
 //!
-//! A version 1 answer is exactly [`ANSWER_LEN`] bytes, a version 2 answer [`ANSWER_V2_LEN`]:
+//! A version 1 answer is exactly [`ANSWER_LEN`] bytes, a version 2 answer [`ANSWER_V2_LEN`], a
+//! version 3 answer [`ANSWER_V3_LEN`]:
 //!
 //! | offset | size | field                                                 |
 //! |--------|------|-------------------------------------------------------|
@@ -43,7 +44,9 @@
 //! | 23     | 2    | HTTP port serving `/pkg/<file name>` (0 on MISS, CLAIMING) |
 //! | 25     | 8    | file size in bytes (0 on MISS, CLAIMING)              |
 //! | 33     | 8    | file mtime, seconds since the epoch (0 if unknown)    |
-//! | 41     | 8    | version 2 only: bytes landed so far (= size on HAVE)  |
+//! | 41     | 8    | version ≥ 2: bytes landed so far (= size on HAVE)     |
+//! | 49     | 1    | version 3: flags; bit 0 = SIG, others zero            |
+//! | 50     | 2    | version 3: uploads the daemon is sending right now    |
 //!
 //! **GROWING** ("in progress, N of S bytes"): the daemon is downloading the file from a mirror
 //! (or from another daemon) right now. `GET /pkg/<file>` answers with the full length S and
@@ -59,6 +62,15 @@
 //! another claim for the same file (answered CLAIMING, or heard as a CLAIM query) carries a
 //! lower daemon id. Clients treat CLAIMING as MISS. A lone daemon, which has heard no other
 //! daemon or client lately, does not claim at all, so a LAN of one pays nothing.
+//!
+//! **Version 3** adds what a client needs to choose well among several sources:
+//! - **SIG** (answer flag): `<file>.sig` is in the daemon's cache too, served at the same port;
+//!   a client that takes the package from this daemon takes its detached signature with it, with
+//!   no second query.
+//! - **uploads** (answer): how many files the daemon is sending right now (whole or growing);
+//!   a client prefers the least busy source.
+//! - **QUIET** (query flag): answer only HAVE, GROWING or CLAIMING, never MISS; for large LANs,
+//!   where two hundred MISS answers to every query cost more than they tell.
 //!
 //! # Rules
 //! - **No amplification**: an answer is never larger than the query that caused it. Queries
@@ -96,8 +108,8 @@ mod wire;
 
 pub const MAGIC: [u8; 4] = *b"PSRV";
 /// The newest version this build speaks; it understands every version in [`VERSIONS`].
-pub const VERSION: u8 = 2;
-pub const VERSIONS: [u8; 2] = [1, 2];
+pub const VERSION: u8 = 3;
+pub const VERSIONS: [u8; 3] = [1, 2, 3];
 const KIND_QUERY: u8 = 1;
 const KIND_ANSWER: u8 = 2;
 
@@ -115,12 +127,16 @@ pub const MIN_QUERY_LEN: usize = 64;
 pub const ANSWER_LEN: usize = 41;
 /// Every version 2 answer is exactly this many bytes.
 pub const ANSWER_V2_LEN: usize = 49;
+/// Every version 3 answer is exactly this many bytes.
+pub const ANSWER_V3_LEN: usize = 52;
 /// The largest valid query: header, nonce, 255-byte name, 32-byte arch, length bytes, v2 flags
 /// and claimant.
 pub const MAX_QUERY_LEN: usize = 6 + 8 + 1 + 255 + 1 + 32 + 1 + 8;
 const MAX_ARCH_LEN: usize = 32;
 
-const _: () = assert!(ANSWER_LEN <= MIN_QUERY_LEN && ANSWER_V2_LEN <= MIN_QUERY_LEN);
+const _: () = assert!(
+    ANSWER_LEN <= MIN_QUERY_LEN && ANSWER_V2_LEN <= MIN_QUERY_LEN && ANSWER_V3_LEN <= MIN_QUERY_LEN
+);
 
 /// A question: does anyone have `file_name`?
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,8 +147,10 @@ pub struct Query {
     pub file_name: String,
     /// Empty for any architecture.
     pub arch: String,
-    /// Version 2: the id of a daemon claiming the file's mirror download (see CLAIMING).
+    /// Version ≥ 2: the id of a daemon claiming the file's mirror download (see CLAIMING).
     pub claim: Option<[u8; 8]>,
+    /// Version 3: answer only if the file is here or on its way (no MISS).
+    pub quiet: bool,
 }
 
 /// What a daemon knows about a file, or that it does not have it.
@@ -178,6 +196,17 @@ pub struct Answer {
     pub nonce: [u8; 8],
     pub daemon_id: [u8; 8],
     pub holding: Holding,
+    /// Version 3: what the daemon says besides the holding (zero in older versions).
+    pub extra: Extra,
+}
+
+/// What a version 3 answer adds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extra {
+    /// `<file>.sig` is here too (SIG).
+    pub sig: bool,
+    /// Files the daemon is sending right now.
+    pub uploads: u16,
 }
 
 /// Why a datagram was dropped; the daemon counts these.

@@ -9,6 +9,7 @@ fn query() -> Query {
         file_name: PKG.into(),
         arch: "x86_64".into(),
         claim: None,
+        quiet: false,
     }
 }
 
@@ -36,6 +37,7 @@ fn assert_round_trips(version: u8, len: usize, holdings: &[Holding]) {
             nonce: [9; 8],
             daemon_id: [0xab; 8],
             holding,
+            extra: Extra::default(),
         };
         let bytes = a.encode();
         assert_eq!(bytes.len(), len);
@@ -61,6 +63,7 @@ fn an_answer_is_never_larger_than_any_valid_query() {
         file_name: "a.pkg.tar".into(),
         arch: String::new(),
         claim: None,
+        quiet: false,
     }
     .encode()
     .unwrap();
@@ -81,8 +84,8 @@ fn rejections() {
     assert_eq!(Query::decode(&bad), Err(Reject::BadMagic));
 
     let mut bad = good.clone();
-    bad[4] = 3;
-    assert_eq!(Query::decode(&bad), Err(Reject::UnknownVersion(3)));
+    bad[4] = 4;
+    assert_eq!(Query::decode(&bad), Err(Reject::UnknownVersion(4)));
 
     let mut bad = good.clone();
     bad[5] = KIND_ANSWER;
@@ -138,6 +141,7 @@ fn rejections() {
         nonce: [0; 8],
         daemon_id: [0; 8],
         holding: Holding::Miss,
+        extra: Extra::default(),
     }
     .encode();
     assert_eq!(Answer::decode(&a[..40]), Err(Reject::TooShort));
@@ -173,10 +177,13 @@ fn garbage_never_panics_and_never_amplifies() {
             nonce: [1; 8],
             daemon_id: [2; 8],
             holding: Holding::Miss,
+            extra: Extra::default(),
         }
         .encode(),
         v2_query(Some([7; 8])).encode().unwrap(),
         growing_answer(15678, 1000, 10),
+        v3_query(Some([7; 8]), true).encode().unwrap(),
+        v3_answer(true, 7),
     ];
     let mut state = 0x1234_5678_9abc_def0u64;
     let mut next = move || {
@@ -216,6 +223,7 @@ fn garbage_never_panics_and_never_amplifies() {
                         size: 2,
                         landed: 1,
                     },
+                    extra: Extra::default(),
                 };
                 assert!(answer.encode().len() <= d.len(), "amplification");
             }
@@ -237,6 +245,7 @@ fn growing_answer(http_port: u16, size: u64, landed: u64) -> Vec<u8> {
             size,
             landed,
         },
+        extra: Extra::default(),
     }
     .encode()
 }
@@ -284,6 +293,7 @@ fn a_version_1_answer_cannot_say_growing_or_claiming() {
             nonce: [4; 8],
             daemon_id: [5; 8],
             holding,
+            extra: Extra::default(),
         };
         let bytes = a.encode();
         assert_eq!(bytes.len(), ANSWER_LEN);
@@ -327,8 +337,108 @@ fn version_2_rejections() {
             size: 1,
             mtime: 1,
         },
+        extra: Extra::default(),
     }
     .encode();
     v1[14] = 2;
     assert_eq!(Answer::decode(&v1), Err(Reject::BadLength));
+}
+
+fn v3_query(claim: Option<[u8; 8]>, quiet: bool) -> Query {
+    Query {
+        version: 3,
+        claim,
+        quiet,
+        ..query()
+    }
+}
+
+fn v3_answer(sig: bool, uploads: u16) -> Vec<u8> {
+    Answer {
+        version: 3,
+        nonce: [1; 8],
+        daemon_id: [2; 8],
+        holding: Holding::Have {
+            http_port: 15678,
+            size: 100,
+            mtime: 1,
+        },
+        extra: Extra { sig, uploads },
+    }
+    .encode()
+}
+
+#[test]
+fn version_3_queries_and_answers_round_trip() {
+    for claim in [None, Some([3; 8])] {
+        for quiet in [false, true] {
+            let q = v3_query(claim, quiet);
+            assert_eq!(Query::decode(&q.encode().unwrap()), Ok(q));
+        }
+    }
+    for sig in [false, true] {
+        for uploads in [0, 7, u16::MAX] {
+            let bytes = v3_answer(sig, uploads);
+            assert_eq!(bytes.len(), ANSWER_V3_LEN);
+            let decoded = Answer::decode(&bytes).unwrap();
+            assert_eq!(decoded.extra, Extra { sig, uploads });
+        }
+    }
+    let growing = Holding::Growing {
+        http_port: 15678,
+        size: 1 << 40,
+        landed: 1 << 20,
+    };
+    assert_round_trips(
+        3,
+        ANSWER_V3_LEN,
+        &[growing, Holding::Claiming, Holding::Miss],
+    );
+}
+
+#[test]
+fn older_versions_carry_no_version_3_fields() {
+    // QUIET is no flag of version 2: a v2 daemon must not see a query it cannot honour.
+    let quiet_v2 = Query {
+        version: 2,
+        quiet: true,
+        ..query()
+    };
+    assert_eq!(
+        Query::decode(&quiet_v2.encode().unwrap()).map(|q| q.quiet),
+        Ok(false)
+    );
+    for version in [1, 2] {
+        let a = Answer {
+            version,
+            nonce: [1; 8],
+            daemon_id: [2; 8],
+            holding: Holding::Have {
+                http_port: 1,
+                size: 1,
+                mtime: 1,
+            },
+            extra: Extra {
+                sig: true,
+                uploads: 9,
+            },
+        };
+        assert_eq!(Answer::decode(&a.encode()).unwrap().extra, Extra::default());
+    }
+    // A v3 flag a v2 query may not carry, an unknown v3 flag, an unknown answer flag.
+    let v2 = v2_query(None).encode().unwrap();
+    let flags_at = 6 + 8 + 1 + PKG.len() + 1 + "x86_64".len();
+    let mut bad = v2.clone();
+    bad[flags_at] = 2;
+    assert_eq!(Query::decode(&bad), Err(Reject::BadLength));
+    let mut bad = v3_query(None, false).encode().unwrap();
+    bad[flags_at] = 4;
+    assert_eq!(Query::decode(&bad), Err(Reject::BadLength));
+    let mut bad = v3_answer(false, 0);
+    bad[49] = 2;
+    assert_eq!(Answer::decode(&bad), Err(Reject::BadLength));
+    assert_eq!(
+        Answer::decode(&v3_answer(true, 1)[..ANSWER_V2_LEN]),
+        Err(Reject::TooShort)
+    );
 }

@@ -9,6 +9,8 @@ const STATE_HAVE: u8 = 1;
 const STATE_GROWING: u8 = 2;
 const STATE_CLAIMING: u8 = 3;
 const FLAG_CLAIM: u8 = 1;
+const FLAG_QUIET: u8 = 2;
+const ANSWER_FLAG_SIG: u8 = 1;
 
 impl Query {
     /// The datagram; [`Reject::BadLength`] for a name longer than 255 bytes or an architecture
@@ -32,7 +34,11 @@ impl Query {
         out.push(self.arch.len() as u8);
         out.extend_from_slice(self.arch.as_bytes());
         if self.version >= 2 {
-            out.push(if self.claim.is_some() { FLAG_CLAIM } else { 0 });
+            let mut flags = if self.claim.is_some() { FLAG_CLAIM } else { 0 };
+            if self.version >= 3 && self.quiet {
+                flags |= FLAG_QUIET;
+            }
+            out.push(flags);
             out.extend_from_slice(&self.claim.unwrap_or_default());
         }
         if out.len() < MIN_QUERY_LEN {
@@ -62,16 +68,24 @@ impl Query {
             return Err(Reject::BadLength);
         }
         let arch = r.take(arch_len).ok_or(Reject::BadLength)?;
-        let claim = match version {
-            1 => None,
+        let (claim, quiet) = match version {
+            1 => (None, false),
             _ => {
                 let flags = r.byte().ok_or(Reject::BadLength)?;
                 let claimant = r.array::<8>().ok_or(Reject::BadLength)?;
-                match flags {
-                    FLAG_CLAIM => Some(claimant),
-                    0 if claimant == [0; 8] => None,
-                    _ => return Err(Reject::BadLength),
+                let known = match version {
+                    2 => FLAG_CLAIM,
+                    _ => FLAG_CLAIM | FLAG_QUIET,
+                };
+                if flags & !known != 0 {
+                    return Err(Reject::BadLength);
                 }
+                let claim = match flags & FLAG_CLAIM {
+                    0 if claimant == [0; 8] => None,
+                    0 => return Err(Reject::BadLength),
+                    _ => Some(claimant),
+                };
+                (claim, flags & FLAG_QUIET != 0)
             }
         };
         if r.rest().iter().any(|&b| b != 0) {
@@ -91,12 +105,14 @@ impl Query {
             file_name: file_name.to_owned(),
             arch: arch.to_owned(),
             claim,
+            quiet,
         })
     }
 }
 
 impl Answer {
-    /// Encodes in [`Answer::version`]; in version 1, GROWING and CLAIMING become MISS.
+    /// Encodes in [`Answer::version`]; in version 1, GROWING and CLAIMING become MISS; the
+    /// [`Extra`] of version 3 is left out of older versions.
     pub fn encode(&self) -> Vec<u8> {
         let holding = match (self.version, self.holding) {
             (1, Holding::Growing { .. } | Holding::Claiming) => Holding::Miss,
@@ -116,7 +132,7 @@ impl Answer {
             Holding::Claiming => (STATE_CLAIMING, 0, 0, 0, 0),
             Holding::Miss => (STATE_MISS, 0, 0, 0, 0),
         };
-        let mut out = Vec::with_capacity(ANSWER_V2_LEN);
+        let mut out = Vec::with_capacity(ANSWER_V3_LEN);
         out.extend_from_slice(&MAGIC);
         out.push(self.version);
         out.push(KIND_ANSWER);
@@ -129,6 +145,10 @@ impl Answer {
         if self.version >= 2 {
             out.extend_from_slice(&landed.to_be_bytes());
         }
+        if self.version >= 3 {
+            out.push(if self.extra.sig { ANSWER_FLAG_SIG } else { 0 });
+            out.extend_from_slice(&self.extra.uploads.to_be_bytes());
+        }
         out
     }
 
@@ -137,10 +157,10 @@ impl Answer {
             return Err(Reject::TooShort);
         }
         let version = check_header(datagram, KIND_ANSWER)?;
-        let len = if version == 1 {
-            ANSWER_LEN
-        } else {
-            ANSWER_V2_LEN
+        let len = match version {
+            1 => ANSWER_LEN,
+            2 => ANSWER_V2_LEN,
+            _ => ANSWER_V3_LEN,
         };
         match datagram.len() {
             n if n < len => return Err(Reject::TooShort),
@@ -160,6 +180,19 @@ impl Answer {
         let landed = match version {
             1 => None,
             _ => Some(u64::from_be_bytes(r.array::<8>().ok_or(Reject::BadLength)?)),
+        };
+        let extra = match version {
+            1 | 2 => Extra::default(),
+            _ => {
+                let flags = r.byte().ok_or(Reject::BadLength)?;
+                if flags & !ANSWER_FLAG_SIG != 0 {
+                    return Err(Reject::BadLength);
+                }
+                Extra {
+                    sig: flags & ANSWER_FLAG_SIG != 0,
+                    uploads: u16::from_be_bytes(r.array::<2>().ok_or(Reject::BadLength)?),
+                }
+            }
         };
         let holding = match (state, landed) {
             (STATE_HAVE, _) if http_port != 0 => Holding::Have {
@@ -181,6 +214,7 @@ impl Answer {
             nonce,
             daemon_id,
             holding,
+            extra,
         })
     }
 }

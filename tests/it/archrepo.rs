@@ -45,6 +45,14 @@ impl Repo {
     /// As [`Repo::add_package`] with version `<pkgver>-1`, replacing any older entry in the
     /// database (its file stays on the mirror), so installed packages have an upgrade pending.
     pub fn add_version(&self, pkgname: &str, pkgver: &str, payload: usize) -> String {
+        let file = self.build(pkgname, pkgver, payload);
+        self.register(&file);
+        file
+    }
+
+    /// Builds `<pkgname>-<pkgver>-1-any.pkg.tar.zst` in the repository directory, not yet in
+    /// the database; returns its file name.
+    pub fn build(&self, pkgname: &str, pkgver: &str, payload: usize) -> String {
         let file = format!("{pkgname}-{pkgver}-1-any.pkg.tar.zst");
         let build = util::tempdir();
         let data_dir = build.path().join("usr/share").join(pkgname);
@@ -71,12 +79,17 @@ impl Repo {
             .arg(build.path())
             .args([".PKGINFO", "usr"]));
         assert!(tar.status.success(), "bsdtar failed");
+        file
+    }
+
+    /// Adds `file` (built in the repository directory) to the database. Debian's repo-add
+    /// embeds `<file>.sig` as `%PGPSIG%` when it is there already.
+    pub fn register(&self, file: &str) {
         let added = run(Command::new("repo-add")
             .arg("-q")
             .arg(self.dir.join(format!("{}.db.tar.gz", self.name)))
-            .arg(self.dir.join(&file)));
+            .arg(self.dir.join(file)));
         assert!(added.status.success(), "repo-add failed");
-        file
     }
 }
 

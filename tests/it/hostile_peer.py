@@ -14,7 +14,8 @@ short-close (1000 wrong bytes of a full-length answer, then the connection close
 slow-garbage (a full-length answer of wrong bytes at 70 KB/s).
 honest: the right bytes (honouring Range) -- with the default protocol, a version 1 daemon.
 Protocol: version 1 (answers v1 queries only, HAVE) unless HOSTILE_GROWING=1: then it answers
-only version 2 queries, GROWING ("in progress, half of the bytes landed").
+only version 2 and 3 queries, each in its version, GROWING ("in progress, half of the bytes
+landed").
 Environment: HOSTILE_ID (hex daemon id to answer with), HOSTILE_IDS (answers per source
 address, each under its own id), HOSTILE_FROM (extra source addresses, comma-separated, bound
 with port 15678; HOSTILE_ONLY_EXTRA=1 answers from those alone), HOSTILE_HTTP_PORT (port announced and served, default 15680),
@@ -199,9 +200,10 @@ while time.time() < deadline:
         data, src = udp.recvfrom(2048)
     except socket.timeout:
         continue
-    version = 2 if growing else 1
-    if len(data) < 64 or data[:6] != b"PSRV" + bytes([version, 1]):
+    versions = (2, 3) if growing else (1,)
+    if len(data) < 64 or data[:4] != b"PSRV" or data[4] not in versions or data[5] != 1:
         continue
+    version = data[4]
     nonce = data[6:14]
     n = data[14]
     name = data[15 : 15 + n].decode(errors="replace")
@@ -216,7 +218,9 @@ while time.time() < deadline:
             daemon_id = fixed_id or (b"HOSTILE!" if ids_per_source == 1 and sender is udp else struct.pack(">HHI", 0x4845, n_answer, 0x53544C45))
             n_answer += 1
             if growing:
-                answer = b"PSRV\x02\x02" + nonce + b"\x02" + daemon_id + struct.pack(">HQQQ", http_port, claimed, 0, claimed // 2)
+                answer = b"PSRV" + bytes([version, 2]) + nonce + b"\x02" + daemon_id + struct.pack(">HQQQ", http_port, claimed, 0, claimed // 2)
+                if version == 3:
+                    answer += b"\x00\x00\x00"
             else:
                 answer = b"PSRV\x01\x02" + nonce + b"\x01" + daemon_id + struct.pack(">HQQ", http_port, claimed, 1700000000)
             sender.sendto(answer, src)

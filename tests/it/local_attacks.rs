@@ -723,6 +723,73 @@ time.sleep(60)
     let _ = server.wait();
 }
 
+/// A name the sync databases list, smuggled after a query or past dot segments, is no licence
+/// to fetch another path of a server pacman.conf names (found by attacking the agent).
+#[test]
+fn a_listed_name_in_a_query_or_past_dot_segments_fetches_nothing() {
+    if !require_tools(&["nft"]) {
+        return;
+    }
+    let Some(s) = site(1, 1000, None) else {
+        return;
+    };
+    let _daemon = s.daemon(&[]);
+    let private = s._root.path().join("private");
+    fs::create_dir_all(&private).unwrap();
+    fs::write(private.join("secret"), b"PRIVATE").unwrap();
+    let (uid, _) = local_user(ATTACKER);
+    // The attacker may not reach the mirror host at all.
+    s.host().sh(&format!(
+        "nft add table inet pstest && \
+         nft add chain inet pstest out '{{ type filter hook output priority 0; }}' && \
+         nft add rule inet pstest out meta skuid {uid} ip daddr {} reject",
+        s.lan.ipv4(2)
+    ));
+    let client = r#"
+import socket, sys
+origin, path = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(20)
+s.connect("\0pacserved/agent")
+s.sendall(b"PSRV-AGENT 1 FETCH %s 10000 10000\nGET %s HTTP/1.1\r\nHost: x\r\n\r\n" % (origin.encode(), path.encode()))
+answer = b""
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    answer += b
+head, _, body = answer.partition(b"\r\n\r\n")
+print(head.split(b"\r\n")[0].decode(), body[:7].decode(errors="replace"))
+"#;
+    let origin = format!("http://{}:8080", s.lan.url_host(2));
+    let listed = format!("la/{}", s.file(0));
+    let ask = |path: &str| {
+        let out = run(s
+            .as_user(ATTACKER, PYTHON)
+            .args(["-c", client, &origin, path]));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert!(ask(&format!("/{listed}")).contains(" 200 "), "the control");
+    for sneaky in [
+        format!("/private/secret?/{listed}"),
+        format!("/private/secret#/{listed}"),
+        format!("/private/x/../secret?a=/../{listed}"),
+        format!("/private/../{listed}"),
+        format!("/private/%2e%2e/{listed}"),
+    ] {
+        let answer = ask(&sneaky);
+        assert!(
+            answer.contains(" 421 ") && !answer.contains("PRIVATE"),
+            "{sneaky}: {answer}"
+        );
+    }
+    assert!(
+        s.mirror.requests_for("secret").is_empty(),
+        "{:?}",
+        s.mirror.log()
+    );
+}
+
 /// Finding 8: the agent's per-uid job limit holds between real users: one user holding every
 /// job of theirs does not stop another's download.
 #[test]
@@ -790,4 +857,119 @@ time.sleep(20)
     assert_eq!(s.mirror.requests_for(&s.file(0)).len(), 1);
     let _ = hogging.kill();
     let _ = hogging.wait();
+}
+
+/// Runs inside a fresh pid namespace (root): pacserved; the attacker (argv uid and gid), whose
+/// child connects to the agent, hands the connection to its parent and exits; then root's
+/// "pacman", started so that its downloader child gets the dead child's pid (ns_last_pid). The
+/// attacker then asks about that pacman's transaction on the connection it kept. Prints
+/// `REUSED <bool>` and the agent's answer.
+const PID_REUSE: &str = r#"
+import os, socket, subprocess, sys, time
+pacserved, uid, gid, fake, state, cache = sys.argv[1:7]
+daemon = subprocess.Popen([pacserved, "--config", "/dev/null", "--http-port", "0",
+                           "--cache-dir", cache, "--state-dir", state],
+                          stderr=subprocess.DEVNULL)
+for _ in range(200):
+    try:
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.connect("\0pacserved/agent")
+        probe.close()
+        break
+    except OSError:
+        time.sleep(0.05)
+attacker = r'''
+import os, socket, sys
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+pid = os.fork()
+if pid == 0:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect("\0pacserved/agent")
+    socket.send_fds(b, [b"x"], [s.fileno()])
+    os._exit(0)
+_, fds, _, _ = socket.recv_fds(a, 16, 1)
+os.waitpid(pid, 0)
+held = socket.socket(fileno=fds[0])
+print("CHILD", pid, flush=True)
+txn = sys.stdin.readline().strip()
+held.sendall(("PSRV-AGENT 1 KNOWS %s\n" % txn).encode())
+held.settimeout(10)
+print("ANSWER", held.recv(4096).split(b"\r\n")[0].decode(errors="replace"), flush=True)
+'''
+# The downloader must get exactly the dead child's pid; anything else forking in between (a
+# thread the daemon starts, say) takes it, so this is tried a few times.
+for attempt in range(5):
+    att = subprocess.Popen(["setpriv", "--reuid=" + uid, "--regid=" + gid, "--clear-groups", "--",
+                            "/usr/bin/python3", "-c", attacker],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    child = int(att.stdout.readline().split()[1])
+    time.sleep(0.3)
+    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+        f.write(str(child - 2))
+    pacman = subprocess.Popen([fake], stdout=subprocess.PIPE, text=True)
+    downloader = int(pacman.stdout.readline().split()[1])
+    if downloader == child or attempt == 4:
+        break
+    pacman.kill()
+    att.kill()
+print("REUSED", downloader == child, flush=True)
+stat = open("/proc/%d/stat" % pacman.pid).read()
+start = stat[stat.rfind(")") + 2:].split()[19]
+att.stdin.write("%d-%s\n" % (pacman.pid, start))
+att.stdin.flush()
+print(att.stdout.readline().strip(), flush=True)
+pacman.kill()
+att.kill()
+daemon.kill()
+"#;
+
+/// root's "pacman" for [`PID_REUSE`]: forks its downloader, which prints its pid and waits.
+const ROOT_PACMAN: &str = r#"#!/usr/bin/python3
+import os, time
+child = os.fork()
+if child == 0:
+    print("DOWNLOADER", os.getpid(), flush=True)
+    time.sleep(30)
+    os._exit(0)
+os.waitpid(child, 0)
+"#;
+
+/// A connection held open while its pid is reused by a downloader of root's pacman never gets
+/// that downloader's standing (found by attacking the agent: SO_PEERCRED names the pid that
+/// connected, which may be another process's by the time the request arrives).
+#[test]
+fn a_reused_pid_lends_a_held_connection_no_standing() {
+    if !require_tools(&["unshare", "setpriv"]) {
+        return;
+    }
+    let Some(s) = site(1, 1000, None) else {
+        return;
+    };
+    let (uid, gid) = local_user(ATTACKER);
+    let dir = s.scratch("pidreuse");
+    fs::create_dir_all(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let fake = dir.join("pacman");
+    fs::write(&fake, ROOT_PACMAN).unwrap();
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    let state = util::tempdir();
+    let out = run(s
+        .host()
+        .command("unshare")
+        .args(["--pid", "--fork", "--mount-proc", PYTHON, "-c", PID_REUSE])
+        .arg(daemon_bin())
+        .args([uid.to_string(), gid.to_string()])
+        .arg(&fake)
+        .arg(state.path())
+        .arg(s.pacman.cache()));
+    let said = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{said}");
+    assert!(
+        said.contains("REUSED True"),
+        "the downloader got the attacker's dead pid: {said}"
+    );
+    assert!(
+        said.contains("ANSWER HTTP/1.1 400") && !said.contains("ANSWER NO"),
+        "the held connection is judged as the attacker, not root's downloader: {said}"
+    );
 }

@@ -52,3 +52,6 @@ mod daemon_http;
 mod lan_together;
 // A local user against the download agent: squatting, plans, shares, firewalls, crowding.
 mod local_attacks;
+// Signed packages as Arch signs them: peers' signatures checked as pacman would, offline installs.
+mod signed;
+mod signing;

@@ -39,8 +39,8 @@ fn include_pacman(scene: &Scene) -> Pacman {
     pacman
 }
 
-/// The machine's own pacserved: its cache is pacman's, its DBPath pacman's, on the port the
-/// Include file names.
+/// The machine's own pacserved: its cache is pacman's, its configuration and DBPath pacman's,
+/// on the port the Include file names.
 fn local_daemon(host: &Host, pacman: &Pacman) -> Daemon {
     let db = pacman.base.path().join("db");
     Daemon::start(
@@ -52,6 +52,8 @@ fn local_daemon(host: &Host, pacman: &Pacman) -> Daemon {
             "--no-agent",
             "--dbpath",
             db.to_str().unwrap(),
+            "--pacman-conf",
+            pacman.config.to_str().unwrap(),
         ],
     )
 }
@@ -213,4 +215,65 @@ fn pacman7_include_vs_xfercommand_time_from_a_peer() {
         by_xfer.as_secs_f64(),
         by_include.as_secs_f64()
     );
+}
+
+/// The Include line with signed packages whose database carries no signature (issue 19): the
+/// endpoint serves a peer's package only with a signature gpg accepted over it, pacman asks the
+/// endpoint for that `.sig`, and neither comes from the mirror.
+#[test]
+fn pacman7_include_line_serves_a_peers_signature_checked_with_its_package() {
+    let Some(keys) = crate::signing::Keys::get() else {
+        return;
+    };
+    let Some(scene) = Scene::new(3, "p7sig") else {
+        return;
+    };
+    let (lan, repo) = (&scene.lan, &scene.repo);
+    let db = crate::signing::Db::WithoutSigs;
+    let files: Vec<String> = (0..2)
+        .map(|i| {
+            crate::signing::add_signed(repo, &format!("signed{i}"), 300_000, keys, &keys.good, db)
+        })
+        .collect();
+    // The peer holds both packages, but the signature of only the first.
+    let peer_cache = tempdir();
+    for file in &files {
+        fs::copy(repo.dir.join(file), peer_cache.path().join(file)).unwrap();
+    }
+    let sig = format!("{}.sig", files[0]);
+    fs::copy(repo.dir.join(&sig), peer_cache.path().join(&sig)).unwrap();
+    let _peer = Daemon::start(lan.host(2), peer_cache.path(), &[]);
+    let Some(mirror) = scene.mirror(Default::default()) else {
+        return;
+    };
+    let pacman = include_pacman(&scene);
+    crate::signing::require_signatures(&pacman, keys, "/opt/pacman7/bin/pacman-key");
+    let local = local_daemon(lan.host(1), &pacman);
+    lan.wait_for_daemons(2);
+    let env = env(&pacman);
+    ok(&pacman.run_in(lan.host(1), &env, &["-Sy"]), "-Sy");
+    let out = pacman.run_in(lan.host(1), &env, &["-S", "signed0", "signed1"]);
+    ok(&out, "-S of signed packages with the Include line");
+    for (i, file) in files.iter().enumerate() {
+        pacman.assert_installed_from(repo, &format!("signed{i}"), file);
+    }
+    // The first, package and signature, from the peer through the endpoint.
+    assert!(
+        mirror.requests_for(&files[0]).is_empty(),
+        "{:?}",
+        mirror.log()
+    );
+    assert!(mirror.requests_for(&sig).is_empty(), "{:?}", mirror.log());
+    assert!(
+        logged(&local, &format!("cache: {sig} from a LAN peer")),
+        "{:?}",
+        local.log()
+    );
+    // The second's signature is on no peer: the endpoint did not serve the package either
+    // (pacman would have failed on its missing signature), and both came from the mirror.
+    assert!(logged(
+        &local,
+        &format!("cache: {}: not from the LAN", files[1])
+    ));
+    assert_eq!(mirror.requests_for(&format!("{}.sig", files[1])).len(), 1);
 }

@@ -19,9 +19,11 @@
 //! files ahead, and only after pacman requested a planned file, which bounds what such a
 //! difference can cost.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -29,6 +31,8 @@ use crate::client::agent::transport;
 use crate::client::discovery::{self, Discovery};
 use crate::client::lanmemory;
 use crate::client::progress::Progress;
+use crate::client::signature;
+use crate::pacman::gpg::MAX_SIGNATURE;
 
 use crate::pacman::invocation::{Invocation, LONG_WITH_VALUE};
 use crate::pacman::name::{self, FileKind};
@@ -122,14 +126,50 @@ fn make(invocation: &Invocation, discovery: Option<&Discovery>) -> Vec<Planned> 
             Some(Planned {
                 url: url.clone(),
                 size: entry.csize?,
-                sha256: entry.sha256?,
+                sha256: Some(entry.sha256?),
             })
         })
         .collect();
-    match discovery {
+    let from_mirror = match discovery {
         Some(discovery) => without_lan_copies(candidates, discovery),
         None => candidates,
+    };
+    with_signatures(from_mirror, &listed, &paths.config)
+}
+
+/// Each package followed by its `.sig` where pacman will ask for it: its repository checks
+/// package signatures and the database does not carry this one (then pacman asks the mirror,
+/// right after the package, and the daemon should have it ready too).
+fn with_signatures(
+    plan: Vec<Planned>,
+    listed: &HashMap<String, syncdb::Entry>,
+    conf: &Path,
+) -> Vec<Planned> {
+    let mut checked: HashMap<&str, bool> = HashMap::new();
+    let mut out = Vec::with_capacity(plan.len() * 2);
+    for planned in plan {
+        let entry = planned
+            .url
+            .rsplit('/')
+            .next()
+            .and_then(|name| listed.get(name));
+        let signature = entry.filter(|e| {
+            e.signature.is_none()
+                && *checked
+                    .entry(e.repo.as_str())
+                    .or_insert_with(|| signature::checked(conf, &e.repo))
+        });
+        let sig_url = format!("{}.sig", planned.url);
+        out.push(planned);
+        if signature.is_some() {
+            out.push(Planned {
+                url: sig_url,
+                size: MAX_SIGNATURE as u64,
+                sha256: None,
+            });
+        }
     }
+    out
 }
 
 /// What `pacman -Sp --print-format %l` prints for the invoking pacman's options and targets.

@@ -52,7 +52,16 @@ pub struct Agent {
 pub struct Caller {
     pub uid: u32,
     pub pid: i32,
+    /// The start time of process `pid` when the connection was accepted, when that process was
+    /// still the one that connected (its uid that of the connection): None otherwise. A pid
+    /// can be reused while a connection stays open, so anything the agent learns about the
+    /// caller from `/proc/<pid>` counts only while this still matches ([`policy`]).
+    pub start: Option<u64>,
 }
+
+/// The whole request (its first line, headers or plan) must arrive within this long, so no
+/// connection holds a job, or waits for its pid to be reused, for longer.
+const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Binds `@name` and serves jobs on background threads until the process ends. A name that is
 /// taken is an error naming it, for the daemon to stop on.
@@ -117,9 +126,14 @@ pub fn spawn(name: &str, prefetch: Prefetch, policy: Policy) -> io::Result<()> {
 
 fn caller(conn: &UnixStream) -> Option<Caller> {
     let cred = getsockopt(conn, PeerCredentials).ok()?;
+    let pid = u32::try_from(cred.pid()).ok();
+    let start = pid
+        .filter(|&pid| policy::process_uid(pid) == Some(cred.uid()))
+        .and_then(|pid| agent::Transaction::of_process(pid).map(|t| t.start));
     Some(Caller {
         uid: cred.uid(),
         pid: cred.pid(),
+        start,
     })
 }
 
@@ -155,7 +169,10 @@ fn serve(conn: UnixStream, caller: Caller, agent: &Agent) {
     let Ok(read_half) = conn.try_clone() else {
         return;
     };
-    let mut reader = BufReader::new(read_half);
+    let mut reader = BufReader::new(Deadline {
+        stream: read_half,
+        until: std::time::Instant::now() + REQUEST_DEADLINE,
+    });
     let line = match read_line(&mut reader) {
         Ok(line) => line,
         // A client that only looked whether a daemon listens, and hung up.
@@ -244,6 +261,25 @@ fn plan_for(
         judged.dbpath.display()
     );
     agent.prefetch.plan(txn, caller.uid, plan)
+}
+
+/// The caller's side of a connection, readable until a deadline: each read waits at most what
+/// is left of it, then fails as timed out.
+pub(crate) struct Deadline {
+    stream: UnixStream,
+    until: std::time::Instant,
+}
+
+impl Read for Deadline {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self
+            .until
+            .checked_duration_since(std::time::Instant::now())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, "the request took too long"))?;
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
 }
 
 /// One line, without its `\n`, at most [`agent::MAX_LINE`] bytes.

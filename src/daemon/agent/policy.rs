@@ -27,6 +27,7 @@ use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver
 use ureq::unversioned::transport::NextTimeout;
 
 use crate::daemon::agent::Caller;
+use crate::pacman::gpg::MAX_SIGNATURE;
 use crate::pacman::invocation::Invocation;
 use crate::pacman::name::{FileKind, is_shareable_name};
 use crate::pacman::repos::{self, Repos};
@@ -113,7 +114,14 @@ impl Policy {
             conf: self.conf.clone(),
             dbpath: self.dbpath.clone(),
         };
-        let Some(pacman) = u32::try_from(caller.pid).ok().and_then(roots_pacman) else {
+        // Only while the process that connected still runs under that pid is its parent chain
+        // its own: a pid reused by one of root's processes must not lend it its standing.
+        let pid = u32::try_from(caller.pid).ok();
+        let same_process = pid.and_then(Transaction::of_process).map(|t| t.start);
+        if caller.start.is_none() || same_process != caller.start {
+            return daemons();
+        }
+        let Some(pacman) = pid.and_then(roots_pacman) else {
             return daemons();
         };
         let Some(txn) = Transaction::of_process(pacman) else {
@@ -146,7 +154,7 @@ impl Policy {
                 judged.conf.display()
             ));
         }
-        let name = url.rsplit('/').next().unwrap_or_default();
+        let name = file_name(url)?;
         let listed = match FileKind::of(name) {
             FileKind::Package => syncdb::lookup(&judged.dbpath, name).is_some(),
             FileKind::PackageSignature => name
@@ -170,23 +178,49 @@ impl Policy {
         })
     }
 
-    /// The files of `plan` the sync databases confirm (size and SHA-256), in order; the rest
-    /// are dropped, never fetched.
+    /// The files of `plan` the sync databases confirm, in order: a package by its size and
+    /// SHA-256, a signature (at most pacman's limit) by its package being listed. The rest are
+    /// dropped, never fetched.
     pub fn confirmed(&self, judged: &Judged, plan: Vec<Planned>) -> Vec<Planned> {
-        let names: Vec<&str> = plan
-            .iter()
-            .map(|p| p.url.rsplit('/').next().unwrap_or_default())
-            .collect();
+        let package = |p: &Planned| {
+            let name = p.url.rsplit('/').next().unwrap_or_default();
+            match p.sha256 {
+                Some(_) => name.to_owned(),
+                None => name.strip_suffix(".sig").unwrap_or_default().to_owned(),
+            }
+        };
+        let names: Vec<String> = plan.iter().map(package).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let listed = syncdb::lookup_all(&judged.dbpath, &names);
         plan.into_iter()
             .filter(|p| {
-                let name = p.url.rsplit('/').next().unwrap_or_default();
-                listed.get(name).is_some_and(|entry| {
-                    entry.csize == Some(p.size) && entry.sha256 == Some(p.sha256)
-                })
+                let entry = listed.get(&package(p));
+                match p.sha256 {
+                    Some(sha256) => entry.is_some_and(|entry| {
+                        entry.csize == Some(p.size) && entry.sha256 == Some(sha256)
+                    }),
+                    None => entry.is_some() && p.size <= MAX_SIGNATURE as u64,
+                }
             })
             .collect()
     }
+}
+
+/// The file a URL's path names, for a caller held to what pacman would fetch: its last
+/// segment, in a path with no query, fragment, percent-escape or dot segment, so that the name
+/// checked is the file the server will send.
+fn file_name(url: &str) -> Result<&str, String> {
+    let (_, path) = crate::protocol::agent::split_url(url).ok_or("not a URL")?;
+    if path.contains(['?', '#', '%', '\\']) {
+        return Err(format!("{path:?}: a query, fragment or escape"));
+    }
+    if path
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return Err(format!("{path:?}: a dot segment"));
+    }
+    Ok(path.rsplit('/').next().unwrap_or_default())
 }
 
 /// The pid of root's pacman whose downloader `pid` is: its parent, when that is `pacman` run by
@@ -209,7 +243,7 @@ fn is_pacman(pid: u32) -> bool {
 }
 
 /// The real uid of `pid`, as this process's user namespace sees it.
-fn process_uid(pid: u32) -> Option<u32> {
+pub fn process_uid(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("Uid:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
@@ -357,9 +391,26 @@ mod tests {
         let judged = policy.judge(Caller {
             uid: 1000,
             pid: std::process::id() as i32,
+            start: None,
         });
         assert_eq!(judged.standing, Standing::User);
         let refused = policy.may_fetch(&judged, "http://mirror.example/core/a-1-1-any.pkg.tar.zst");
         assert!(refused.unwrap_err().contains("no server"));
+    }
+
+    #[test]
+    fn a_listed_name_must_be_the_file_the_server_sends() {
+        let name = "a-1-1-any.pkg.tar.zst";
+        assert_eq!(file_name(&format!("http://m/core/{name}")), Ok(name));
+        for sneaky in [
+            format!("http://m/private/secret?/{name}"),
+            format!("http://m/private/secret#/{name}"),
+            format!("http://m/private/x/../secret?a=/../{name}"),
+            format!("http://m/private/../core/{name}"),
+            format!("http://m/private/%2e%2e/{name}"),
+            format!("http://m/./{name}"),
+        ] {
+            assert!(file_name(&sneaky).is_err(), "{sneaky}");
+        }
     }
 }

@@ -24,7 +24,8 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
@@ -66,6 +67,9 @@ pub struct Prefetch {
     pub max_bytes: u64,
     dir: Option<PathBuf>,
     plans: Mutex<HashMap<Transaction, Plan>>,
+    /// Prefetch threads running now, in all: a file handed to pacman while it still arrives
+    /// leaves its plan, but its thread runs on, and counts here until it ends.
+    threads: Arc<AtomicUsize>,
     /// Share fetched files with the LAN while they arrive (prefetched and relayed alike).
     pub sharing: Sharing,
 }
@@ -106,6 +110,7 @@ impl Prefetch {
             max_bytes,
             dir,
             plans: Mutex::default(),
+            threads: Arc::default(),
             sharing,
         }
     }
@@ -172,24 +177,33 @@ impl Prefetch {
     ) -> Option<Staged> {
         let txn = txn.filter(|_| self.window > 0)?;
         let mut plans = self.lock();
-        let staging = {
+        let (staging, signature) = {
             let plan = plans.get_mut(&txn)?;
             let index = plan.next
                 + plan.files[plan.next.min(plan.files.len())..]
                     .iter()
                     .position(|p| p.url == url)?;
+            let signature = plan.files[index].sha256.is_none();
             plan.next = index + 1;
             plan.touched = Instant::now();
             if let Some(ua) = user_agent {
                 plan.user_agent = Some(ua.to_owned());
             }
-            plan.started.remove(&index)
+            (plan.started.remove(&index), signature)
         };
         self.start_window(&mut plans, txn, upstream);
         drop(plans);
         let staging = staging?;
         let file = File::open(&staging.path).ok();
         let mut state = staging.state.lock().ok()?;
+        if signature {
+            // A signature's size is known once it has arrived, moments after it started.
+            let waited = staging
+                .changed
+                .wait_timeout_while(state, STALL_LIMIT, |s| s.outcome.is_none())
+                .ok()?;
+            state = waited.0;
+        }
         state.claimed = true;
         let mtime = match &state.outcome {
             Some(Err(_)) => None?,
@@ -201,7 +215,7 @@ impl Prefetch {
         };
         drop(state);
         Some(Staged {
-            size: staging.size,
+            size: staging.size(),
             mtime,
             reader: StagedReader::new(file?, staging),
         })
@@ -224,16 +238,15 @@ impl Prefetch {
     ) {
         let Some(dir) = &self.dir else { return };
         let started = || plans.values().flat_map(|p| p.started.values());
-        let mut in_use: u64 = started().map(|s| s.size).sum();
-        let mut running_here = started().filter(|s| s.running()).count();
+        let mut in_use: u64 = started().map(|s| s.size()).sum();
         let Some(plan) = plans.get_mut(&txn) else {
             return;
         };
         let mut running = plan.started.values().filter(|s| s.running()).count();
-        let mut ahead: u64 = plan.started.values().map(|s| s.size).sum();
+        let mut ahead: u64 = plan.started.values().map(|s| s.size()).sum();
         let most_ahead = self.max_bytes / SHARES_OF_BYTES;
         for index in plan.next..plan.files.len() {
-            if running >= self.window || running_here >= MAX_RUNNING {
+            if running >= self.window || self.threads.load(Ordering::Acquire) >= MAX_RUNNING {
                 break;
             }
             let planned = &plan.files[index];
@@ -247,25 +260,25 @@ impl Prefetch {
             in_use += planned.size;
             ahead += planned.size;
             running += 1;
-            running_here += 1;
-            let staging = Arc::new(Staging {
-                path: dir.join(format!("{txn}-{index}.part")),
-                size: planned.size,
-                state: Mutex::default(),
-                changed: Condvar::new(),
-            });
+            let staging = Arc::new(Staging::new(
+                dir.join(format!("{txn}-{index}.part")),
+                planned.size,
+            ));
             plan.started.insert(index, staging.clone());
             let (planned, ua, up) = (planned.clone(), plan.user_agent.clone(), up.clone());
             let this = self.clone();
+            self.threads.fetch_add(1, Ordering::AcqRel);
             let spawned = std::thread::Builder::new()
                 .name("prefetch".into())
                 .spawn(move || {
                     fetch(&up, &planned, ua.as_deref(), &staging, &this.sharing);
+                    this.threads.fetch_sub(1, Ordering::AcqRel);
                     this.refill(txn, &up);
                 });
             if let Err(e) = spawned {
                 // Never to run: it must not hold a place in the window.
                 warn!("prefetch: cannot start a thread: {e}");
+                self.threads.fetch_sub(1, Ordering::AcqRel);
                 plan.started.remove(&index);
                 break;
             }
@@ -310,16 +323,19 @@ fn fetch(
     let get = |agent: &Agent, url: &str, writer, peer| {
         download(agent, url, planned, user_agent, staging, writer, peer)
     };
-    // Shared with the LAN while it arrives; from the daemon already fetching it if one is.
+    // Shared with the LAN while it arrives; from the daemon already fetching it if one is. A
+    // signature is not: no database describes it.
     let name = planned.url.rsplit('/').next().unwrap_or_default();
-    let share = Share {
-        name: name.to_owned(),
-        size: planned.size,
-        sha256: planned.sha256,
-    };
-    let shared = is_shareable_name(name)
-        .then(|| sharing.begin(&share))
-        .flatten();
+    let shared = planned
+        .sha256
+        .filter(|_| is_shareable_name(name))
+        .and_then(|sha256| {
+            sharing.begin(&Share {
+                name: name.to_owned(),
+                size: planned.size,
+                sha256,
+            })
+        });
     let outcome = match shared {
         Some((writer, Verdict::Follow { http })) => {
             let peer = peer_client(http);
@@ -341,9 +357,14 @@ fn fetch(
     if let Err(e) = &outcome {
         info!("prefetch: {}: {e}", planned.url);
     } else {
+        let checked = match planned.sha256 {
+            Some(_) => "verified",
+            None => "a signature, for pacman to check",
+        };
         info!(
-            "prefetch: {}: {} bytes, verified",
-            planned.url, planned.size
+            "prefetch: {}: {} bytes, {checked}",
+            planned.url,
+            staging.size()
         );
     }
     let mut state = staging
@@ -370,14 +391,22 @@ fn download(
     // A peer gets the relay's shorter stall limit, its speed floor and its deadline.
     let started = Instant::now();
     let stall = if peer { PEER_STALL } else { STALL_LIMIT };
-    let mut call = upstream
+    let mut config = upstream
         .get(url)
         .config()
         .timeout_resolve(Some(CONNECT_LIMIT))
         .timeout_connect(Some(CONNECT_LIMIT))
         .timeout_per_read(Some(stall))
-        .max_redirects(10)
-        .build();
+        // A mirror may redirect (to a CDN, say); a peer serves its own file or nothing.
+        .max_redirects(if peer { 0 } else { 10 });
+    if peer {
+        // The head within the peer budget, the whole file within its phase (the body's floor
+        // alone would not see a peer that drips its headers).
+        config = config
+            .timeout_recv_response(Some(budget::HEADER_BUDGET))
+            .timeout_global(Some(budget::phase(planned.size)));
+    }
+    let mut call = config.build();
     if let Some(ua) = user_agent {
         call = call.header("User-Agent", ua);
     }
@@ -429,14 +458,22 @@ fn download(
         }
         staging.changed.notify_all();
     }
-    if written != planned.size {
-        return Err(format!("{written} bytes, planned {}", planned.size));
-    }
-    if let Some(writer) = shared {
-        writer.finish();
-    }
-    if hash.finalize()[..] != planned.sha256 {
-        return Err("SHA-256 differs from the sync database's".into());
+    match planned.sha256 {
+        Some(sha256) => {
+            if written != planned.size {
+                return Err(format!("{written} bytes, planned {}", planned.size));
+            }
+            if let Some(writer) = shared {
+                writer.finish();
+            }
+            if hash.finalize()[..] != sha256 {
+                return Err("SHA-256 differs from the sync database's".into());
+            }
+        }
+        // A signature: the mirror's, as pacman would have taken it; pacman checks it.
+        None => staging
+            .size
+            .store(written, std::sync::atomic::Ordering::Release),
     }
     if let Some(mtime) = mtime {
         let _ = out.set_modified(mtime);

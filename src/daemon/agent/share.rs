@@ -192,12 +192,20 @@ impl<'a> Following<'a> {
             }
             _ => (self.upstream, self.url.clone(), self.stall, self.stall),
         };
-        let mut call = agent
+        let mut config = agent
             .get(&url)
             .config()
             .timeout_connect(Some(connect))
-            .timeout_per_read(Some(stall))
-            .build();
+            .timeout_per_read(Some(stall));
+        if self.peer.is_some() {
+            // A peer's head within the budget, the whole file within the deadline: a drip of
+            // headers or `100 Continue` holds nothing longer than a drip of body bytes.
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            config = config
+                .timeout_recv_response(Some(budget::HEADER_BUDGET))
+                .timeout_global(Some(left));
+        }
+        let mut call = config.build();
         if range > 0 {
             call = call.header("Range", format!("bytes={range}-"));
         }

@@ -11,6 +11,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -20,7 +21,9 @@ pub const STALL_LIMIT: Duration = Duration::from_secs(10);
 /// One file being fetched or fetched.
 pub struct Staging {
     pub path: PathBuf,
-    pub size: u64,
+    /// The file's size: the planned one for a package; for a signature, whose size no database
+    /// gives, the size it arrived with (set before its verified outcome).
+    pub size: AtomicU64,
     pub state: Mutex<StagingState>,
     pub changed: Condvar,
 }
@@ -37,6 +40,19 @@ pub struct StagingState {
 }
 
 impl Staging {
+    pub fn new(path: PathBuf, size: u64) -> Staging {
+        Staging {
+            path,
+            size: AtomicU64::new(size),
+            state: Mutex::default(),
+            changed: Condvar::new(),
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
     pub fn running(&self) -> bool {
         self.state.lock().is_ok_and(|state| state.outcome.is_none())
     }
@@ -77,13 +93,13 @@ impl StagedReader {
 
 impl Read for StagedReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let size = self.staging.size;
         let mut state = self
             .staging
             .state
             .lock()
             .map_err(|_| io::Error::other("prefetch state poisoned"))?;
         loop {
+            let size = self.staging.size();
             let limit = match &state.outcome {
                 Some(Ok(_)) => size,
                 Some(Err(e)) => return Err(io::Error::other(format!("prefetch failed: {e}"))),
@@ -131,12 +147,7 @@ mod tests {
     use std::io::Write;
 
     fn staging(dir: &std::path::Path, size: u64) -> Arc<Staging> {
-        Arc::new(Staging {
-            path: dir.join("s.part"),
-            size,
-            state: Mutex::default(),
-            changed: Condvar::new(),
-        })
+        Arc::new(Staging::new(dir.join("s.part"), size))
     }
 
     /// Writes `bytes` as attempt `attempt`'s first bytes, as a fetch does.

@@ -45,7 +45,7 @@ fn parses_the_fields_we_verify_with() {
         crate::hex::encode(&e.sha256.unwrap()),
         "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
     );
-    assert_eq!(e.signature_sha256, Some(Sha256::digest(b"hello").into()));
+    assert_eq!(e.signature.as_deref(), Some(&b"hello"[..]));
     assert!(parse_desc("%NAME%\nfoo\n").is_none());
 }
 
