@@ -52,6 +52,9 @@ pub enum Error {
     },
     /// Another pacserve-fetch is writing the same output (see [`crate::client::outlock`]).
     Locked { path: PathBuf, waited: Duration },
+    /// The directory the output goes in does not exist; named, since pacman's `%o` does not
+    /// show which part of the path is missing.
+    NoDirectory { path: PathBuf, dir: PathBuf },
     /// Reading a `file://` source failed.
     ReadSource { path: PathBuf, source: io::Error },
     /// Writing the output failed (disk full, permission denied, …).
@@ -86,6 +89,7 @@ impl Error {
                 | Error::WriteOutput { .. }
                 | Error::Interrupted
                 | Error::Locked { .. }
+                | Error::NoDirectory { .. }
         )
     }
 }
@@ -139,6 +143,12 @@ impl fmt::Display for Error {
                 "{} is being written by another pacserve-fetch (waited {} s); not touching it",
                 path.display(),
                 waited.as_secs_f64()
+            ),
+            Error::NoDirectory { path, dir } => write!(
+                f,
+                "cannot create {}: directory {} does not exist",
+                path.display(),
+                dir.display()
             ),
             Error::ReadSource { path, source } => {
                 write!(f, "cannot read {}: {}", path.display(), io_reason(source))

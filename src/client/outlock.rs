@@ -39,12 +39,20 @@ impl OutputLock {
         loop {
             let (file, created) = match open(path) {
                 Ok(opened) => opened,
+                // Creating failed for want of a directory: no other run can be holding a file
+                // there, so say so now rather than wait for one.
+                Err(Open::NoDirectory(dir)) => {
+                    return Err(Error::NoDirectory {
+                        path: path.to_owned(),
+                        dir,
+                    });
+                }
                 // Removed between our two opens by a run that just failed: look again.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(Open::Vanished) => {
                     retry_or_give_up(path, started)?;
                     continue;
                 }
-                Err(source) => {
+                Err(Open::Failed(source)) => {
                     return Err(Error::WriteOutput {
                         path: path.to_owned(),
                         action: "create",
@@ -88,14 +96,38 @@ impl OutputLock {
     }
 }
 
+/// Why [`open`] failed.
+enum Open {
+    /// The directory the output goes in does not exist (named).
+    NoDirectory(PathBuf),
+    /// The file existed when creating it failed, and was gone when opened a moment later.
+    Vanished,
+    Failed(io::Error),
+}
+
 /// Opens the output for writing, creating it if missing; says whether it was created.
-fn open(path: &Path) -> io::Result<(File, bool)> {
+///
+/// `NotFound` means two different things at the two steps: from the exclusive create, that a
+/// directory on the way is missing (an existing file is `AlreadyExists`); from the plain open
+/// after it, that another run removed the file in between, which is worth another look.
+fn open(path: &Path) -> Result<(File, bool), Open> {
     match OpenOptions::new().write(true).create_new(true).open(path) {
         Ok(file) => Ok((file, true)),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            Ok((OpenOptions::new().write(true).open(path)?, false))
+            match OpenOptions::new().write(true).open(path) {
+                Ok(file) => Ok((file, false)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Open::Vanished),
+                Err(e) => Err(Open::Failed(e)),
+            }
         }
-        Err(e) => Err(e),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let dir = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+                _ => PathBuf::from("."),
+            };
+            Err(Open::NoDirectory(dir))
+        }
+        Err(e) => Err(Open::Failed(e)),
     }
 }
 
@@ -136,6 +168,25 @@ mod tests {
         let again = OutputLock::acquire(&path).unwrap();
         again.release(true);
         assert!(path.exists(), "kept after success");
+    }
+
+    #[test]
+    fn a_missing_directory_fails_at_once_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no-such-dir");
+        let started = Instant::now();
+        let err = OutputLock::acquire(&missing.join("x.part")).unwrap_err();
+        assert!(
+            started.elapsed() < LOCK_WAIT / 5,
+            "waited {:?}",
+            started.elapsed()
+        );
+        let said = err.to_string();
+        assert!(
+            said.contains(&format!("directory {} does not exist", missing.display())),
+            "{said}"
+        );
+        assert!(!said.contains("another pacserve-fetch"), "{said}");
     }
 
     #[test]

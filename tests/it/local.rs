@@ -177,6 +177,29 @@ fn an_unwritable_directory_is_reported() {
 }
 
 #[test]
+fn a_missing_directory_is_named_at_once() {
+    // Issue 23: this waited the 5 s lock wait, then blamed "another pacserve-fetch".
+    let dir = tempdir();
+    let missing = dir.path().join("nonexistent/dir");
+    let started = Instant::now();
+    let result = run(fetch_cmd()
+        .arg(missing.join("a.part"))
+        .arg(format!("http://127.0.0.1:9/{PKG}")));
+    let said = stderr(&result);
+    assert_eq!(result.status.code(), Some(1), "{said}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        said.contains(&format!("directory {} does not exist", missing.display())),
+        "{said}"
+    );
+    assert_eq!(said.lines().count(), 1, "{said}");
+}
+
+#[test]
 fn an_unprivileged_user_writes_into_its_own_0700_directory() {
     // pacman 7: the download user, no supplementary groups, %o inside a 0700 directory it owns.
     let root = tempdir();
