@@ -15,7 +15,8 @@ use pacserve_fetch::client::{Error, interrupt};
 use pacserve_fetch::client::{checks, explain};
 use pacserve_fetch::pacman::name::{self, FileKind};
 
-/// A name no daemon holds, so every live daemon answers MISS.
+/// A name no daemon holds, so every live daemon answers MISS: `--list-peers` asks for it.
+/// Internal: the listing never shows it.
 const PROBE_NAME: &str = "pacserve-probe-0-0-any.pkg.tar.zst";
 
 fn main() -> ExitCode {
@@ -29,8 +30,8 @@ fn main() -> ExitCode {
             "--who-has {name:?}: not a package or signature file name (at most 255 bytes, \
              e.g. foo-1.0-1-x86_64.pkg.tar.zst)"
         ))),
-        (Some(name), _, _) => who_has(&args, name),
-        (None, true, _) => who_has(&args, PROBE_NAME),
+        (Some(name), _, _) => who_has(&args, Some(name)),
+        (None, true, _) => who_has(&args, None),
         (None, false, _) => download(&args),
     };
     match result {
@@ -91,7 +92,10 @@ fn bad_arguments(e: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn who_has(args: &FetchArgs, name: &str) -> anyhow::Result<ExitCode> {
+/// `--who-has NAME`, or with no name `--list-peers`. Exit status 1 when no daemon answered at
+/// all (nobody to ask, or nobody listening), so a script can tell "no LAN" from a LAN whose
+/// daemons lack the file; whether anyone has it is in the listing.
+fn who_has(args: &FetchArgs, name: Option<&str>) -> anyhow::Result<ExitCode> {
     let settings = match args.settings() {
         Ok(settings) => settings,
         Err(e) => return Ok(bad_arguments(e)),
@@ -101,14 +105,23 @@ fn who_has(args: &FetchArgs, name: &str) -> anyhow::Result<ExitCode> {
     discovery.include_self = true;
     let started = Instant::now();
     // The full wait: a listing should show everyone, not stop at the daemons seen last time.
-    let asked = discovery::ask_detailed(&discovery, name, "", &Default::default())
-        .context("asking peers")?;
-    print!(
-        "{}",
-        discovery::render_answers(&asked.answers, name, started.elapsed())
-    );
+    let asked = discovery::ask_detailed(
+        &discovery,
+        name.unwrap_or(PROBE_NAME),
+        "",
+        &Default::default(),
+    )
+    .context("asking peers")?;
+    let listing = match name {
+        Some(name) => discovery::render_answers(&asked.answers, name, started.elapsed()),
+        None => discovery::render_peers(&asked.answers, started.elapsed()),
+    };
+    print!("{listing}");
     if asked.sent == 0 {
         eprintln!("pacserve-fetch: {}", explain::nobody_to_ask(&discovery));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(match asked.answers.is_empty() {
+        true => ExitCode::FAILURE,
+        false => ExitCode::SUCCESS,
+    })
 }

@@ -316,3 +316,31 @@ pub fn render_answers(answers: &[PeerAnswer], name: &str, waited: Duration) -> S
     );
     out
 }
+
+/// The listing `pacserve-fetch --list-peers` prints: one line per daemon that answered, and how
+/// many did. The query behind it names a file no daemon holds, so every answer is a MISS: the
+/// name and the answer columns would say nothing about the peers and are left out.
+pub fn render_peers(answers: &[PeerAnswer], waited: Duration) -> String {
+    use std::fmt::Write;
+    let answers = per_daemon(answers);
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<42} {:>9}  DAEMON ID", "PEER", "RTT");
+    for a in &answers {
+        let mut peer = a.from.to_string();
+        if a.is_self {
+            peer.push_str(" (this host)");
+        }
+        let _ = writeln!(
+            out,
+            "{peer:<42} {:>6.2} ms  {}",
+            a.rtt.as_secs_f64() * 1e3,
+            protocol::id_hex(&a.daemon_id)
+        );
+    }
+    let daemons = match answers.len() {
+        1 => "1 daemon".to_owned(),
+        n => format!("{n} daemons"),
+    };
+    let _ = writeln!(out, "{daemons} answered within {} ms", waited.as_millis());
+    out
+}

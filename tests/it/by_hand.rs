@@ -290,6 +290,34 @@ fn the_readme_debugging_commands_work_as_written_on_one_machine() {
 }
 
 #[test]
+fn list_peers_and_who_has_fail_when_no_daemon_answers() {
+    // A static peer on loopback where nothing listens, and no multicast: nothing leaves the
+    // machine and nobody answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let peer = silent.local_addr().unwrap().to_string();
+    drop(silent);
+    let quiet = ["--no-multicast", "--peer", &peer, "--peer-wait", "100"];
+    for query in [
+        &["--list-peers"][..],
+        &["--who-has", "foo-1.0-1-any.pkg.tar.zst"],
+    ] {
+        let out = run(bare_fetch_cmd()
+            .args(["--config", "/dev/null"])
+            .args(quiet)
+            .args(query));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{query:?}: {text}");
+        assert!(text.contains("0 daemons answered"), "{query:?}: {text}");
+        assert!(!text.contains("probe"), "{query:?}: {text}");
+    }
+    // Nobody to ask at all is a failure too, and says why.
+    let out =
+        run(bare_fetch_cmd().args(["--config", "/dev/null", "--no-multicast", "--list-peers"]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("nobody to ask"), "{}", stderr(&out));
+}
+
+#[test]
 fn the_progress_line_fits_40_columns_and_names_the_mirror() {
     if !require_tools(&["tmux"]) {
         return;
