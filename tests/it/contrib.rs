@@ -19,18 +19,28 @@ fn contrib(path: &str) -> PathBuf {
     Path::new(ROOT).join("contrib").join(path)
 }
 
-/// pacman 7.1's pacman-conf, next to the pacman `PACSERVE_PACMAN7` names.
+/// pacman 7's pacman-conf, next to the pacman 7 the tests use (`PACSERVE_PACMAN7`, else the
+/// system pacman when it is 7.x).
 fn pacman7_conf() -> Option<PathBuf> {
-    let conf = std::env::var_os("PACSERVE_PACMAN7")
-        .map(PathBuf::from)
-        .map(|p| p.with_file_name("pacman-conf"))
-        .filter(|p| p.is_file());
-    require(
-        conf.is_some(),
-        "PACSERVE_PACMAN7 does not name pacman 7.1 (its pacman-conf checks CacheServer)",
+    let conf = crate::pacman7_setup::find_pacman7(
+        std::env::var_os("PACSERVE_PACMAN7").as_deref(),
+        std::env::var_os("PATH").as_deref(),
     )
-    .then_some(conf)
-    .flatten()
+    .map(|p| p.with_file_name("pacman-conf"))
+    .and_then(|p| match p.is_file() {
+        true => Ok(p),
+        false => Err(format!("{} is missing", p.display())),
+    });
+    match conf {
+        Ok(conf) => Some(conf),
+        Err(why) => {
+            require(
+                false,
+                &format!("pacman 7's pacman-conf checks CacheServer: {why}"),
+            );
+            None
+        }
+    }
 }
 
 /// Runs `pacsrv --include-conf` on `conf` and makes the result checkable here: the Include

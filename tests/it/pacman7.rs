@@ -5,7 +5,8 @@
 //! directory per batch. Every test here uses a pacman.conf given with `--config`, with its own
 //! DBPath and CacheDir, and the XferCommand `pacserve-fetch '%o' '%u'` with no other options:
 //! what pacserve-fetch knows of DBPath, CacheDir and `-yy` it learns from the invoking pacman.
-//! pacman 7.1 is found through `PACSERVE_PACMAN7` (`.ci/run` builds it with `../shared/pacman7/build.sh`).
+//! pacman 7 is `PACSERVE_PACMAN7` (`.ci/run` builds 7.1 with `../shared/pacman7/build.sh`), else
+//! the system pacman when it is 7.x (Arch's); with neither, the tests skip saying so.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -14,9 +15,51 @@ use std::process::{Command, Stdio};
 use crate::nginx;
 use crate::pacman7_setup::{
     DOWNLOAD_USER, Scene, assert_nothing_stranded, create_download_user, download_dirs, env,
-    left_in_download_dirs, ok, pacsrv_in, wait_for_part,
+    find_pacman7, left_in_download_dirs, ok, pacsrv_in, wait_for_part,
 };
 use crate::util::{self, fetch_bin, require, run, stderr, tempdir};
+
+/// A directory holding a fake `pacman` whose `--version` says `version`.
+fn fake_pacman(version: &str) -> tempfile::TempDir {
+    let dir = tempdir();
+    let pacman = dir.path().join("pacman");
+    fs::write(
+        &pacman,
+        format!("#!/bin/sh\necho ' .--.                  Pacman v{version} - libalpm v15.0.0'\n"),
+    )
+    .unwrap();
+    fs::set_permissions(&pacman, fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+#[test]
+fn the_system_pacman_is_used_when_it_is_7_and_pacserve_pacman7_is_unset() {
+    // On Arch /usr/bin/pacman is 7.x: nothing should need building or naming.
+    let seven = fake_pacman("7.0.0");
+    let path = std::env::join_paths([tempdir().path(), seven.path()]).unwrap();
+    assert_eq!(
+        find_pacman7(None, Some(&path)),
+        Ok(seven.path().join("pacman"))
+    );
+    // The variable wins over the system pacman.
+    let other = seven.path().join("other-pacman");
+    fs::copy(seven.path().join("pacman"), &other).unwrap();
+    assert_eq!(
+        find_pacman7(Some(other.as_os_str()), Some(&path)),
+        Ok(other.clone())
+    );
+    // Debian's 6.0.2 is not pacman 7: the reason says what was found and what to do.
+    let six = fake_pacman("6.0.2");
+    let why = find_pacman7(None, Some(six.path().as_os_str())).unwrap_err();
+    assert!(
+        why.contains("6.0.2") && why.contains("PACSERVE_PACMAN7"),
+        "{why}"
+    );
+    let why = find_pacman7(None, Some(tempdir().path().as_os_str())).unwrap_err();
+    assert!(why.contains("no pacman"), "{why}");
+    let why = find_pacman7(Some(std::ffi::OsStr::new("/nonexistent/pacman")), None).unwrap_err();
+    assert!(why.contains("/nonexistent/pacman"), "{why}");
+}
 
 #[test]
 fn pacman7_databases_304_on_sy_full_on_syy_and_a_truncated_one_is_repaired() {

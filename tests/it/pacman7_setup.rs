@@ -1,6 +1,7 @@
-//! pacman 7.1 for the tests: where it is (`PACSERVE_PACMAN7`), the unprivileged download user
-//! the tests create, and a confined pacman 7.1 whose `DownloadUser` can reach pacserve-fetch,
-//! its configuration and databases as on Arch; plus what its download directories hold.
+//! pacman 7 for the tests: where it is (`PACSERVE_PACMAN7`, else the system pacman when it is
+//! 7.x, as on Arch), the unprivileged download user the tests create, and a confined pacman 7
+//! whose `DownloadUser` can reach pacserve-fetch, its configuration and databases as on Arch;
+//! plus what its download directories hold.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -25,16 +26,60 @@ pub fn pacman7() -> Option<PathBuf> {
     if !require_pacman_tools() || !require(util::is_root(), "pacman 7's DownloadUser needs root") {
         return None;
     }
-    let path = std::env::var_os("PACSERVE_PACMAN7").map(PathBuf::from);
-    let found = path.as_ref().is_some_and(|p| p.is_file());
-    if !require(
-        found,
-        "PACSERVE_PACMAN7 does not name pacman 7.1 (build it with ../shared/pacman7/build.sh PREFIX)",
-    ) {
-        return None;
-    }
+    let found = find_pacman7(
+        std::env::var_os("PACSERVE_PACMAN7").as_deref(),
+        std::env::var_os("PATH").as_deref(),
+    );
+    let path = match found {
+        Ok(path) => path,
+        Err(why) => {
+            require(false, &why);
+            return None;
+        }
+    };
     create_download_user();
-    path
+    Some(path)
+}
+
+/// Where pacman 7 is, given the values of `PACSERVE_PACMAN7` and `PATH`: the variable when set
+/// (a pacman 7.1 built into a prefix beside Debian's 6.0.2), else the `pacman` on `PATH` when
+/// its `--version` says 7.x (Arch's). Err says what was found instead and what to do.
+pub fn find_pacman7(var: Option<&OsStr>, path: Option<&OsStr>) -> Result<PathBuf, String> {
+    const HOW: &str = "set PACSERVE_PACMAN7 to a pacman 7 (../shared/pacman7/build.sh PREFIX \
+                       builds 7.1 into PREFIX/bin/pacman)";
+    if let Some(var) = var {
+        let named = PathBuf::from(var);
+        return match named.is_file() {
+            true => Ok(named),
+            false => Err(format!(
+                "PACSERVE_PACMAN7={} is not a file; {HOW}",
+                named.display()
+            )),
+        };
+    }
+    let system = path
+        .into_iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("pacman"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| format!("no pacman on PATH and PACSERVE_PACMAN7 is unset; {HOW}"))?;
+    let version = Command::new(&system)
+        .arg("--version")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default();
+    let version = version
+        .split("Pacman v")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or("of unknown version");
+    match version.split('.').next() {
+        Some("7") => Ok(system),
+        _ => Err(format!(
+            "{} is pacman {version}, not 7, and PACSERVE_PACMAN7 is unset; {HOW}",
+            system.display()
+        )),
+    }
 }
 
 /// `useradd` once per test run, when the user does not exist yet (tests run in parallel).
