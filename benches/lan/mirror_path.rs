@@ -82,7 +82,7 @@ pub fn run(private: bool) {
     for name in &names {
         repo.add_package(name, PAYLOAD);
     }
-    lan.delay_link(4, ONE_WAY);
+    assert!(lan.delay_link(4, ONE_WAY), "the long link needs ethtool");
     lan.limit_rate(4, RATE);
     for https in [false, true] {
         if https && !private {

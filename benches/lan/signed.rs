@@ -73,7 +73,7 @@ pub fn mirror_signed() {
         }
     }
     let _mirror = Nginx::mirror_on(lan.host(2), root.path()).expect("nginx");
-    lan.delay_link(2, ONE_WAY);
+    assert!(lan.delay_link(2, ONE_WAY), "the long link needs ethtool");
     lan.limit_rate(2, RATE);
     let server = |repo: &str| format!("http://{}:8080/{repo}", lan.ipv4(2));
     for set in &sets {

@@ -50,7 +50,10 @@ fn scenario(hosts: usize) {
         .map(|f| fs::metadata(repo.dir.join(f)).unwrap().len())
         .sum();
     let mirror = Nginx::mirror_on(lan.host(mirror_host), root.path()).expect("nginx");
-    lan.delay_link(mirror_host, ONE_WAY);
+    assert!(
+        lan.delay_link(mirror_host, ONE_WAY),
+        "the long link needs ethtool"
+    );
     lan.limit_rate(mirror_host, RATE);
     let url = format!("http://{}:8080/tb", lan.ipv4(mirror_host));
     let xfer = Pacman::lan_xfer_line(fetch_bin());

@@ -14,6 +14,10 @@ const BIG: &str = "big-1-1-any.pkg.tar.zst";
 /// Loopback (rootless): a daemon sharing a package, its signature, an odd name and an empty
 /// file, and a curl inside its namespace.
 fn loopback_daemon() -> Option<(Host, Daemon, tempfile::TempDir)> {
+    // curl and python3 are the clients of every test here.
+    if !crate::util::require_tools(&["curl", "python3"]) {
+        return None;
+    }
     let host = Host::loopback()?;
     let cache = tempdir();
     fs::write(cache.path().join(BIG), random_bytes(32_000_000, 83)).unwrap();

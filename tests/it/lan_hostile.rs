@@ -39,6 +39,10 @@ struct Scene {
 }
 
 fn scene() -> Option<Scene> {
+    // The hostile peer is a python script.
+    if !util::require_tools(&["python3"]) {
+        return None;
+    }
     let lan = Lan::new(4, Family::Dual)?;
     let content = random_bytes(SIZE, 1010);
     let (mirror_root, peer_dir) = (tempdir(), tempdir());

@@ -230,6 +230,9 @@ fn a_static_peer_is_asked_without_multicast() {
 
 #[test]
 fn the_daemon_serves_http_correctly_and_refuses_paths_outside_the_cache() {
+    if !crate::util::require_tools(&["curl"]) {
+        return;
+    }
     let Some(s) = setup() else { return };
     let cache = s._dirs[0].path();
     fs::write(cache.join("partial-1-1-any.pkg.tar.zst.part"), b"part").unwrap();
@@ -314,6 +317,9 @@ fn the_daemon_serves_http_correctly_and_refuses_paths_outside_the_cache() {
 
 #[test]
 fn malformed_and_foreign_datagrams_are_dropped_and_counted() {
+    if !crate::util::require_tools(&["python3", "curl"]) {
+        return;
+    }
     let Some(s) = setup() else { return };
     // Garbage, a truncated query, and a well-sized query of a future protocol version.
     s.host.sh(r#"python3 -c '

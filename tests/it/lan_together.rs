@@ -42,7 +42,8 @@ fn site_on(
     payload: usize,
     rate: &str,
 ) -> Option<Site> {
-    if !require_pacman_tools() || !require_tools(&["nginx", "tc"]) {
+    // python3 for raw queries and hostile leaders, curl for the daemons' status pages.
+    if !require_pacman_tools() || !require_tools(&["nginx", "tc", "python3", "curl"]) {
         return None;
     }
     let lan = Lan::new(hosts + 1, family)?;

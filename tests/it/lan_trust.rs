@@ -23,7 +23,7 @@ fn xfer() -> String {
 
 #[test]
 fn tampering_peers_never_reach_pacman() {
-    if !require_pacman_tools() {
+    if !require_pacman_tools() || !crate::util::require_tools(&["python3"]) {
         return;
     }
     let Some(lan) = Lan::new(4, Family::Dual) else {
@@ -99,6 +99,9 @@ fn tampering_peers_never_reach_pacman() {
 
 #[test]
 fn sources_outside_the_allowlist_get_nothing() {
+    if !crate::util::require_tools(&["curl"]) {
+        return;
+    }
     let Some(lan) = Lan::new(3, Family::Dual) else {
         return;
     };
@@ -293,6 +296,9 @@ exit $rc
 
 #[test]
 fn idle_connections_do_not_stop_a_real_download() {
+    if !crate::util::require_tools(&["python3"]) {
+        return;
+    }
     let Some(lan) = Lan::new(3, Family::Dual) else {
         return;
     };

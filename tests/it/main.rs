@@ -52,6 +52,9 @@ mod daemon_http;
 mod lan_together;
 // A local user against the download agent: squatting, plans, shares, firewalls, crowding.
 mod local_attacks;
+// The prerequisite policy: a missing tool is a clean skip, counted at the end; MISSING under
+// PACSERVE_E2E=require.
+mod skips;
 // Signed packages as Arch signs them: peers' signatures checked as pacman would, offline installs.
 mod signed;
 mod signing;

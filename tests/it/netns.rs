@@ -249,8 +249,13 @@ impl Lan {
 
     /// Puts `delay` of latency in each direction between host `i` and the bridge (a frame relay,
     /// see [`crate::relay`]): every other host then sees host `i` at a round trip of twice
-    /// `delay`. Turns offloads off on every link so that frames stay one MTU long.
-    pub fn delay_link(&self, i: usize, delay: std::time::Duration) {
+    /// `delay`. Turns offloads off on every link so that frames stay one MTU long, with ethtool:
+    /// false (after `util::require`, before anything changed) when ethtool is missing.
+    #[must_use]
+    pub fn delay_link(&self, i: usize, delay: std::time::Duration) -> bool {
+        if !require_tools(&["ethtool"]) {
+            return false;
+        }
         let Host::Netns { name: switch } = &self._switch else {
             unreachable!("a LAN's switch is a named namespace")
         };
@@ -267,6 +272,7 @@ impl Lan {
             ports = ports.join(" ")
         ));
         crate::relay::start(switch, &format!("p{i}"), &format!("d{i}b"), delay);
+        true
     }
 
     /// IPv6 link-local addresses appear a moment after the link comes up.

@@ -220,6 +220,10 @@ pub struct Peers {
 impl Scene {
     /// Starts [`Peers`] with `also_held` packages (of 100 kB) on the honest peer too.
     pub fn peers(&self, also_held: &[&str]) -> Option<Peers> {
+        // The tampering peer is a python script.
+        if !util::require_tools(&["python3"]) {
+            return None;
+        }
         let (lan, repo) = (&self.lan, &self.repo);
         let frompeer = repo.add_package("frompeer", 400_000);
         let tampered = repo.add_package("tampered", 300_000);

@@ -116,14 +116,19 @@ pub fn find_tool(tool: &str) -> Option<PathBuf> {
 /// Both are written so they are seen: cargo's test harness captures `print!`/`eprint!` of
 /// passing tests, but not writes to the stderr handle itself, so a skip shows up in a plain
 /// `cargo test` run next to the test's name. A required prerequisite fails the test with that
-/// one line and no panic message or backtrace (`resume_unwind` skips the panic hook).
+/// one line and no panic message or backtrace (`resume_unwind` skips the panic hook). Every skip
+/// is also counted for the summary printed when the test binary exits ([`skips`]).
 pub fn require(ok: bool, what: &str) -> bool {
     use std::io::Write;
+    let required = std::env::var("PACSERVE_E2E").as_deref() == Ok("require");
+    if !required {
+        skips::summarise_at_exit();
+    }
     if ok {
         return true;
     }
     let test = std::thread::current().name().unwrap_or("?").to_owned();
-    if std::env::var("PACSERVE_E2E").as_deref() == Ok("require") {
+    if required {
         let line = format!("MISSING ({test}): {what} (PACSERVE_E2E=require)");
         let _ = writeln!(std::io::stderr(), "{line}");
         std::panic::resume_unwind(Box::new(line));
@@ -132,7 +137,72 @@ pub fn require(ok: bool, what: &str) -> bool {
         std::io::stderr(),
         "SKIPPED ({test}): {what} (set PACSERVE_E2E=require to make this a failure)"
     );
+    skips::record(test, what);
     false
+}
+
+/// The skips of this test binary, summed up when it exits.
+///
+/// libtest has no hook after the last test, and a test that runs "last" is not guaranteed to:
+/// tests run in parallel and in any order. The process's own end is certain, so the summary is
+/// an `atexit` handler, registered by the first [`require`]; it runs after libtest printed its
+/// `test result:` line (libtest returns from main, or calls `exit` on failure; both run it).
+pub mod skips {
+    use std::collections::BTreeMap;
+    use std::io::Write;
+    use std::sync::{Mutex, Once};
+
+    /// Skipped tests by reason.
+    static SKIPPED: Mutex<BTreeMap<String, Vec<String>>> = Mutex::new(BTreeMap::new());
+
+    pub fn record(test: String, why: &str) {
+        let mut skipped = SKIPPED.lock().unwrap_or_else(|p| p.into_inner());
+        skipped.entry(why.to_owned()).or_default().push(test);
+    }
+
+    /// Registers [`print_summary`] to run at exit (once).
+    pub fn summarise_at_exit() {
+        static ONCE: Once = Once::new();
+        ONCE.call_once(|| {
+            // SAFETY: atexit stores a pointer to a plain `extern "C" fn()`; print_summary does
+            // not unwind (a poisoned lock is recovered, write errors are ignored).
+            unsafe {
+                nix::libc::atexit(print_summary);
+            }
+        });
+    }
+
+    /// The summary: how many tests were skipped, then each reason with its count and tests.
+    pub fn summary() -> String {
+        let skipped = SKIPPED.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = skipped.values().map(Vec::len).sum();
+        let mut out = match total {
+            0 => "pacserve tests: no test skipped for a missing prerequisite\n".to_owned(),
+            1 => "pacserve tests: 1 test SKIPPED for a missing prerequisite \
+                  (PACSERVE_E2E=require makes it a failure):\n"
+                .to_owned(),
+            n => format!(
+                "pacserve tests: {n} tests SKIPPED for missing prerequisites \
+                 (PACSERVE_E2E=require makes each a failure):\n"
+            ),
+        };
+        let mut reasons: Vec<_> = skipped.iter().collect();
+        reasons.sort_by_key(|(why, tests)| (std::cmp::Reverse(tests.len()), *why));
+        for (why, tests) in reasons {
+            let mut tests = tests.clone();
+            tests.sort();
+            out.push_str(&format!(
+                "  {:>3}  {why}\n       {}\n",
+                tests.len(),
+                tests.join(", ")
+            ));
+        }
+        out
+    }
+
+    extern "C" fn print_summary() {
+        let _ = std::io::stderr().write_all(summary().as_bytes());
+    }
 }
 
 /// Requires every tool in the list to be on PATH.
