@@ -1,34 +1,89 @@
 #!/usr/bin/env bash
 # Builds pacserve-fetch, starts a local mirror (nginx on 127.0.0.1) holding a real package made with
 # bsdtar, and has pacserve-fetch download it, then resume it after a simulated interruption.
-# Needs no internet and no Arch, but python3, nginx and bsdtar: on Debian, run it as root once to
-# install nginx and bsdtar.
+# Everything a user may set is in usage() below, which --help prints.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+usage() {
+    cat <<'USAGE'
+usage: ./contrib/try-it.sh [--no-build]
+
+Builds pacserve-fetch (cargo build --release), serves a real package from nginx on 127.0.0.1,
+and has pacserve-fetch download it, then resume it after a simulated interruption, printing
+the mirror's access log as proof. Needs no internet and no Arch, but nginx, bsdtar and python3;
+run as root on Debian, it installs nginx-light, libarchive-tools and zstd itself.
+
+  --no-build          use the pacserve-fetch cargo has built already (release, else debug),
+                      from cargo's target directory, instead of building
+  -h, --help          this text
+
+Environment:
+  PACSERVE_FETCH_BIN  an already built pacserve-fetch: nothing is built or looked up
+  CARGO_TARGET_DIR    where cargo puts what it builds; honoured, as are build.target-dir in
+                      .cargo/config.toml and CARGO_BUILD_TARGET_DIR (the script asks cargo
+                      metadata where the target directory is)
+  CARGO               the cargo program to run (default: cargo)
+USAGE
+}
+
+die() {
+    echo "try-it: $*" >&2
+    exit 1
+}
+
+build=yes
+for arg in "$@"; do
+    case $arg in
+        -h | --help) usage; exit 0 ;;
+        --no-build) build=no ;;
+        *) echo "try-it: unknown argument '$arg' (see ./contrib/try-it.sh --help)" >&2; exit 2 ;;
+    esac
+done
 
 need() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; }
 if ! need nginx || ! need bsdtar; then
     if [ "$(id -u)" = 0 ] && need apt-get; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light libarchive-tools zstd >/dev/null
     else
-        echo "try-it: needs nginx and bsdtar (Debian: apt-get install nginx-light libarchive-tools zstd)" >&2
-        exit 1
+        die "needs nginx and bsdtar (Debian: apt-get install nginx-light libarchive-tools zstd; Arch: pacman -S nginx libarchive)"
     fi
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-if ! command -v python3 >/dev/null 2>&1; then
-    echo "try-it: needs python3 (to pick a free port for the local mirror; Debian: apt-get install python3)" >&2
-    exit 1
-fi
+need python3 || die "needs python3 (to pick a free port for the local mirror; Debian: apt-get install python3)"
 
-# PACSERVE_FETCH_BIN: use an already built binary (the test suite does) instead of building.
+# Where cargo puts binaries: ask cargo rather than assume ./target, so CARGO_TARGET_DIR and
+# cargo's configuration are honoured exactly as cargo honours them.
+target_dir() {
+    "$CARGO" metadata --format-version 1 --no-deps --offline 2>/dev/null |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null
+}
+
 if [ -n "${PACSERVE_FETCH_BIN:-}" ]; then
+    [ -f "$PACSERVE_FETCH_BIN" ] && [ -x "$PACSERVE_FETCH_BIN" ] ||
+        die "PACSERVE_FETCH_BIN=$PACSERVE_FETCH_BIN is not an executable file"
     BIN=$PACSERVE_FETCH_BIN
 else
-    echo "== building pacserve-fetch (cargo build --release; the first build takes a few minutes)"
-    cargo build --release --quiet
-    BIN=$PWD/target/release/pacserve-fetch
+    CARGO=${CARGO:-cargo}
+    need "$CARGO" || die "needs cargo to build pacserve-fetch (https://rustup.rs; Arch: pacman -S rust), or PACSERVE_FETCH_BIN=/path/to/pacserve-fetch"
+    if [ "$build" = yes ]; then
+        echo "== building pacserve-fetch (cargo build --release; the first build takes a few minutes)"
+        "$CARGO" build --release --quiet --bin pacserve-fetch || die "cargo build --release failed (its errors are above)"
+    fi
+    TARGET=$(target_dir) && [ -n "$TARGET" ] ||
+        die "cargo metadata cannot say where cargo's target directory is; set PACSERVE_FETCH_BIN instead"
+    profiles=release
+    [ "$build" = no ] && profiles="release debug"
+    BIN=
+    for profile in $profiles; do
+        if [ -x "$TARGET/$profile/pacserve-fetch" ]; then
+            BIN=$TARGET/$profile/pacserve-fetch
+            break
+        fi
+    done
+    [ -n "$BIN" ] || die "no pacserve-fetch in $TARGET/{${profiles// /,}} (cargo's target directory); build it with cargo build --release, or set PACSERVE_FETCH_BIN"
 fi
+echo "== using $BIN"
 
 WORK=$(mktemp -d)
 chmod 755 "$WORK"   # nginx workers run as nobody when started by root

@@ -294,15 +294,31 @@ fn the_readme_walkthrough_fetches_from_the_first_host() {
     if !require(is_root(), "contrib/try-lan.sh needs root (ip netns)") {
         return;
     }
-    let bin_dir = Path::new(fetch_bin()).parent().unwrap();
-    let out = run(Command::new("bash")
-        .arg(Path::new(ROOT).join("contrib/try-lan.sh"))
-        .env("PACSERVE_BIN_DIR", bin_dir));
+    // The binaries found where cargo put them (a target directory of links to this run's), as
+    // a user's `./contrib/try-lan.sh` finds them after building; this test must not build.
+    let cargo = crate::contrib::cargo_that_never_builds();
+    let target = crate::contrib::fake_target_dir("debug", &["pacserve-fetch", "pacserved"]);
+    let out = run(
+        crate::contrib::try_script("try-lan.sh", cargo.path(), &["--no-build"])
+            .env("CARGO_TARGET_DIR", target.path()),
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "using {}/debug/pacserve-fetch",
+            target.path().display()
+        )),
+        "{text}"
+    );
     assert!(text.contains("identical to host1's copy"), "{text}");
     assert!(
         text.contains("GET /pkg/hello-1.0-1-x86_64.pkg.tar.zst from 10.99.0.2: 200 2000000 bytes"),
+        "{text}"
+    );
+    // --list-peers shows the peer, not the probe behind it.
+    assert!(
+        text.contains("1 daemon answered") && !text.contains("probe"),
         "{text}"
     );
 }

@@ -1,7 +1,8 @@
 //! The shipped extras beside the binaries: the Include line pacman's own downloader uses
 //! (`contrib/pacserve.include` and `pacsrv --include-conf`), checked by the real `pacman-conf`
 //! of pacman 6.0.2 and 7.1; the firewall definitions, each checked by its tool's own parser
-//! (nft in a private namespace, python's XML and INI parsers for firewalld and ufw).
+//! (nft in a private namespace, python's XML and INI parsers for firewalld and ufw); and the
+//! try scripts finding the binaries where cargo put them, or failing in one line.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -246,4 +247,139 @@ fn try_it_says_it_needs_python3_when_it_is_missing() {
     assert_eq!(out.status.code(), Some(1));
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("try-it: needs python3"), "{said}");
+}
+
+/// A `cargo` for the try scripts that answers everything but `build` as the real one does:
+/// these tests must not build (a fresh target directory costs minutes), and a script that
+/// builds where it should not fails here at once.
+pub fn cargo_that_never_builds() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir();
+    let cargo = dir.path().join("cargo");
+    fs::write(
+        &cargo,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in build) echo \"test: no cargo build here\" >&2; exit 97;; esac\n\
+             exec '{}' \"$@\"\n",
+            env!("CARGO")
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&cargo, fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// `bash contrib/<script> args` with the never-building cargo first on PATH and no override
+/// from the environment.
+pub fn try_script(script: &str, cargo: &Path, args: &[&str]) -> Command {
+    let path = std::env::join_paths(std::iter::once(cargo.to_owned()).chain(
+        std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()),
+    ))
+    .unwrap();
+    let mut cmd = Command::new("bash");
+    cmd.arg(contrib(script))
+        .args(args)
+        .env("PATH", path)
+        .env_remove("CARGO")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("PACSERVE_FETCH_BIN")
+        .env_remove("PACSERVE_BIN_DIR");
+    cmd
+}
+
+/// A target directory as cargo would leave it, holding links to this run's binaries.
+pub fn fake_target_dir(profile: &str, bins: &[&str]) -> tempfile::TempDir {
+    let target = tempdir();
+    let dir = target.path().join(profile);
+    fs::create_dir(&dir).unwrap();
+    let built = Path::new(crate::util::fetch_bin()).parent().unwrap();
+    for bin in bins {
+        std::os::unix::fs::symlink(built.join(bin), dir.join(bin)).unwrap();
+    }
+    target
+}
+
+/// Asserts exit status 1 and exactly one line on stderr, containing each of `says`.
+fn one_line_failure(out: &std::process::Output, says: &[&str]) {
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert_eq!(said.lines().count(), 1, "one line: {said}");
+    for s in says {
+        assert!(said.contains(s), "{s:?} not in: {said}");
+    }
+}
+
+#[test]
+fn try_it_finds_pacserve_fetch_where_cargo_put_it() {
+    if !require_tools(&["bash", "nginx", "bsdtar", "python3"]) {
+        return;
+    }
+    // Issue 23: with CARGO_TARGET_DIR set, try-it.sh built there and then looked in ./target.
+    let cargo = cargo_that_never_builds();
+    let target = fake_target_dir("release", &["pacserve-fetch"]);
+    let out = run(try_script("try-it.sh", cargo.path(), &["--no-build"])
+        .env("CARGO_TARGET_DIR", target.path()));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let bin = target.path().join("release/pacserve-fetch");
+    assert!(
+        text.contains(&format!("== using {}\n", bin.display())),
+        "{text}"
+    );
+    assert!(text.contains("identical to the mirror's copy"), "{text}");
+
+    // Nothing built there: one line naming where it looked.
+    let empty = tempdir();
+    let out = run(try_script("try-it.sh", cargo.path(), &["--no-build"])
+        .env("CARGO_TARGET_DIR", empty.path()));
+    one_line_failure(
+        &out,
+        &[
+            "try-it: no pacserve-fetch in",
+            &empty.path().display().to_string(),
+        ],
+    );
+}
+
+#[test]
+fn the_try_scripts_document_their_overrides_and_fail_in_one_line() {
+    if !require_tools(&["bash", "nginx", "bsdtar", "python3"]) {
+        return;
+    }
+    let cargo = cargo_that_never_builds();
+    for (script, variable) in [
+        ("try-it.sh", "PACSERVE_FETCH_BIN"),
+        ("try-lan.sh", "PACSERVE_BIN_DIR"),
+    ] {
+        let help = run(&mut try_script(script, cargo.path(), &["--help"]));
+        let text = String::from_utf8_lossy(&help.stdout);
+        assert!(help.status.success(), "{script}: {text}");
+        for documented in [variable, "CARGO_TARGET_DIR", "CARGO ", "--no-build"] {
+            assert!(
+                text.contains(documented),
+                "{script} --help lacks {documented}: {text}"
+            );
+        }
+        let bad = run(&mut try_script(script, cargo.path(), &["--bogus"]));
+        assert_eq!(bad.status.code(), Some(2), "{script}");
+    }
+    let out = run(try_script("try-it.sh", cargo.path(), &[])
+        .env("PACSERVE_FETCH_BIN", "/nonexistent/pacserve-fetch"));
+    one_line_failure(&out, &["PACSERVE_FETCH_BIN=/nonexistent/pacserve-fetch"]);
+
+    // try-lan.sh checks the binaries before root, namespaces or anything else: one line, not a
+    // LAN of failing commands ("exec … failed" 58 times, issue 23).
+    let only_fetch = fake_target_dir("debug", &["pacserve-fetch"]);
+    let out = run(try_script("try-lan.sh", cargo.path(), &[])
+        .env("PACSERVE_BIN_DIR", only_fetch.path().join("debug")));
+    one_line_failure(&out, &["holds no executable pacserved"]);
+    let out = run(try_script("try-lan.sh", cargo.path(), &["--no-build"])
+        .env("CARGO_TARGET_DIR", only_fetch.path()));
+    one_line_failure(
+        &out,
+        &[
+            "try-lan: no pacserve-fetch and pacserved in",
+            &only_fetch.path().display().to_string(),
+        ],
+    );
 }
