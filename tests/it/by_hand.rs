@@ -153,14 +153,14 @@ fn pacsrv_help_is_its_own_then_pacmans() {
     assert!(own < pacmans, "{text}");
 }
 
-/// The README's "Debug" block, each line as written, comments dropped.
+/// The README's "Check that it works" block, each line as written, comments dropped.
 fn readme_debug_commands() -> Vec<String> {
     let readme = fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
     let block = readme
-        .split("## Debug\n\n```sh\n")
+        .split("## Check that it works\n\n```sh\n")
         .nth(1)
         .and_then(|rest| rest.split("```").next())
-        .expect("README has a Debug code block");
+        .expect("README has a \"Check that it works\" code block");
     block
         .lines()
         .map(|l| l.split(" #").next().unwrap_or_default().trim().to_owned())

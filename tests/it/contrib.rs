@@ -383,3 +383,80 @@ fn the_try_scripts_document_their_overrides_and_fail_in_one_line() {
         ],
     );
 }
+
+/// Arch's default `/etc/nftables.conf` (nftables 1.1), without its first line `destroy table
+/// inet filter`, which Debian's nft 1.0.6 does not know.
+const ARCH_NFTABLES_CONF: &str = r#"table inet filter {
+  chain input {
+    type filter hook input priority filter
+    policy drop
+
+    ct state invalid drop comment "early drop of invalid connections"
+    ct state {established, related} accept comment "allow tracked connections"
+    iif lo accept comment "allow from loopback"
+    ip protocol icmp accept comment "allow icmp"
+    meta l4proto ipv6-icmp accept comment "allow icmp v6"
+    tcp dport ssh accept comment "allow sshd"
+    pkttype host limit rate 5/second counter reject with icmpx type admin-prohibited
+    counter
+  }
+  chain forward {
+    type filter hook forward priority filter
+    policy drop
+  }
+}
+"#;
+
+#[test]
+fn beside_archs_default_nftables_the_shipped_table_opens_nothing_and_the_readme_rules_do() {
+    use crate::netns::{Family, Lan};
+    if !require_tools(&["nft"]) {
+        return;
+    }
+    let Some(lan) = Lan::new(2, Family::Dual) else {
+        return;
+    };
+    let cache = tempdir();
+    let _daemon = crate::daemon::Daemon::start(lan.host(2), cache.path(), &[]);
+    lan.wait_for_daemons(1);
+    let heard = || {
+        let out = run(lan
+            .host(1)
+            .command(crate::util::fetch_bin())
+            .env("TMPDIR", crate::util::lan_memory_dir())
+            .args(["--config", "/dev/null", "--list-peers"]));
+        out.status.success()
+    };
+    let rules = tempdir();
+    let arch = rules.path().join("nftables.conf");
+    fs::write(&arch, ARCH_NFTABLES_CONF).unwrap();
+    let load = |files: &[&Path]| {
+        let mut script = "nft flush ruleset".to_owned();
+        for file in files {
+            script.push_str(&format!(" && nft -f '{}'", file.display()));
+        }
+        lan.host(2).sh(&script);
+    };
+    // Arch's ruleset alone drops the queries; the shipped table beside it changes nothing.
+    load(&[&arch]);
+    assert!(!heard(), "Arch's default ruleset lets queries through");
+    load(&[&arch, &contrib("firewall/pacserve.nft")]);
+    assert!(!heard(), "the shipped table overruled another table's drop");
+    // The README's advice: the two rules in Arch's own input chain, after the ssh line.
+    let readme = fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
+    let advice: Vec<&str> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("#     "))
+        .filter(|l| l.contains("dport 15678 accept"))
+        .collect();
+    assert_eq!(advice, ["tcp dport 15678 accept", "udp dport 15678 accept"]);
+    let ssh = "    tcp dport ssh accept comment \"allow sshd\"\n";
+    let fixed = rules.path().join("fixed.conf");
+    fs::write(
+        &fixed,
+        ARCH_NFTABLES_CONF.replace(ssh, &format!("{ssh}    {}\n    {}\n", advice[0], advice[1])),
+    )
+    .unwrap();
+    load(&[&fixed]);
+    assert!(heard(), "the README's rules open the daemon");
+}
