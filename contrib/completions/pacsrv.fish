@@ -1,0 +1,6 @@
+# fish completion for pacsrv. pacsrv runs pacman once, so its arguments are pacman's: pacman's
+# own completion does the work, plus pacsrv's own options.
+complete -c pacsrv -w pacman
+complete -c pacsrv -n __fish_is_first_arg -l include-conf -r -F -d 'Print pacman.conf with the Include line of pacserve'
+complete -c pacsrv -n '__fish_seen_argument -l include-conf' -l in-place -d 'Write the result back to the file'
+complete -c pacsrv -n __fish_is_first_arg -l clean-download-dirs -d 'Remove the empty download directories pacman 7 left'
