@@ -460,3 +460,36 @@ fn beside_archs_default_nftables_the_shipped_table_opens_nothing_and_the_readme_
     load(&[&fixed]);
     assert!(heard(), "the README's rules open the daemon");
 }
+
+#[test]
+fn try_lan_run_as_a_user_hands_the_lan_part_to_sudo() {
+    use crate::util::{hand_to_unprivileged, is_root};
+    if !require_tools(&["bash"]) || (is_root() && !require_tools(&["setpriv"])) {
+        return;
+    }
+    // A sudo that only says how it was called, and binaries a user can reach.
+    let sudo = tempdir();
+    hand_to_unprivileged(sudo.path(), 0o755);
+    let fake = sudo.path().join("sudo");
+    fs::write(&fake, "#!/bin/sh\necho \"sudo $*\"\n").unwrap();
+    hand_to_unprivileged(&fake, 0o755);
+    let target = fake_target_dir("debug", &["pacserve-fetch", "pacserved"]);
+    hand_to_unprivileged(target.path(), 0o755);
+    let bins = target.path().join("debug");
+    hand_to_unprivileged(&bins, 0o755);
+    let mut cmd = crate::util::as_unprivileged("bash");
+    let out = run(cmd
+        .arg(contrib("try-lan.sh"))
+        .env("PATH", format!("{}:/usr/bin:/bin", sudo.path().display()))
+        .env("PACSERVE_BIN_DIR", &bins));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        text.trim(),
+        format!(
+            "sudo env PACSERVE_BIN_DIR={} {}",
+            bins.display(),
+            contrib("try-lan.sh").display()
+        )
+    );
+}
