@@ -167,10 +167,14 @@ fn nft_accepts_the_snippet_and_its_multicast_only_variant() {
     if !require_tools(&["nft"]) || !require(can_unshare(), "unshare -rn is not permitted here") {
         return;
     }
+    // By its path: nft lives in /usr/sbin, which a user's PATH (makepkg's check()) may lack.
+    let nft = crate::util::find_tool("nft").expect("nft was required");
     let check = |path: &Path| {
         // nft -c needs netlink; a private network namespace gives it without touching the host.
         run(Command::new("unshare")
-            .args(["-rn", "nft", "-c", "-f"])
+            .args(["-rn"])
+            .arg(&nft)
+            .args(["-c", "-f"])
             .arg(path))
         .status
         .success()

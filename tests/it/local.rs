@@ -293,7 +293,11 @@ fn progress_is_drawn_only_on_a_terminal() {
         out.display(),
         mirror.url(PKG)
     );
-    let tty = run(Command::new("script").args(["-qfec", &line, "/dev/null"]));
+    // The pseudo-terminal's type must be named: without TERM (makepkg's check() in a clean
+    // environment) nothing is drawn, as on a dumb terminal.
+    let tty = run(Command::new("script")
+        .args(["-qfec", &line, "/dev/null"])
+        .env("TERM", "xterm"));
     let drawn = String::from_utf8_lossy(&tty.stdout);
     assert!(tty.status.success());
     assert!(
@@ -309,7 +313,9 @@ fn progress_is_drawn_only_on_a_terminal() {
         piped.stderr.is_empty() && piped.stdout.is_empty(),
         "silent without a terminal"
     );
-    let quiet = run(Command::new("script").args(["-qfec", &format!("{line} -q"), "/dev/null"]));
+    let quiet = run(Command::new("script")
+        .args(["-qfec", &format!("{line} -q"), "/dev/null"])
+        .env("TERM", "xterm"));
     assert!(
         !String::from_utf8_lossy(&quiet.stdout).contains("100%"),
         "-q draws nothing"
