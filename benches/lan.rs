@@ -106,6 +106,13 @@ fn main() {
     }
 }
 
+/// An older `pacserved` binary to measure against in the same run (`daemon`, `verified-hit`).
+const BASELINE: &str = "PACSERVE_BENCH_BASELINE";
+
+fn baseline() -> Option<String> {
+    std::env::var(BASELINE).ok().filter(|b| !b.is_empty())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -263,7 +270,8 @@ fn hit_throughput() {
 /// 32 concurrent downloads of one 20 MB file from pacserved versus nginx as production runs it
 /// (a worker per core, sendfile) on the same file, alternating, in rounds; the CPU time each
 /// server spent per GB sent; query latency with 50,000 files in the cache; the daemon's idle
-/// memory.
+/// memory. With [`BASELINE`] set, an older pacserved serves the same file from a third host in
+/// the same rounds, so a change is measured against what it replaces in one run.
 fn daemon_concurrency_and_queries() {
     const ROUNDS: usize = 5;
     const CLIENTS: usize = 32;
@@ -280,12 +288,16 @@ fn daemon_concurrency_and_queries() {
         .unwrap();
     }
     let daemon = Daemon::start(lan.host(2), cache.path(), &[]);
+    let baseline = baseline().map(|bin| {
+        // The same file from host 3, whose link is as fast; no discovery is involved.
+        Daemon::start_binary(&bin, lan.host(3), cache.path(), &[], &[])
+    });
     let production = nginx::Options {
         production: true,
         ..Default::default()
     };
     let nginx = Nginx::start_in(Some(lan.host(2)), cache.path(), production).expect("nginx");
-    lan.wait_for_daemons(1);
+    lan.wait_for_daemons(1 + usize::from(baseline.is_some()));
     std::thread::sleep(Duration::from_millis(500));
     let idle = rss_kb(&daemon);
 
@@ -308,35 +320,66 @@ fn daemon_concurrency_and_queries() {
         let mb = (CLIENTS * SIZE) as f64 / 1e6;
         (mb / started.elapsed().as_secs_f64(), cpu_seconds(pid) - cpu)
     };
-    let ours_url = format!("http://{}:{}/pkg/{file}", lan.ipv4(2), daemon.http_port);
-    let theirs_url = format!("http://{}:8080/{file}", lan.ipv4(2));
-    let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut ours_cpu, mut theirs_cpu) = (0.0, 0.0);
-    for _ in 0..ROUNDS {
-        let (o, oc) = burst(&ours_url, daemon.pid());
-        let (t, tc) = burst(&theirs_url, nginx.pid());
-        ours.push(o);
-        theirs.push(t);
-        ratios.push(o / t);
-        ours_cpu += oc;
-        theirs_cpu += tc;
+    // Each server's (URL, pid), ours first, nginx last; per server its MB/s per round and CPU.
+    let mut servers = vec![(
+        format!("http://{}:{}/pkg/{file}", lan.ipv4(2), daemon.http_port),
+        daemon.pid(),
+    )];
+    if let Some(old) = &baseline {
+        servers.push((
+            format!("http://{}:{}/pkg/{file}", lan.ipv4(3), old.http_port),
+            old.pid(),
+        ));
+    }
+    servers.push((format!("http://{}:8080/{file}", lan.ipv4(2)), nginx.pid()));
+    let mut rates = vec![Vec::new(); servers.len()];
+    let mut cpu = vec![0.0; servers.len()];
+    for round in 0..ROUNDS {
+        // Rotate who goes first.
+        for turn in 0..servers.len() {
+            let i = (round + turn) % servers.len();
+            let (rate, seconds) = burst(&servers[i].0, servers[i].1);
+            rates[i].push(rate);
+            cpu[i] += seconds;
+        }
     }
     let gb = (ROUNDS * CLIENTS * SIZE) as f64 / 1e9;
-    let (o, t) = (median(ours), median(theirs));
-    let spread = ratios
-        .iter()
-        .map(|r| format!("{r:.2}"))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let nginx_at = servers.len() - 1;
+    let ratios = |i: usize| {
+        let per_round = (0..ROUNDS)
+            .map(|r| format!("{:.2}", rates[i][r] / rates[nginx_at][r]))
+            .collect::<Vec<_>>()
+            .join(" ");
+        (median(rates[i].clone()), per_round)
+    };
+    let t = median(rates[nginx_at].clone());
+    let (o, spread) = ratios(0);
     println!(
         "daemon, {CLIENTS} concurrent downloads of one 20 MB file: pacserved {o:.0} MB/s vs nginx (a worker per core, sendfile) {t:.0} MB/s: ratio {:.2} [target: 0.9]; per round: {spread}",
         o / t
     );
+    if baseline.is_some() {
+        let (b, spread) = ratios(1);
+        println!(
+            "daemon, the same from the baseline pacserved ({}): {b:.0} MB/s: ratio {:.2}; per round: {spread}",
+            BASELINE,
+            b / t
+        );
+    }
+    let per_gb = cpu
+        .iter()
+        .map(|c| format!("{:.2} s", c / gb))
+        .collect::<Vec<_>>()
+        .join(" vs ");
     println!(
-        "daemon, CPU per GB sent: pacserved {:.2} s vs nginx {:.2} s",
-        ours_cpu / gb,
-        theirs_cpu / gb
+        "daemon, CPU per GB sent: pacserved{} vs nginx: {per_gb}",
+        if baseline.is_some() {
+            " vs baseline"
+        } else {
+            ""
+        }
     );
+    drop(baseline);
     drop(nginx);
 
     let mut rtts = Vec::new();

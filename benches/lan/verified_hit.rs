@@ -7,7 +7,8 @@
 //! file back. The sync database is written directly (a plain tar with one `desc`), which is all
 //! the client reads of it; `--dbpath` points the client at it. A third row, the same client
 //! taking the file as unlisted (`--unverified-peers`), shows what the check itself costs.
-//! Each line gives medians with (min-max) over the rounds.
+//! Each line gives medians with (min-max) over the rounds. With `PACSERVE_BENCH_BASELINE` set,
+//! the same rows are measured again with that older pacserved as the peer.
 
 use std::fs;
 
@@ -22,6 +23,15 @@ const SIZE: usize = 200_000_000;
 const ROUNDS: usize = 7;
 
 pub fn run() {
+    let ours = crate::daemon::daemon_bin().to_owned();
+    once(&ours, "");
+    if let Some(old) = crate::baseline() {
+        once(&old, " (baseline pacserved)");
+    }
+}
+
+/// The rows for the peer running the pacserved at `binary`, labelled with `label`.
+fn once(binary: &str, label: &str) {
     let lan = Lan::new(3, Family::Dual).expect("LAN");
     let (cache, memory, dbpath) = (tempdir(), tempdir(), tempdir());
     // Both clients write into RAM (tmpfs), so the disk's writeback does not decide the race.
@@ -32,7 +42,7 @@ pub fn run() {
     write_random_file(&file, SIZE);
     let want = fs::read(&file).unwrap();
     write_sync_db(dbpath.path(), "bench", NAME, &want);
-    let daemon = Daemon::start(lan.host(2), cache.path(), &[]);
+    let daemon = Daemon::start_binary(binary, lan.host(2), cache.path(), &[], &[]);
     lan.wait_for_daemons(1);
     let mirror = format!("http://127.0.0.1:9/dead-mirror/{NAME}");
     let direct = format!("http://{}:{}/pkg/{NAME}", lan.ipv4(2), daemon.http_port);
@@ -80,7 +90,7 @@ pub fn run() {
         };
         let [v, u, c] = rates.map(|r| (spread(&r), median(r)));
         println!(
-            "verified hit, 200 MB in the sync db, {} link: pacserve-fetch {:.0} MB/s ({}) vs curl from the same daemon {:.0} MB/s ({}): ratio {:.2} [target: 0.95]; unverified {:.0} MB/s ({})",
+            "verified hit{label}, 200 MB in the sync db, {} link: pacserve-fetch {:.0} MB/s ({}) vs curl from the same daemon {:.0} MB/s ({}): ratio {:.2} [target: 0.95]; unverified {:.0} MB/s ({})",
             limit.unwrap_or("unlimited veth"),
             v.1,
             v.0,

@@ -7,12 +7,14 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Parser;
 use pacserve_fetch::cli;
+use pacserve_fetch::client::Error;
 use pacserve_fetch::client::args::FetchArgs;
-use pacserve_fetch::client::discovery;
+use pacserve_fetch::client::checks;
 use pacserve_fetch::client::fetch;
-use pacserve_fetch::client::progress::{Progress, Verbosity};
-use pacserve_fetch::client::{Error, interrupt};
-use pacserve_fetch::client::{checks, explain};
+use pacserve_fetch::client::peers::discovery;
+use pacserve_fetch::client::peers::explain;
+use pacserve_fetch::client::terminal::interrupt;
+use pacserve_fetch::client::terminal::progress::{Progress, Verbosity};
 use pacserve_fetch::pacman::name::{self, FileKind};
 
 /// A name no daemon holds, so every live daemon answers MISS: `--list-peers` asks for it.

@@ -14,10 +14,10 @@ use clap::{ArgAction, Parser};
 
 use crate::cli::{Shell, parse_seconds};
 use crate::client::checks;
-use crate::client::discovery::Discovery;
 use crate::client::fetch::Settings;
-use crate::client::limits::Limits;
-use crate::client::progress::Verbosity;
+use crate::client::peers::discovery::Discovery;
+use crate::client::terminal::progress::Verbosity;
+use crate::client::transfer::limits::Limits;
 use crate::config::{self, ConfigError, FileConfig};
 use crate::pacman::invocation::{self, Invocation, Paths};
 

@@ -10,7 +10,7 @@
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 use crate::client::error::Error;
-use crate::client::localfile;
+use crate::client::transfer::file;
 use crate::protocol::netif;
 
 /// Checks one `HOST`, `HOST:PORT`, `IPv6` or `[IPv6]:PORT`; `resolve` also looks the host up.
@@ -73,7 +73,7 @@ pub fn url(url: &str) -> Result<(), Error> {
         ));
     };
     match scheme.to_ascii_lowercase().as_str() {
-        "file" => localfile::file_url_path(url).map(drop),
+        "file" => file::file_url_path(url).map(drop),
         "http" | "https" => match url.parse::<ureq::http::Uri>() {
             Ok(uri) if uri.host().is_some_and(|h| !h.is_empty()) => Ok(()),
             Ok(_) => Err(bad("no host".into())),

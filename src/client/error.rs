@@ -10,6 +10,9 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::client::transfer::body::Cut;
+use crate::client::transfer::limits::Limits;
+
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -39,18 +42,18 @@ pub enum Error {
         received: u64,
         expected: u64,
     },
-    /// The body went on past the most bytes the file can have (see [`crate::client::bodylimit`]);
+    /// The body went on past the most bytes the file can have (see [`crate::client::transfer::body`]);
     /// what it wrote was discarded.
     Overlong { url: String, limit: u64 },
     /// The body arrived slower than the floor a LAN peer must keep (see
-    /// [`crate::client::bodylimit`]).
+    /// [`crate::client::transfer::body`]).
     TooSlow {
         url: String,
         got: u64,
         floor: u64,
         window: Duration,
     },
-    /// Another pacserve-fetch is writing the same output (see [`crate::client::outlock`]).
+    /// Another pacserve-fetch is writing the same output (see [`crate::client::output::lock`]).
     Locked { path: PathBuf, waited: Duration },
     /// The directory the output goes in does not exist; named, since pacman's `%o` does not
     /// show which part of the path is missing.
@@ -197,6 +200,89 @@ fn status_reason(code: u16) -> &'static str {
         504 => "Gateway Timeout",
         _ => "",
     }
+}
+
+// How a failure to talk to a server becomes one of the variants above: ureq's own errors, I/O
+// errors (which ureq's body reader uses to carry its own), and the cuts of
+// `crate::client::transfer::body`.
+
+/// Maps a ureq failure to our variants. The limits are only used to word timeouts.
+pub fn ureq_error(url: &str, err: &ureq::Error, limits: Limits) -> Error {
+    use ureq::Timeout as T;
+    let url = url.to_owned();
+    match err {
+        ureq::Error::HostNotFound => Error::HostNotFound { url },
+        ureq::Error::Timeout(T::Connect | T::Resolve) => Error::Timeout {
+            url,
+            phase: "connecting",
+            limit: limits.connect,
+        },
+        ureq::Error::Timeout(T::RecvResponse) => Error::Timeout {
+            url,
+            phase: "waiting for the response headers",
+            limit: limits.headers.unwrap_or_default(),
+        },
+        ureq::Error::Timeout(T::Global) => Error::Timeout {
+            url,
+            phase: "at the end of the time given to peers",
+            limit: Duration::ZERO,
+        },
+        ureq::Error::Timeout(_) | ureq::Error::BodyStalled => Error::Timeout {
+            url,
+            phase: "waiting for data",
+            limit: limits.stall,
+        },
+        ureq::Error::BadUri(reason) => Error::BadUrl {
+            url,
+            reason: reason.clone(),
+        },
+        ureq::Error::Http(e) => Error::BadUrl {
+            url,
+            reason: e.to_string(),
+        },
+        ureq::Error::Io(e) => wire_error(url, e, limits),
+        other => Error::Network {
+            url,
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// An I/O error while talking to a server. ureq's body reader wraps its own errors in
+/// io::Error, so those are unwrapped first to keep timeouts recognisable.
+pub fn wire_error(url: String, e: &io::Error, limits: Limits) -> Error {
+    if let Some(inner) = e.get_ref().and_then(|i| i.downcast_ref::<ureq::Error>()) {
+        return ureq_error(&url, inner, limits);
+    }
+    match Cut::of(e) {
+        Some(Cut::Overlong { limit }) => return Error::Overlong { url, limit },
+        Some(Cut::TooSlow { got, floor }) => {
+            return Error::TooSlow {
+                url,
+                got,
+                floor: floor.bytes_per_sec,
+                window: floor.window,
+            };
+        }
+        None => {}
+    }
+    let detail = match e.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+        io::ErrorKind::ConnectionReset => "connection reset by peer".to_owned(),
+        io::ErrorKind::UnexpectedEof => "connection closed before the body ended".to_owned(),
+        io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+            return Error::Timeout {
+                url,
+                phase: "waiting for data",
+                limit: limits.stall,
+            };
+        }
+        _ if e.to_string().contains("lookup address") => {
+            return Error::HostNotFound { url };
+        }
+        _ => io_reason(e),
+    };
+    Error::Network { url, detail }
 }
 
 #[cfg(test)]

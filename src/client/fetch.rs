@@ -11,22 +11,22 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::client::adopt::{self, Adopted};
-use crate::client::agent;
-use crate::client::dbcopy;
-use crate::client::discovery::{self, Discovery, PeerAnswer};
 use crate::client::error::Error;
-use crate::client::explain;
-use crate::client::lanmemory;
-use crate::client::limits::Limits;
-use crate::client::localfile;
-use crate::client::outlock::OutputLock;
+use crate::client::mirror;
 use crate::client::output::Output;
-use crate::client::peerlimits::{self, Candidate, PeerPhase};
-use crate::client::progress::{Progress, Source};
+use crate::client::output::adopt::{self, Adopted};
+use crate::client::output::dbcopy;
+use crate::client::output::lock::OutputLock;
+use crate::client::output::verify::{self, Expected};
+use crate::client::peers::budget::{self, Candidate, PeerPhase};
+use crate::client::peers::discovery::{self, Discovery, PeerAnswer};
+use crate::client::peers::explain;
+use crate::client::peers::memory;
 use crate::client::signature;
+use crate::client::terminal::progress::{Progress, Source};
+use crate::client::transfer::file;
+use crate::client::transfer::limits::Limits;
 use crate::client::transfer::{self, Delivered, Want};
-use crate::client::verify::{self, Expected};
 use crate::pacman;
 use crate::pacman::gpg::{MAX_SIGNATURE, Verifier};
 use crate::pacman::name::{self, FileKind};
@@ -40,7 +40,7 @@ pub struct Settings {
     pub limits: Limits,
     /// Time limits for LAN peers: short, because a LAN answers in milliseconds and a stalled
     /// peer should cost the user seconds at most before the next source takes over. The header
-    /// budget, speed floor and phase deadline of [`peerlimits`] are added to these.
+    /// budget, speed floor and phase deadline of [`budget`] are added to these.
     pub peer_limits: Limits,
     /// Sent to mirrors and peers; pacman exports `HTTP_USER_AGENT` for us to pass on.
     pub user_agent: String,
@@ -209,7 +209,7 @@ fn fetch_locked(
     // A copy the local pacserved prefetched for this transaction is on this machine already:
     // it comes before the LAN (no query, no wait). It is checked like any other source.
     let socket = settings.agent_socket.as_deref();
-    let mirror = agent::Mirror::new(
+    let mirror = mirror::Mirror::new(
         socket,
         (settings.limits, &settings.user_agent),
         url,
@@ -257,8 +257,8 @@ fn fetch_locked(
     // Ask peers: only for packages and their signatures, never databases.
     let asking = settings.discovery.as_ref().filter(|_| peers_may_serve);
     let mut memory = match asking {
-        Some(_) => lanmemory::load(),
-        None => lanmemory::Memory::default(),
+        Some(_) => memory::load(),
+        None => memory::Memory::default(),
     };
     let peers = match asking {
         Some(discovery) => {
@@ -277,7 +277,7 @@ fn fetch_locked(
     let phase = PeerPhase::start(want.size.or(peers.first().map(|c| c.size)).unwrap_or(0));
     let limits = Limits {
         deadline: Some(phase.deadline),
-        ..peerlimits::peer_limits(settings.peer_limits)
+        ..budget::peer_limits(settings.peer_limits)
     };
     for peer in peers {
         let Some(left) = phase.left() else {
@@ -309,7 +309,7 @@ fn fetch_locked(
             Ok(delivered) => match mismatch(&out, &check)? {
                 None => {
                     if memory.succeeded(&peer.blame()) {
-                        lanmemory::store(&memory);
+                        memory::store(&memory);
                     }
                     if let Some((entry, along)) = along {
                         let verifier = Verifier::new(&settings.gpgdir);
@@ -344,8 +344,8 @@ fn fetch_locked(
         // A signature pacman would not take may be the peer's honest copy under a key this
         // keyring does not trust: the peer is not avoided for that, only for bytes that failed.
         if check.proof.is_none() {
-            memory.failed(peer.blame(), lanmemory::now_secs());
-            lanmemory::store(&memory);
+            memory.failed(peer.blame(), memory::now_secs());
+            memory::store(&memory);
         }
     }
     if settings.peers_only {
@@ -361,12 +361,12 @@ fn fetch_locked(
         out.truncate(vouched)?;
     }
     // The mirror: through the local pacserved when it runs (warm connections, prefetched
-    // files), else directly; see client::agent.
+    // files), else directly; see client::mirror.
     progress.source(name, Source::Mirror);
     mirror.offer_plan(kind, asking, progress);
     let on_peer_bytes = out.len() > vouched;
     let want = Want {
-        share: agent::share_value(kind, name, expected.as_ref()),
+        share: mirror::share_value(kind, name, expected.as_ref()),
         ..want
     };
     let result = mirror_verified(&mirror, url, &mut out, &want, &check, progress);
@@ -384,7 +384,7 @@ fn fetch_locked(
 /// asking the daemon to share or follow: whatever happens then is the mirror's own answer, so a
 /// lying peer costs one download, never a loop.
 fn mirror_verified(
-    mirror: &agent::Mirror,
+    mirror: &mirror::Mirror,
     url: &str,
     out: &mut Output,
     want: &Want,
@@ -430,7 +430,7 @@ fn mirror_verified(
 
 /// The mirror pacman named: a local repository for `file://`, else HTTP(S).
 fn from_mirror(
-    mirror: &agent::Mirror,
+    mirror: &mirror::Mirror,
     url: &str,
     out: &mut Output,
     want: &Want,
@@ -440,7 +440,7 @@ fn from_mirror(
         .get(..7)
         .is_some_and(|s| s.eq_ignore_ascii_case("file://"));
     match is_file {
-        true => localfile::fetch(url, out, want, progress),
+        true => file::fetch(url, out, want, progress),
         false => mirror.fetch(url, out, want, progress),
     }
 }
@@ -479,7 +479,7 @@ fn mismatch(out: &Output, check: &Check) -> Result<Option<String>, Error> {
     })
 }
 
-/// The peers to try for `name` (see [`peerlimits::choose`]), in the order they answered, keeping
+/// The peers to try for `name` (see [`budget::choose`]), in the order they answered, keeping
 /// only sizes that can be the file: the sync database's size when known, else at least what we
 /// already have. A discovery failure is not fatal: the mirror remains.
 /// What size an answer must announce to be the file.
@@ -496,15 +496,15 @@ fn peers_with(
     name: &str,
     have: u64,
     wanted: Fits,
-    memory: &mut lanmemory::Memory,
+    memory: &mut memory::Memory,
     progress: &Progress,
 ) -> Vec<Candidate> {
-    let now = lanmemory::now_secs();
+    let now = memory::now_secs();
     let expect = memory.expectation(now);
     let answers = match discovery::ask_detailed(discovery, name, "", &expect) {
         Ok(asked) => {
             memory.update(&expect, &asked.answers, now);
-            lanmemory::store(memory);
+            memory::store(memory);
             if let Some(why) = explain::nobody_answered(&asked, discovery) {
                 progress.note(|| why);
             }
@@ -523,7 +523,7 @@ fn peers_with(
         Fits::Signature => size > 0 && size <= MAX_SIGNATURE as u64,
     };
     let avoided = |c: &Candidate| memory.avoided(&c.blame(), now);
-    peerlimits::choose(&answers, fits, avoided, |a, why| {
+    budget::choose(&answers, fits, avoided, |a, why| {
         progress.note(|| format!("{}: {why}", a.from))
     })
 }

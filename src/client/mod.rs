@@ -1,43 +1,36 @@
 //! `pacserve-fetch`: the one-shot downloader pacman runs as `XferCommand` for every file.
 //!
 //! Start at [`fetch::fetch`]: decide what the file is, ask the LAN who has it, try those peers,
-//! then the mirror (through the local pacserved's [`agent`] when one runs), and report. The rest of this folder is what that function leans on: the
-//! `%o` file ([`output`]), moving bytes over HTTP ([`transfer`]) or from `file://`
-//! ([`localfile`]), asking the LAN ([`discovery`], remembered between runs in [`lanmemory`]),
-//! checking a finished file against the sync database ([`verify`]), the database copy a 304 may
-//! keep ([`dbcopy`]), what an earlier pacman 7 run stranded ([`adopt`]), the terminal
-//! ([`progress`], [`interrupt`]) and the one error type ([`error`]). [`args`] combines options,
-//! configuration and the invoking pacman's command line into the settings of one download, after
-//! [`checks`] refused values that cannot work; [`explain`] words why peers were not asked.
-//! What the LAN may cost is bounded by [`peerlimits`] (how many peers, how long), [`bodylimit`]
-//! (how long and how slow a body), [`crate::protocol::onlink`] (whose answers count) and
-//! [`outlock`] (one writer per output).
+//! then the mirror (through the local pacserved when one runs), and report. Each folder is one
+//! concern that function leans on:
+//! - [`output`]: `%o`, the only file written: one writer ([`output::lock`]), its running
+//!   SHA-256, the check against the sync database ([`output::verify`]), the database copy a 304
+//!   keeps, what an earlier pacman 7 run stranded;
+//! - [`peers`]: asking the LAN, what recent runs learned of it, what the LAN may cost one file,
+//!   why peers were not asked;
+//! - [`transfer`]: moving bytes from an HTTP or `file://` URL into the output, with the limits
+//!   of one transfer and of a response body;
+//! - [`mirror`]: the mirror, through the local pacserved's agent when one runs, else directly,
+//!   and the transaction's plan for its prefetch;
+//! - [`terminal`]: progress and Ctrl-C.
+//!
+//! Beside them: [`signature`] (a package's `.sig`), [`args`] (options, configuration and the
+//! invoking pacman combined into one download's settings, after [`checks`] refused values that
+//! cannot work) and the one error type ([`error`]). Whose answers count is
+//! [`crate::protocol::onlink`]'s decision.
 //!
 //! May use: [`crate::protocol`], [`crate::pacman`], and the shared pieces at the crate root.
 //! Never [`crate::daemon`]: the client must work on a machine where no daemon runs.
 
-pub mod adopt;
-pub mod agent;
 pub mod args;
-pub mod bodylimit;
 pub mod checks;
-pub mod dbcopy;
-pub mod discovery;
 pub mod error;
-pub mod explain;
 pub mod fetch;
-pub mod httperror;
-pub mod interrupt;
-pub mod lanmemory;
-pub mod limits;
-pub mod localfile;
-pub mod outhash;
-pub mod outlock;
+pub mod mirror;
 pub mod output;
-pub mod peerlimits;
-pub mod progress;
+pub mod peers;
 pub mod signature;
+pub mod terminal;
 pub mod transfer;
-pub mod verify;
 
 pub use error::Error;

@@ -20,7 +20,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::client::verify;
+use crate::client::output::verify;
 use crate::pacman::gpg::{MAX_SIGNATURE, Verifier};
 use crate::pacman::repos::Repos;
 use crate::pacman::syncdb::Entry;

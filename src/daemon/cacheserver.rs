@@ -33,12 +33,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::Request;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use tokio::process::Command;
-use tower::ServiceExt;
-use tower_http::services::ServeFile;
 
 use crate::daemon::cache::Cache;
 use crate::pacman::name::{FileKind, is_shareable_name};
@@ -220,31 +215,43 @@ fn tail(path: &Path) -> Option<String> {
     (!lines.is_empty()).then(|| lines[last..].join(" | "))
 }
 
+/// What `/cache/` answers: a file to serve (by the one decision of
+/// [`crate::daemon::http::answer`], Range included), a signature's bytes, or a bare status.
+#[derive(Debug)]
+pub enum CacheAnswer {
+    /// A verified LAN copy, opened: its directory is gone already.
+    File {
+        file: File,
+        len: u64,
+    },
+    Signature(Vec<u8>),
+    Status(u16),
+}
+
 /// `GET`/`HEAD /cache/<file>` from `client`; `server` None answers 404, and so does a file
 /// already in the daemon's `cache`.
 pub async fn handle(
-    server: Option<CacheServer>,
+    server: Option<&CacheServer>,
     cache: &Cache,
-    name: String,
+    name: &str,
     client: SocketAddr,
-    request: Request,
-) -> Response {
+) -> CacheAnswer {
     let Some(server) = server else {
-        return StatusCode::NOT_FOUND.into_response();
+        return CacheAnswer::Status(404);
     };
     if !client.ip().to_canonical().is_loopback() {
-        return StatusCode::FORBIDDEN.into_response();
+        return CacheAnswer::Status(403);
     }
     // Databases and anything else no sync database can vouch for: pacman's mirrors.
-    if !is_shareable_name(&name) || cache.find(&name).is_some() {
-        return StatusCode::NOT_FOUND.into_response();
+    if !is_shareable_name(name) || cache.find(name).is_some() {
+        return CacheAnswer::Status(404);
     }
-    if FileKind::of(&name) == FileKind::PackageSignature {
-        return signature(&server, name).await;
+    if FileKind::of(name) == FileKind::PackageSignature {
+        return signature(server, name).await;
     }
     let Some(running) = server.take() else {
         info!("cache: {name}: {MAX_AT_ONCE} fetches already running; pacman's mirrors");
-        return StatusCode::NOT_FOUND.into_response();
+        return CacheAnswer::Status(404);
     };
     let dir = match std::fs::create_dir_all(&server.work_dir).and_then(|()| {
         tempfile::Builder::new()
@@ -257,45 +264,48 @@ pub async fn handle(
                 "cache: {name}: no room in {}: {e}",
                 server.work_dir.display()
             );
-            return StatusCode::NOT_FOUND.into_response();
+            return CacheAnswer::Status(404);
         }
     };
     let part = dir.path().join(format!("{name}.part"));
     let log = dir.path().join("log");
-    let fetched = server.fetch(&name, &part, &log).await;
+    let fetched = server.fetch(name, &part, &log).await;
     // Where pacman would have it: the signature's check looks for the package there.
-    let out = dir.path().join(&name);
+    let out = dir.path().join(name);
     let fetched = fetched.and_then(|()| {
         std::fs::rename(&part, &out).map_err(|e| format!("{}: {e}", part.display()))
     });
     let fetched = match fetched {
-        Ok(()) => server.signature_along(&name, dir.path()).await,
+        Ok(()) => server.signature_along(name, dir.path()).await,
         Err(why) => Err(why),
     };
     drop(running);
     if let Err(why) = fetched {
         info!("cache: {name}: not from the LAN ({why}); pacman's mirrors");
-        return StatusCode::NOT_FOUND.into_response();
+        return CacheAnswer::Status(404);
     }
-    let size = std::fs::metadata(&out).map_or(0, |m| m.len());
-    // ServeFile opens the file before it returns, so the directory can go at once: the open
-    // file lives until the body is sent.
-    let response = match ServeFile::new(&out).oneshot(request).await {
-        Ok(response) => response.into_response(),
-        Err(never) => match never {},
-    };
+    // Opened before the directory goes: the open file lives until the body is sent.
+    let opened = File::open(&out).and_then(|f| f.metadata().map(|m| (f, m.len())));
     drop(dir);
-    info!("cache: {name} ({size} bytes) from a LAN peer, verified");
-    response
+    match opened {
+        Ok((file, len)) => {
+            info!("cache: {name} ({len} bytes) from a LAN peer, verified");
+            CacheAnswer::File { file, len }
+        }
+        Err(e) => {
+            warn!("cache: {name}: {e}");
+            CacheAnswer::Status(404)
+        }
+    }
 }
 
 /// `<package>.sig`: pacman 7.1 asks for it from the very cache server that sent the package
 /// (and from no other server), and with `SigLevel = Required` a 404 there fails the download.
 /// The sync database's `%PGPSIG%` is that signature, served from there; else the LAN peer's
 /// that was checked when the package was served; else 404.
-async fn signature(server: &CacheServer, name: String) -> Response {
+async fn signature(server: &CacheServer, name: &str) -> CacheAnswer {
     let dbpath = server.dbpath.clone();
-    let package = name.strip_suffix(".sig").unwrap_or(&name).to_owned();
+    let package = name.strip_suffix(".sig").unwrap_or(name).to_owned();
     let from_db =
         tokio::task::spawn_blocking(move || syncdb::detached_signature(&dbpath, &package))
             .await
@@ -304,15 +314,15 @@ async fn signature(server: &CacheServer, name: String) -> Response {
     let found = match from_db {
         Some(bytes) => Some((bytes, "the sync database's PGPSIG")),
         None => server
-            .kept_signature(&name)
+            .kept_signature(name)
             .map(|bytes| (bytes, "a LAN peer, checked over the package")),
     };
     match found {
         Some((bytes, from)) => {
             info!("cache: {name} from {from}");
-            ([(header::CONTENT_TYPE, "application/pgp-signature")], bytes).into_response()
+            CacheAnswer::Signature(bytes)
         }
-        None => StatusCode::NOT_FOUND.into_response(),
+        None => CacheAnswer::Status(404),
     }
 }
 

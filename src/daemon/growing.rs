@@ -16,14 +16,10 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
-use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
@@ -36,8 +32,6 @@ pub const MAX_ENTRIES: usize = 64;
 pub const LINGER: Duration = Duration::from_secs(30);
 /// A follower waiting this long for the next byte gives up (the leader stalled).
 pub const FOLLOW_STALL: Duration = Duration::from_secs(10);
-/// Bytes per body chunk sent to a follower.
-const CHUNK: usize = 256 * 1024;
 
 /// Where a shared download stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -285,33 +279,6 @@ impl Follow {
             }
         }
     }
-
-    /// The next chunk; None at the end of the file.
-    pub async fn next(&mut self) -> Option<io::Result<Bytes>> {
-        let limit = match self.landed().await {
-            Ok(Some(limit)) => limit,
-            Ok(None) => return None,
-            Err(e) => return Some(Err(e)),
-        };
-        let want = (limit - self.pos).min(CHUNK as u64) as usize;
-        let (file, pos) = (self.file.clone(), self.pos);
-        let read = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; want];
-            let n = file.read_at(&mut buf, pos)?;
-            buf.truncate(n);
-            Ok::<_, io::Error>(buf)
-        })
-        .await;
-        match read {
-            Ok(Ok(buf)) if !buf.is_empty() => {
-                self.pos += buf.len() as u64;
-                Some(Ok(Bytes::from(buf)))
-            }
-            Ok(Ok(_)) => Some(Err(io::ErrorKind::UnexpectedEof.into())),
-            Ok(Err(e)) => Some(Err(e)),
-            Err(e) => Some(Err(io::Error::other(e))),
-        }
-    }
 }
 
 /// Logs a follower of `name` (the log readers' and `contrib/try-lan.sh`'s format) and counts
@@ -319,66 +286,6 @@ impl Follow {
 pub fn count_follower(stats: &Stats, method: &str, name: &str, client: IpAddr) {
     info!("{method} /pkg/{name} from {client}: following the download in progress");
     Stats::add(&stats.files_served, 1);
-}
-
-/// Where a follower's answer starts: `(status, first byte)`, or None for a range past the end
-/// (416). Only `bytes=<n>-` is understood, the only range clients send.
-pub fn extent(size: u64, range: Option<&str>) -> Option<(StatusCode, u64)> {
-    let from = range.and_then(|r| {
-        r.trim()
-            .strip_prefix("bytes=")?
-            .strip_suffix('-')?
-            .parse()
-            .ok()
-    });
-    match from {
-        Some(from) if from >= size => None,
-        Some(from) if from > 0 => Some((StatusCode::PARTIAL_CONTENT, from)),
-        _ => Some((StatusCode::OK, 0)),
-    }
-}
-
-/// The framing headers of a follower's answer from byte `from`.
-pub fn framing(size: u64, from: u64) -> Vec<(header::HeaderName, String)> {
-    let mut headers = vec![(header::CONTENT_LENGTH, (size - from).to_string())];
-    if from > 0 {
-        headers.push((
-            header::CONTENT_RANGE,
-            format!("bytes {from}-{}/{size}", size - 1),
-        ));
-    }
-    headers
-}
-
-/// The HTTP answer for a shared file: the full length (or the rest from `bytes=<n>-`, the only
-/// range clients send), streamed as it lands.
-pub fn response(entry: Arc<Entry>, method: &Method, range: Option<&str>) -> Response {
-    let size = entry.size;
-    let Some((status, from)) = extent(size, range) else {
-        return (
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            [(header::CONTENT_RANGE, format!("bytes */{size}"))],
-        )
-            .into_response();
-    };
-    let headers = framing(size, from);
-    let follow = match Follow::open(entry, from) {
-        Ok(follow) => follow,
-        Err(_) => return StatusCode::NOT_FOUND.into_response(),
-    };
-    let body = match *method {
-        Method::HEAD => Body::empty(),
-        _ => Body::from_stream(futures_util::stream::unfold(follow, |mut f| async move {
-            f.next().await.map(|chunk| (chunk, f))
-        })),
-    };
-    let mut response = (status, body).into_response();
-    for (name, value) in headers {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            response.headers_mut().insert(name, value);
-        }
-    }
-    response
 }
 
 #[cfg(test)]
@@ -389,21 +296,27 @@ mod tests {
         Sha256::digest(bytes).into()
     }
 
-    /// Reads a follower to its end: the bytes, and the error that ended it early if one did.
+    /// Reads a follower to its end, as the sender does: the bytes, and the error that ended it
+    /// early if one did.
     fn drain(follow: &mut Follow) -> (Vec<u8>, Option<io::Error>) {
+        use std::os::unix::fs::FileExt;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         runtime.block_on(async {
             let mut got = Vec::new();
-            while let Some(chunk) = follow.next().await {
-                match chunk {
-                    Ok(bytes) => got.extend_from_slice(&bytes),
+            loop {
+                let limit = match follow.landed().await {
+                    Ok(Some(limit)) => limit,
+                    Ok(None) => return (got, None),
                     Err(e) => return (got, Some(e)),
-                }
+                };
+                let mut buf = vec![0u8; (limit - follow.pos()) as usize];
+                let n = follow.file().read_at(&mut buf, follow.pos()).unwrap();
+                got.extend_from_slice(&buf[..n]);
+                follow.advance(n as u64);
             }
-            (got, None)
         })
     }
 

@@ -2,12 +2,14 @@
 //! it over HTTP.
 //!
 //! Start at [`run`]: resolve the configuration, bind, start the responder threads
-//! ([`responder`], UDP answers) and the HTTP server ([`server`]), and stop cleanly on SIGTERM or
-//! SIGINT. Around them: which files may be served ([`cache`], [`ranges`]), who may ask
-//! ([`allow`], [`ratelimit`]), what one client may hold ([`slots`], [`deadline`], [`chunks`]),
-//! counters for the status page ([`stats`], [`peers`], [`sent`]), logging ([`journal`]) and the
-//! optional mDNS announcement ([`mdns`]). Separately, the local download [`agent`] carries this
-//! machine's `pacserve-fetch` mirror downloads over warm connections and prefetches.
+//! ([`responder`], UDP answers) and the HTTP server ([`server`], over the one HTTP
+//! implementation in [`http`]), and stop cleanly on SIGTERM or SIGINT. Around them: which files
+//! may be served ([`cache`]), who may ask ([`allow`], [`ratelimit`]), what one client may hold
+//! ([`slots`]), counters for the status page ([`stats`], [`peers`], [`sent`]), logging
+//! ([`journal`]) and the optional mDNS announcement ([`mdns`]). Separately, the local download
+//! [`agent`] carries this machine's `pacserve-fetch` mirror downloads over warm connections and
+//! prefetches; files downloading right now are shared ([`growing`], [`claims`]); the Include
+//! line's `/cache/` is [`cacheserver`].
 //!
 //! May use: [`crate::protocol`], [`crate::pacman`], and the shared pieces at the crate root.
 //! Never [`crate::client`].
@@ -17,18 +19,14 @@ pub mod allow;
 pub mod args;
 pub mod cache;
 pub mod cacheserver;
-pub mod chunks;
 pub mod claims;
-pub mod deadline;
 pub mod growing;
-pub mod http1;
+pub mod http;
 pub mod journal;
 pub mod mdns;
 pub mod peers;
-pub mod ranges;
 pub mod ratelimit;
 pub mod responder;
-pub mod sendfile;
 pub mod sent;
 pub mod server;
 pub mod slots;

@@ -1,62 +1,49 @@
-//! The daemon's HTTP side: serve cache files to peers, and a status page for humans.
+//! The daemon's HTTP side: serve cache files to peers, this machine's pacman through `/cache/`,
+//! and a status page for humans. A request's whole path is in this file, top to bottom.
 //!
-//! Routes: `GET`/`HEAD /pkg/<file>` (the path pacredir's peers use), `/cache/<file>` (this
-//! machine's pacman's CacheServer, [`cacheserver`]) and `/` (status). Range,
-//! If-Modified-Since, Last-Modified and HEAD are tower-http's `ServeFile`, a maintained and
-//! widely used implementation, rather than ours. Which files may be served is decided by
-//! [`Cache::find`] alone, the same gate the responder uses; who may ask, by the [`Allowlist`].
-//! Each request head is read first by [`http1`]: a GET of a cache file whose answer has a body,
-//! or of a file arriving right now, is sent by the kernel ([`sendfile`], the answer still decided
-//! by ServeFile or [`growing`]), everything else goes to hyper and the router.
+//! Routes (GET and HEAD; anything else is 405): `/pkg/<file>` (the path pacredir's peers use):
+//! a cache file, or one still arriving ([`crate::daemon::growing`]); `/cache/<file>`
+//! ([`cacheserver`], loopback only); `/` (the status page). Which files may be served is
+//! decided by [`Cache::find`] alone, the same gate the responder uses; who may ask, by the
+//! [`Allowlist`]; what a GET or HEAD of a file answers, by [`answer::decide`] alone; bodies go
+//! by the kernel ([`send`]).
 //!
-//! The accept loop is ours rather than `axum::serve` so that every connection is bounded, in this
-//! order: a source outside the allowlist is closed on arrival, before it can hold anything; the
-//! rest take a [`Slot`] (bounded in total and per source, shared fairly when full); headers must
-//! arrive within a deadline (which also ends idle keep-alive connections) and be small; a
-//! client that stops reading is dropped after [`SEND_TIMEOUT`] ([`SendDeadline`], or the same
-//! deadline in [`sendfile`]); and hyper buffers at most one file chunk per connection, whose
-//! size is rationed by [`ChunkBudget`]. The runtime is async so that slow clients cost memory,
-//! not threads, and that memory is bounded.
+//! Every connection is bounded, in this order: a source outside the allowlist is closed on
+//! arrival, before it can hold anything; the rest take a [`Slot`] (bounded in total and per
+//! source, shared fairly when full); a request head must arrive within [`HEADER_TIMEOUT`]
+//! (which also ends idle keep-alive connections) and be at most [`MAX_HEADER_BYTES`]; a client
+//! that accepts no byte for [`SEND_TIMEOUT`] is dropped. Nothing is buffered per client but the
+//! request head. The runtime is async so that slow clients cost memory, not threads.
 
-use std::net::SocketAddr;
+use std::fs::File;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tower::ServiceExt;
+use tokio::net::TcpStream;
 
 use crate::daemon::allow::Allowlist;
 use crate::daemon::cache::Cache;
-use crate::daemon::cacheserver::{self, CacheServer};
-use crate::daemon::chunks::{Chunk, ChunkBudget};
-use crate::daemon::deadline::SendDeadline;
-use crate::daemon::growing::{self, Growing};
-use crate::daemon::http1::{self, Read, Rewind};
-use crate::daemon::ranges;
-use crate::daemon::sendfile::{self, Served};
-use crate::daemon::sent::{self, Counted};
+use crate::daemon::cacheserver::{self, CacheAnswer, CacheServer};
+use crate::daemon::growing::{Follow, Growing};
+use crate::daemon::http::answer::{self, Conditions, Resource, Span};
+use crate::daemon::http::request::{self, Read, Request};
+use crate::daemon::http::response::{self, Head};
+use crate::daemon::http::send;
+use crate::daemon::sent;
 use crate::daemon::slots::{Slot, Slots};
-use crate::daemon::stats::Stats;
+use crate::daemon::stats::{Stats, Upload};
 
 /// Connections served at once; when all are taken, a source holding fewer connections than the
 /// heaviest one takes one of its slots ([`Slots`]), others are closed on arrival.
 pub const MAX_CONNECTIONS: usize = 512;
 /// Connections one source address may hold at once.
 pub const MAX_PER_SOURCE: usize = 64;
-/// A request's headers must arrive within this time, and an idle connection is closed after it.
+/// A request's head must arrive within this time, and an idle connection is closed after it.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection whose client accepts no byte for this long is closed.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-/// hyper's own write buffer beyond the chunk it is sending: the least it accepts, so that a
-/// stalled connection holds one chunk, not the ≈400 KiB of chunks of the default.
-const HYPER_BUFFER: usize = MAX_HEADER_BYTES;
-/// Larger request headers are refused (431): ours are a few hundred bytes.
+/// Larger request heads are refused (431): ours are a few hundred bytes.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// How long the accept loop rests after an error before it accepts again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -73,27 +60,13 @@ pub struct App {
     pub cache_server: Option<CacheServer>,
 }
 
-pub fn router(app: App) -> Router {
-    Router::new()
-        .route("/", get(status))
-        .route("/pkg/{name}", get(package))
-        .route("/cache/{name}", get(cache))
-        .fallback(|| async { StatusCode::NOT_FOUND })
-        .with_state(app)
-}
-
 /// Accepts connections until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: App,
     shutdown: impl Future<Output = ()>,
 ) {
-    let (allow, stats) = (app.allow.clone(), app.stats.clone());
-    let shared = Shared {
-        router: router(app.clone()),
-        app,
-        chunks: ChunkBudget::default(),
-    };
+    let app = Arc::new(app);
     let slots = Slots::new(MAX_CONNECTIONS, MAX_PER_SOURCE);
     tokio::pin!(shutdown);
     loop {
@@ -109,170 +82,219 @@ pub async fn serve(
             () = &mut shutdown => return,
         };
         let source = client.ip().to_canonical();
-        if !allow.permits(source) {
+        if !app.allow.permits(source) {
             // Dropped here: closed before it is read or holds a slot.
-            Stats::add(&stats.refused, 1);
+            Stats::add(&app.stats.refused, 1);
             continue;
         }
         let Some(slot) = slots.take(source) else {
-            Stats::add(&stats.no_slot, 1);
+            Stats::add(&app.stats.no_slot, 1);
             continue;
         };
-        tokio::spawn(connection(stream, client, slot, shared.clone()));
+        tokio::spawn(connection(stream, client, slot, app.clone()));
     }
-}
-
-/// What every connection task shares.
-#[derive(Clone)]
-struct Shared {
-    router: Router,
-    /// What the kernel path serves from (the router holds its own copy).
-    app: App,
-    chunks: ChunkBudget,
 }
 
 /// Serves one connection until it ends, times out, or its slot is taken by a lighter source.
-async fn connection(stream: tokio::net::TcpStream, client: SocketAddr, slot: Slot, shared: Shared) {
-    let stats = shared.app.stats.clone();
+async fn connection(stream: TcpStream, client: SocketAddr, slot: Slot, app: Arc<App>) {
     tokio::select! {
-        () = requests(stream, client, shared) => {}
-        () = slot.evicted() => Stats::add(&stats.evicted, 1),
+        () = requests(stream, client, &app) => {}
+        () = slot.evicted() => Stats::add(&app.stats.evicted, 1),
     }
 }
 
-/// Answers the connection's requests: GETs of cache files by the kernel ([`sendfile`]) for as
-/// long as they come, then everything else through hyper, which is handed the connection
-/// with the bytes already read ([`Rewind`]).
-async fn requests(mut stream: tokio::net::TcpStream, client: SocketAddr, shared: Shared) {
+/// Whether a connection stays open after an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// Answers the connection's requests, one after another, for as long as they come.
+async fn requests(mut stream: TcpStream, client: SocketAddr, app: &App) {
     let mut buf = Vec::new();
-    let source = client.ip().to_canonical();
-    let files = sendfile::Files {
-        cache: &shared.app.cache,
-        growing: &shared.app.growing,
-        stats: &shared.app.stats,
-        send_timeout: SEND_TIMEOUT,
-    };
+    let client = SocketAddr::new(client.ip().to_canonical(), client.port());
     loop {
-        let head =
-            match http1::read_head(&mut stream, &mut buf, HEADER_TIMEOUT, MAX_HEADER_BYTES).await {
-                Read::Head(head) => head,
-                Read::ForHyper => break,
+        let request =
+            match request::read_head(&mut stream, &mut buf, HEADER_TIMEOUT, MAX_HEADER_BYTES).await
+            {
+                Read::Head(request) => request,
+                Read::Refused(why) => {
+                    let _ = answer_with(&mut stream, Head::new(why.status()), &[], false).await;
+                    return;
+                }
                 Read::Gone => return,
             };
-        match sendfile::serve(&mut stream, &head, source, &files).await {
-            Served::KeepAlive => {
-                buf.drain(..head.len);
+        let next = route(&mut stream, &request, client, app).await;
+        buf.drain(..request.len);
+        if next == Next::Close {
+            return;
+        }
+    }
+}
+
+/// The one routing decision.
+async fn route(stream: &mut TcpStream, request: &Request, client: SocketAddr, app: &App) -> Next {
+    let keep_alive = request.keep_alive;
+    if request.method != "GET" && request.method != "HEAD" {
+        let head = Head::new(405).with("allow", "GET, HEAD");
+        return answer_with(stream, head, &[], false).await;
+    }
+    if let Some(name) = request.path.strip_prefix("/pkg/") {
+        return package(stream, request, name, client.ip(), app).await;
+    }
+    if let Some(name) = request.path.strip_prefix("/cache/") {
+        let server = app.cache_server.as_ref();
+        return match cacheserver::handle(server, &app.cache, name, client).await {
+            CacheAnswer::File { file, len } => {
+                let resource = Resource {
+                    len,
+                    modified: file.metadata().and_then(|m| m.modified()).ok(),
+                };
+                let answer = answer::decide(resource, Conditions::of(request));
+                let body = (!request.is_head()).then_some(answer.body).flatten();
+                file_answer(stream, answer.head, (&file, body), (keep_alive, &app.stats)).await
             }
-            Served::Close => return,
-            Served::NotMine => break,
-        }
+            CacheAnswer::Signature(bytes) => {
+                let head = Head::new(200)
+                    .with("content-type", "application/pgp-signature")
+                    .with("content-length", bytes.len().to_string());
+                let body = if request.is_head() { &[][..] } else { &bytes };
+                answer_with(stream, head, body, keep_alive).await
+            }
+            CacheAnswer::Status(status) => {
+                answer_with(stream, Head::new(status), &[], keep_alive).await
+            }
+        };
     }
-    hyper_connection(Rewind::new(buf, stream), client, shared).await;
-}
-
-async fn hyper_connection(
-    stream: Rewind<tokio::net::TcpStream>,
-    client: SocketAddr,
-    shared: Shared,
-) {
-    let Shared {
-        router,
-        app,
-        chunks,
-    } = shared;
-    let service =
-        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(client));
-            request.extensions_mut().insert(chunks.clone());
-            router.clone().oneshot(request.map(Body::new))
-        });
-    let io = TokioIo::new(SendDeadline::new(stream, SEND_TIMEOUT));
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .max_header_size(MAX_HEADER_BYTES)
-        .max_buf_size(HYPER_BUFFER)
-        .serve_connection(io, service);
-    if conn.await.is_err_and(|e| is_send_timeout(&e)) {
-        Stats::add(&app.stats.stalled_clients, 1);
+    if request.path == "/" {
+        let page = app.stats.render(&app.daemon_id, app.cache.dirs().len());
+        let (head, body) = response::text(200, "text/plain; charset=utf-8", &page);
+        let body = if request.is_head() { &[][..] } else { &body };
+        return answer_with(stream, head, body, keep_alive).await;
     }
+    answer_with(stream, Head::new(404), &[], keep_alive).await
 }
 
-fn is_send_timeout(error: &hyper::Error) -> bool {
-    let mut source = std::error::Error::source(error);
-    while let Some(e) = source {
-        if e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
-            return true;
-        }
-        source = e.source();
-    }
-    false
-}
-
-async fn status(State(app): State<App>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        app.stats.render(&app.daemon_id, app.cache.dirs().len()),
-    )
-}
-
-async fn cache(
-    State(app): State<App>,
-    Path(name): Path<String>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
-    request: Request,
-) -> Response {
-    cacheserver::handle(app.cache_server.clone(), &app.cache, name, client, request).await
-}
-
+/// `/pkg/<name>`: the cache's copy, else the one arriving now, else 404.
 async fn package(
-    State(app): State<App>,
-    Path(name): Path<String>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
-    request: Request,
-) -> Response {
-    let client = client.ip().to_canonical();
+    stream: &mut TcpStream,
+    request: &Request,
+    name: &str,
+    client: IpAddr,
+    app: &App,
+) -> Next {
     app.stats.heard(client);
-    let method = request.method().clone();
-    let range = ranges::range_header(request.headers());
-    let Some(found) = app.cache.find(&name) else {
-        if let Some(entry) = app.growing.find(&name) {
-            growing::count_follower(&app.stats, method.as_str(), &name, client);
-            return growing::response(entry, &method, range.as_deref());
-        }
+    let keep_alive = request.keep_alive;
+    let conditions = Conditions::of(request);
+    let opened = app.cache.find(name).and_then(|found| {
+        let file = File::open(&found.path).ok()?;
+        let meta = file.metadata().ok()?;
+        Some((file, meta))
+    });
+    if let Some((file, meta)) = opened {
+        let resource = Resource {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        };
+        let answer = answer::decide(resource, conditions);
+        let announced = answer.body.map_or(0, |span| span.len);
+        let log = sent::Request {
+            method: request.method.clone(),
+            name: name.to_owned(),
+            client,
+            status: answer.head.status,
+            range: conditions.range.map(str::to_owned),
+            announced,
+        };
+        sent::started(&log);
+        let _upload = Upload::start(&app.stats);
+        let body = (!request.is_head()).then_some(answer.body).flatten();
+        let (sent, next) =
+            file_body(stream, answer.head, (&file, body), (keep_alive, &app.stats)).await;
+        sent::ended(&log, sent, &app.stats);
+        return next;
+    }
+    let Some(entry) = app.growing.find(name) else {
         Stats::add(&app.stats.not_found, 1);
-        return StatusCode::NOT_FOUND.into_response();
+        return answer_with(stream, Head::new(404), &[], keep_alive).await;
     };
-    // Taken before the file is opened, held by the body until it is done.
-    let chunk = request
-        .extensions()
-        .get::<ChunkBudget>()
-        .map_or_else(Chunk::small, ChunkBudget::take);
-    let response = if found.size == 0 && range.is_some() {
-        ranges::empty_file_range()
-    } else {
-        ranges::serve_file(&found.path, request, chunk.bytes).await
+    let resource = Resource {
+        len: entry.size,
+        modified: None,
     };
-    let announced = response
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(0);
-    let status = response.status();
-    let (parts, body) = response.into_parts();
-    let request = sent::Request {
-        method,
-        name,
-        client,
-        status,
-        range,
-        announced,
+    let answer = answer::decide(resource, conditions);
+    let (Some(span), false) = (answer.body, request.is_head()) else {
+        return answer_with(stream, answer.head, &[], keep_alive).await;
     };
-    Response::from_parts(
-        parts,
-        Counted::wrap(body, request, app.stats.clone(), chunk),
-    )
+    let Ok(mut follow) = Follow::open(entry, span.offset) else {
+        return answer_with(stream, Head::new(404), &[], keep_alive).await;
+    };
+    crate::daemon::growing::count_follower(&app.stats, &request.method, name, client);
+    let _upload = Upload::start(&app.stats);
+    send::cork(stream, true);
+    let mut outcome =
+        send::write_all(stream, &answer.head.to_bytes(keep_alive), SEND_TIMEOUT).await;
+    if outcome.is_ok() {
+        outcome = send::following(stream, &mut follow, span, SEND_TIMEOUT)
+            .await
+            .1;
+    }
+    send::cork(stream, false);
+    ended(outcome, keep_alive, &app.stats)
+}
+
+/// A file answer: the head and, for a GET, the span of `file` the answer names.
+async fn file_answer(
+    stream: &mut TcpStream,
+    head: Head,
+    body: (&File, Option<Span>),
+    (keep_alive, stats): (bool, &Stats),
+) -> Next {
+    file_body(stream, head, body, (keep_alive, stats)).await.1
+}
+
+/// [`file_answer`], also saying how many body bytes the kernel took.
+async fn file_body(
+    stream: &mut TcpStream,
+    head: Head,
+    (file, span): (&File, Option<Span>),
+    (keep_alive, stats): (bool, &Stats),
+) -> (u64, Next) {
+    send::cork(stream, true);
+    let mut sent = 0;
+    let mut outcome = send::write_all(stream, &head.to_bytes(keep_alive), SEND_TIMEOUT).await;
+    if let (Ok(()), Some(span)) = (&outcome, span) {
+        (sent, outcome) = send::file(stream, file, span, SEND_TIMEOUT).await;
+    }
+    send::cork(stream, false);
+    (sent, ended(outcome, keep_alive, stats))
+}
+
+/// A short answer: `head` and its whole `body`.
+async fn answer_with(stream: &mut TcpStream, head: Head, body: &[u8], keep_alive: bool) -> Next {
+    let mut bytes = head.to_bytes(keep_alive);
+    bytes.extend_from_slice(body);
+    let outcome = send::write_all(stream, &bytes, SEND_TIMEOUT).await;
+    Next::from(outcome.is_ok() && keep_alive)
+}
+
+/// What becomes of the connection after a response that ended with `outcome`; a client that
+/// stopped reading is counted (a download here that failed or stalled is not the client's).
+fn ended(outcome: std::io::Result<()>, keep_alive: bool, stats: &Stats) -> Next {
+    if let Err(e) = &outcome
+        && e.kind() == std::io::ErrorKind::TimedOut
+    {
+        Stats::add(&stats.stalled_clients, 1);
+    }
+    Next::from(outcome.is_ok() && keep_alive)
+}
+
+impl From<bool> for Next {
+    fn from(keep_alive: bool) -> Next {
+        match keep_alive {
+            true => Next::KeepAlive,
+            false => Next::Close,
+        }
+    }
 }

@@ -7,9 +7,17 @@
 //! untouched, removes the copy, and exits with pacman's status.
 
 use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use crate::pacman::invocation::Paths;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::pacman::download_user;
+use crate::pacman::invocation::{Invocation, Paths};
 
 pub const DEFAULT_PACMAN_CONF: &str = "/etc/pacman.conf";
 
@@ -117,6 +125,79 @@ pub fn remove_empty_download_dirs(paths: &Paths) -> Vec<PathBuf> {
         .map(|e| e.path())
         .filter(|dir| std::fs::remove_dir(dir).is_ok())
         .collect()
+}
+
+/// Runs pacman once with `args` (pacman's own arguments) and pacserve-fetch as its XferCommand,
+/// returning pacman's exit status (128 + the signal that ended it). The error is one line naming
+/// what could not be read, written or run.
+pub fn run_once(args: Vec<OsString>) -> Result<u8, String> {
+    let paths = Invocation::parse(&args).paths();
+    let (config, pacman_args) = take_config_arg(args);
+    let config = config.unwrap_or_else(|| DEFAULT_PACMAN_CONF.into());
+    let original = std::fs::read_to_string(&config)
+        .map_err(|e| format!("cannot read {}: {e}", config.display()))?;
+    let program = fetch_program();
+    let user = download_user::configured(&original);
+    let blocked = user
+        .as_deref()
+        .and_then(|user| Some((user, download_user::cannot_execute(&program, user)?)));
+    if let Some((user, why)) = blocked {
+        return Err(format!(
+            "pacman runs its XferCommand as DownloadUser {user}, which cannot execute {}: \
+             {why}.\nInstall pacserve-fetch (/usr/bin), or make that path searchable \
+             (chmod o+x on each directory), or run the installed pacsrv.",
+            program.display()
+        ));
+    }
+    let patched = with_xfer_command(&original, &xfer_command(&program));
+    let mut copy = tempfile::Builder::new()
+        .prefix("pacsrv-")
+        .suffix(".conf")
+        .tempfile()
+        .map_err(|e| format!("cannot create the temporary pacman.conf: {e}"))?;
+    copy.write_all(patched.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", copy.path().display()))?;
+    // pacman 7's download user reads it too (pacserve-fetch finds DBPath and CacheDir there).
+    std::fs::set_permissions(copy.path(), std::fs::Permissions::from_mode(0o644))
+        .map_err(|e| format!("cannot make {} readable: {e}", copy.path().display()))?;
+
+    // The terminal's Ctrl-C reaches pacman directly; SIGTERM and SIGHUP sent to us are passed on.
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| format!("cannot handle signals: {e}"))?;
+    let mut child = Command::new(pacman_program())
+        .arg("--config")
+        .arg(copy.path())
+        .args(&pacman_args)
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", pacman_program().to_string_lossy()))?;
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let handle = signals.handle();
+    let forwarder = std::thread::spawn(move || {
+        for signal in signals.forever() {
+            let forward = nix::sys::signal::Signal::try_from(signal)
+                .ok()
+                .filter(|_| signal != SIGINT);
+            if let Some(sig) = forward {
+                let _ = nix::sys::signal::kill(pid, sig);
+            }
+        }
+    });
+    let status = child.wait().map_err(|e| format!("waiting for pacman: {e}"));
+    handle.close();
+    let _ = forwarder.join();
+    drop(copy);
+    let status = status?;
+    for dir in remove_empty_download_dirs(&paths) {
+        eprintln!(
+            "pacsrv: removed pacman's empty download directory {}",
+            dir.display()
+        );
+    }
+    let code = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1);
+    Ok(u8::try_from(code).unwrap_or(1))
 }
 
 #[cfg(test)]

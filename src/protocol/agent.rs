@@ -53,6 +53,7 @@
 use std::fmt;
 
 use crate::pacman::name::is_shareable_name;
+pub use crate::pacman::process::Transaction;
 
 /// The socket's abstract name (without the leading NUL).
 pub const DEFAULT_SOCKET: &str = "pacserved/agent";
@@ -189,62 +190,6 @@ pub fn check_origin(origin: &str) -> Result<&str, String> {
     Ok(origin)
 }
 
-/// One pacman transaction: its process id and start time (clock ticks after boot, from
-/// `/proc/<pid>/stat`), which together never repeat while the machine runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Transaction {
-    pub pid: u32,
-    pub start: u64,
-}
-
-impl fmt::Display for Transaction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.pid, self.start)
-    }
-}
-
-impl Transaction {
-    pub fn parse(word: &str) -> Result<Transaction, String> {
-        let (pid, start) = word
-            .split_once('-')
-            .ok_or_else(|| format!("bad transaction {word:?}"))?;
-        Ok(Transaction {
-            pid: number(pid)?.try_into().map_err(|_| "pid too large")?,
-            start: number(start)?,
-        })
-    }
-
-    /// The process `pid` as it runs now; None when it is gone.
-    pub fn of_process(pid: u32) -> Option<Transaction> {
-        let start = stat_field(pid, 19)?.parse().ok()?;
-        Some(Transaction { pid, start })
-    }
-
-    /// Whether `caller` is a child of this transaction's pacman: only pacman's own downloader
-    /// may tell the daemon about its transaction.
-    pub fn is_parent_of(&self, caller: u32) -> bool {
-        parent_of(caller) == Some(self.pid) && self.alive()
-    }
-
-    /// Whether the pacman that started this transaction still runs.
-    pub fn alive(&self) -> bool {
-        Transaction::of_process(self.pid) == Some(*self)
-    }
-}
-
-/// The parent process id of `pid`.
-pub fn parent_of(pid: u32) -> Option<u32> {
-    stat_field(pid, 1)?.parse().ok()
-}
-
-/// Field `n` of `/proc/<pid>/stat` counted after the command name (0 is the state). The name
-/// may hold spaces and parentheses, so fields count from the last ')'.
-fn stat_field(pid: u32, n: usize) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(n).map(str::to_owned)
-}
-
 /// One file of a plan: what pacman will request and what the sync database says it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Planned {
@@ -367,16 +312,6 @@ mod tests {
             Some(("https://h:1", "/a/b?c"))
         );
         assert_eq!(split_url("https://h"), Some(("https://h", "/")));
-    }
-
-    #[test]
-    fn this_process_is_a_live_transaction() {
-        let me = Transaction::of_process(std::process::id()).unwrap();
-        assert!(me.alive());
-        assert!(!Transaction { start: 1, ..me }.alive() || me.start == 1);
-        let parent = Transaction::of_process(std::os::unix::process::parent_id()).unwrap();
-        assert!(parent.is_parent_of(std::process::id()));
-        assert!(!me.is_parent_of(std::process::id()));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The asking side of discovery, shared by the client ([`crate::client::discovery`]) and the
+//! The asking side of discovery, shared by the client ([`crate::client::peers::discovery`]) and the
 //! daemon's claims ([`crate::daemon::claims`]): the two sockets, one query sent on every chosen
 //! interface and to every static peer, and the answers that arrive.
 //!

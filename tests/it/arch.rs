@@ -648,3 +648,32 @@ fn makepkg_builds_the_package_the_readme_describes() {
         assert!(depends.contains(run_by_name), "{depends:?}");
     }
 }
+
+/// FLOW.md stays true: every source file it names exists (a renamed or deleted module fails
+/// this until the page is updated).
+#[test]
+fn flow_names_only_modules_that_exist() {
+    let flow = read("FLOW.md");
+    let named: Vec<&str> = flow
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|code| code.ends_with(".rs") && !code.contains(' '))
+        .collect();
+    assert!(named.len() > 30, "FLOW.md names modules: {named:?}");
+    let missing: Vec<&&str> = named
+        .iter()
+        .filter(|path| {
+            let at = Path::new(ROOT).join(if path.starts_with("tests/") {
+                ""
+            } else {
+                "src"
+            });
+            !at.join(path).is_file()
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "FLOW.md names modules that do not exist: {missing:?}"
+    );
+}

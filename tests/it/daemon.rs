@@ -47,9 +47,21 @@ impl Daemon {
         extra: &[&str],
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Daemon {
+        Daemon::start_binary(daemon_bin(), host, cache, extra, env)
+    }
+
+    /// As [`Daemon::start_with_env`], running the pacserved at `binary` (a benchmark compares
+    /// an older build with this one in the same run).
+    pub fn start_binary(
+        binary: &str,
+        host: &Host,
+        cache: &Path,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Daemon {
         let state = util::tempdir();
         let mut child = host
-            .command(daemon_bin())
+            .command(binary)
             .envs(env.iter().copied())
             .arg("--cache-dir")
             .arg(cache)

@@ -171,12 +171,12 @@ fn bytes_served_counts_what_was_sent_not_what_was_announced() {
 }
 
 #[test]
-fn pipelined_requests_on_one_connection_pass_from_the_kernel_path_to_hyper_intact() {
+fn pipelined_requests_on_one_connection_are_answered_in_order_and_intact() {
     let Some((host, daemon, cache)) = loopback_daemon() else {
         return;
     };
     // Four requests in one write: two cache files the kernel sends, then the status page and a
-    // range, which hyper answers on the same connection from the bytes already read.
+    // range, answered in order on the same connection from the bytes already read.
     let script = format!(
         "import socket, sys\n\
          s = socket.create_connection(('127.0.0.1', {}))\n\

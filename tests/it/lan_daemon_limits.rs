@@ -20,9 +20,8 @@ const BIG: &str = "big-1-1-any.pkg.tar.zst";
 const FLOOD_ADDRESSES: usize = 17;
 const FLOOD_PER_ADDRESS: usize = 64;
 /// What pacserved may resident-hold while the flood of non-reading clients is on. It held
-/// 830 MB before the send deadline, 83–91 MB while hyper sent files from user-space chunks, and
-/// about 21 MB now that the kernel sends them (a client that stops reading pins no buffer of
-/// ours).
+/// 830 MB before the send deadline, 83–91 MB while files went out from user-space chunks, and
+/// about 21 MB since the kernel sends them (a client that stops reading pins no buffer of ours).
 const RSS_BOUND_KB: u64 = 48 * 1024;
 
 /// Opens `per` connections from each of the given source addresses to the daemon and holds them

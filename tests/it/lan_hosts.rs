@@ -59,7 +59,7 @@ impl Site {
 
 fn client(host: &Host) -> Command {
     let mut cmd = host.command(fetch_bin());
-    // Each test remembers its own LAN (lanmemory lives under TMPDIR), not its neighbours'.
+    // Each test remembers its own LAN (the LAN memory lives under TMPDIR), not its neighbours'.
     cmd.env("TMPDIR", lan_memory_dir());
     // These files are in no sync database; the pacman tests cover verified peers.
     cmd.args(["--config", "/dev/null", "--unverified-peers"]);

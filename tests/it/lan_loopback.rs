@@ -14,7 +14,7 @@ const PKG: &str = "shared-3.1-2-x86_64.pkg.tar.zst";
 
 fn client(host: &Host) -> Command {
     let mut cmd = host.command(fetch_bin());
-    // Each test remembers its own LAN (lanmemory lives under TMPDIR), not its neighbours'.
+    // Each test remembers its own LAN (the LAN memory lives under TMPDIR), not its neighbours'.
     cmd.env("TMPDIR", lan_memory_dir());
     // These files are in no sync database; the pacman tests cover verified peers.
     cmd.args([

@@ -896,17 +896,15 @@ held.sendall(("PSRV-AGENT 1 KNOWS %s\n" % txn).encode())
 held.settimeout(10)
 print("ANSWER", held.recv(4096).split(b"\r\n")[0].decode(errors="replace"), flush=True)
 '''
-# The downloader must get exactly the dead child's pid; anything else forking in between (a
-# thread the daemon starts, say) takes it, so this is tried a few times.
+# The downloader must get exactly the dead child's pid; the fake pacman claims it right before
+# its fork, and anything forking in that instant takes it, so this is tried a few times.
 for attempt in range(5):
     att = subprocess.Popen(["setpriv", "--reuid=" + uid, "--regid=" + gid, "--clear-groups", "--",
                             "/usr/bin/python3", "-c", attacker],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     child = int(att.stdout.readline().split()[1])
     time.sleep(0.3)
-    with open("/proc/sys/kernel/ns_last_pid", "w") as f:
-        f.write(str(child - 2))
-    pacman = subprocess.Popen([fake], stdout=subprocess.PIPE, text=True)
+    pacman = subprocess.Popen([fake, str(child)], stdout=subprocess.PIPE, text=True)
     downloader = int(pacman.stdout.readline().split()[1])
     if downloader == child or attempt == 4:
         break
@@ -925,7 +923,11 @@ daemon.kill()
 
 /// root's "pacman" for [`PID_REUSE`]: forks its downloader, which prints its pid and waits.
 const ROOT_PACMAN: &str = r#"#!/usr/bin/python3
-import os, time
+import os, sys, time
+# The pid the downloader must get is claimed here, right before the fork, so that nothing
+# else forking in the namespace (a thread the daemon starts) can take it first.
+with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+    f.write(str(int(sys.argv[1]) - 1))
 child = os.fork()
 if child == 0:
     print("DOWNLOADER", os.getpid(), flush=True)

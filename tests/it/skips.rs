@@ -113,7 +113,7 @@ fn without_curl_and_python3_the_http_tests_skip() {
     }
     let tests = [
         "daemon_http::http_corners_if_range_empty_ranges_odd_names_and_the_status_page",
-        "daemon_http::pipelined_requests_on_one_connection_pass_from_the_kernel_path_to_hyper_intact",
+        "daemon_http::pipelined_requests_on_one_connection_are_answered_in_order_and_intact",
         "lan_loopback::the_daemon_serves_http_correctly_and_refuses_paths_outside_the_cache",
         "lan_loopback::malformed_and_foreign_datagrams_are_dropped_and_counted",
     ];

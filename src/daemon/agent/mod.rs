@@ -28,6 +28,7 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
 use crate::daemon::agent::policy::{Judged, Policy};
 use crate::daemon::agent::prefetch::Prefetch;
+use crate::pacman::process::Transaction;
 use crate::protocol::agent::{self, Job, Planned};
 use crate::{info, warn};
 
@@ -129,7 +130,7 @@ fn caller(conn: &UnixStream) -> Option<Caller> {
     let pid = u32::try_from(cred.pid()).ok();
     let start = pid
         .filter(|&pid| policy::process_uid(pid) == Some(cred.uid()))
-        .and_then(|pid| agent::Transaction::of_process(pid).map(|t| t.start));
+        .and_then(|pid| Transaction::of_process(pid).map(|t| t.start));
     Some(Caller {
         uid: cred.uid(),
         pid: cred.pid(),

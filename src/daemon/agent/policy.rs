@@ -30,9 +30,10 @@ use crate::daemon::agent::Caller;
 use crate::pacman::gpg::MAX_SIGNATURE;
 use crate::pacman::invocation::Invocation;
 use crate::pacman::name::{FileKind, is_shareable_name};
+use crate::pacman::process::{Transaction, parent_of};
 use crate::pacman::repos::{self, Repos};
 use crate::pacman::syncdb;
-use crate::protocol::agent::{Planned, Share, Transaction, parent_of};
+use crate::protocol::agent::{Planned, Share};
 
 /// What the agent may do for one caller.
 #[derive(Debug, Clone, PartialEq, Eq)]

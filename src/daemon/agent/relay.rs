@@ -16,12 +16,14 @@ use ureq::Agent;
 use ureq::unversioned::transport::DefaultConnector;
 
 use crate::daemon::agent;
+use crate::daemon::agent::Caller;
 use crate::daemon::agent::policy::{Guard, Judged};
 use crate::daemon::agent::share::{Following, Tee};
 use crate::daemon::agent::staged::Staged;
-use crate::daemon::agent::{Caller, read_line};
 use crate::daemon::claims::Verdict;
-use crate::daemon::growing;
+use crate::daemon::http::answer::{self, Conditions, Resource};
+use crate::daemon::http::response::{self, Head};
+use crate::daemon::http::{self, request};
 use crate::protocol::agent::{NOT_FOR_YOU, REASON_HEADER, SHARE_HEADER, Share};
 use crate::{info, warn};
 
@@ -29,8 +31,8 @@ use crate::{info, warn};
 const COPY_BUFFER: usize = 256 * 1024;
 /// Most idle connections kept open to one mirror.
 const MAX_IDLE_PER_MIRROR: usize = 16;
-/// Most header lines a client request may carry.
-const MAX_HEADERS: usize = 64;
+/// The largest request head a client may send.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Response headers passed back: what the client's rules look at, nothing else.
 const PASSED_BACK: &[&str] = &[
     "Content-Length",
@@ -83,8 +85,10 @@ pub fn upstream_agent(parallel: usize, guard: Guard) -> Agent {
 }
 
 /// The parts of the client's request that are passed on.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Request {
+    /// The head as read.
+    pub head: http::request::Request,
     pub path: String,
     pub range: Option<String>,
     pub if_modified_since: Option<String>,
@@ -128,28 +132,20 @@ pub fn relay(
     let who = format!("uid {} pid {}", caller.uid, caller.pid);
     if let Err(why) = agent.policy.may_fetch(judged, &url) {
         info!("agent: {who}: {url}: refused: {why}");
-        let _ = write_head(
-            &mut conn,
-            NOT_FOR_YOU,
-            &[(REASON_HEADER, format!("refused: {why}"))],
-            false,
-        );
+        let head = Head::new(NOT_FOR_YOU).with(REASON_HEADER, format!("refused: {why}"));
+        let _ = conn.write_all(&head.to_bytes(false));
         return;
     }
     let txn = judged.standing.txn();
     if let Some(staged) = prefetch.claim(&url, txn, request.user_agent.as_deref(), upstream) {
-        return match answer_from_staged(&mut conn, staged, request.range.as_deref()) {
+        return match answer_from_staged(&mut conn, staged, &request.head) {
             Ok(sent) => info!("agent: {who}: {url}: prefetched, {sent} bytes"),
             Err(e) => info!("agent: {who}: {url}: prefetched, client went away: {e}"),
         };
     }
     if staged_only {
-        let _ = write_head(
-            &mut conn,
-            404,
-            &[(REASON_HEADER, "not staged".to_owned())],
-            false,
-        );
+        let head = Head::new(404).with(REASON_HEADER, "not staged");
+        let _ = conn.write_all(&head.to_bytes(false));
         return;
     }
     // A whole package the client vouches for: share it while it arrives, or follow the daemon
@@ -174,13 +170,10 @@ pub fn relay(
                 (limits.stall, upstream),
                 claims,
             );
-            let sent = write_head(
-                &mut conn,
-                200,
-                &[("Content-Length", size.to_string())],
-                false,
-            )
-            .and_then(|_| copy_body(&mut body, &mut conn, false));
+            let head = Head::new(200).with("content-length", size.to_string());
+            let sent = conn
+                .write_all(&head.to_bytes(false))
+                .and_then(|_| copy_body(&mut body, &mut conn, false));
             return match sent {
                 Ok(sent) => info!("agent: {who}: {url}: followed {http}, {sent} bytes, verified"),
                 Err(e) => info!("agent: {who}: {url}: following {http}: {e}"),
@@ -213,32 +206,38 @@ pub fn relay(
                 _ => 502,
             };
             info!("agent: {who}: {url}: {e}");
-            let _ = write_head(&mut conn, code, &[(REASON_HEADER, e.to_string())], false);
+            let head = Head::new(code).with(REASON_HEADER, e.to_string());
+            let _ = conn.write_all(&head.to_bytes(false));
             return;
         }
     };
     let status = response.status().as_u16();
-    let headers: Vec<(&str, String)> = PASSED_BACK
-        .iter()
-        .filter_map(|name| {
-            let value = response.headers().get(*name)?.to_str().ok()?;
-            Some((*name, value.to_owned()))
-        })
-        .collect();
+    let mut head = Head::new(status);
+    for name in PASSED_BACK {
+        if let Some(value) = response.headers().get(*name).and_then(|v| v.to_str().ok()) {
+            head = head.with(name, value.to_owned());
+        }
+    }
     let has_body = !matches!(status, 204 | 304) && status >= 200;
-    let chunked = has_body && !headers.iter().any(|(n, _)| *n == "Content-Length");
-    let content_length = headers.iter().find(|(n, _)| *n == "Content-Length");
+    // A body of no stated length goes chunked, so that a cut is always visible.
+    let chunked = has_body && head.field("content-length").is_none();
+    if chunked {
+        head = head.with("transfer-encoding", "chunked");
+    }
+    let content_length = head.field("content-length").map(str::to_owned);
     let writer = writer.filter(|w| {
-        status == 200 && content_length.is_some_and(|(_, v)| *v == w.entry().size.to_string())
+        status == 200 && content_length.as_deref() == Some(&w.entry().size.to_string())
     });
     let mut body = Tee {
         body: response.into_body().into_reader(),
         writer,
     };
-    let sent = write_head(&mut conn, status, &headers, chunked).and_then(|_| match has_body {
-        true => copy_body(&mut body, &mut conn, chunked),
-        false => Ok(0),
-    });
+    let sent = conn
+        .write_all(&head.to_bytes(false))
+        .and_then(|_| match has_body {
+            true => copy_body(&mut body, &mut conn, chunked),
+            false => Ok(0),
+        });
     match sent {
         Ok(sent) => info!("agent: {who}: {url}: {status}, {sent} bytes"),
         Err(e) => info!("agent: {who}: {url}: {status}, cut off: {e}"),
@@ -247,77 +246,34 @@ pub fn relay(
 
 /// Answers a job the agent will not do.
 pub fn refuse(conn: &mut UnixStream, why: &str) {
-    let _ = write_head(
-        conn,
-        400,
-        &[(REASON_HEADER, format!("refused: {why}"))],
-        false,
-    );
+    let head = Head::new(400).with(REASON_HEADER, format!("refused: {why}"));
+    let _ = conn.write_all(&head.to_bytes(false));
 }
 
-/// The request head: `GET <path> HTTP/1.1` and headers up to the empty line.
+/// The client's request head, read as every request of the daemon is
+/// ([`request::read_head_blocking`]): a GET of an origin-form path.
 pub(crate) fn read_request(reader: &mut impl BufRead) -> Result<Request, String> {
-    let first = read_line(reader).map_err(|e| e.to_string())?;
-    let mut words = first.trim_end_matches('\r').split(' ');
-    let (Some("GET"), Some(path), Some(_version), None) =
-        (words.next(), words.next(), words.next(), words.next())
-    else {
-        return Err(format!("not a GET request: {first:?}"));
-    };
-    if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_control()) {
-        return Err(format!("bad path {path:?}"));
+    let head = request::read_head_blocking(reader, MAX_HEAD_BYTES).map_err(|e| e.to_string())?;
+    if head.method != "GET" {
+        return Err(format!(
+            "not a GET request: {} {}",
+            head.method, head.target
+        ));
     }
-    let mut request = Request {
-        path: path.to_owned(),
-        ..Request::default()
-    };
-    for _ in 0..MAX_HEADERS {
-        let line = read_line(reader).map_err(|e| e.to_string())?;
-        let line = line.trim_end_matches('\r');
-        if line.is_empty() {
-            return Ok(request);
-        }
-        let Some((name, value)) = line.split_once(':') else {
-            return Err(format!("bad header line {line:?}"));
-        };
-        let value = Some(value.trim().to_owned());
-        match name.trim().to_ascii_lowercase().as_str() {
-            "range" => request.range = value,
-            "if-modified-since" => request.if_modified_since = value,
-            "user-agent" => request.user_agent = value,
-            n if n.eq_ignore_ascii_case(SHARE_HEADER) => {
-                request.share = value.as_deref().and_then(Share::parse)
-            }
-            _ => {}
-        }
+    if head.target.bytes().any(|b| b.is_ascii_control()) {
+        return Err(format!("bad path {:?}", head.target));
     }
-    Err("too many header lines".to_owned())
-}
-
-fn write_head(
-    conn: &mut UnixStream,
-    status: u16,
-    headers: &[(&str, String)],
-    chunked: bool,
-) -> io::Result<()> {
-    let reason = ureq::http::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("Unknown");
-    let mut head = format!("HTTP/1.1 {status} {reason}\r\n");
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if chunked {
-        head.push_str("Transfer-Encoding: chunked\r\n");
-    } else if !headers
-        .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case("Content-Length"))
-    {
-        head.push_str("Content-Length: 0\r\n");
-    }
-    head.push_str("Connection: close\r\n\r\n");
-    conn.write_all(head.as_bytes())
+    let header = |name: &str| head.header(name).map(str::to_owned);
+    Ok(Request {
+        path: head.target.clone(),
+        range: header("range"),
+        if_modified_since: header("if-modified-since"),
+        user_agent: header("user-agent"),
+        share: head
+            .header(&SHARE_HEADER.to_ascii_lowercase())
+            .and_then(Share::parse),
+        head,
+    })
 }
 
 /// Copies a body to the client; chunked framing ends only when the whole body arrived, so a
@@ -347,57 +303,46 @@ fn copy_body(body: &mut dyn Read, conn: &mut UnixStream, chunked: bool) -> io::R
         held_len = n;
     }
     if chunked {
-        conn.write_all(b"0\r\n\r\n")?;
+        conn.write_all(&response::chunk(&[]))?;
     }
     Ok(sent)
 }
 
 fn write_piece(conn: &mut UnixStream, piece: &[u8], chunked: bool) -> io::Result<()> {
-    if chunked {
-        conn.write_all(format!("{:x}\r\n", piece.len()).as_bytes())?;
-        conn.write_all(piece)?;
-        conn.write_all(b"\r\n")
-    } else {
-        conn.write_all(piece)
+    match chunked {
+        true => conn.write_all(&response::chunk(piece)),
+        false => conn.write_all(piece),
     }
 }
 
-/// Answers from a prefetched copy as the mirror would: whole, from the `bytes=<n>-` in `range`,
-/// or 416; the same answer a follower of a download in progress gets ([`growing::extent`]).
+/// Answers from a prefetched copy as the mirror would, by the daemon's one decision of what a
+/// GET of a file answers ([`answer::decide`]): whole, a range, 304 or 416.
 fn answer_from_staged(
     conn: &mut UnixStream,
     staged: Staged,
-    range: Option<&str>,
+    request: &http::request::Request,
 ) -> io::Result<u64> {
     let Staged {
         mut reader,
         size,
         mtime,
     } = staged;
-    let mut headers = Vec::new();
-    if let Some(mtime) = mtime {
-        headers.push(("Last-Modified", httpdate::fmt_http_date(mtime)));
-    }
-    let Some((status, from)) = growing::extent(size, range) else {
-        headers.push(("Content-Range", format!("bytes */{size}")));
-        write_head(conn, 416, &headers, false)?;
+    let resource = Resource {
+        len: size,
+        modified: mtime,
+    };
+    let answer = answer::decide(resource, Conditions::of(request));
+    conn.write_all(&answer.head.to_bytes(false))?;
+    let Some(span) = answer.body else {
         return Ok(0);
     };
-    let framing = growing::framing(size, from);
-    headers.extend(
-        framing
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.clone())),
-    );
-    write_head(conn, status.as_u16(), &headers, false)?;
-    reader.skip_to(from);
-    copy_body(&mut reader, conn, false)
+    reader.skip_to(span.offset);
+    copy_body(&mut reader.take(span.len), conn, false)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::StatusCode;
 
     #[test]
     fn requests_are_read_strictly() {
@@ -407,15 +352,6 @@ mod tests {
         assert_eq!(request.path, "/core/a.pkg");
         assert_eq!(request.range.as_deref(), Some("bytes=5-"));
         assert_eq!(request.user_agent.as_deref(), Some("p"));
-        assert_eq!(
-            growing::extent(10, Some("bytes=5-")),
-            Some((StatusCode::PARTIAL_CONTENT, 5))
-        );
-        assert_eq!(
-            growing::extent(10, Some("bytes=5-9")),
-            Some((StatusCode::OK, 0)),
-            "only bytes=<n>- is a range here"
-        );
         for bad in [
             "POST / HTTP/1.1\r\n\r\n",
             "GET http://x/ HTTP/1.1\r\n\r\n",

@@ -84,7 +84,7 @@ impl OutputLock {
 
     /// Unlocks; after a failed run, removes the output if this run created it and it is empty.
     /// Only while the path still names that file: a partial moved onto it meanwhile (pacman 7's
-    /// stranded downloads, [`crate::client::adopt`]) is kept for the next run to resume.
+    /// stranded downloads, [`crate::client::output::adopt`]) is kept for the next run to resume.
     pub fn release(self, succeeded: bool) {
         if !succeeded
             && self.created

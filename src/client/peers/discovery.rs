@@ -3,7 +3,7 @@
 //! One query goes out per interface and address family (plus one per static peer); answers are
 //! collected until the first of: the wait runs out; a peer said HAVE and the others had a
 //! moment (twice the first HAVE's round trip) to offer themselves as fallbacks; or every daemon
-//! the caller expects (those that answered last time, see [`crate::client::lanmemory`]) has answered.
+//! the caller expects (those that answered last time, see [`crate::client::peers::memory`]) has answered.
 //! With no interface and no static peer there is nobody to ask, and nothing is waited for.
 //!
 //! Answers are believed only from the link the query went out on or from a static peer (see

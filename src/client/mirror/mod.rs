@@ -18,13 +18,13 @@ use std::time::Instant;
 
 use ureq::Agent;
 
-use crate::client::discovery::Discovery;
 use crate::client::error::Error;
-use crate::client::limits::Limits;
 use crate::client::output::Output;
-use crate::client::progress::Progress;
+use crate::client::output::verify::Expected;
+use crate::client::peers::discovery::Discovery;
+use crate::client::terminal::progress::Progress;
+use crate::client::transfer::limits::Limits;
 use crate::client::transfer::{self, Delivered, Want};
-use crate::client::verify::Expected;
 use crate::pacman::name::FileKind;
 use crate::protocol::agent::{self, Share};
 

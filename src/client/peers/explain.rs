@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use crate::client::discovery::{Asked, Discovery};
+use crate::client::peers::discovery::{Asked, Discovery};
 use crate::pacman::name::FileKind;
 
 /// Why no peer is asked for `name` before anything is sent; None when peers will be asked.

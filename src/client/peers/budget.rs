@@ -8,15 +8,15 @@
 //! impostor with a real daemon's id on the same family does not hide the real one), never one whose
 //! HTTP port is below [`MIN_HTTP_PORT`]; [`PeerPhase`] caps the time all of them together may
 //! take. The per-connection limits (headers, speed floor) are in
-//! [`peer_limits`]; the speed floor itself is enforced by [`crate::client::bodylimit`].
+//! [`peer_limits`]; the speed floor itself is enforced by [`crate::client::transfer::body`].
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::client::bodylimit::LowSpeed;
-use crate::client::discovery::PeerAnswer;
-use crate::client::limits::Limits;
+use crate::client::peers::discovery::PeerAnswer;
+use crate::client::transfer::body::LowSpeed;
+use crate::client::transfer::limits::Limits;
 use crate::protocol::Holding;
 
 /// At most this many peers are tried for one file: one good peer and two fallbacks cover a LAN

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use crate::client::error::Error;
 use crate::client::output::Output;
-use crate::client::progress::Progress;
+use crate::client::terminal::progress::Progress;
 use crate::client::transfer::{Delivered, Want, name_of, pump};
 
 /// Copies the file a `file://` URL names into `out`.

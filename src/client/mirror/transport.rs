@@ -20,7 +20,7 @@ use ureq::unversioned::transport::{
     Buffers, ConnectionDetails, Connector, LazyBuffers, NextTimeout, Transport,
 };
 
-use crate::client::limits::Limits;
+use crate::client::transfer::limits::Limits;
 use crate::protocol::agent::{self, Job};
 
 /// Connects to the agent socket `name`; the error when no daemon listens there, or when the

@@ -23,8 +23,8 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::client::progress::Progress;
-use crate::client::verify::{self, Expected};
+use crate::client::output::verify::{self, Expected};
+use crate::client::terminal::progress::Progress;
 use crate::pacman::name::FileKind;
 
 /// The prefix of pacman 7's temporary download directories.
@@ -155,7 +155,7 @@ fn stranded_dirs(output: &Path) -> Option<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::progress::Verbosity;
+    use crate::client::terminal::progress::Verbosity;
     use sha2::{Digest, Sha256};
 
     const NAME: &str = "foo-1-1-any.pkg.tar.zst";

@@ -27,18 +27,19 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::client::agent::transport;
-use crate::client::discovery::{self, Discovery};
-use crate::client::lanmemory;
-use crate::client::progress::Progress;
+use crate::client::mirror::transport;
+use crate::client::peers::discovery::{self, Discovery};
+use crate::client::peers::memory;
 use crate::client::signature;
+use crate::client::terminal::progress::Progress;
 use crate::pacman::gpg::MAX_SIGNATURE;
 
 use crate::pacman::invocation::{Invocation, LONG_WITH_VALUE};
 use crate::pacman::name::{self, FileKind};
+use crate::pacman::process::Transaction;
 use crate::pacman::syncdb;
 use crate::protocol::Holding;
-use crate::protocol::agent::{Job, Planned, Transaction};
+use crate::protocol::agent::{Job, Planned};
 
 /// The longest the print run may take; a slower one is killed and nothing is planned.
 const PRINT_LIMIT: Duration = Duration::from_secs(30);
@@ -268,7 +269,7 @@ pub fn print_args(args: &[OsString]) -> Vec<OsString> {
 
 /// Drops the files a LAN peer holds at the database's size: those will come from the LAN.
 fn without_lan_copies(plan: Vec<Planned>, discovery: &Discovery) -> Vec<Planned> {
-    let expect = lanmemory::load().expectation(lanmemory::now_secs());
+    let expect = memory::load().expectation(memory::now_secs());
     let mut kept = Vec::with_capacity(plan.len());
     for chunk in plan.chunks(PARALLEL_QUERIES) {
         let held: Vec<bool> = std::thread::scope(|scope| {

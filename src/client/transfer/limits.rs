@@ -1,10 +1,10 @@
 //! The time limits of one transfer: how long connecting, a silent server, the response head
 //! and the whole exchange may take, and the slowest a body may arrive. Mirrors get pacman's
-//! own numbers; LAN peers much shorter ones (see [`crate::client::peerlimits`]).
+//! own numbers; LAN peers much shorter ones (see [`crate::client::peers::budget`]).
 
 use std::time::{Duration, Instant};
 
-use crate::client::bodylimit::LowSpeed;
+use crate::client::transfer::body::LowSpeed;
 
 /// The time limits of one transfer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,7 +15,7 @@ pub struct Limits {
     pub stall: Duration,
     /// How long the whole response head may take, however it trickles in; `None`: only `stall`.
     pub headers: Option<Duration>,
-    /// A body slower than this is abandoned (see [`crate::client::bodylimit`]); `None`: never.
+    /// A body slower than this is abandoned (see [`crate::client::transfer::body`]); `None`: never.
     pub low_speed: Option<LowSpeed>,
     /// The exchange must be over by then, body included; `None`: no end.
     pub deadline: Option<Instant>,
@@ -38,7 +38,7 @@ impl Default for Limits {
 
 impl Limits {
     /// For LAN peers: 2 s to connect, 2 s without data (the rest is added per file by
-    /// [`crate::client::peerlimits`]).
+    /// [`crate::client::peers::budget`]).
     pub fn peer_default() -> Limits {
         Limits {
             connect: Duration::from_secs(2),

@@ -5,9 +5,15 @@
 //! restart truncates to zero before the first new byte, and nothing is buffered in memory that
 //! a signal could lose. The file is opened (or created) before the first request, so an output
 //! we cannot write (pacman 7's `DownloadUser` with `DisableSandbox`) fails before any byte
-//! crosses the network. (The file is first created by [`crate::client::outlock`], which also
+//! crosses the network. (The file is first created by [`crate::client::output::lock`], which also
 //! removes it again when a failed run leaves it empty.) Every change to the file is also told to
-//! its running SHA-256 ([`crate::client::outhash`]), so the final check need not read it back.
+//! its running SHA-256 ([`crate::client::output::hash`]), so the final check need not read it back.
+
+pub mod adopt;
+pub mod dbcopy;
+pub mod hash;
+pub mod lock;
+pub mod verify;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
@@ -15,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::client::error::Error;
-use crate::client::outhash::RunningHash;
+use crate::client::output::hash::RunningHash;
 
 /// The output file and how many bytes of it are already written.
 #[derive(Debug)]

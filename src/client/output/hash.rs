@@ -23,7 +23,7 @@ use std::thread;
 
 use sha2::{Digest, Sha256};
 
-use crate::client::verify;
+use crate::client::output::verify;
 
 /// Chunks waiting for the hashing thread at most: enough to ride out a scheduling hiccup, few
 /// enough (with 512 KiB chunks) to keep the client's memory small. A full queue makes the

@@ -2,7 +2,7 @@
 //!
 //! pacman runs us once per file, one after another, so a fixed wait is paid per file. After
 //! each query we record which daemons answered; the next run stops waiting as soon as those
-//! have answered again (see [`crate::client::discovery::Expectation`]), and when nobody answered
+//! have answered again (see [`crate::client::peers::discovery::Expectation`]), and when nobody answered
 //! recently it waits only [`QUIET_WAIT`] — and only once every [`LISTEN_EVERY`]: in between, on
 //! a LAN that has stayed silent, the query still goes out but the run waits just [`SKIM_WAIT`],
 //! because an upgrade runs us for every file back to back and a silent LAN's wait is pure loss
@@ -28,7 +28,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::client::discovery::{Expectation, PeerAnswer};
+use crate::client::peers::discovery::{Expectation, PeerAnswer};
 use crate::protocol::id_hex;
 use crate::statedir;
 

@@ -8,8 +8,12 @@
 //! output from that copy without a body byte crossing the wire. Package bytes are never decoded
 //! (`Accept-Encoding: identity`), because offsets must count raw bytes.
 //!
-//! `file://` URLs (local repositories) follow the same rules in [`crate::client::localfile`];
+//! `file://` URLs (local repositories) follow the same rules in [`crate::client::transfer::file`];
 //! [`crate::client::fetch`] picks between the two.
+
+pub mod body;
+pub mod file;
+pub mod limits;
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -21,12 +25,12 @@ use crate::protocol::peerhttp::FixedAddress;
 use ureq::unversioned::transport::DefaultConnector;
 use ureq::{Agent, ResponseExt};
 
-use crate::client::bodylimit::Guarded;
 use crate::client::error::Error;
-use crate::client::httperror::{ureq_error, wire_error};
-use crate::client::limits::Limits;
+use crate::client::error::{ureq_error, wire_error};
 use crate::client::output::Output;
-use crate::client::progress::Progress;
+use crate::client::terminal::progress::Progress;
+use crate::client::transfer::body::Guarded;
+use crate::client::transfer::limits::Limits;
 
 /// Bytes moved per read and write. Large enough that a 1 GB/s stream costs a few thousand
 /// system calls a second; small enough to keep the client's memory in single-digit megabytes.
