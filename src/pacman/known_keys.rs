@@ -11,9 +11,10 @@
 //! signature by that key is then verified by rPGP, with every check that depends on the signature
 //! rather than on the key: exactly one signature packet and nothing after it, the same signing
 //! (sub)key, a binary-document signature of version 4 with a SHA-2 digest, made after the key
-//! and not in the future, not expired, no critical subpacket beyond those gpg itself writes,
-//! and the cryptography. Anything else unusual is no refusal but a reason to ask gpg after all,
-//! so this path can only ever accept what gpg has accepted the like of.
+//! and not in the future, not expired, no critical subpacket beyond those gpg itself writes in
+//! the hashed area and none at all in the unhashed one, and the cryptography. Anything else
+//! unusual is no refusal but a reason to ask gpg after all, so this path can only ever accept
+//! what gpg has accepted the like of.
 
 use std::fs::{self, File};
 use std::io::BufReader;
@@ -74,6 +75,12 @@ pub fn verify(gpgdir: &Path, signature: &[u8], data: &Path) -> Result<String, St
     });
     if !critical_known {
         return Err("a critical subpacket".into());
+    }
+    // Anyone can add subpackets to the unhashed area without invalidating the signature, and
+    // gpg calls a signature with a critical one it does not know bad ("unknown critical bit"),
+    // as pacman then does. gpg itself never marks an unhashed subpacket critical: ask it.
+    if config.unhashed_subpackets.iter().any(|s| s.is_critical) {
+        return Err("a critical subpacket in the unhashed area".into());
     }
     let key_id = match (
         sig.issuer_fingerprint().first(),
