@@ -1,5 +1,5 @@
 //! A hostile LAN peer's signatures (issue 19's attack report): doctored after signing by a key
-//! gpg has already vouched for.
+//! gpg has already vouched for, or dripped a byte at a time.
 //!
 //! Once gpg accepts a signature by a key, later ones by that key are checked in process
 //! ([`known_keys`]); that check must leave to gpg whatever gpg, and so pacman, might refuse. Two
@@ -7,17 +7,28 @@
 //! rPGP read only the first), and a critical subpacket in the unhashed area, which anyone may
 //! add (gpg calls the signature bad, rPGP looked only at the hashed area). Each is compared with
 //! pacman 7.1's own verdict, then offered by a peer in a real transaction.
+//!
+//! A peer that serves packages honestly but drips their signatures must not hold each
+//! package's run for its whole peer phase: the signature fetched along gets a short wait of its
+//! own, the peer is avoided afterwards, and pacman's request for the `.sig` goes to the mirror.
 
 use std::fs;
+use std::time::{Duration, Instant};
 
+use pacserve_fetch::client::signature::ALONG_WAIT;
 use pacserve_fetch::pacman::gpg::Verifier;
 use pacserve_fetch::pacman::known_keys;
 
-use crate::archrepo::Repo;
-use crate::pacman7_setup;
+use crate::archrepo::{Repo, require_pacman_tools};
+use crate::hostile::Hostile;
+use crate::netns::{Family, Lan};
+use crate::nginx::Nginx;
+use crate::pacman7_setup::{self, pacman7_with};
 use crate::signed::{PACMAN_KEY7, Pacmans, pacman_accepts, site};
-use crate::signing::{Db, Keys, followed_by, spoiled, with_unhashed};
-use crate::util::tempdir;
+use crate::signing::{
+    Db, Keys, add_signed, followed_by, require_signatures, spoiled, with_unhashed,
+};
+use crate::util::{self, tempdir};
 
 /// How the peer doctors the good key's signature `good`, and what pacman makes of it.
 fn doctorings(good: &[u8]) -> Vec<(&'static str, Vec<u8>, bool)> {
@@ -151,4 +162,93 @@ fn a_peers_doctored_signatures_by_a_key_gpg_vouched_for_are_refused() {
         let from_mirror = s.mirror.requests_for(&format!("{file}.sig")).len();
         assert_eq!(from_mirror, 1, "{why}: {file}.sig replaced by the mirror's");
     }
+}
+
+/// A version 3 peer serving the package honestly and its signature two bytes a second: the
+/// package's run stops waiting for the signature long before its 10 s peer phase is over, the
+/// peer is not asked for the signature again, and pacman 7.1 gets it from the mirror.
+#[test]
+fn a_peer_dripping_signatures_holds_no_package_and_the_mirror_gives_the_signature() {
+    let Some(keys) = Keys::get() else { return };
+    if !require_pacman_tools() || !util::require_tools(&["nginx", "python3"]) {
+        return;
+    }
+    let Some(program) = pacman7_setup::pacman7() else {
+        return;
+    };
+    let Some(lan) = Lan::new(3, Family::Dual) else {
+        return;
+    };
+    let root = tempdir();
+    let repo = Repo::create(root.path(), "sg");
+    let file = add_signed(&repo, "sg0", 200_000, keys, &keys.good, Db::WithoutSigs);
+    let sig = format!("{file}.sig");
+    let peer_dir = tempdir();
+    for name in [&file, &sig] {
+        fs::copy(repo.dir.join(name), peer_dir.path().join(name)).unwrap();
+    }
+    let hostile = Hostile::start(
+        lan.host(2),
+        "sig-drip",
+        &peer_dir.path().join(&file),
+        &lan.ipv4(2),
+    );
+    lan.wait_for_daemons(1);
+    let Some(mirror) = Nginx::mirror_on(lan.host(3), root.path()) else {
+        return;
+    };
+    let pacman = pacman7_with(
+        &program,
+        &[("sg", format!("http://{}:8080/sg", lan.url_host(3)))],
+    );
+    require_signatures(&pacman, keys, PACMAN_KEY7);
+    let env = pacman7_setup::env(&pacman);
+    assert!(pacman.run_in(lan.host(1), &env, &["-Sy"]).status.success());
+    let out = pacman.run_in(lan.host(1), &env, &["-S", "sg0"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    pacman.assert_installed_from(&repo, "sg0", &file);
+    let log = hostile.log();
+    assert!(log.contains(&format!("GET /pkg/{file} ")), "{log}");
+    assert!(
+        mirror.requests_for(&file).is_empty(),
+        "the package came from the peer"
+    );
+    assert_eq!(
+        mirror.requests_for(&sig).len(),
+        1,
+        "the signature from the mirror"
+    );
+    let sig_gets = log
+        .lines()
+        .filter(|l| l.starts_with("GET") && l.contains(".sig"))
+        .count();
+    assert_eq!(
+        sig_gets, 1,
+        "asked along with the package, never again: {log}"
+    );
+    // The peer logs how much it dripped once the connection is gone.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let sent = loop {
+        let log = hostile.log();
+        let sent = log
+            .lines()
+            .find_map(|l| l.strip_prefix("SENT ")?.parse::<u64>().ok());
+        match sent {
+            Some(sent) => break sent,
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            None => panic!("the peer never saw the signature's connection end: {log}"),
+        }
+    };
+    // Two bytes a second: the wait of ALONG_WAIT (plus a byte or two sent into the closing
+    // connection), where the package's 10 s peer phase would have let through about 20.
+    let bound = 2 * ALONG_WAIT.as_secs() + 7;
+    eprintln!("the dripping peer sent {sent} bytes of the signature");
+    assert!(
+        sent <= bound,
+        "{sent} bytes: the package's run waited too long"
+    );
 }
