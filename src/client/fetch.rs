@@ -313,16 +313,22 @@ fn fetch_locked(
                     }
                     if let Some((entry, along)) = along {
                         let verifier = Verifier::new(&settings.gpgdir);
-                        let taken = along
-                            .join()
-                            .unwrap_or_else(|_| Err("the fetch panicked".into()))
-                            .and_then(|sig| {
-                                signature::check_and_keep(&sig, entry, out.path(), &verifier)
-                            });
-                        progress.note(|| match taken {
-                            Ok(()) => format!("{peer_url}.sig: checked, kept for pacman"),
-                            Err(why) => format!("the signature stays for later: {why}"),
-                        });
+                        let wait = signature::ALONG_WAIT;
+                        match along.check_and_keep(wait, entry, out.path(), &verifier) {
+                            Ok(()) => progress
+                                .note(|| format!("{peer_url}.sig: checked, kept for pacman")),
+                            Err(not_kept) => {
+                                progress.note(|| {
+                                    format!("the signature stays for later: {}", not_kept.why)
+                                });
+                                // A peer that stalls its signatures would cost every package
+                                // the wait: it is avoided like any peer that failed a transfer.
+                                if not_kept.peer_failed {
+                                    memory.failed(peer.blame(), lanmemory::now_secs());
+                                    lanmemory::store(&memory);
+                                }
+                            }
+                        }
                     }
                     return Ok(Report {
                         source: peer_url,

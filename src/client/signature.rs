@@ -6,18 +6,19 @@
 //! - the sync database's `%PGPSIG%` ([`from_database`]): Arch's own databases carry every
 //!   signature, so no network at all;
 //! - a signature this user took together with the package from the same peer, in the package's
-//!   own run, and checked there ([`fetch_along`], [`check_and_keep`], given by [`kept`]):
+//!   own run, and checked there ([`fetch_along`], [`Along::check_and_keep`], given by [`kept`]):
 //!   pacman's next call, for the `.sig`, costs no LAN round trip;
 //! - a LAN peer's, accepted only when GnuPG says pacman would accept it over the package pacman
 //!   downloaded just before, itself matching the sync database ([`Proof`]);
 //! - the mirror (or the local daemon's prefetched copy of it), as pacman would.
 //!
-//! A peer's signature reaches pacman only through [`Proof`] or [`check_and_keep`], both
+//! A peer's signature reaches pacman only through [`Proof`] or [`Along::check_and_keep`], both
 //! [`crate::pacman::gpg::Verifier`], which is never more lenient than pacman's TrustedOnly.
 
 use std::fs::{self, File};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
 
 use crate::client::output::verify;
@@ -41,7 +42,7 @@ pub fn from_database(entry: &Entry) -> Option<&[u8]> {
 }
 
 /// The signature of the package `entry` describes, when it needs no source: the database's, or
-/// one kept by [`check_and_keep`]; and where it came from, for the report.
+/// one kept by [`Along::check_and_keep`]; and where it came from, for the report.
 pub fn local(entry: &Entry) -> Option<(Vec<u8>, &'static str)> {
     if let Some(bytes) = from_database(entry) {
         return Some((bytes.to_vec(), "the sync database's %PGPSIG%"));
@@ -162,43 +163,109 @@ impl Proof {
     }
 }
 
-/// In a package's run, while the package itself comes from `peer_url`: the peer's signature of
-/// it (`<peer_url>.sig`), fetched alongside, for [`check_and_keep`] once the package is verified.
-pub fn fetch_along(
-    agent: &ureq::Agent,
-    peer_url: &str,
-) -> std::thread::JoinHandle<Result<Vec<u8>, String>> {
-    let (agent, url) = (agent.clone(), format!("{peer_url}.sig"));
-    std::thread::spawn(move || {
-        let mut response = agent.get(&url).call().map_err(|e| format!("{url}: {e}"))?;
-        if response.status() != 200 {
-            return Err(format!("{url}: {}", response.status()));
-        }
-        let mut signature = Vec::new();
-        response
-            .body_mut()
-            .as_reader()
-            .take(MAX_SIGNATURE as u64 + 1)
-            .read_to_end(&mut signature)
-            .map_err(|e| format!("{url}: {e}"))?;
-        Ok(signature)
-    })
+/// How long a package's run waits for the signature fetched along with it, once the package
+/// itself is verified. A peer's `.sig` (at most 16 KiB) arrives in milliseconds on a LAN, in
+/// parallel with the package; one still missing after this is left for pacman's own request
+/// for it, where every source applies. Without its own limit the wait was the package's whole
+/// peer phase (10 s and more), paid on every package by a peer that drips its signatures.
+pub const ALONG_WAIT: Duration = Duration::from_secs(3);
+
+/// Why a signature fetched along was not kept, and whether that counts against the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotKept {
+    pub why: String,
+    /// The peer failed the transfer (stalled, too slow, broke off): it is avoided for a while,
+    /// as after any failed transfer. A missing signature (the peer may have just dropped it)
+    /// or one gpg refuses (the peer's honest copy under a key this keyring does not trust) is
+    /// no failure of the peer.
+    pub peer_failed: bool,
 }
 
-/// Checks `signature` over the verified package at `package_file` and keeps it for pacman's
-/// next call, which asks for it: no LAN round trip then.
-pub fn check_and_keep(
-    signature: &[u8],
-    entry: &Entry,
-    package_file: &Path,
-    verifier: &Verifier,
-) -> Result<(), String> {
-    let sha256 = entry.sha256.ok_or("no SHA-256 in the database")?;
-    verifier
-        .check(signature, package_file)
-        .map_err(|why| format!("refused: {why}"))?;
-    keep(&entry.filename, &sha256, signature);
-    Ok(())
+/// In a package's run, while the package itself comes from `peer_url`: the peer's signature of
+/// it (`<peer_url>.sig`), fetched alongside, for [`Along::check_and_keep`] once the package is
+/// verified.
+pub struct Along {
+    url: String,
+    result: mpsc::Receiver<Result<Vec<u8>, NotKept>>,
+}
+
+/// Starts fetching `<peer_url>.sig` with `agent` (the package's, with its limits).
+pub fn fetch_along(agent: &ureq::Agent, peer_url: &str) -> Along {
+    let (agent, url) = (agent.clone(), format!("{peer_url}.sig"));
+    let (send, result) = mpsc::channel();
+    let thread_url = url.clone();
+    std::thread::spawn(move || {
+        // Nobody may be listening any more (the wait ended): then the result goes nowhere.
+        let _ = send.send(get_signature(&agent, &thread_url));
+    });
+    Along { url, result }
+}
+
+fn get_signature(agent: &ureq::Agent, url: &str) -> Result<Vec<u8>, NotKept> {
+    let failed = |e: &dyn std::fmt::Display| NotKept {
+        why: format!("{url}: {e}"),
+        peer_failed: true,
+    };
+    let mut response = agent.get(url).call().map_err(|e| failed(&e))?;
+    if response.status() != 200 {
+        return Err(NotKept {
+            why: format!("{url}: {}", response.status()),
+            peer_failed: false,
+        });
+    }
+    let mut signature = Vec::new();
+    response
+        .body_mut()
+        .as_reader()
+        .take(MAX_SIGNATURE as u64 + 1)
+        .read_to_end(&mut signature)
+        .map_err(|e| failed(&e))?;
+    Ok(signature)
+}
+
+impl Along {
+    /// Waits at most `wait` for the signature, then checks it over the verified package at
+    /// `package_file` and keeps it for pacman's next call, which asks for it: no LAN round trip
+    /// then.
+    pub fn check_and_keep(
+        self,
+        wait: Duration,
+        entry: &Entry,
+        package_file: &Path,
+        verifier: &Verifier,
+    ) -> Result<(), NotKept> {
+        let signature = match self.result.recv_timeout(wait) {
+            Ok(fetched) => fetched?,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return Err(NotKept {
+                    why: format!(
+                        "{}: not there {:.0} s after the package; not waiting any longer",
+                        self.url,
+                        wait.as_secs_f64()
+                    ),
+                    peer_failed: true,
+                });
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(NotKept {
+                    why: format!("{}: the fetch panicked", self.url),
+                    peer_failed: false,
+                });
+            }
+        };
+        let refused = |why: String| NotKept {
+            why,
+            peer_failed: false,
+        };
+        let sha256 = entry
+            .sha256
+            .ok_or_else(|| refused("no SHA-256 in the database".into()))?;
+        verifier
+            .check(&signature, package_file)
+            .map_err(|why| refused(format!("refused: {why}")))?;
+        keep(&entry.filename, &sha256, &signature);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,9 @@ silent (accepts, reads the request, never answers), garbage-stall (ignores Range
 short-close (1000 wrong bytes of a full-length answer, then the connection closes),
 slow-garbage (a full-length answer of wrong bytes at 70 KB/s).
 honest: the right bytes (honouring Range) -- with the default protocol, a version 1 daemon.
+sig-drip: a version 3 daemon (answers v3 queries only) saying SIG: the package honestly (honouring
+Range), its signature (REAL_FILE.sig) two bytes a second; a query for the .sig is answered with
+the signature's size.
 Protocol: version 1 (answers v1 queries only, HAVE) unless HOSTILE_GROWING=1: then it answers
 only version 2 and 3 queries, each in its version, GROWING ("in progress, half of the bytes
 landed").
@@ -31,8 +34,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 mode, real, log_path = sys.argv[1], sys.argv[2], sys.argv[3]
 good = open(real, "rb").read()
 bad = bytes(b ^ 0x5A for b in good)
-if mode == "honest":
+if mode in ("honest", "sig-drip"):
     bad = good
+sig_drip = mode == "sig-drip"
+signature = open(real + ".sig", "rb").read() if sig_drip else b""
 if mode == "wrongsize":
     bad = bad + b"x" * 100
 claimed = len(bad) if mode == "wrongsize" else len(good)
@@ -81,6 +86,16 @@ class Handler(BaseHTTPRequestHandler):
                     out.flush()
                     sent += 1
                     time.sleep(1)
+            elif mode == "sig-drip":
+                out.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(signature))
+                out.flush()
+                for b in signature:
+                    if time.time() > deadline:
+                        break
+                    out.write(bytes([b]))
+                    out.flush()
+                    sent += 1
+                    time.sleep(0.5)
             elif mode == "drip-headers":
                 head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n" % len(good) + b"X-Pad: " + b"a" * 200
                 for b in head:
@@ -120,7 +135,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         log("GET " + self.path + " " + str(self.headers.get("Range")))
-        if mode in ("endless-chunked", "endless-close", "drip", "drip-headers", "continue", "garbage-stall", "silent", "spoof", "short-close", "slow-garbage"):
+        if mode in ("endless-chunked", "endless-close", "drip", "drip-headers", "continue", "garbage-stall", "silent", "spoof", "short-close", "slow-garbage") or (sig_drip and self.path.endswith(".sig")):
             log("SENT %d" % self.raw())
             return
         if mode == "404":
@@ -142,7 +157,7 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(page)
             return
-        start = range_start(self.headers) if mode == "honest" else 0
+        start = range_start(self.headers) if mode in ("honest", "sig-drip") else 0
         if start:
             self.send_response(206)
             self.send_header("Content-Range", "bytes %d-%d/%d" % (start, len(bad) - 1, len(bad)))
@@ -200,7 +215,7 @@ while time.time() < deadline:
         data, src = udp.recvfrom(2048)
     except socket.timeout:
         continue
-    versions = (2, 3) if growing else (1,)
+    versions = (2, 3) if growing else (3,) if sig_drip else (1,)
     if len(data) < 64 or data[:4] != b"PSRV" or data[4] not in versions or data[5] != 1:
         continue
     version = data[4]
@@ -217,7 +232,10 @@ while time.time() < deadline:
         for i in range(ids_per_source):
             daemon_id = fixed_id or (b"HOSTILE!" if ids_per_source == 1 and sender is udp else struct.pack(">HHI", 0x4845, n_answer, 0x53544C45))
             n_answer += 1
-            if growing:
+            if sig_drip:
+                size = len(signature) if name.endswith(".sig") else claimed
+                answer = b"PSRV\x03\x02" + nonce + b"\x01" + daemon_id + struct.pack(">HQQQBH", http_port, size, 1700000000, size, 1, 0)
+            elif growing:
                 answer = b"PSRV" + bytes([version, 2]) + nonce + b"\x02" + daemon_id + struct.pack(">HQQQ", http_port, claimed, 0, claimed // 2)
                 if version == 3:
                     answer += b"\x00\x00\x00"

@@ -57,4 +57,6 @@ mod local_attacks;
 mod skips;
 // Signed packages as Arch signs them: peers' signatures checked as pacman would, offline installs.
 mod signed;
+// A hostile peer's signatures: doctored after signing, or dripped.
+mod signed_hostile;
 mod signing;

@@ -27,28 +27,28 @@ use crate::util::{self, fetch_bin, lan_memory_dir, run, tempdir};
 
 /// Debian's pacman-key (6.0.2) and pacman 7.1's own.
 const PACMAN_KEY: &str = "pacman-key";
-const PACMAN_KEY7: &str = "/opt/pacman7/bin/pacman-key";
+pub(crate) const PACMAN_KEY7: &str = "/opt/pacman7/bin/pacman-key";
 
 /// Which pacman runs the transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Pacmans {
+pub(crate) enum Pacmans {
     Six,
     Seven,
 }
 
-struct Site {
-    lan: Lan,
-    repo: Repo,
-    mirror: Nginx,
-    peer: Daemon,
-    peer_cache: tempfile::TempDir,
-    files: Vec<String>,
+pub(crate) struct Site {
+    pub lan: Lan,
+    pub repo: Repo,
+    pub mirror: Nginx,
+    pub peer: Daemon,
+    pub peer_cache: tempfile::TempDir,
+    pub files: Vec<String>,
     _root: tempfile::TempDir,
 }
 
 /// `count` packages signed by the good key, the database as `db` says; the peer (host 2) holds
 /// every package and its `.sig`.
-fn site(keys: &Keys, db: Db, count: usize) -> Option<Site> {
+pub(crate) fn site(keys: &Keys, db: Db, count: usize) -> Option<Site> {
     if !require_pacman_tools() || !util::require_tools(&["nginx"]) {
         return None;
     }
@@ -90,7 +90,7 @@ impl Site {
 
     /// The pacman on host 1 through pacserve-fetch, checking signatures with the good key:
     /// pacman 6.0.2, or pacman 7.1 with its DownloadUser. None when pacman 7.1 is missing.
-    fn pacman(&self, keys: &Keys, version: Pacmans) -> Option<Pacman> {
+    pub fn pacman(&self, keys: &Keys, version: Pacmans) -> Option<Pacman> {
         let pacman = match version {
             Pacmans::Six => {
                 let pacman = Pacman::new(
@@ -113,7 +113,7 @@ impl Site {
     }
 
     /// Runs `pacman` on host 1 (pacman 7.1 with its download user's own TMPDIR).
-    fn run(&self, pacman: &Pacman, args: &[&str]) -> std::process::Output {
+    pub fn run(&self, pacman: &Pacman, args: &[&str]) -> std::process::Output {
         let env = match pacman.program == Path::new("pacman") {
             true => [("TMPDIR", lan_memory_dir().into_os_string().leak() as &_)],
             false => pacman7_setup::env(pacman),
@@ -121,18 +121,18 @@ impl Site {
         pacman.run_in(self.lan.host(1), &env, args)
     }
 
-    fn names(&self) -> Vec<String> {
+    pub fn names(&self) -> Vec<String> {
         (0..self.files.len()).map(|i| format!("sg{i}")).collect()
     }
 
-    fn assert_installed(&self, pacman: &Pacman) {
+    pub fn assert_installed(&self, pacman: &Pacman) {
         for (i, file) in self.files.iter().enumerate() {
             pacman.assert_installed_from(&self.repo, &format!("sg{i}"), file);
         }
     }
 
     /// GETs the mirror saw for package signatures (pacman asks for the database's too).
-    fn signature_gets(&self) -> usize {
+    pub fn signature_gets(&self) -> usize {
         self.mirror
             .log()
             .iter()
@@ -332,7 +332,7 @@ fn the_signature_check_never_accepts_what_pacman_rejects() {
 
 /// Whether pacman `program` installs `package` with `sig` next to it, signatures required, its
 /// keyring a copy of `gpgdir` (pacman may write into it), with no network.
-fn pacman_accepts(program: &Path, gpgdir: &Path, package: &Path, sig: &[u8]) -> bool {
+pub(crate) fn pacman_accepts(program: &Path, gpgdir: &Path, package: &Path, sig: &[u8]) -> bool {
     let run_dir = tempdir();
     let d = run_dir.path();
     for dir in ["root", "db", "cache", "hooks"] {

@@ -6,6 +6,9 @@
 //! in every keyring; `stranger` is in no keyring; `revoked` is lsigned, then revoked; `expired`
 //! was made in 2020 with a one-day lifetime and signs as it did then. No key is ever looked up
 //! on a network: gpg and pacman-key run without one.
+//!
+//! A signature can also be doctored after signing, as a LAN peer could: [`followed_by`] appends
+//! a second packet, [`with_unhashed`] adds a subpacket to the area the signature does not cover.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -254,4 +257,53 @@ pub fn require_signatures(pacman: &Pacman, keys: &Keys, program: &str) {
         .unwrap()
         .replace("SigLevel = Never", "SigLevel = Required DatabaseOptional");
     fs::write(&pacman.config, conf).unwrap();
+}
+
+/// `first` followed by `second`: two signature packets in one `.sig`, which gpg verifies one
+/// by one (pacman refusing the file if any is bad).
+pub fn followed_by(first: &[u8], second: &[u8]) -> Vec<u8> {
+    [first, second].concat()
+}
+
+/// `sig` with its last byte flipped: the same packet, issuer and length, a signature that no
+/// longer verifies.
+pub fn spoiled(sig: &[u8]) -> Vec<u8> {
+    let mut spoiled = sig.to_vec();
+    if let Some(last) = spoiled.last_mut() {
+        *last ^= 0xff;
+    }
+    spoiled
+}
+
+/// `sig` (one version 4 signature packet, as gpg writes it) with a subpacket of type `kind`
+/// added to its unhashed area, marked critical when `critical`. Anyone can: the unhashed area
+/// is outside what the signature covers, so the cryptography still verifies.
+pub fn with_unhashed(sig: &[u8], kind: u8, body: &[u8], critical: bool) -> Vec<u8> {
+    let (header, length) = match sig[0] {
+        // gpg's old-format headers: one or two length bytes.
+        0x88 => (2, sig[1] as usize),
+        0x89 => (3, u16::from_be_bytes([sig[1], sig[2]]) as usize),
+        other => panic!("not a signature packet header gpg writes: {other:#x}"),
+    };
+    let packet = &sig[header..];
+    assert_eq!(packet.len(), length, "one packet");
+    assert_eq!(packet[0], 4, "a version 4 signature");
+    let hashed = u16::from_be_bytes([packet[4], packet[5]]) as usize;
+    let unhashed_at = 6 + hashed;
+    let unhashed = u16::from_be_bytes([packet[unhashed_at], packet[unhashed_at + 1]]) as usize;
+    let rest_at = unhashed_at + 2 + unhashed;
+    let mut subpacket = vec![u8::try_from(body.len() + 1).expect("a short subpacket")];
+    subpacket.push(if critical { kind | 0x80 } else { kind });
+    subpacket.extend_from_slice(body);
+    let unhashed_len = u16::try_from(unhashed + subpacket.len()).expect("a short area");
+    let mut body = packet[..unhashed_at].to_vec();
+    body.extend_from_slice(&unhashed_len.to_be_bytes());
+    body.extend_from_slice(&packet[unhashed_at + 2..rest_at]);
+    body.extend_from_slice(&subpacket);
+    body.extend_from_slice(&packet[rest_at..]);
+    let length = u16::try_from(body.len()).expect("a short packet");
+    let mut doctored = vec![0x89];
+    doctored.extend_from_slice(&length.to_be_bytes());
+    doctored.extend(body);
+    doctored
 }
