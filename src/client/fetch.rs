@@ -324,8 +324,8 @@ fn fetch_locked(
                                 // A peer that stalls its signatures would cost every package
                                 // the wait: it is avoided like any peer that failed a transfer.
                                 if not_kept.peer_failed {
-                                    memory.failed(peer.blame(), lanmemory::now_secs());
-                                    lanmemory::store(&memory);
+                                    memory.failed(peer.blame(), memory::now_secs());
+                                    memory::store(&memory);
                                 }
                             }
                         }
