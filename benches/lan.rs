@@ -20,6 +20,9 @@ mod netns;
 #[path = "../tests/it/nginx.rs"]
 #[allow(dead_code)]
 mod nginx;
+#[path = "../tests/it/pacman7_include.rs"]
+#[allow(dead_code, unused_imports)]
+mod pacman7_include;
 #[path = "../tests/it/pacman7_setup.rs"]
 #[allow(dead_code)]
 mod pacman7_setup;
@@ -103,6 +106,9 @@ fn main() {
     }
     if wanted("lan-signed") {
         signed::lan_signed();
+    }
+    if wanted("include") {
+        pacman7_include::include_vs_xfercommand_time_from_a_peer();
     }
 }
 

@@ -19,7 +19,7 @@ use crate::client::output::dbcopy;
 use crate::client::output::lock::OutputLock;
 use crate::client::output::verify::{self, Expected};
 use crate::client::peers::budget::{self, Candidate, PeerPhase};
-use crate::client::peers::discovery::{self, Discovery, PeerAnswer};
+use crate::client::peers::discovery::{self, Discovery, PeerAnswer, WaitEnded};
 use crate::client::peers::explain;
 use crate::client::peers::memory;
 use crate::client::signature;
@@ -507,14 +507,14 @@ fn peers_with(
 ) -> Vec<Candidate> {
     let now = memory::now_secs();
     let expect = memory.expectation(now);
-    let answers = match discovery::ask_detailed(discovery, name, "", &expect) {
+    let (answers, ended) = match discovery::ask_detailed(discovery, name, "", &expect) {
         Ok(asked) => {
             memory.update(&expect, &asked.answers, now);
             memory::store(memory);
             if let Some(why) = explain::nobody_answered(&asked, discovery) {
                 progress.note(|| why);
             }
-            asked.answers
+            (asked.answers, asked.ended)
         }
         Err(e) => {
             progress.note(|| format!("asking peers failed ({e}); using the mirror"));
@@ -522,7 +522,7 @@ fn peers_with(
         }
     };
     let waited = expect.wait.unwrap_or(discovery.wait).min(discovery.wait);
-    progress.note(|| describe_answers(&answers, waited));
+    progress.note(|| describe_answers(&answers, waited, ended));
     let fits = |size: u64| match wanted {
         Fits::Size(Some(expected)) => size == expected,
         Fits::Size(None) => size > 0 && size >= have,
@@ -534,15 +534,29 @@ fn peers_with(
     })
 }
 
-fn describe_answers(answers: &[PeerAnswer], waited: std::time::Duration) -> String {
+fn describe_answers(
+    answers: &[PeerAnswer],
+    waited: std::time::Duration,
+    ended: WaitEnded,
+) -> String {
     let first = answers.first().map(|a| a.rtt);
     let answers = discovery::per_daemon(answers);
     let haves = answers.iter().filter(|a| a.http_addr().is_some()).count();
     let first = first.map(|rtt| format!(", first after {:.2} ms", rtt.as_secs_f64() * 1e3));
+    let why = match ended {
+        WaitEnded::Waited => format!("waited the whole {} ms", waited.as_millis()),
+        WaitEnded::FirstHave => format!(
+            "stopped early: a peer has it (waiting up to {} ms)",
+            waited.as_millis()
+        ),
+        WaitEnded::AllKnownAnswered => format!(
+            "stopped early: every daemon known from recent runs answered (waiting up to {} ms)",
+            waited.as_millis()
+        ),
+    };
     format!(
-        "{} peers answered, {haves} have it{} (waiting up to {} ms)",
+        "{} peers answered, {haves} have it{}; {why}",
         answers.len(),
         first.unwrap_or_default(),
-        waited.as_millis()
     )
 }

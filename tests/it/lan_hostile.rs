@@ -22,8 +22,10 @@ use crate::util::{self, fetch_bin, fetch_cmd, random_bytes, tempdir};
 
 const PKG: &str = "hostile-1.0-1-x86_64.pkg.tar.zst";
 const SIZE: usize = 20_000;
-/// The mirror is reached within this: the 10 s peer phase, plus the query and the mirror itself.
-const BOUND: Duration = Duration::from_secs(15);
+/// Not a timing but proof that a limit ended the peer's hold: the peer phase of a small file
+/// ends at 10 s, so a run past this (twice that) means no limit fired and only [`KILL_AFTER`]
+/// would have ended it. What a hostile peer costs in time is measured by `cargo bench`.
+const BOUND: Duration = Duration::from_secs(20);
 /// A run still going after this is killed: it would never have reached the mirror.
 const KILL_AFTER: Duration = Duration::from_secs(40);
 
@@ -155,7 +157,11 @@ impl Outcome {
         );
         assert_eq!(self.code, Some(0), "{case}: {}", self.stderr);
         assert!(self.bytes == content, "{case}: exit 0 with a wrong file");
-        assert!(self.elapsed < BOUND, "{case}: took {:?}", self.elapsed);
+        assert!(
+            self.elapsed < BOUND,
+            "{case}: no limit ended the peer's hold ({:?})",
+            self.elapsed
+        );
     }
 }
 
@@ -301,7 +307,7 @@ fn case_4_a_peer_ignoring_range_cannot_spoil_a_good_partial() {
         "the partial stays a correct prefix ({} bytes)",
         outcome.bytes.len()
     );
-    assert!(outcome.elapsed < BOUND);
+    assert!(outcome.elapsed < BOUND, "no limit ended the peer's hold");
 
     // Unlisted file with --unverified-peers, live mirror: exit 0 means the right file.
     let memory = tempdir();

@@ -355,35 +355,33 @@ for d in [b"garbage", b"PSRV\x01\x01", b"PSRV\x04\x01" + bytes(58)]:
 
 #[test]
 fn once_every_known_daemon_has_answered_the_wait_ends() {
-    // A deliberately huge wait: the first run (no memory) pays it in full; the second knows both
-    // daemons and stops as soon as they have said MISS. Margins are seconds, not milliseconds.
+    // A deliberately huge wait: the first run (no memory) listens all of it; the second knows
+    // both daemons and stops as soon as they have said MISS. What ended each wait is what `-v`
+    // says (the time it saves is the miss row of `cargo bench --bench lan`).
     let Some(s) = setup() else { return };
     let name = "absent-1-1-any.pkg.tar.zst";
     fs::write(s._dirs[2].path().join(name), b"m").unwrap();
     let dir = tempdir();
-    let timed = || {
+    let verbose = || {
         let out = dir.path().join(format!("{name}.part"));
         let _ = fs::remove_file(&out);
-        let started = std::time::Instant::now();
-        assert!(
-            run(client(&s.host)
-                .args(["--peer-wait", "3000"])
-                .arg(&out)
-                .arg(mirror_url(name)))
-            .status
-            .success()
-        );
-        started.elapsed()
+        let result = run(client(&s.host)
+            .args(["-v", "--peer-wait", "3000"])
+            .arg(&out)
+            .arg(mirror_url(name)));
+        assert!(result.status.success());
+        stderr(&result)
     };
-    let first = timed();
-    let second = timed();
+    let first = verbose();
+    let second = verbose();
     assert!(
-        first.as_millis() >= 3000,
-        "first run waited the full 3 s: {first:?}"
+        first.contains("2 peers answered, 0 have it") && first.contains("waited the whole 3000 ms"),
+        "first run listened the whole wait: {first}"
     );
     assert!(
-        second.as_millis() < 1500,
-        "second run stopped when both daemons had answered: {second:?}"
+        second.contains("2 peers answered, 0 have it")
+            && second.contains("stopped early: every daemon known from recent runs answered"),
+        "second run stopped when both daemons had answered: {second}"
     );
 }
 
@@ -392,13 +390,12 @@ fn sigterm_stops_the_daemon_cleanly() {
     let Some(mut s) = setup() else {
         return;
     };
-    let started = std::time::Instant::now();
     let status = s
         .holder
         .terminate()
         .expect("pacserved exited after SIGTERM");
+    // Not killed after the grace: a clean exit, saying so.
     assert!(status.success(), "{status}");
-    assert!(started.elapsed().as_secs() < 7, "within the 5 s grace");
     assert!(s.holder.log().iter().any(|l| l.contains("stopping")));
 }
 

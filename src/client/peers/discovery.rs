@@ -115,6 +115,21 @@ pub struct Asked {
     pub sent: usize,
     /// Answers from this machine's own daemons that were left out (no `include_self`).
     pub own_skipped: usize,
+    /// What ended the wait for answers.
+    pub ended: WaitEnded,
+}
+
+/// Why [`ask_detailed`] stopped listening: shown by `-v`, so a user (and a test) can see that a
+/// run did not wait for nobody.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WaitEnded {
+    /// The whole wait passed (nobody known from recent runs, or someone known stayed silent).
+    #[default]
+    Waited,
+    /// A peer has the file; slower ones had as long again to offer themselves.
+    FirstHave,
+    /// Every daemon that answered recent runs has answered this one.
+    AllKnownAnswered,
 }
 
 /// [`ask`], also saying how many queries went out and how many own answers were dropped.
@@ -160,6 +175,7 @@ pub fn ask_detailed(
     // (daemon id, source) → index in `answers` and the version of the answer kept there.
     let mut seen: HashMap<([u8; 8], IpAddr), (usize, u8)> = HashMap::new();
     let mut stop_at = deadline;
+    let mut ended = WaitEnded::Waited;
     while let Some(left) = stop_at
         .checked_duration_since(Instant::now())
         .filter(|d| !d.is_zero())
@@ -198,7 +214,10 @@ pub fn ask_detailed(
                 })
             {
                 // First HAVE: give slower peers as long again to offer themselves as fallbacks.
-                stop_at = stop_at.min(Instant::now() + rtt + Duration::from_millis(1));
+                let at = Instant::now() + rtt + Duration::from_millis(1);
+                if at < stop_at {
+                    (stop_at, ended) = (at, WaitEnded::FirstHave);
+                }
             }
             answers.push(PeerAnswer {
                 from,
@@ -210,7 +229,10 @@ pub fn ask_detailed(
             });
             if counts && outstanding.remove(&answer.daemon_id) && outstanding.is_empty() {
                 // Everyone we know of has spoken; a newcomer as fast as they were has too.
-                stop_at = stop_at.min(Instant::now() + Duration::from_millis(1));
+                let at = Instant::now() + Duration::from_millis(1);
+                if at < stop_at {
+                    (stop_at, ended) = (at, WaitEnded::AllKnownAnswered);
+                }
             }
         }
     }
@@ -218,6 +240,7 @@ pub fn ask_detailed(
         answers,
         sent,
         own_skipped,
+        ended,
     })
 }
 
