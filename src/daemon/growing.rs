@@ -286,6 +286,7 @@ impl Follow {
 pub fn count_follower(stats: &Stats, method: &str, name: &str, client: IpAddr) {
     info!("{method} /pkg/{name} from {client}: following the download in progress");
     Stats::add(&stats.files_served, 1);
+    Stats::add(&stats.served_growing, 1);
 }
 
 #[cfg(test)]

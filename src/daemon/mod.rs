@@ -24,6 +24,7 @@ pub mod growing;
 pub mod http;
 pub mod journal;
 pub mod mdns;
+pub mod metrics;
 pub mod peers;
 pub mod ratelimit;
 pub mod responder;
@@ -171,6 +172,7 @@ pub fn run(config: Config) -> io::Result<()> {
         let sharing = Sharing {
             growing: growing.clone(),
             claims,
+            stats: stats.clone(),
         };
         let prefetch = Prefetch::new(
             config.prefetch,

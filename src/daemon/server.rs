@@ -3,7 +3,8 @@
 //!
 //! Routes (GET and HEAD; anything else is 405): `/pkg/<file>` (the path pacredir's peers use):
 //! a cache file, or one still arriving ([`crate::daemon::growing`]); `/cache/<file>`
-//! ([`cacheserver`], loopback only); `/` (the status page). Which files may be served is
+//! ([`cacheserver`], loopback only); `/metrics` (Prometheus, [`metrics`]); `/` (the status
+//! page). Which files may be served is
 //! decided by [`Cache::find`] alone, the same gate the responder uses; who may ask, by the
 //! [`Allowlist`]; what a GET or HEAD of a file answers, by [`answer::decide`] alone; bodies go
 //! by the kernel ([`send`]).
@@ -30,9 +31,10 @@ use crate::daemon::http::answer::{self, Conditions, Resource, Span};
 use crate::daemon::http::request::{self, Read, Request};
 use crate::daemon::http::response::{self, Head};
 use crate::daemon::http::send;
+use crate::daemon::metrics;
 use crate::daemon::sent;
 use crate::daemon::slots::{Slot, Slots};
-use crate::daemon::stats::{Stats, Upload};
+use crate::daemon::stats::{Held, Stats};
 
 /// Connections served at once; when all are taken, a source holding fewer connections than the
 /// heaviest one takes one of its slots ([`Slots`]), others are closed on arrival.
@@ -167,6 +169,11 @@ async fn route(stream: &mut TcpStream, request: &Request, client: SocketAddr, ap
             }
         };
     }
+    if request.path == "/metrics" {
+        let (head, body) = response::text(200, metrics::CONTENT_TYPE, &metrics::render(&app.stats));
+        let body = if request.is_head() { &[][..] } else { &body };
+        return answer_with(stream, head, body, keep_alive).await;
+    }
     if request.path == "/" {
         let page = app.stats.render(&app.daemon_id, app.cache.dirs().len());
         let (head, body) = response::text(200, "text/plain; charset=utf-8", &page);
@@ -208,7 +215,7 @@ async fn package(
             announced,
         };
         sent::started(&log);
-        let _upload = Upload::start(&app.stats);
+        let _upload = Held::start(&app.stats.uploading);
         let body = (!request.is_head()).then_some(answer.body).flatten();
         let (sent, next) =
             file_body(stream, answer.head, (&file, body), (keep_alive, &app.stats)).await;
@@ -231,7 +238,8 @@ async fn package(
         return answer_with(stream, Head::new(404), &[], keep_alive).await;
     };
     crate::daemon::growing::count_follower(&app.stats, &request.method, name, client);
-    let _upload = Upload::start(&app.stats);
+    let _upload = Held::start(&app.stats.uploading);
+    let _follower = Held::start(&app.stats.followers);
     send::cork(stream, true);
     let mut outcome =
         send::write_all(stream, &answer.head.to_bytes(keep_alive), SEND_TIMEOUT).await;

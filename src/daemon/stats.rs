@@ -30,6 +30,26 @@ pub struct Stats {
     pub evicted: AtomicU64,
     /// Files being sent right now (a gauge: v3 answers tell it, so clients prefer idle peers).
     pub uploading: AtomicU64,
+    /// Of the files served, those sent while they were still arriving here.
+    pub served_growing: AtomicU64,
+    /// Peers reading a file that is still arriving here, right now (a gauge).
+    pub followers: AtomicU64,
+    /// Agent jobs: mirror downloads made for local pacserve-fetch runs, and their body bytes.
+    pub agent_fetches: AtomicU64,
+    pub agent_mirror_bytes: AtomicU64,
+    /// Agent jobs refused (malformed, or not for this caller).
+    pub agent_refused: AtomicU64,
+    /// Prefetched files handed to pacserve-fetch, and their bytes.
+    pub prefetch_hits: AtomicU64,
+    pub prefetch_bytes: AtomicU64,
+    /// Transaction plans accepted, and the files they named.
+    pub plans: AtomicU64,
+    pub planned_files: AtomicU64,
+    /// Claims settled for a download: this daemon fetched from the mirror, or followed another.
+    pub claims_led: AtomicU64,
+    pub claims_followed: AtomicU64,
+    /// Followed downloads that went back to the mirror (the peer failed, stalled or lied).
+    pub follow_failures: AtomicU64,
     peers: Peers,
 }
 
@@ -51,6 +71,18 @@ impl Default for Stats {
             no_slot: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
             uploading: AtomicU64::new(0),
+            served_growing: AtomicU64::new(0),
+            followers: AtomicU64::new(0),
+            agent_fetches: AtomicU64::new(0),
+            agent_mirror_bytes: AtomicU64::new(0),
+            agent_refused: AtomicU64::new(0),
+            prefetch_hits: AtomicU64::new(0),
+            prefetch_bytes: AtomicU64::new(0),
+            plans: AtomicU64::new(0),
+            planned_files: AtomicU64::new(0),
+            claims_led: AtomicU64::new(0),
+            claims_followed: AtomicU64::new(0),
+            follow_failures: AtomicU64::new(0),
             peers: Peers::default(),
         }
     }
@@ -105,20 +137,19 @@ impl Stats {
     }
 }
 
-/// One file being sent, counted in [`Stats::uploading`] while it lives.
-pub struct Upload<'a>(&'a AtomicU64);
+/// One of something in progress (a file being sent, a peer following), counted in a gauge
+/// while it lives.
+pub struct Held<'a>(&'a AtomicU64);
 
-impl<'a> Upload<'a> {
-    pub fn start(stats: &'a Stats) -> Upload<'a> {
-        stats
-            .uploading
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Upload(&stats.uploading)
+impl<'a> Held<'a> {
+    pub fn start(gauge: &'a AtomicU64) -> Held<'a> {
+        gauge.fetch_add(1, Relaxed);
+        Held(gauge)
     }
 }
 
-impl Drop for Upload<'_> {
+impl Drop for Held<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.fetch_sub(1, Relaxed);
     }
 }

@@ -39,23 +39,6 @@ fn daemon(host: &Host, extra: &[&str]) -> (Daemon, tempfile::TempDir) {
     (Daemon::start(host, &cache, &args), dir)
 }
 
-/// Log lines of the daemon containing every one of `needles`, waiting briefly for the pipe to
-/// deliver at least `at_least` of them.
-fn logged(daemon: &Daemon, needles: &[&str], at_least: usize) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let lines: Vec<String> = daemon
-            .log()
-            .into_iter()
-            .filter(|l| needles.iter().all(|n| l.contains(n)))
-            .collect();
-        if lines.len() >= at_least || Instant::now() >= deadline {
-            return lines;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn transfers_through_the_agent_are_identical_and_share_one_kept_alive_connection() {
     let Some(host) = Host::loopback() else { return };
@@ -84,13 +67,8 @@ fn transfers_through_the_agent_are_identical_and_share_one_kept_alive_connection
         let result = run(client(&host).arg(&part).arg(mirror.url(name)));
         assert!(result.status.success(), "{}", stderr(&result));
         assert_eq!(&fs::read(&part).unwrap(), content, "{name} is the mirror's");
-        let moved = logged(&daemon, &[&format!("{}: 20", mirror.url(name))], 1);
-        assert_eq!(
-            moved.len(),
-            1,
-            "the daemon moved {name}: {:?}",
-            daemon.log()
-        );
+        let moved = daemon.metric(&host, JOBS, done(&names, name));
+        assert_eq!(moved, done(&names, name), "the daemon moved {name}");
     }
     let log = mirror.log();
     assert_eq!(log.len(), 3, "{log:?}");
@@ -113,12 +91,20 @@ fn transfers_through_the_agent_are_identical_and_share_one_kept_alive_connection
     assert!(result.status.success(), "{}", stderr(&result));
     let log = mirror.log();
     assert_ne!(log[3].connection, log[0].connection, "{log:?}");
+    assert_eq!(daemon.metric(&host, JOBS, 4.0), 3.0, "--no-agent is no job");
     assert_eq!(
-        logged(&daemon, &["agent: uid"], 4).len(),
-        3,
-        "{:?}",
-        daemon.log()
+        daemon.metric(&host, "pacserved_agent_mirror_bytes_total", 0.0),
+        (contents.iter().map(Vec::len).sum::<usize>() - 100_000) as f64,
+        "every body byte but the kept prefix"
     );
+}
+
+/// The agent's mirror downloads so far, as `/metrics` counts them.
+const JOBS: &str = "pacserved_agent_fetches_total";
+
+/// How many of `names` are done once `name` is: its position, plus one.
+fn done(names: &[&str], name: &str) -> f64 {
+    (names.iter().position(|n| *n == name).unwrap_or(0) + 1) as f64
 }
 
 #[test]
@@ -292,12 +278,7 @@ fn https_mirrors_are_checked_against_the_system_trust_store() {
     let result = run(cmd.arg(&part).arg(mirror.url("t-1-1-any.pkg.tar.zst")));
     assert!(result.status.success(), "{}", stderr(&result));
     assert_eq!(fs::read(&part).unwrap(), content);
-    assert_eq!(
-        logged(&daemon, &["agent: uid"], 1).len(),
-        1,
-        "{:?}",
-        daemon.log()
-    );
+    assert_eq!(daemon.metric(&host, JOBS, 1.0), 1.0, "through the agent");
 }
 
 /// The process whose command line has an argument equal to `arg`: the test's own pacserve-fetch.
@@ -419,8 +400,10 @@ fn pacman_gets_exactly_its_transaction_and_the_agent_prefetches_the_rest_of_it()
             "{name}"
         );
     }
-    let prefetched = logged(&t.daemon, &[": prefetched, "], 1);
-    assert!(!prefetched.is_empty(), "{:?}", t.daemon.log());
+    let hits = t
+        .daemon
+        .metric(&t.host, "pacserved_prefetch_hits_total", 1.0);
+    assert!(hits >= 1.0, "some were prefetched: {hits}");
     assert!(t.staging_empties(), "handed-over files are deleted");
 }
 
@@ -580,14 +563,16 @@ fn pacsrv_takes_the_same_path_through_the_agent() {
         let file = format!("p{i}-1.0-1-any.pkg.tar.zst");
         assert!(pacman.installed_data(&format!("p{i}")).is_some());
         assert_eq!(t.mirror.requests_for(&file).len(), 1, "{file} once");
-        let url = t.mirror.url(&format!("pstest/{file}"));
-        let through = logged(&t.daemon, &["agent: uid", &url], 1).len();
-        assert_eq!(through, 1, "{file} through the agent: {:?}", t.daemon.log());
     }
-    assert_eq!(
-        logged(&t.daemon, &["plan of 4 files"], 1).len(),
-        1,
-        "{:?}",
-        t.daemon.log()
-    );
+    // Every request the mirror saw came through the agent: relayed, or prefetched and handed
+    // over (the prefetch's own request is the one the mirror logged).
+    let requests = t.mirror.log().len() as f64;
+    let through = |m: &std::collections::BTreeMap<String, f64>| {
+        m["pacserved_agent_fetches_total"] + m["pacserved_prefetch_hits_total"]
+    };
+    t.daemon.metric(&t.host, JOBS, 1.0);
+    let metrics = t.daemon.metrics(&t.host);
+    assert_eq!(through(&metrics), requests, "{metrics:?}");
+    assert_eq!(metrics["pacserved_plans_total"], 1.0, "{metrics:?}");
+    assert_eq!(metrics["pacserved_planned_files_total"], 4.0, "{metrics:?}");
 }

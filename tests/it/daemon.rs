@@ -150,6 +150,40 @@ impl Daemon {
     pub fn state_dir(&self) -> &Path {
         self._state.path()
     }
+    /// The daemon's `/metrics`, asked from inside `host` (where it listens on loopback): each
+    /// series' name and value.
+    #[allow(dead_code)] // not used by benches/lan.rs
+    pub fn metrics(&self, host: &Host) -> std::collections::BTreeMap<String, f64> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.http_port);
+        let out = util::run(host.command("curl").args(["-s", "-f", &url]));
+        assert!(out.status.success(), "GET {url} failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (name, value) = l.rsplit_once(' ')?;
+                Some((name.to_owned(), value.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Series `name` (e.g. `pacserved_agent_fetches_total`) once it reaches `at_least`, or
+    /// what it is after 5 s: counters are bumped as a response ends, which may be just after
+    /// the client has what it needs. (A bound on a wait, not a timing.)
+    #[allow(dead_code)] // not used by benches/lan.rs
+    pub fn metric(&self, host: &Host, name: &str, at_least: f64) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let value = *self
+                .metrics(host)
+                .get(name)
+                .unwrap_or_else(|| panic!("no series {name} in /metrics"));
+            if value >= at_least || Instant::now() >= deadline {
+                return value;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 
     pub fn log(&self) -> Vec<String> {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()

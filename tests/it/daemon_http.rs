@@ -233,3 +233,70 @@ fn pipelined_requests_on_one_connection_are_answered_in_order_and_intact() {
     assert!(String::from_utf8_lossy(&answers[2].1).starts_with("pacserved "));
     assert_eq!(answers[3].1, content[10..20]);
 }
+
+/// `/metrics` is valid OpenMetrics as Prometheus' own Python parser reads it, and its counters
+/// follow what was served (issue 23).
+#[test]
+fn metrics_parse_as_openmetrics_and_count_what_was_served() {
+    let Some((host, daemon, _cache)) = loopback_daemon() else {
+        return;
+    };
+    // Debian's python3-prometheus-client, the parser of the Python Prometheus client.
+    let parser = "/usr/bin/python3";
+    let probe = run(std::process::Command::new(parser)
+        .args(["-c", "import prometheus_client.openmetrics.parser"]));
+    if !crate::util::require(
+        probe.status.success(),
+        "python3-prometheus-client is not installed",
+    ) {
+        return;
+    }
+    let base = format!("http://127.0.0.1:{}", daemon.http_port);
+    assert!(
+        curl(&host, &[&format!("{base}/pkg/a-1-1-any.pkg.tar.zst.sig")])
+            .starts_with("HTTP/1.1 200")
+    );
+    assert!(
+        curl(&host, &[&format!("{base}/pkg/absent-1-1-any.pkg.tar.zst")])
+            .starts_with("HTTP/1.1 404")
+    );
+    let head = curl(&host, &[&format!("{base}/metrics")]);
+    assert!(
+        head.contains("content-type: application/openmetrics-text; version=1.0.0"),
+        "{head}"
+    );
+    let script = "import sys\n\
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse\n\
+        for family in parse(sys.stdin.read()):\n\
+        \x20   for s in family.samples:\n\
+        \x20       print(family.type, s.name, float(s.value))\n";
+    let text = run(host
+        .command("curl")
+        .args(["-s", &format!("{base}/metrics")]));
+    let mut python = std::process::Command::new(parser)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(python.stdin.as_mut().unwrap(), &text.stdout).unwrap();
+    let parsed = python.wait_with_output().unwrap();
+    let samples = String::from_utf8_lossy(&parsed.stdout);
+    assert!(
+        parsed.status.success(),
+        "not OpenMetrics: {}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+    for expected in [
+        "counter pacserved_files_served_total 1.0",
+        "counter pacserved_served_bytes_total 3.0",
+        "counter pacserved_not_found_total 1.0",
+        "gauge pacserved_uploads 0.0",
+        "counter pacserved_agent_fetches_total 0.0",
+    ] {
+        assert!(
+            samples.lines().any(|l| l == expected),
+            "{expected}:\n{samples}"
+        );
+    }
+}

@@ -15,6 +15,11 @@ use crate::netns::{Family, Lan};
 use crate::nginx::Nginx;
 use crate::util::{fetch_bin, lan_memory_dir, require_tools, run, tempdir, wait_for_len};
 
+/// `/metrics` series the tests read (see `pacserved(8)`, METRICS).
+const SERVED_GROWING: &str = "pacserved_served_growing_total";
+const FOLLOWERS: &str = "pacserved_followers";
+const FOLLOW_FAILURES: &str = "pacserved_follow_failures_total";
+
 struct Node {
     daemon: Daemon,
     pacman: Pacman,
@@ -91,6 +96,13 @@ fn site_on(
 }
 
 impl Site {
+    /// Series `name` of host `host`'s daemon once it reaches `at_least` (or after 5 s).
+    fn metric(&self, host: usize, name: &str, at_least: f64) -> f64 {
+        self.nodes[host - 1]
+            .daemon
+            .metric(self.lan.host(host), name, at_least)
+    }
+
     /// Starts pacman on host `i` (1-based).
     fn pacman(&self, i: usize, args: &[&str]) -> Child {
         let memory = lan_memory_dir();
@@ -185,13 +197,13 @@ fn hosts_upgrading_together_fetch_each_file_from_the_mirror_about_once() {
         sent * 2 <= package_bytes * 3,
         "the mirror sent {sent} bytes for {package_bytes} ({per_file:?})"
     );
-    let followed = s
-        .nodes
-        .iter()
-        .flat_map(|n| n.daemon.log())
-        .filter(|l| l.contains("following the download in progress") || l.contains(": followed "))
-        .count();
-    assert!(followed > 0, "nobody followed anybody");
+    // Served while arriving (the leader's side) or taken from a copy in progress (a follower's).
+    let followed: f64 = (1..=s.nodes.len())
+        .map(|h| {
+            s.metric(h, SERVED_GROWING, 0.0) + s.metric(h, "pacserved_claims_followed_total", 0.0)
+        })
+        .sum();
+    assert!(followed > 0.0, "nobody followed anybody");
 }
 
 #[test]
@@ -231,17 +243,10 @@ fn leader_fails_mid_file(stall: bool) {
     );
 
     let followers: Vec<Child> = (2..=3).map(|i| s.pacman(i, &["-S", "tg0"])).collect();
+    // Both followers are reading host 1's copy (a bound on a wait: they start within seconds).
     let deadline = Instant::now() + Duration::from_secs(20);
-    while s.nodes[0]
-        .daemon
-        .log()
-        .iter()
-        .filter(|l| l.contains("following the download in progress"))
-        .count()
-        < 2
-    {
+    while s.metric(1, FOLLOWERS, 2.0) < 2.0 {
         assert!(Instant::now() < deadline, "{:?}", s.nodes[0].daemon.log());
-        std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(500));
     let landed = fs::metadata(s.growing(1, file)).map_or(0, |m| m.len());
@@ -313,12 +318,8 @@ fn a_follower_of_a_follower_gets_the_file_when_the_first_leader_dies() {
         fs::read(out.path().join(format!("{file}.part"))).ok(),
         fs::read(s.repo.dir.join(file)).ok()
     );
-    let served_by_2 = s.nodes[1]
-        .daemon
-        .log()
-        .iter()
-        .any(|l| l.contains("following the download in progress"));
-    assert!(served_by_2, "{:?}", s.nodes[1].daemon.log());
+    let served_by_2 = s.metric(2, SERVED_GROWING, 1.0);
+    assert!(served_by_2 >= 1.0, "{:?}", s.nodes[1].daemon.log());
     let _ = leader.wait_with_output();
 }
 
@@ -430,23 +431,14 @@ fn a_tampered_growing_file_never_reaches_pacman() {
         fs::read(s.repo.dir.join(file)).ok()
     );
     s.assert_installed(1, leader, std::slice::from_ref(file));
-    let followed = s.nodes[0]
-        .daemon
-        .log()
-        .iter()
-        .any(|l| l.contains("following the download in progress"));
+    let followed = s.metric(1, SERVED_GROWING, 1.0);
     assert!(
-        followed,
+        followed >= 1.0,
         "host 2 followed host 1: {:?}",
         s.nodes[0].daemon.log()
     );
     // What host 2 followed was refused: by its client's check, or its agent's.
-    let refused = s.nodes[1]
-        .daemon
-        .log()
-        .iter()
-        .any(|l| l.contains("the followed file is not the file"))
-        || stderr.contains("sent a bad file");
+    let refused = s.metric(2, FOLLOW_FAILURES, 1.0) >= 1.0 || stderr.contains("sent a bad file");
     assert!(refused, "{stderr}\n{:?}", s.nodes[1].daemon.log());
 }
 
@@ -512,13 +504,10 @@ fn a_liar_answering_claims_costs_one_round(mode: &str) {
     );
     // The daemon itself gave up on the liar (within the liar's budget, not when its client
     // went away): the rest came from the mirror, or the whole failed the check.
-    let dropped = s.nodes[0].daemon.log().into_iter().any(|l| {
-        l.contains("following")
-            && l.contains(&s.lan.ipv4(2))
-            && (l.contains("using the mirror") || l.contains("not the file"))
-    });
+    // (The liar is the only host it could have followed: see its one GET below.)
+    let dropped = s.metric(1, FOLLOW_FAILURES, 1.0);
     assert!(
-        dropped,
+        dropped >= 1.0,
         "host 1's daemon followed the liar and dropped it: {:?}",
         s.nodes[0].daemon.log()
     );

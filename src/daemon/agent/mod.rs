@@ -28,6 +28,7 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
 use crate::daemon::agent::policy::{Judged, Policy};
 use crate::daemon::agent::prefetch::Prefetch;
+use crate::daemon::stats::Stats;
 use crate::pacman::process::Transaction;
 use crate::protocol::agent::{self, Job, Planned};
 use crate::{info, warn};
@@ -222,6 +223,7 @@ fn serve(conn: UnixStream, caller: Caller, agent: &Agent) {
                     let _ = conn.write_all(b"OK\n");
                 }
                 Err(e) => {
+                    Stats::add(&agent.prefetch.sharing.stats.agent_refused, 1);
                     warn!(
                         "agent: uid {} pid {}: refused the plan of pacman {txn}: {e}",
                         caller.uid, caller.pid
@@ -235,7 +237,7 @@ fn serve(conn: UnixStream, caller: Caller, agent: &Agent) {
                 "agent: uid {} pid {}: refused: {why}",
                 caller.uid, caller.pid
             );
-            relay::refuse(&mut conn, &why);
+            relay::refuse(&mut conn, &why, &agent.prefetch.sharing.stats);
         }
     }
 }
@@ -261,7 +263,12 @@ fn plan_for(
         sent - plan.len(),
         judged.dbpath.display()
     );
-    agent.prefetch.plan(txn, caller.uid, plan)
+    let files = plan.len() as u64;
+    agent.prefetch.plan(txn, caller.uid, plan)?;
+    let stats = &agent.prefetch.sharing.stats;
+    Stats::add(&stats.plans, 1);
+    Stats::add(&stats.planned_files, files);
+    Ok(())
 }
 
 /// The caller's side of a connection, readable until a deadline: each read waits at most what

@@ -35,6 +35,7 @@ use crate::daemon::agent::share::{Floor, PEER_STALL, Sharing, peer_client};
 use crate::daemon::agent::staged::{STALL_LIMIT, Staged, StagedReader, Staging};
 use crate::daemon::claims::Verdict;
 use crate::daemon::growing::Writer;
+use crate::daemon::stats::Stats;
 use crate::pacman::name::is_shareable_name;
 use crate::protocol::agent::{Planned, Share, Transaction};
 use crate::protocol::budget;
@@ -347,6 +348,7 @@ fn fetch(
                 Err(e) => {
                     info!("prefetch: following {http} for {name}: {e}; using the mirror");
                     sharing.claims.failed(name, http.ip());
+                    Stats::add(&sharing.stats.follow_failures, 1);
                     get(upstream, &planned.url, None, false)
                 }
             }

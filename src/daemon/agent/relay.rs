@@ -24,6 +24,7 @@ use crate::daemon::claims::Verdict;
 use crate::daemon::http::answer::{self, Conditions, Resource};
 use crate::daemon::http::response::{self, Head};
 use crate::daemon::http::{self, request};
+use crate::daemon::stats::Stats;
 use crate::protocol::agent::{NOT_FOR_YOU, REASON_HEADER, SHARE_HEADER, Share};
 use crate::{info, warn};
 
@@ -113,6 +114,7 @@ pub fn relay(
     agent: &agent::Agent,
 ) {
     let (upstream, prefetch) = (&agent.upstream, &agent.prefetch);
+    let stats = &*prefetch.sharing.stats;
     let Job {
         origin,
         limits,
@@ -125,13 +127,14 @@ pub fn relay(
                 "agent: uid {} pid {}: refused: {why}",
                 caller.uid, caller.pid
             );
-            return refuse(&mut conn, &why);
+            return refuse(&mut conn, &why, stats);
         }
     };
     let url = format!("{origin}{}", request.path);
     let who = format!("uid {} pid {}", caller.uid, caller.pid);
     if let Err(why) = agent.policy.may_fetch(judged, &url) {
         info!("agent: {who}: {url}: refused: {why}");
+        Stats::add(&stats.agent_refused, 1);
         let head = Head::new(NOT_FOR_YOU).with(REASON_HEADER, format!("refused: {why}"));
         let _ = conn.write_all(&head.to_bytes(false));
         return;
@@ -139,7 +142,11 @@ pub fn relay(
     let txn = judged.standing.txn();
     if let Some(staged) = prefetch.claim(&url, txn, request.user_agent.as_deref(), upstream) {
         return match answer_from_staged(&mut conn, staged, &request.head) {
-            Ok(sent) => info!("agent: {who}: {url}: prefetched, {sent} bytes"),
+            Ok(sent) => {
+                Stats::add(&stats.prefetch_hits, 1);
+                Stats::add(&stats.prefetch_bytes, sent);
+                info!("agent: {who}: {url}: prefetched, {sent} bytes")
+            }
             Err(e) => info!("agent: {who}: {url}: prefetched, client went away: {e}"),
         };
     }
@@ -161,14 +168,13 @@ pub fn relay(
         Some((writer, Verdict::Follow { http })) => {
             let size = writer.entry().size;
             let ua = request.user_agent.clone();
-            let claims = &prefetch.sharing.claims;
             let mut body = Following::new(
                 writer,
                 http,
                 url.clone(),
                 ua,
                 (limits.stall, upstream),
-                claims,
+                &prefetch.sharing,
             );
             let head = Head::new(200).with("content-length", size.to_string());
             let sent = conn
@@ -212,6 +218,7 @@ pub fn relay(
         }
     };
     let status = response.status().as_u16();
+    Stats::add(&stats.agent_fetches, 1);
     let mut head = Head::new(status);
     for name in PASSED_BACK {
         if let Some(value) = response.headers().get(*name).and_then(|v| v.to_str().ok()) {
@@ -239,13 +246,17 @@ pub fn relay(
             false => Ok(0),
         });
     match sent {
-        Ok(sent) => info!("agent: {who}: {url}: {status}, {sent} bytes"),
+        Ok(sent) => {
+            Stats::add(&stats.agent_mirror_bytes, sent);
+            info!("agent: {who}: {url}: {status}, {sent} bytes")
+        }
         Err(e) => info!("agent: {who}: {url}: {status}, cut off: {e}"),
     }
 }
 
-/// Answers a job the agent will not do.
-pub fn refuse(conn: &mut UnixStream, why: &str) {
+/// Answers a job the agent will not do, and counts it.
+pub fn refuse(conn: &mut UnixStream, why: &str, stats: &Stats) {
+    Stats::add(&stats.agent_refused, 1);
     let head = Head::new(400).with(REASON_HEADER, format!("refused: {why}"));
     let _ = conn.write_all(&head.to_bytes(false));
 }

@@ -24,6 +24,7 @@ use ureq::unversioned::transport::DefaultConnector;
 
 use crate::daemon::claims::{Claims, Verdict};
 use crate::daemon::growing::{Growing, Writer};
+use crate::daemon::stats::Stats;
 use crate::info;
 use crate::protocol::agent::Share;
 use crate::protocol::budget::{self, FLOOR_BYTES_PER_SEC, FLOOR_WINDOW};
@@ -47,10 +48,11 @@ pub fn peer_client(peer: SocketAddr) -> Agent {
     Agent::with_parts(config, DefaultConnector::new(), FixedAddress(peer))
 }
 
-/// The registry and the claims, shared by the relay and prefetch.
+/// The registry and the claims, shared by the relay and prefetch, and the counters they bump.
 pub struct Sharing {
     pub growing: Arc<Growing>,
     pub claims: Arc<Claims>,
+    pub stats: Arc<Stats>,
 }
 
 impl Sharing {
@@ -59,6 +61,11 @@ impl Sharing {
     pub fn begin(&self, share: &Share) -> Option<(Writer, Verdict)> {
         let writer = self.growing.begin(&share.name, share.size, share.sha256)?;
         let verdict = self.claims.settle(&share.name);
+        let counter = match verdict {
+            Verdict::Lead => &self.stats.claims_led,
+            Verdict::Follow { .. } => &self.stats.claims_followed,
+        };
+        Stats::add(counter, 1);
         writer.commit();
         Some((writer, verdict))
     }
@@ -140,8 +147,8 @@ pub struct Following<'a> {
     pub user_agent: Option<String>,
     pub stall: Duration,
     pub upstream: &'a Agent,
-    /// Told of a peer that fails, or whose bytes fail the check.
-    pub claims: &'a Claims,
+    /// Told of a peer that fails, or whose bytes fail the check; counts the fallbacks.
+    pub sharing: &'a Sharing,
     body: Option<Box<dyn Read + Send + Sync>>,
     /// The peer that sent bytes of this file, if any: blamed when the whole does not verify.
     sent_by: Option<SocketAddr>,
@@ -156,7 +163,7 @@ impl<'a> Following<'a> {
         url: String,
         user_agent: Option<String>,
         (stall, upstream): (Duration, &'a Agent),
-        claims: &'a Claims,
+        sharing: &'a Sharing,
     ) -> Self {
         let deadline = Instant::now() + budget::phase(writer.entry().size);
         Following {
@@ -166,7 +173,7 @@ impl<'a> Following<'a> {
             user_agent,
             stall,
             upstream,
-            claims,
+            sharing,
             body: None,
             sent_by: None,
             deadline,
@@ -177,7 +184,8 @@ impl<'a> Following<'a> {
     fn drop_peer(&mut self, name: &str, pos: u64, why: &str) {
         if let Some(peer) = self.peer.take() {
             info!("agent: following {name}: peer {peer} {why}; using the mirror from byte {pos}");
-            self.claims.failed(name, peer.ip());
+            self.sharing.claims.failed(name, peer.ip());
+            Stats::add(&self.sharing.stats.follow_failures, 1);
         }
         self.body = None;
     }
@@ -248,14 +256,15 @@ impl Read for Following<'_> {
             let verified = self.writer.take().is_some_and(Writer::finish);
             return match (verified, self.sent_by) {
                 (true, Some(peer)) => {
-                    self.claims.succeeded(peer.ip());
+                    self.sharing.claims.succeeded(peer.ip());
                     Ok(0)
                 }
                 (true, None) => Ok(0),
                 (false, peer) => {
                     if let Some(peer) = peer {
-                        self.claims.failed(&name, peer.ip());
+                        self.sharing.claims.failed(&name, peer.ip());
                     }
+                    Stats::add(&self.sharing.stats.follow_failures, 1);
                     Err(io::Error::other("the followed file is not the file"))
                 }
             };
