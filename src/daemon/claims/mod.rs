@@ -90,6 +90,10 @@ struct State {
     /// when: one datagram lost or rate-limited must not make a version 4 daemon look older,
     /// which would make hosts settle a file by different rules.
     versions: HashMap<[u8; 8], (u8, Instant)>,
+    /// Claimants deferred to that never started: consecutive times and until when they are
+    /// not deferred to (a host that claims every file and fetches none would otherwise cost
+    /// every other host [`DEFER_LIMIT`] per file).
+    no_shows: HashMap<[u8; 8], (u32, Instant)>,
     /// When this daemon last offered a copy (HAVE or GROWING) to a version 3+ query: the asker
     /// is probably about to read it, before it shows among the uploads ([`Claims::promised`]).
     offers: std::collections::VecDeque<Instant>,
@@ -273,15 +277,60 @@ impl Claims {
         while Instant::now() < until {
             std::thread::sleep(DEFER_POLL);
             if let Some(http) = self.ask(&socket, &here, name, versions).best {
+                self.showed_up(&claimants);
                 return Verdict::Follow { http };
             }
         }
+        self.no_show(&claimants);
         Verdict::Lead
     }
 
-    /// Whether a better claimant among `claimants` should fetch `name` ([`choose::defers`]).
+    /// Whether a better claimant among `claimants` should fetch `name` ([`choose::defers`]),
+    /// leaving out claimants that lately let this daemon wait for nothing.
     fn defers(&self, name: &str, claimants: &[([u8; 8], bool)]) -> bool {
-        choose::defers(name, self.daemon_id, claimants)
+        let now = Instant::now();
+        let counted: Vec<([u8; 8], bool)> = {
+            let state = self.lock();
+            claimants
+                .iter()
+                .filter(|(id, _)| {
+                    state
+                        .no_shows
+                        .get(id)
+                        .is_none_or(|(_, until)| *until <= now)
+                })
+                .copied()
+                .collect()
+        };
+        choose::defers(name, self.daemon_id, &counted)
+    }
+
+    /// Nobody this daemon deferred to started: they are not deferred to for a while, longer
+    /// each time in a row ([`budget::backoff`]).
+    fn no_show(&self, claimants: &[([u8; 8], bool)]) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        // Remembered past the wait, so that a claimant failing again waits longer.
+        state
+            .no_shows
+            .retain(|_, (_, until)| *until + budget::BACKOFF_MAX > now);
+        for (id, _) in claimants {
+            if state.no_shows.len() >= MAX_RECORDED && !state.no_shows.contains_key(id) {
+                break;
+            }
+            let times = state.no_shows.get(id).map_or(0, |(n, _)| *n) + 1;
+            state
+                .no_shows
+                .insert(*id, (times, now + budget::backoff(times)));
+        }
+    }
+
+    /// Someone this daemon deferred to started: their record is clean again.
+    fn showed_up(&self, claimants: &[([u8; 8], bool)]) {
+        let mut state = self.lock();
+        for (id, _) in claimants {
+            state.no_shows.remove(id);
+        }
     }
 
     /// The CLAIM queries heard for `name` lately: (claimant, speaks version 4).
