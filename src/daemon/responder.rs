@@ -190,7 +190,7 @@ impl Responder {
         self.stats.heard(from.ip());
         if let Some(claimant) = query.claim {
             self.claims
-                .heard_claim(&query.file_name, claimant, query.version);
+                .heard_claim(&query.file_name, claimant, query.version, from.ip());
         }
         let holding = self.holding(&query.file_name);
         if query.quiet && holding == Holding::Miss {

@@ -78,7 +78,7 @@ pub struct Claims {
 #[derive(Default)]
 struct State {
     /// CLAIM queries of other daemons: file name → (claimant, newest version heard, when).
-    heard: HashMap<String, Vec<([u8; 8], u8, Instant)>>,
+    heard: HashMap<String, Vec<Heard1>>,
     last_other: Option<Instant>,
     /// Daemons that answered the last claim: once all have answered again, stop waiting.
     known: HashSet<[u8; 8]>,
@@ -93,7 +93,8 @@ struct State {
     /// Claimants deferred to that never started: consecutive times and until when they are
     /// not deferred to (a host that claims every file and fetches none would otherwise cost
     /// every other host [`DEFER_LIMIT`] per file).
-    no_shows: HashMap<[u8; 8], (u32, Instant)>,
+    /// Kept by source address, not id: a host can answer under a new id for every file.
+    no_shows: HashMap<IpAddr, (u32, Instant)>,
     /// When this daemon last offered a copy (HAVE or GROWING) to a version 3+ query: the asker
     /// is probably about to read it, before it shows among the uploads ([`Claims::promised`]).
     offers: std::collections::VecDeque<Instant>,
@@ -203,8 +204,9 @@ impl Claims {
         self.lock().last_other = Some(Instant::now());
     }
 
-    /// The responder heard another daemon's CLAIM for `name`, in protocol `version`.
-    pub fn heard_claim(&self, name: &str, claimant: [u8; 8], version: u8) {
+    /// The responder heard another daemon's CLAIM for `name`, in protocol `version`, from
+    /// `from`.
+    pub fn heard_claim(&self, name: &str, claimant: [u8; 8], version: u8, from: IpAddr) {
         if claimant == self.daemon_id {
             return;
         }
@@ -212,7 +214,7 @@ impl Claims {
         state.last_other = Some(Instant::now());
         state
             .heard
-            .retain(|_, v| v.iter().any(|(_, _, at)| at.elapsed() < CLAIM_FRESH));
+            .retain(|_, v| v.iter().any(|h| h.at.elapsed() < CLAIM_FRESH));
         if state.heard.len() >= MAX_RECORDED {
             return;
         }
@@ -220,13 +222,21 @@ impl Claims {
         self.speaks(claimant, version);
         let mut state = self.lock();
         let claims = state.heard.entry(name.to_owned()).or_default();
-        claims.retain(|(_, _, at)| at.elapsed() < CLAIM_FRESH);
+        claims.retain(|h| h.at.elapsed() < CLAIM_FRESH);
         // A version 4 daemon claims in versions 2 and 4 at once: one claimant, the newer version.
-        if let Some(known) = claims.iter_mut().find(|(id, _, _)| *id == claimant) {
-            known.1 = known.1.max(version);
-            known.2 = Instant::now();
+        if let Some(known) = claims
+            .iter_mut()
+            .find(|h| h.id == claimant && h.from == from)
+        {
+            known.version = known.version.max(version);
+            known.at = Instant::now();
         } else if claims.len() < 16 {
-            claims.push((claimant, version, Instant::now()));
+            claims.push(Heard1 {
+                id: claimant,
+                version,
+                from,
+                at: Instant::now(),
+            });
         }
     }
 
@@ -269,7 +279,7 @@ impl Claims {
         // A better claimant: give it a bounded moment to start, then follow it. Asked in one
         // version only, the newest every claimant speaks, and not too often: a poll of every
         // deferring file is a query to every daemon, and their responders limit each source.
-        let versions = match claimants.iter().all(|&(_, ranked)| ranked) {
+        let versions = match claimants.iter().all(|c| c.ranked) {
             true => Versions::Ranked,
             false => Versions::Older,
         };
@@ -286,67 +296,71 @@ impl Claims {
     }
 
     /// Whether a better claimant among `claimants` should fetch `name` ([`choose::defers`]),
-    /// leaving out claimants that lately let this daemon wait for nothing.
-    fn defers(&self, name: &str, claimants: &[([u8; 8], bool)]) -> bool {
+    /// leaving out claimants whose host lately let this daemon wait for nothing.
+    fn defers(&self, name: &str, claimants: &[Claimant]) -> bool {
         let now = Instant::now();
         let counted: Vec<([u8; 8], bool)> = {
             let state = self.lock();
             claimants
                 .iter()
-                .filter(|(id, _)| {
+                .filter(|c| {
                     state
                         .no_shows
-                        .get(id)
+                        .get(&c.from)
                         .is_none_or(|(_, until)| *until <= now)
                 })
-                .copied()
+                .map(|c| (c.id, c.ranked))
                 .collect()
         };
         choose::defers(name, self.daemon_id, &counted)
     }
 
-    /// Nobody this daemon deferred to started: they are not deferred to for a while, longer
-    /// each time in a row ([`budget::backoff`]).
-    fn no_show(&self, claimants: &[([u8; 8], bool)]) {
+    /// Nobody this daemon deferred to started: their hosts are not deferred to for a while,
+    /// longer each time in a row ([`budget::backoff`]).
+    fn no_show(&self, claimants: &[Claimant]) {
         let mut state = self.lock();
         let now = Instant::now();
-        // Remembered past the wait, so that a claimant failing again waits longer.
+        // Remembered past the wait, so that a host failing again waits longer.
         state
             .no_shows
             .retain(|_, (_, until)| *until + budget::BACKOFF_MAX > now);
-        for (id, _) in claimants {
-            if state.no_shows.len() >= MAX_RECORDED && !state.no_shows.contains_key(id) {
+        for c in claimants {
+            if state.no_shows.len() >= MAX_RECORDED && !state.no_shows.contains_key(&c.from) {
                 break;
             }
-            let times = state.no_shows.get(id).map_or(0, |(n, _)| *n) + 1;
+            let times = state.no_shows.get(&c.from).map_or(0, |(n, _)| *n) + 1;
             state
                 .no_shows
-                .insert(*id, (times, now + budget::backoff(times)));
+                .insert(c.from, (times, now + budget::backoff(times)));
         }
     }
 
-    /// Someone this daemon deferred to started: their record is clean again.
-    fn showed_up(&self, claimants: &[([u8; 8], bool)]) {
+    /// Someone this daemon deferred to started: their hosts' records are clean again.
+    fn showed_up(&self, claimants: &[Claimant]) {
         let mut state = self.lock();
-        for (id, _) in claimants {
-            state.no_shows.remove(id);
+        for c in claimants {
+            state.no_shows.remove(&c.from);
         }
     }
 
-    /// The CLAIM queries heard for `name` lately: (claimant, speaks version 4).
-    fn heard_claims(&self, name: &str) -> Vec<([u8; 8], bool)> {
-        let heard: Vec<([u8; 8], u8)> = self
+    /// The CLAIM queries heard for `name` lately.
+    fn heard_claims(&self, name: &str) -> Vec<Claimant> {
+        let heard: Vec<Heard1> = self
             .lock()
             .heard
             .get(name)
             .into_iter()
             .flatten()
-            .filter(|(_, _, at)| at.elapsed() < CLAIM_FRESH)
-            .map(|&(id, version, _)| (id, version))
+            .filter(|h| h.at.elapsed() < CLAIM_FRESH)
+            .copied()
             .collect();
         heard
             .into_iter()
-            .map(|(id, version)| (id, self.ranked(id, version)))
+            .map(|h| Claimant {
+                id: h.id,
+                ranked: self.ranked(h.id, h.version),
+                from: h.from,
+            })
             .collect()
     }
 
@@ -449,13 +463,15 @@ impl Claims {
                     } => (landed, http_port),
                     Holding::Claiming => {
                         let ranked = self.ranked(answer.daemon_id, answer.version);
-                        match heard
-                            .claimants
-                            .iter_mut()
-                            .find(|(id, _)| *id == answer.daemon_id)
-                        {
-                            Some(known) => known.1 |= ranked,
-                            None => heard.claimants.push((answer.daemon_id, ranked)),
+                        let same =
+                            |c: &&mut Claimant| c.id == answer.daemon_id && c.from == from.ip();
+                        match heard.claimants.iter_mut().find(same) {
+                            Some(known) => known.ranked |= ranked,
+                            None => heard.claimants.push(Claimant {
+                                id: answer.daemon_id,
+                                ranked,
+                                from: from.ip(),
+                            }),
                         }
                         continue;
                     }
@@ -511,8 +527,27 @@ enum Versions {
 #[derive(Default)]
 struct Heard {
     best: Option<SocketAddr>,
-    /// Daemons that answered CLAIMING: (id, in version 4).
-    claimants: Vec<([u8; 8], bool)>,
+    /// Daemons that answered CLAIMING.
+    claimants: Vec<Claimant>,
+}
+
+/// Another daemon claiming the same file.
+#[derive(Debug, Clone, Copy)]
+struct Claimant {
+    id: [u8; 8],
+    /// It settles claims by rank (version 4).
+    ranked: bool,
+    from: IpAddr,
+}
+
+/// A CLAIM query the responder heard.
+#[derive(Debug, Clone, Copy)]
+struct Heard1 {
+    id: [u8; 8],
+    /// The newest version it was heard in.
+    version: u8,
+    from: IpAddr,
+    at: Instant,
 }
 
 /// This host as one settle sees it: where to ask, and its own addresses.
@@ -553,14 +588,54 @@ mod tests {
     }
 
     #[test]
+    fn a_host_that_let_us_wait_is_not_deferred_to_under_any_id() {
+        let name = "a-1-1-any.pkg.tar.zst";
+        let from: IpAddr = "10.0.0.9".parse().unwrap();
+        let c = claims(0);
+        // Every other id outranks or undercuts id 0 somewhere; find one that wins this file.
+        let better = (1..=255u8)
+            .map(|b| [b; 8])
+            .find(|id| choose::defers(name, [0; 8], &[(*id, true)]))
+            .unwrap();
+        let claimant = |id| Claimant {
+            id,
+            ranked: true,
+            from,
+        };
+        assert!(c.defers(name, &[claimant(better)]));
+        c.no_show(&[claimant(better)]);
+        let another = (1..=255u8)
+            .map(|b| [b; 8])
+            .find(|id| *id != better && choose::defers(name, [0; 8], &[(*id, true)]))
+            .unwrap();
+        assert!(
+            !c.defers(name, &[claimant(another)]),
+            "a new id from the same host"
+        );
+        let elsewhere = Claimant {
+            from: "10.0.0.10".parse().unwrap(),
+            ..claimant(another)
+        };
+        assert!(c.defers(name, &[elsewhere]), "another host is deferred to");
+        c.showed_up(&[claimant(better)]);
+        assert!(
+            c.defers(name, &[claimant(another)]),
+            "forgiven once it started"
+        );
+    }
+
+    #[test]
     fn heard_claims_keep_the_newest_version_per_claimant() {
         let c = claims(5);
-        c.heard_claim("a-1-1-any.pkg.tar.zst", [1; 8], 2);
-        c.heard_claim("a-1-1-any.pkg.tar.zst", [1; 8], 4);
-        c.heard_claim("a-1-1-any.pkg.tar.zst", [5; 8], 4);
-        assert_eq!(
-            c.heard_claims("a-1-1-any.pkg.tar.zst"),
-            vec![([1; 8], true)]
-        );
+        let from: IpAddr = "10.0.0.1".parse().unwrap();
+        c.heard_claim("a-1-1-any.pkg.tar.zst", [1; 8], 2, from);
+        c.heard_claim("a-1-1-any.pkg.tar.zst", [1; 8], 4, from);
+        c.heard_claim("a-1-1-any.pkg.tar.zst", [5; 8], 4, from);
+        let heard: Vec<([u8; 8], bool)> = c
+            .heard_claims("a-1-1-any.pkg.tar.zst")
+            .iter()
+            .map(|c| (c.id, c.ranked))
+            .collect();
+        assert_eq!(heard, vec![([1; 8], true)]);
     }
 }
