@@ -183,6 +183,7 @@ fn fetch_locked(
         ceiling: None,
         only_resume: false,
         share: None,
+        via_agent: false,
     };
     if !want.resume && !out.is_empty() {
         progress.note(|| format!("{name}: not resumable, discarding {} bytes", out.len()));

@@ -157,6 +157,44 @@ fn the_daemon_killed_mid_transfer_leaves_the_client_to_finish_from_its_offset() 
     );
 }
 
+/// `-v` labels what the agent answered itself (nothing prefetched: 404; the mirror unreachable:
+/// 502) as the agent's, never as if the mirror had said it; the mirror's own words come after.
+#[test]
+fn the_agents_own_answers_are_labelled_as_the_agents() {
+    let Some(host) = Host::loopback() else { return };
+    // No mirror listens on 127.0.0.1:8080, though the daemon's pacman.conf names it.
+    let (_daemon, _cache) = daemon(&host, &["--prefetch", "0"]);
+    let dir = tempdir();
+    let name = "listed-1-1-any.pkg.tar.zst";
+    crate::archrepo::write_sync_db(&dir.path().join("db"), "core", name, b"content");
+    let part = dir.path().join(format!("{name}.part"));
+    let url = format!("http://127.0.0.1:8080/core/{name}");
+    let result = run(client(&host)
+        .arg("-v")
+        .arg("--dbpath")
+        .arg(dir.path().join("db"))
+        .arg(&part)
+        .arg(&url));
+    let err = stderr(&result);
+    assert!(!result.status.success(), "{err}");
+    for agents in [
+        format!("pacserved's agent (not the mirror) answered 404 Not Found for {url}: not staged"),
+        format!("pacserved's agent (not the mirror) answered 502 Bad Gateway for {url}: "),
+    ] {
+        assert!(err.contains(&agents), "{agents:?} in {err}");
+    }
+    for as_if_the_mirror in [format!("{url}: 404"), format!("{url}: 502")] {
+        assert!(
+            !err.contains(&as_if_the_mirror),
+            "{as_if_the_mirror:?} in {err}"
+        );
+    }
+    assert!(
+        err.contains(&format!("{url}: connection refused")),
+        "then the mirror directly, in its own words: {err}"
+    );
+}
+
 #[test]
 fn the_agent_refuses_other_schemes_and_malformed_jobs() {
     if !util::require_tools(&["python3"]) {
