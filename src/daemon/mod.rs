@@ -23,6 +23,7 @@ pub mod claims;
 pub mod growing;
 pub mod http;
 pub mod journal;
+pub mod ledger;
 pub mod mdns;
 pub mod metrics;
 pub mod peers;
@@ -49,6 +50,7 @@ use crate::daemon::cache::Cache;
 use crate::daemon::cacheserver::CacheServer;
 use crate::daemon::claims::Claims;
 use crate::daemon::growing::Growing;
+use crate::daemon::ledger::Ledger;
 use crate::daemon::responder::Responder;
 use crate::daemon::server::App;
 use crate::daemon::stats::Stats;
@@ -167,6 +169,12 @@ pub fn run(config: Config) -> io::Result<()> {
     } else {
         None
     };
+    let ledger = Arc::new(Ledger::open(
+        &config.state_dir,
+        config.dbpath.clone(),
+        stats.clone(),
+    ));
+    ledger.spawn_saver()?;
     if let Some(name) = &config.agent_socket {
         // The relay and prefetch both share what they fetch.
         let sharing = Sharing {
@@ -183,7 +191,7 @@ pub fn run(config: Config) -> io::Result<()> {
         let policy = Policy::new(config.pacman_conf.clone(), config.dbpath.clone());
         // A taken name is fatal: clients would not trust a squatter, but the administrator
         // must hear of it now, not find a line in the log later.
-        agent::spawn(name, prefetch, policy)?;
+        agent::spawn(name, prefetch, policy, ledger.clone())?;
     }
     let app = App {
         cache,
@@ -198,6 +206,7 @@ pub fn run(config: Config) -> io::Result<()> {
             config.udp_port,
             config.interfaces.clone(),
         )),
+        ledger: ledger.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -211,6 +220,7 @@ pub fn run(config: Config) -> io::Result<()> {
         server::serve(listener, app, async {
             shutdown_signal().await;
             info!("stopping");
+            ledger.save();
             tokio::spawn(async {
                 tokio::time::sleep(SHUTDOWN_GRACE).await;
                 std::process::exit(0);

@@ -22,6 +22,15 @@ const MAX_PEERS: usize = 256;
 /// At most this many lines are shown.
 const MAX_SHOWN: usize = 50;
 
+/// How a peer is shown to the LAN (here, in `/metrics` and in summaries): an IPv4 address as it
+/// is, an IPv6 address as its /64.
+pub fn shown(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => Ipv6Net::new_assert(v6, 64).trunc().to_string(),
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Peers(Mutex<HashMap<IpAddr, Heard>>);
 
@@ -69,11 +78,7 @@ impl Peers {
         // IPv6 addresses are grouped by /64; the key sorts IPv4 before IPv6.
         let mut groups: BTreeMap<String, (usize, u64, Instant)> = BTreeMap::new();
         for (ip, heard) in peers.iter() {
-            let shown = match ip {
-                IpAddr::V4(v4) => v4.to_string(),
-                IpAddr::V6(v6) => Ipv6Net::new_assert(*v6, 64).trunc().to_string(),
-            };
-            let group = groups.entry(shown).or_insert((0, 0, heard.last));
+            let group = groups.entry(shown(*ip)).or_insert((0, 0, heard.last));
             group.0 += 1;
             group.1 += heard.requests;
             group.2 = group.2.max(heard.last);

@@ -31,6 +31,7 @@ use crate::daemon::http::answer::{self, Conditions, Resource, Span};
 use crate::daemon::http::request::{self, Read, Request};
 use crate::daemon::http::response::{self, Head};
 use crate::daemon::http::send;
+use crate::daemon::ledger::Ledger;
 use crate::daemon::metrics;
 use crate::daemon::sent;
 use crate::daemon::slots::{Slot, Slots};
@@ -60,6 +61,8 @@ pub struct App {
     pub daemon_id: String,
     /// The `/cache/` endpoint; None answers it with 404.
     pub cache_server: Option<CacheServer>,
+    /// Where this machine's downloads came from: what `/cache/` served, and the status page.
+    pub ledger: Arc<Ledger>,
 }
 
 /// Accepts connections until `shutdown` completes.
@@ -155,16 +158,23 @@ async fn route(stream: &mut TcpStream, request: &Request, client: SocketAddr, ap
                 };
                 let answer = answer::decide(resource, Conditions::of(request));
                 let body = (!request.is_head()).then_some(answer.body).flatten();
-                file_answer(stream, answer.head, (&file, body), (keep_alive, &app.stats)).await
+                let (sent, next) =
+                    file_body(stream, answer.head, (&file, body), (keep_alive, &app.stats)).await;
+                app.ledger.cache_served(name, sent);
+                next
             }
             CacheAnswer::Signature(bytes) => {
                 let head = Head::new(200)
                     .with("content-type", "application/pgp-signature")
                     .with("content-length", bytes.len().to_string());
                 let body = if request.is_head() { &[][..] } else { &bytes };
+                app.ledger.cache_served(name, body.len() as u64);
                 answer_with(stream, head, body, keep_alive).await
             }
             CacheAnswer::Status(status) => {
+                if status == 404 && !request.is_head() {
+                    app.ledger.cache_missed(name);
+                }
                 answer_with(stream, Head::new(status), &[], keep_alive).await
             }
         };
@@ -252,17 +262,8 @@ async fn package(
     ended(outcome, keep_alive, &app.stats)
 }
 
-/// A file answer: the head and, for a GET, the span of `file` the answer names.
-async fn file_answer(
-    stream: &mut TcpStream,
-    head: Head,
-    body: (&File, Option<Span>),
-    (keep_alive, stats): (bool, &Stats),
-) -> Next {
-    file_body(stream, head, body, (keep_alive, stats)).await.1
-}
-
-/// [`file_answer`], also saying how many body bytes the kernel took.
+/// A file answer: the head and, for a GET, the span of `file` the answer names; also how many
+/// body bytes the kernel took.
 async fn file_body(
     stream: &mut TcpStream,
     head: Head,

@@ -2,8 +2,10 @@
 //! page. Plain atomics: a query must never wait for a lock to be counted. The page is public to
 //! the LAN, so it shows counts, not the file system layout ([`Peers`] says how peers are shown).
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::IpAddr;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
@@ -50,6 +52,13 @@ pub struct Stats {
     pub claims_followed: AtomicU64,
     /// Followed downloads that went back to the mirror (the peer failed, stalled or lied).
     pub follow_failures: AtomicU64,
+    /// Package bytes this machine's downloads got from LAN peers: what pacman's pacserve-fetch
+    /// runs report, what the agent followed, what `/cache/` served (see `daemon::ledger`).
+    pub received_bytes: AtomicU64,
+    /// Package bytes pacman's pacserve-fetch runs report fetching from mirrors without the agent.
+    pub client_mirror_bytes: AtomicU64,
+    /// Files from a peer that failed verification, by peer ([`crate::daemon::peers::shown`]).
+    pub verification_failures: Labelled,
     peers: Peers,
 }
 
@@ -83,6 +92,9 @@ impl Default for Stats {
             claims_led: AtomicU64::new(0),
             claims_followed: AtomicU64::new(0),
             follow_failures: AtomicU64::new(0),
+            received_bytes: AtomicU64::new(0),
+            client_mirror_bytes: AtomicU64::new(0),
+            verification_failures: Labelled::default(),
             peers: Peers::default(),
         }
     }
@@ -134,6 +146,56 @@ impl Stats {
         }
         out.push_str(&self.peers.render(Instant::now()));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_bounded_and_the_rest_count_as_other() {
+        let counts = Labelled::default();
+        for i in 0..(MAX_LABELS as u64 + 20) {
+            counts.add(format!("10.0.0.{i}"), 1);
+        }
+        counts.add("10.0.0.0".into(), 5);
+        let snapshot = counts.snapshot();
+        assert_eq!(snapshot.len(), MAX_LABELS);
+        let get = |label: &str| snapshot.iter().find(|(l, _)| l == label).map(|(_, n)| *n);
+        assert_eq!(get("10.0.0.0"), Some(6), "a known label keeps counting");
+        assert_eq!(get(OTHER_LABEL), Some(21));
+    }
+}
+
+/// Counters by label, at most [`MAX_LABELS`] of them: past that, new labels count under
+/// [`OTHER_LABEL`], so neither a LAN of spoofed sources nor months of uptime grow the table or a
+/// scrape.
+#[derive(Debug, Default)]
+pub struct Labelled(Mutex<BTreeMap<String, u64>>);
+
+pub const MAX_LABELS: usize = 64;
+pub const OTHER_LABEL: &str = "other";
+
+impl Labelled {
+    pub fn add(&self, label: String, n: u64) {
+        let Ok(mut counts) = self.0.lock() else {
+            return;
+        };
+        let label = match counts.contains_key(&label) || counts.len() < MAX_LABELS - 1 {
+            true => label,
+            false => OTHER_LABEL.to_owned(),
+        };
+        let count = counts.entry(label).or_default();
+        *count = count.saturating_add(n);
+    }
+
+    /// Every label and its count, in label order.
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        self.0
+            .lock()
+            .map(|counts| counts.iter().map(|(l, n)| (l.clone(), *n)).collect())
+            .unwrap_or_default()
     }
 }
 
