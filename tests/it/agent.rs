@@ -207,21 +207,6 @@ fn the_agent_refuses_other_schemes_and_malformed_jobs() {
         return;
     };
     let (_daemon, _cache) = daemon(&host, &[]);
-    let script = r#"
-import socket, sys
-for job in sys.argv[1:]:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.connect("\0pacserved/agent")
-    s.sendall(job.encode().decode("unicode_escape").encode())
-    s.shutdown(socket.SHUT_WR)
-    answer = b""
-    while True:
-        b = s.recv(65536)
-        if not b:
-            break
-        answer += b
-    print(answer.decode(errors="replace").split("\r\n\r\n")[0].replace("\r\n", " | "))
-"#;
     let get = "GET /x HTTP/1.1\\r\\nHost: h\\r\\n\\r\\n";
     let jobs = [
         format!("PSRV-AGENT 1 FETCH ftp://127.0.0.1:8080 1000 1000\\n{get}"),
@@ -230,6 +215,7 @@ for job in sys.argv[1:]:
         "PSRV-AGENT 1 FETCH http://127.0.0.1:8080 1000 1000\\nGET http://127.0.0.1:8080/x HTTP/1.1\\r\\n\\r\\n".to_owned(),
         format!("PSRV-AGENT 1 FETCH http://127.0.0.1:8080 1000 1000\\n{get}"),
     ];
+    let script = crate::daemon::AGENT_JOBS;
     let out = run(host.command("python3").arg("-c").arg(script).args(&jobs));
     let answers: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()

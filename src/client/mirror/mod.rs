@@ -20,6 +20,7 @@ use ureq::Agent;
 
 use crate::client::error::Error;
 use crate::client::output::Output;
+use crate::client::output::credits::Credit;
 use crate::client::output::verify::Expected;
 use crate::client::peers::discovery::Discovery;
 use crate::client::terminal::progress::Progress;
@@ -108,6 +109,7 @@ impl Mirror {
     ) -> Option<Result<Delivered, Error>> {
         let staged = self.staged.as_ref()?;
         progress.note(|| "asking pacserved for a copy it prefetched".to_owned());
+        out.credit(Credit::Agent);
         let before = out.len();
         let want = Want {
             via_agent: true,
@@ -151,6 +153,7 @@ impl Mirror {
         if let Some(via) = &self.via_daemon {
             let socket = self.socket.as_deref().unwrap_or_default();
             progress.note(|| format!("handing the download to pacserved (@{socket})"));
+            out.credit(Credit::Agent);
             let via_agent = Want {
                 via_agent: true,
                 ..want.clone()
@@ -180,6 +183,7 @@ impl Mirror {
         let direct = self
             .direct
             .get_or_init(|| transfer::mirror_agent(self.limits, &self.user_agent));
+        out.credit(Credit::Mirror);
         let want = Want {
             share: None,
             via_agent: false,
