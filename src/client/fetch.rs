@@ -529,6 +529,9 @@ fn peers_with(
         Ok(asked) => {
             memory.update(&expect, &asked.answers, now);
             memory::store(memory);
+            for why in &asked.skipped {
+                progress.note(|| why.clone());
+            }
             if let Some(why) = explain::nobody_answered(&asked, discovery) {
                 progress.note(|| why);
             }

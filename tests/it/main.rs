@@ -55,6 +55,8 @@ mod local_attacks;
 // The prerequisite policy: a missing tool is a clean skip, counted at the end; MISSING under
 // PACSERVE_E2E=require.
 mod skips;
+// Untrusted networks: queries only on the networks chosen.
+mod untrusted;
 // The line after a transaction and the totals, against the peers' and the mirror's counts.
 mod summary;
 // Signed packages as Arch signs them: peers' signatures checked as pacman would, offline installs.
