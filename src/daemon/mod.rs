@@ -5,7 +5,8 @@
 //! ([`responder`], UDP answers) and the HTTP server ([`server`], over the one HTTP
 //! implementation in [`http`]), and stop cleanly on SIGTERM or SIGINT. Around them: which files
 //! may be served ([`cache`]), who may ask ([`allow`], [`ratelimit`]), what one client may hold
-//! ([`slots`]), counters for the status page ([`stats`], [`peers`], [`sent`]), logging
+//! ([`slots`]), counters for the status page ([`stats`], [`peers`], [`sent`]; the page itself,
+//! text or HTML: [`statuspage`]), where this machine's downloads came from ([`ledger`]), logging
 //! ([`journal`]) and the optional mDNS announcement ([`mdns`]). Separately, the local download
 //! [`agent`] carries this machine's `pacserve-fetch` mirror downloads over warm connections and
 //! prefetches; files downloading right now are shared ([`growing`], [`claims`]); the Include
@@ -33,6 +34,7 @@ pub mod sent;
 pub mod server;
 pub mod slots;
 pub mod stats;
+pub mod statuspage;
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};

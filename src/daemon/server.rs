@@ -4,7 +4,7 @@
 //! Routes (GET and HEAD; anything else is 405): `/pkg/<file>` (the path pacredir's peers use):
 //! a cache file, or one still arriving ([`crate::daemon::growing`]); `/cache/<file>`
 //! ([`cacheserver`], loopback only); `/metrics` (Prometheus, [`metrics`]); `/` (the status
-//! page). Which files may be served is
+//! page, HTML for a browser: [`statuspage`]). Which files may be served is
 //! decided by [`Cache::find`] alone, the same gate the responder uses; who may ask, by the
 //! [`Allowlist`]; what a GET or HEAD of a file answers, by [`answer::decide`] alone; bodies go
 //! by the kernel ([`send`]).
@@ -36,6 +36,7 @@ use crate::daemon::metrics;
 use crate::daemon::sent;
 use crate::daemon::slots::{Slot, Slots};
 use crate::daemon::stats::{Held, Stats};
+use crate::daemon::statuspage;
 
 /// Connections served at once; when all are taken, a source holding fewer connections than the
 /// heaviest one takes one of its slots ([`Slots`]), others are closed on arrival.
@@ -185,10 +186,18 @@ async fn route(stream: &mut TcpStream, request: &Request, client: SocketAddr, ap
         return answer_with(stream, head, body, keep_alive).await;
     }
     if request.path == "/" {
-        let page = app.stats.render(&app.daemon_id, app.cache.dirs().len());
-        let (head, body) = response::text(200, "text/plain; charset=utf-8", &page);
+        let page = statuspage::Page {
+            stats: &app.stats,
+            ledger: &app.ledger,
+            daemon_id: &app.daemon_id,
+            cache_dirs: app.cache.dirs().len(),
+        };
+        let (head, body) = match statuspage::wants_html(request.header("accept")) {
+            true => response::text(200, "text/html; charset=utf-8", &statuspage::html(&page)),
+            false => response::text(200, "text/plain; charset=utf-8", &statuspage::text(&page)),
+        };
         let body = if request.is_head() { &[][..] } else { &body };
-        return answer_with(stream, head, body, keep_alive).await;
+        return answer_with(stream, head.with("vary", "Accept"), body, keep_alive).await;
     }
     answer_with(stream, Head::new(404), &[], keep_alive).await
 }
@@ -201,7 +210,7 @@ async fn package(
     client: IpAddr,
     app: &App,
 ) -> Next {
-    app.stats.heard(client);
+    app.stats.heard(client, None);
     let keep_alive = request.keep_alive;
     let conditions = Conditions::of(request);
     let opened = app.cache.find(name).and_then(|found| {

@@ -105,9 +105,19 @@ impl Stats {
         counter.fetch_add(n, Relaxed);
     }
 
-    /// A peer was heard from (a query or an HTTP request).
-    pub fn heard(&self, peer: IpAddr) {
-        self.peers.heard(peer, Instant::now());
+    /// A peer was heard from: an HTTP request, or a query of protocol `version`.
+    pub fn heard(&self, peer: IpAddr, version: Option<u8>) {
+        self.peers.heard(peer, Instant::now(), version);
+    }
+
+    /// The peers heard recently, as the status pages show them.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    /// Time since the daemon started.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
     }
 
     /// The status page: counters and the peers heard, for `curl http://host:15678/`.
@@ -120,6 +130,15 @@ impl Stats {
             self.started.elapsed().as_secs()
         );
         let _ = writeln!(out, "cache directories: {cache_dirs}");
+        for (label, value) in self.counters() {
+            let _ = writeln!(out, "{label}: {value}");
+        }
+        out.push_str(&self.peers.render(Instant::now()));
+        out
+    }
+
+    /// The status pages' counters, labelled.
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
         let counters = [
             ("queries received", &self.queries),
             ("answered HAVE", &self.answered_have),
@@ -141,11 +160,10 @@ impl Stats {
                 &self.evicted,
             ),
         ];
-        for (label, counter) in counters {
-            let _ = writeln!(out, "{label}: {}", counter.load(Relaxed));
-        }
-        out.push_str(&self.peers.render(Instant::now()));
-        out
+        counters
+            .into_iter()
+            .map(|(label, counter)| (label, counter.load(Relaxed)))
+            .collect()
     }
 }
 
