@@ -50,6 +50,9 @@ pub struct Stats {
     /// Claims settled for a download: this daemon fetched from the mirror, or followed another.
     pub claims_led: AtomicU64,
     pub claims_followed: AtomicU64,
+    /// Claims where this daemon deferred to a better claimant (then followed it, or led after
+    /// it failed to start).
+    pub claims_deferred: AtomicU64,
     /// Followed downloads that went back to the mirror (the peer failed, stalled or lied).
     pub follow_failures: AtomicU64,
     /// Package bytes this machine's downloads got from LAN peers: what pacman's pacserve-fetch
@@ -91,6 +94,7 @@ impl Default for Stats {
             planned_files: AtomicU64::new(0),
             claims_led: AtomicU64::new(0),
             claims_followed: AtomicU64::new(0),
+            claims_deferred: AtomicU64::new(0),
             follow_failures: AtomicU64::new(0),
             received_bytes: AtomicU64::new(0),
             client_mirror_bytes: AtomicU64::new(0),
