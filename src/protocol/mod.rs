@@ -82,7 +82,9 @@
 //! ‖ daemon id), big-endian (rendezvous hashing: each file to a different host, the same host
 //! on every host's reckoning, with nothing exchanged but the claims). When any claimant speaks
 //! only an older version, the older rule holds for that file (the lowest daemon id leads),
-//! which every daemon computes alike. A daemon following a copy prefers, among the copies at
+//! which every daemon computes alike. A claimant deferred to that does not start within the
+//! defer limit is not deferred to again for a while (a host claiming every file and fetching
+//! none costs one wait, not one per file). A daemon following a copy prefers, among the copies at
 //! least half as far along as the furthest, the one whose daemon sends the fewest uploads.
 //! Clients keep asking in version 3 (and 1): version 4 tells them nothing more, and older
 //! daemons would not answer it.

@@ -629,12 +629,22 @@ fn wait_bounded(mut child: Child, limit: Duration) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
-/// A scripted claimant for [`a_claim_goes_to_the_claimant_of_highest_rank_for_that_file`]: it
-/// says hello once (a daemon claims only on a LAN where it has heard others), then answers
-/// every version 4 CLAIM query with CLAIMING under the id it is given, and never starts.
+/// A scripted version 4 claimant for the claim tests below: it says hello once (a daemon claims
+/// only on a LAN where it has heard others), then answers a version 4 CLAIM query for a file
+/// with CLAIMING under the id it is given; in mode `starts`, a later CLAIM query for the same
+/// file with HAVE, serving the file from a directory over HTTP (as a rival that won and
+/// finished would), in mode `never` with CLAIMING again.
 const RIVAL: &str = r#"
-import socket, struct, sys, time
-fake, ifaddr, seconds = bytes.fromhex(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+import http.server, os, socket, struct, sys, threading, time
+fake, ifaddr, seconds, mode, root = bytes.fromhex(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4], sys.argv[5]
+PORT = 18080
+class Files(http.server.SimpleHTTPRequestHandler):
+    def translate_path(self, path):
+        return os.path.join(root, os.path.basename(path))
+    def log_message(self, *args):
+        pass
+http_server = http.server.ThreadingHTTPServer(("0.0.0.0", PORT), Files)
+threading.Thread(target=http_server.serve_forever, daemon=True).start()
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 u.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 u.bind(("0.0.0.0", 15678))
@@ -646,6 +656,7 @@ hello = b"PSRV\x03\x01" + b"\x00" * 8 + bytes([len(name)]) + name + b"\x00" + b"
 u.sendto(hello.ljust(64, b"\x00"), ("239.255.15.78", 15678))
 print("READY", flush=True)
 u.settimeout(0.5)
+seen = set()
 end = time.time() + seconds
 while time.time() < end:
     try:
@@ -656,23 +667,26 @@ while time.time() < end:
         continue
     n = d[14]
     a = d[15 + n]
-    if d[16 + n + a] & 1:
+    if not d[16 + n + a] & 1:
+        continue
+    file = d[15:15 + n].decode()
+    if mode == "starts" and file in seen:
+        size = os.path.getsize(os.path.join(root, file))
+        body = struct.pack(">HQQQBH", PORT, size, 1700000000, size, 0, 0)
+        answer = b"PSRV\x04\x02" + d[6:14] + b"\x01" + fake + body
+    else:
         answer = b"PSRV\x04\x02" + d[6:14] + b"\x03" + fake + struct.pack(">HQQQBH", 0, 0, 0, 0, 0, 0)
-        u.sendto(answer, addr)
+    seen.add(file)
+    u.sendto(answer, addr)
 "#;
 
-/// Version 4 claims (issue 21): with another version 4 claimant for the same file, a daemon
-/// leaves the file to whichever of the two ranks higher for that file, so different files
-/// go to different hosts. Under the lowest-id rule it would defer on every file or on none;
-/// here the rival's id is chosen so that it outranks the daemon on some files only, and the
-/// daemon's `claims_deferred` counter must match the files where it does.
-#[test]
-fn a_claim_goes_to_the_claimant_of_highest_rank_for_that_file() {
-    use pacserve_fetch::protocol::{claim_rank, parse_id_hex};
+/// What host 1's daemon did with `FILES` claims against a scripted version 4 rival on host 2
+/// (mode `starts` or `never`, see [`RIVAL`]): (files the rival outranks it on, deferred,
+/// followed, led), each file fetched once through the daemon's agent by pacserve-fetch.
+fn against_a_rival(mode: &str) -> Option<(usize, f64, f64, f64, Site)> {
+    use pacserve_fetch::protocol::{claim_rank, id_hex, parse_id_hex};
     const FILES: usize = 6;
-    let Some(mut s) = site(2, FILES, 100_000, "40mbit") else {
-        return;
-    };
+    let mut s = site(2, FILES, 100_000, "40mbit")?;
     let files = files(&s.repo);
     let id = s.nodes[0]
         .daemon
@@ -686,16 +700,19 @@ fn a_claim_goes_to_the_claimant_of_highest_rank_for_that_file() {
                 .and_then(parse_id_hex)
         })
         .expect("the daemon logs its id");
+    // The rival outranks the daemon on the first file and on some, not all, of the others:
+    // under the lowest-id rule it would be all files or none.
     let outranks = |rival: &[u8; 8], file: &str| claim_rank(file, rival) > claim_rank(file, &id);
     let rival = (1..=255u8)
         .map(|b| [b; 8])
         .find(|r| {
             let n = files.iter().filter(|f| outranks(r, f)).count();
-            *r != id && (2..FILES - 1).contains(&n)
+            *r != id && outranks(r, &files[0]) && (2..FILES - 1).contains(&n)
         })
         .expect("an id that outranks the daemon on some files only");
-    let expected = files.iter().filter(|f| outranks(&rival, f)).count();
+    let outranked = files.iter().filter(|f| outranks(&rival, f)).count();
     s.nodes[1].daemon.kill();
+    let repo = s.repo.dir.to_string_lossy().into_owned();
     let mut script = s
         .lan
         .host(2)
@@ -703,9 +720,11 @@ fn a_claim_goes_to_the_claimant_of_highest_rank_for_that_file() {
         .args([
             "-c",
             RIVAL,
-            &pacserve_fetch::protocol::id_hex(&rival),
+            &id_hex(&rival),
             &s.lan.ipv4(2),
             "120",
+            mode,
+            &repo,
         ])
         .stdout(Stdio::piped())
         .spawn()
@@ -736,15 +755,50 @@ fn a_claim_goes_to_the_claimant_of_highest_rank_for_that_file() {
     }
     let _ = script.kill();
     let _ = script.wait();
-    let deferred = s.metric(1, "pacserved_claims_deferred_total", expected as f64);
-    // The rival never starts: after deferring, the daemon leads anyway, and each file crossed
-    // the uplink once.
-    let led = s.metric(1, "pacserved_claims_led_total", FILES as f64);
+    let deferred = s.metric(1, "pacserved_claims_deferred_total", 1.0);
+    let followed = s.metric(1, "pacserved_claims_followed_total", 0.0);
+    let led = s.metric(1, "pacserved_claims_led_total", 1.0);
+    Some((outranked, deferred, followed, led, s))
+}
+
+/// Version 4 claims (issue 21): against another version 4 claimant, a daemon leaves each file
+/// to whichever of the two ranks higher for that file, so different files go to different
+/// hosts; it follows the rival's copy of the files it left, and leads the others.
+#[test]
+fn a_claim_goes_to_the_claimant_of_highest_rank_for_that_file() {
+    let Some((outranked, deferred, followed, led, s)) = against_a_rival("starts") else {
+        return;
+    };
+    let files = files(&s.repo);
     assert_eq!(
-        deferred, expected as f64,
+        deferred, outranked as f64,
         "deferred on the files the rival outranks"
     );
-    assert_eq!(led, FILES as f64);
+    assert_eq!(
+        followed, outranked as f64,
+        "and followed the rival's copy of them"
+    );
+    assert_eq!(led, (files.len() - outranked) as f64, "led the others");
+    let from_mirror: usize = files.iter().map(|f| s.mirror.requests_for(f).len()).sum();
+    assert_eq!(
+        from_mirror,
+        files.len() - outranked,
+        "the rival's files never reached the mirror"
+    );
+}
+
+/// A LAN host that claims every file and fetches none costs a daemon one wait, not one per
+/// file: after a claimant it deferred to never started, it is not deferred to for a while.
+#[test]
+fn a_claimant_that_never_starts_is_waited_for_once() {
+    let Some((outranked, deferred, followed, led, s)) = against_a_rival("never") else {
+        return;
+    };
+    let files = files(&s.repo);
+    assert!(outranked >= 2);
+    assert_eq!(deferred, 1.0, "one wait for the no-show, then none");
+    assert_eq!(followed, 0.0);
+    assert_eq!(led, files.len() as f64);
     for file in &files {
         assert_eq!(s.mirror.requests_for(file).len(), 1, "{file}");
     }

@@ -28,6 +28,10 @@ use crate::protocol::budget;
 use crate::protocol::netif::{self, Interface};
 use crate::protocol::{self, Answer, Holding, Query};
 
+mod choose;
+
+use choose::{Copy, least_busy};
+
 /// The longest a claim waits for the LAN's answers.
 pub const WINDOW: Duration = Duration::from_millis(30);
 /// How long a deferring daemon waits for the lower claimant to start its download: paid only
@@ -49,10 +53,6 @@ const OFFER_FRESH: Duration = Duration::from_secs(1);
 const MAX_OFFERS: usize = 256;
 /// How often a deferring daemon asks whether the better claimant has started.
 const DEFER_POLL: Duration = Duration::from_millis(25);
-/// A copy this few bytes behind the furthest is as good to follow: at the start of a download
-/// every copy is near zero, and following the newest follower chains hosts instead of starring
-/// them around the first.
-const NEAR_ENOUGH: u64 = 4 << 20;
 
 /// What to do about a file after settling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +90,10 @@ struct State {
     /// when: one datagram lost or rate-limited must not make a version 4 daemon look older,
     /// which would make hosts settle a file by different rules.
     versions: HashMap<[u8; 8], (u8, Instant)>,
+    /// Claimants deferred to that never started: consecutive times and until when they are
+    /// not deferred to (a host that claims every file and fetches none would otherwise cost
+    /// every other host [`DEFER_LIMIT`] per file).
+    no_shows: HashMap<[u8; 8], (u32, Instant)>,
     /// When this daemon last offered a copy (HAVE or GROWING) to a version 3+ query: the asker
     /// is probably about to read it, before it shows among the uploads ([`Claims::promised`]).
     offers: std::collections::VecDeque<Instant>,
@@ -273,23 +277,59 @@ impl Claims {
         while Instant::now() < until {
             std::thread::sleep(DEFER_POLL);
             if let Some(http) = self.ask(&socket, &here, name, versions).best {
+                self.showed_up(&claimants);
                 return Verdict::Follow { http };
             }
         }
+        self.no_show(&claimants);
         Verdict::Lead
     }
 
-    /// Whether another of `claimants` (id, speaks version 4) should fetch `name` rather than
-    /// this daemon: by rank when all speak version 4, else by lowest id (see the module doc).
+    /// Whether a better claimant among `claimants` should fetch `name` ([`choose::defers`]),
+    /// leaving out claimants that lately let this daemon wait for nothing.
     fn defers(&self, name: &str, claimants: &[([u8; 8], bool)]) -> bool {
-        let others = claimants.iter().filter(|(id, _)| *id != self.daemon_id);
-        if claimants.iter().all(|&(_, ranked)| ranked) {
-            let mine = protocol::claim_rank(name, &self.daemon_id);
-            others
-                .map(|(id, _)| (protocol::claim_rank(name, id), *id))
-                .any(|theirs| theirs > (mine, self.daemon_id))
-        } else {
-            others.into_iter().any(|(id, _)| *id < self.daemon_id)
+        let now = Instant::now();
+        let counted: Vec<([u8; 8], bool)> = {
+            let state = self.lock();
+            claimants
+                .iter()
+                .filter(|(id, _)| {
+                    state
+                        .no_shows
+                        .get(id)
+                        .is_none_or(|(_, until)| *until <= now)
+                })
+                .copied()
+                .collect()
+        };
+        choose::defers(name, self.daemon_id, &counted)
+    }
+
+    /// Nobody this daemon deferred to started: they are not deferred to for a while, longer
+    /// each time in a row ([`budget::backoff`]).
+    fn no_show(&self, claimants: &[([u8; 8], bool)]) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        // Remembered past the wait, so that a claimant failing again waits longer.
+        state
+            .no_shows
+            .retain(|_, (_, until)| *until + budget::BACKOFF_MAX > now);
+        for (id, _) in claimants {
+            if state.no_shows.len() >= MAX_RECORDED && !state.no_shows.contains_key(id) {
+                break;
+            }
+            let times = state.no_shows.get(id).map_or(0, |(n, _)| *n) + 1;
+            state
+                .no_shows
+                .insert(*id, (times, now + budget::backoff(times)));
+        }
+    }
+
+    /// Someone this daemon deferred to started: their record is clean again.
+    fn showed_up(&self, claimants: &[([u8; 8], bool)]) {
+        let mut state = self.lock();
+        for (id, _) in claimants {
+            state.no_shows.remove(id);
         }
     }
 
@@ -475,27 +515,6 @@ struct Heard {
     claimants: Vec<([u8; 8], bool)>,
 }
 
-/// A copy of the file another daemon offered (HAVE: `landed` is `u64::MAX`).
-#[derive(Debug, Clone, Copy)]
-struct Copy {
-    http: SocketAddr,
-    daemon_id: [u8; 8],
-    landed: u64,
-    uploads: u16,
-}
-
-/// The copy to follow: of those at least half as far along as the furthest or within
-/// [`NEAR_ENOUGH`] of it (so a whole file beats any still arriving), the one sending the fewest
-/// uploads, then the furthest, then the first to answer.
-fn least_busy(copies: &[Copy]) -> Option<SocketAddr> {
-    let furthest = copies.iter().map(|c| c.landed).max()?;
-    copies
-        .iter()
-        .filter(|c| c.landed >= furthest / 2 + furthest % 2 || furthest - c.landed <= NEAR_ENOUGH)
-        .min_by_key(|c| (c.uploads, std::cmp::Reverse(c.landed)))
-        .map(|c| c.http)
-}
-
 /// This host as one settle sees it: where to ask, and its own addresses.
 struct Here<'a> {
     interfaces: &'a [Interface],
@@ -519,74 +538,6 @@ mod tests {
             Vec::new(),
             Arc::new(Allowlist::default()),
         )
-    }
-
-    #[test]
-    fn every_host_agrees_on_one_leader_per_file_and_leaders_spread() {
-        let ids: Vec<u8> = (1..=8).collect();
-        let mut leaders = HashSet::new();
-        for file in 0..15 {
-            let name = format!("tg{file}-1.0-1-any.pkg.tar.zst");
-            // All eight claim in version 4: exactly one of them does not defer.
-            let leading: Vec<u8> = ids
-                .iter()
-                .filter(|&&me| {
-                    let others: Vec<([u8; 8], bool)> = ids
-                        .iter()
-                        .filter(|&&o| o != me)
-                        .map(|&o| ([o; 8], true))
-                        .collect();
-                    !claims(me).defers(&name, &others)
-                })
-                .copied()
-                .collect();
-            assert_eq!(leading.len(), 1, "{name}: {leading:?}");
-            leaders.insert(leading[0]);
-        }
-        assert!(leaders.len() >= 4, "15 files led by only {leaders:?}");
-    }
-
-    #[test]
-    fn one_older_claimant_brings_back_the_lowest_id_rule() {
-        // Daemons 1 and 3 speak version 4, daemon 2 an older one (which defers to the lowest id
-        // by its own code): 1 leads, 3 defers, whatever the ranks say.
-        let name = "a-1-1-any.pkg.tar.zst";
-        for me in [1u8, 3] {
-            let others: Vec<([u8; 8], bool)> = (1..=3u8)
-                .filter(|&o| o != me)
-                .map(|o| ([o; 8], o != 2))
-                .collect();
-            assert_eq!(claims(me).defers(name, &others), me != 1, "daemon {me}");
-        }
-    }
-
-    #[test]
-    fn a_follower_takes_the_least_busy_copy_far_enough_along() {
-        let copy = |port: u16, landed: u64, uploads: u16| Copy {
-            http: SocketAddr::from(([10, 0, 0, 1], port)),
-            daemon_id: [port as u8; 8],
-            landed,
-            uploads,
-        };
-        let port = |copies: &[Copy]| least_busy(copies).map(|a| a.port());
-        // The leader feeds six; a follower half as far along feeds none: it gets the next.
-        assert_eq!(port(&[copy(1, 1000, 6), copy(2, 500, 0)]), Some(2));
-        // Not one that has barely begun while the leader is far along.
-        let far = 100 << 20;
-        assert_eq!(port(&[copy(1, far, 6), copy(2, far / 2 - 1, 0)]), Some(1));
-        // At the start every copy is near: the newest, idle follower is followed.
-        assert_eq!(port(&[copy(1, 300_000, 1), copy(2, 0, 0)]), Some(2));
-        // A whole file beats any still arriving; among whole files, the least busy.
-        assert_eq!(
-            port(&[copy(1, 10, 0), copy(2, u64::MAX, 3), copy(3, u64::MAX, 1)]),
-            Some(3)
-        );
-        // Equally busy: the furthest, then the first to answer.
-        assert_eq!(
-            port(&[copy(1, 600, 1), copy(2, 900, 1), copy(3, 900, 1)]),
-            Some(2)
-        );
-        assert_eq!(port(&[]), None);
     }
 
     #[test]
