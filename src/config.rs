@@ -12,6 +12,7 @@
 //! use-peers = true                        # false: mirror only
 //! multicast = true                        # false: static peers only
 //! interfaces = []                         # empty: every up, multicast-capable interface
+//! networks = ["192.168.1.0/24"]           # ask only on interfaces in these; empty: any
 //! peer-wait-ms = 100                      # longest wait for answers
 //! port = 15678                            # daemons' UDP port
 //! unverified-peers = false                # files no sync database lists: mirror only
@@ -33,6 +34,7 @@ pub struct FileConfig {
     pub use_peers: Option<bool>,
     pub multicast: Option<bool>,
     pub interfaces: Option<Vec<String>>,
+    pub networks: Option<Vec<String>>,
     pub peer_wait_ms: Option<u64>,
     pub port: Option<u16>,
     pub unverified_peers: Option<bool>,

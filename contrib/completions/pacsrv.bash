@@ -1,5 +1,5 @@
 # bash completion for pacsrv. pacsrv runs pacman once, so its arguments are pacman's: pacman's
-# own completion does the work, plus pacsrv's three options of its own.
+# own completion does the work, plus pacsrv's own options.
 _pacsrv() {
     local cur=${COMP_WORDS[COMP_CWORD]}
     case ${COMP_WORDS[1]-} in
@@ -22,7 +22,7 @@ _pacsrv() {
     fi
     if [[ $COMP_CWORD -eq 1 ]]; then
         local own
-        mapfile -t own < <(compgen -W "--include-conf --clean-download-dirs" -- "$cur")
+        mapfile -t own < <(compgen -W "--include-conf --clean-download-dirs --summary --totals" -- "$cur")
         COMPREPLY+=("${own[@]}")
     fi
 }

@@ -119,6 +119,11 @@ fn who_has(args: &FetchArgs, name: Option<&str>) -> anyhow::Result<ExitCode> {
         None => discovery::render_peers(&asked.answers, started.elapsed()),
     };
     print!("{listing}");
+    if args.verbosity() == Verbosity::Verbose {
+        for why in &asked.skipped {
+            eprintln!("pacserve-fetch: {why}");
+        }
+    }
     if asked.sent == 0 {
         eprintln!("pacserve-fetch: {}", explain::nobody_to_ask(&discovery));
     }

@@ -20,6 +20,7 @@ use crate::client::terminal::progress::Verbosity;
 use crate::client::transfer::limits::Limits;
 use crate::config::{self, ConfigError, FileConfig};
 use crate::pacman::invocation::{self, Invocation, Paths};
+use crate::protocol::netif;
 
 /// Download one file for pacman from a LAN peer or the mirror, resuming a partial file.
 #[derive(Debug, Parser)]
@@ -64,6 +65,10 @@ pub struct FetchArgs {
     /// non-loopback interface.
     #[arg(long = "interface", value_name = "NAME")]
     pub interfaces: Vec<String>,
+    /// Send queries only on interfaces with an address in this network, ADDR/PREFIX
+    /// (repeatable): peers are asked at home, and not on a café's Wi-Fi. Default: any network.
+    #[arg(long = "network", value_name = "NETWORK")]
+    pub networks: Vec<String>,
     /// Wait at most this long for peers to answer [default: 100].
     #[arg(long, value_name = "MS")]
     pub peer_wait: Option<u64>,
@@ -162,8 +167,14 @@ impl FetchArgs {
         if let Some(names) = &file.interfaces {
             checks::interfaces(names).map_err(in_file("interfaces"))?;
         }
+        let networks = match &self.networks[..] {
+            [] => netif::parse_networks(&file.networks.unwrap_or_default())
+                .map_err(in_file("networks"))?,
+            given => netif::parse_networks(given).map_err(named("--network"))?,
+        };
         let discovery = Discovery {
             port,
+            networks,
             multicast: !self.no_multicast && file.multicast.unwrap_or(true),
             interfaces: if self.interfaces.is_empty() {
                 file.interfaces.unwrap_or_default()

@@ -22,6 +22,10 @@ pub enum Error {
     BadUrl { url: String, reason: String },
     /// The server answered with a status that does not deliver the file.
     Status { url: String, code: u16 },
+    /// The local pacserved's agent answered a request itself (its `X-Pacserve-Agent` says why):
+    /// nothing was prefetched, it will not fetch this for this user, or it could not reach the
+    /// mirror. Not the mirror's answer, and never shown as if it were.
+    Agent { url: String, code: u16, why: String },
     /// The host name did not resolve.
     HostNotFound { url: String },
     /// Connecting or receiving took longer than allowed.
@@ -105,6 +109,13 @@ impl fmt::Display for Error {
             Error::Status { url, code } => {
                 let reason = status_reason(*code);
                 write!(f, "{url}: server answered {code} {reason}")
+            }
+            Error::Agent { url, code, why } => {
+                let reason = status_reason(*code);
+                write!(
+                    f,
+                    "pacserved's agent (not the mirror) answered {code} {reason} for {url}: {why}"
+                )
             }
             Error::HostNotFound { url } => write!(f, "{url}: host not found"),
             Error::Timeout { url, phase, limit } if limit.is_zero() => {
@@ -309,6 +320,17 @@ mod tests {
             "cannot write /c/x.part: No space left on device"
         );
         assert!(!e.is_source_failure());
+        let e = Error::Agent {
+            url: "http://m/x.pkg.tar.zst".into(),
+            code: 404,
+            why: "not staged".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "pacserved's agent (not the mirror) answered 404 Not Found for http://m/x.pkg.tar.zst: \
+             not staged"
+        );
+        assert!(!e.is_not_found(), "the agent's 404 is not the mirror's");
         let e = Error::HostNotFound {
             url: "http://nowhere/".into(),
         };

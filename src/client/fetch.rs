@@ -15,6 +15,7 @@ use crate::client::error::Error;
 use crate::client::mirror;
 use crate::client::output::Output;
 use crate::client::output::adopt::{self, Adopted};
+use crate::client::output::credits::{Credit, Credits};
 use crate::client::output::dbcopy;
 use crate::client::output::lock::OutputLock;
 use crate::client::output::verify::{self, Expected};
@@ -22,6 +23,7 @@ use crate::client::peers::budget::{self, Candidate, PeerPhase};
 use crate::client::peers::discovery::{self, Discovery, PeerAnswer, WaitEnded};
 use crate::client::peers::explain;
 use crate::client::peers::memory;
+use crate::client::report;
 use crate::client::signature;
 use crate::client::terminal::progress::{Progress, Source};
 use crate::client::transfer::file;
@@ -88,6 +90,8 @@ pub struct Report {
     /// The URL the file came from.
     pub source: String,
     pub delivered: Delivered,
+    /// Which source wrote which bytes, for the transaction's summary ([`report`]).
+    pub credits: Credits,
 }
 
 /// Downloads `url` into `output` the way pacman's XferCommand contract requires.
@@ -106,6 +110,9 @@ pub fn fetch(
     let lock = OutputLock::acquire(output)?;
     let result = fetch_locked(settings, output, name, url, progress);
     lock.release(result.is_ok());
+    if let (Ok(done), Some(socket)) = (&result, &settings.agent_socket) {
+        report::send(socket, &done.credits, progress);
+    }
     result
 }
 
@@ -150,6 +157,7 @@ fn fetch_locked(
                 from: 0,
                 received: bytes.len() as u64,
             },
+            credits: Credits::default(),
         });
     }
     // A peer's signature counts once gpg says pacman would accept it over the package pacman
@@ -174,6 +182,7 @@ fn fetch_locked(
         return Ok(Report {
             source: "an earlier run's download directory".to_owned(),
             delivered: Delivered::AlreadyComplete,
+            credits: Credits::default(),
         });
     }
     let want = Want {
@@ -183,6 +192,7 @@ fn fetch_locked(
         ceiling: None,
         only_resume: false,
         share: None,
+        via_agent: false,
     };
     if !want.resume && !out.is_empty() {
         progress.note(|| format!("{name}: not resumable, discarding {} bytes", out.len()));
@@ -237,6 +247,7 @@ fn fetch_locked(
                     return Ok(Report {
                         source: format!("{url} (prefetched by pacserved)"),
                         delivered,
+                        credits: out.take_credits(),
                     });
                 }
                 Some(why) => {
@@ -286,6 +297,7 @@ fn fetch_locked(
         };
         let peer_url = peerhttp::url(peer.http, name);
         progress.source(name, Source::Peer);
+        out.credit(Credit::Peer(peer.http.ip(), peer.daemon_id));
         progress.note(|| format!("{peer_url}: {:.1} s left for peers", left.as_secs_f64()));
         let agent = transfer::peer_agent(limits, &settings.user_agent, peer.http);
         let peer_want = Want {
@@ -333,9 +345,11 @@ fn fetch_locked(
                     return Ok(Report {
                         source: peer_url,
                         delivered,
+                        credits: out.take_credits(),
                     });
                 }
                 Some(why) => {
+                    out.blame(peer.http.ip());
                     out.truncate(vouched)?;
                     format!("{peer_url} sent a bad file ({why}); discarding its bytes")
                 }
@@ -431,6 +445,7 @@ fn mirror_verified(
     Ok(Report {
         source: url.to_owned(),
         delivered,
+        credits: out.take_credits(),
     })
 }
 
@@ -446,7 +461,10 @@ fn from_mirror(
         .get(..7)
         .is_some_and(|s| s.eq_ignore_ascii_case("file://"));
     match is_file {
-        true => file::fetch(url, out, want, progress),
+        true => {
+            out.credit(Credit::Local);
+            file::fetch(url, out, want, progress)
+        }
         false => mirror.fetch(url, out, want, progress),
     }
 }
@@ -511,6 +529,9 @@ fn peers_with(
         Ok(asked) => {
             memory.update(&expect, &asked.answers, now);
             memory::store(memory);
+            for why in &asked.skipped {
+                progress.note(|| why.clone());
+            }
             if let Some(why) = explain::nobody_answered(&asked, discovery) {
                 progress.note(|| why);
             }

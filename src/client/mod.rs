@@ -14,7 +14,8 @@
 //!   and the transaction's plan for its prefetch;
 //! - [`terminal`]: progress and Ctrl-C.
 //!
-//! Beside them: [`signature`] (a package's `.sig`), [`args`] (options, configuration and the
+//! Beside them: [`signature`] (a package's `.sig`), [`report`] (what the run kept from where,
+//! told to the local pacserved for the transaction's summary), [`args`] (options, configuration and the
 //! invoking pacman combined into one download's settings, after [`checks`] refused values that
 //! cannot work) and the one error type ([`error`]). Whose answers count is
 //! [`crate::protocol::onlink`]'s decision.
@@ -29,6 +30,7 @@ pub mod fetch;
 pub mod mirror;
 pub mod output;
 pub mod peers;
+pub mod report;
 pub mod signature;
 pub mod terminal;
 pub mod transfer;

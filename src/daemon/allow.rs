@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
-use crate::protocol::onlink;
+use crate::protocol::{netif, onlink};
 
 /// The default networks, in the order they are shown.
 pub const DEFAULT: [&str; 9] = [
@@ -74,18 +74,10 @@ impl OnLink {
 impl Allowlist {
     /// Networks as `ADDR/PREFIX` or a bare address (a single host).
     pub fn parse(networks: &[String]) -> Result<Allowlist, String> {
-        networks
-            .iter()
-            .map(|text| {
-                text.parse::<IpNet>()
-                    .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| format!("not a network or address: {text:?}"))
-            })
-            .collect::<Result<_, _>>()
-            .map(|nets| Allowlist {
-                nets,
-                on_link: None,
-            })
+        netif::parse_networks(networks).map(|nets| Allowlist {
+            nets,
+            on_link: None,
+        })
     }
 
     /// Whether `ip` (IPv4-mapped IPv6 counts as IPv4) is inside one of the networks.

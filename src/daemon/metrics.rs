@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
@@ -194,8 +195,27 @@ fn series(stats: &Stats) -> Vec<(&'static str, Kind, &'static str, &AtomicU64)> 
             "Followed downloads that went back to the mirror.",
             &stats.follow_failures,
         ),
+        (
+            "received_bytes",
+            Counter,
+            "Package bytes this host's downloads got from LAN peers.",
+            &stats.received_bytes,
+        ),
+        (
+            "client_mirror_bytes",
+            Counter,
+            "Package bytes pacman's pacserve-fetch runs fetched from mirrors without the agent.",
+            &stats.client_mirror_bytes,
+        ),
     ]
 }
+
+/// The one labelled series: files from a peer that failed verification, by peer (shown as
+/// the status page shows peers; at most `stats::MAX_LABELS` of them, the rest as `other`).
+const VERIFICATION_FAILURES: (&str, &str) = (
+    "peer_verification_failures",
+    "Files from a peer that failed verification, by peer.",
+);
 
 #[derive(Debug)]
 struct Scrape(Arc<Stats>);
@@ -218,6 +238,13 @@ impl Collector for Scrape {
                     gauge.encode(metric)?;
                 }
             }
+        }
+        let (name, help) = VERIFICATION_FAILURES;
+        let failures = self.0.verification_failures.snapshot();
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (peer, count) in &failures {
+            let labels = [("peer", peer.as_str())];
+            ConstCounter::new(*count).encode(family.encode_family(&labels)?)?;
         }
         Ok(())
     }
@@ -257,6 +284,12 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
+        stats.verification_failures.add("fd00:1::/64".into(), 2);
+        let text = render(&stats);
+        assert!(
+            text.contains("\npacserved_peer_verification_failures_total{peer=\"fd00:1::/64\"} 2\n"),
+            "{text}"
+        );
         let names: Vec<&str> = series(&stats).iter().map(|s| s.0).collect();
         for name in &names {
             assert_eq!(

@@ -5,7 +5,8 @@
 //! ([`responder`], UDP answers) and the HTTP server ([`server`], over the one HTTP
 //! implementation in [`http`]), and stop cleanly on SIGTERM or SIGINT. Around them: which files
 //! may be served ([`cache`]), who may ask ([`allow`], [`ratelimit`]), what one client may hold
-//! ([`slots`]), counters for the status page ([`stats`], [`peers`], [`sent`]), logging
+//! ([`slots`]), counters for the status page ([`stats`], [`peers`], [`sent`]; the page itself,
+//! text or HTML: [`statuspage`]), where this machine's downloads came from ([`ledger`]), logging
 //! ([`journal`]) and the optional mDNS announcement ([`mdns`]). Separately, the local download
 //! [`agent`] carries this machine's `pacserve-fetch` mirror downloads over warm connections and
 //! prefetches; files downloading right now are shared ([`growing`], [`claims`]); the Include
@@ -23,6 +24,7 @@ pub mod claims;
 pub mod growing;
 pub mod http;
 pub mod journal;
+pub mod ledger;
 pub mod mdns;
 pub mod metrics;
 pub mod peers;
@@ -32,6 +34,7 @@ pub mod sent;
 pub mod server;
 pub mod slots;
 pub mod stats;
+pub mod statuspage;
 pub mod upcap;
 
 use std::io;
@@ -50,6 +53,7 @@ use crate::daemon::cache::Cache;
 use crate::daemon::cacheserver::CacheServer;
 use crate::daemon::claims::Claims;
 use crate::daemon::growing::Growing;
+use crate::daemon::ledger::Ledger;
 use crate::daemon::responder::Responder;
 use crate::daemon::server::App;
 use crate::daemon::stats::Stats;
@@ -171,6 +175,12 @@ pub fn run(config: Config) -> io::Result<()> {
     } else {
         None
     };
+    let ledger = Arc::new(Ledger::open(
+        &config.state_dir,
+        config.dbpath.clone(),
+        stats.clone(),
+    ));
+    ledger.spawn_saver()?;
     if let Some(name) = &config.agent_socket {
         // The relay and prefetch both share what they fetch.
         let sharing = Sharing {
@@ -187,7 +197,7 @@ pub fn run(config: Config) -> io::Result<()> {
         let policy = Policy::new(config.pacman_conf.clone(), config.dbpath.clone());
         // A taken name is fatal: clients would not trust a squatter, but the administrator
         // must hear of it now, not find a line in the log later.
-        agent::spawn(name, prefetch, policy)?;
+        agent::spawn(name, prefetch, policy, ledger.clone())?;
     }
     let app = App {
         cache,
@@ -202,6 +212,7 @@ pub fn run(config: Config) -> io::Result<()> {
             config.udp_port,
             config.interfaces.clone(),
         )),
+        ledger: ledger.clone(),
         upload_cap: UploadCap::new(config.upload_limit).map(Arc::new),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -216,6 +227,7 @@ pub fn run(config: Config) -> io::Result<()> {
         server::serve(listener, app, async {
             shutdown_signal().await;
             info!("stopping");
+            ledger.save();
             tokio::spawn(async {
                 tokio::time::sleep(SHUTDOWN_GRACE).await;
                 std::process::exit(0);

@@ -187,7 +187,7 @@ impl Responder {
             }
         };
         Stats::add(&self.stats.queries, 1);
-        self.stats.heard(from.ip());
+        self.stats.heard(from.ip(), Some(query.version));
         if let Some(claimant) = query.claim {
             self.claims
                 .heard_claim(&query.file_name, claimant, query.version, from.ip());

@@ -4,7 +4,7 @@
 //! Routes (GET and HEAD; anything else is 405): `/pkg/<file>` (the path pacredir's peers use):
 //! a cache file, or one still arriving ([`crate::daemon::growing`]); `/cache/<file>`
 //! ([`cacheserver`], loopback only); `/metrics` (Prometheus, [`metrics`]); `/` (the status
-//! page). Which files may be served is
+//! page, HTML for a browser: [`statuspage`]). Which files may be served is
 //! decided by [`Cache::find`] alone, the same gate the responder uses; who may ask, by the
 //! [`Allowlist`]; what a GET or HEAD of a file answers, by [`answer::decide`] alone; bodies go
 //! by the kernel ([`send`]).
@@ -31,10 +31,12 @@ use crate::daemon::http::answer::{self, Conditions, Resource, Span};
 use crate::daemon::http::request::{self, Read, Request};
 use crate::daemon::http::response::{self, Head};
 use crate::daemon::http::send;
+use crate::daemon::ledger::Ledger;
 use crate::daemon::metrics;
 use crate::daemon::sent;
 use crate::daemon::slots::{Slot, Slots};
 use crate::daemon::stats::{Held, Stats};
+use crate::daemon::statuspage;
 use crate::daemon::upcap::UploadCap;
 
 /// Connections served at once; when all are taken, a source holding fewer connections than the
@@ -61,6 +63,8 @@ pub struct App {
     pub daemon_id: String,
     /// The `/cache/` endpoint; None answers it with 404.
     pub cache_server: Option<CacheServer>,
+    /// Where this machine's downloads came from: what `/cache/` served, and the status page.
+    pub ledger: Arc<Ledger>,
     /// What peers may take per second, all together (`--upload-limit`); None: no limit.
     pub upload_cap: Option<Arc<UploadCap>>,
 }
@@ -164,16 +168,30 @@ async fn route(stream: &mut TcpStream, request: &Request, client: SocketAddr, ap
                 };
                 let answer = answer::decide(resource, Conditions::of(request));
                 let body = (!request.is_head()).then_some(answer.body).flatten();
-                file_answer(stream, answer.head, (&file, body), (keep_alive, &app.stats)).await
+                // This machine's own pacman: never capped.
+                let (sent, next) = file_body(
+                    stream,
+                    answer.head,
+                    (&file, body),
+                    (keep_alive, &app.stats),
+                    None,
+                )
+                .await;
+                app.ledger.cache_served(name, sent);
+                next
             }
             CacheAnswer::Signature(bytes) => {
                 let head = Head::new(200)
                     .with("content-type", "application/pgp-signature")
                     .with("content-length", bytes.len().to_string());
                 let body = if request.is_head() { &[][..] } else { &bytes };
+                app.ledger.cache_served(name, body.len() as u64);
                 answer_with(stream, head, body, keep_alive).await
             }
             CacheAnswer::Status(status) => {
+                if status == 404 && !request.is_head() {
+                    app.ledger.cache_missed(name);
+                }
                 answer_with(stream, Head::new(status), &[], keep_alive).await
             }
         };
@@ -184,10 +202,18 @@ async fn route(stream: &mut TcpStream, request: &Request, client: SocketAddr, ap
         return answer_with(stream, head, body, keep_alive).await;
     }
     if request.path == "/" {
-        let page = app.stats.render(&app.daemon_id, app.cache.dirs().len());
-        let (head, body) = response::text(200, "text/plain; charset=utf-8", &page);
+        let page = statuspage::Page {
+            stats: &app.stats,
+            ledger: &app.ledger,
+            daemon_id: &app.daemon_id,
+            cache_dirs: app.cache.dirs().len(),
+        };
+        let (head, body) = match statuspage::wants_html(request.header("accept")) {
+            true => response::text(200, "text/html; charset=utf-8", &statuspage::html(&page)),
+            false => response::text(200, "text/plain; charset=utf-8", &statuspage::text(&page)),
+        };
         let body = if request.is_head() { &[][..] } else { &body };
-        return answer_with(stream, head, body, keep_alive).await;
+        return answer_with(stream, head.with("vary", "Accept"), body, keep_alive).await;
     }
     answer_with(stream, Head::new(404), &[], keep_alive).await
 }
@@ -200,7 +226,7 @@ async fn package(
     client: IpAddr,
     app: &App,
 ) -> Next {
-    app.stats.heard(client);
+    app.stats.heard(client, None);
     let keep_alive = request.keep_alive;
     let conditions = Conditions::of(request);
     let opened = app.cache.find(name).and_then(|found| {
@@ -268,20 +294,8 @@ async fn package(
     ended(outcome, keep_alive, &app.stats)
 }
 
-/// A file answer: the head and, for a GET, the span of `file` the answer names.
-async fn file_answer(
-    stream: &mut TcpStream,
-    head: Head,
-    body: (&File, Option<Span>),
-    (keep_alive, stats): (bool, &Stats),
-) -> Next {
-    file_body(stream, head, body, (keep_alive, stats), None)
-        .await
-        .1
-}
-
-/// [`file_answer`], no faster than `cap` allows, also saying how many body bytes the kernel
-/// took.
+/// A file answer: the head and, for a GET, the span of `file` the answer names, no faster
+/// than `cap` allows; also how many body bytes the kernel took.
 async fn file_body(
     stream: &mut TcpStream,
     head: Head,

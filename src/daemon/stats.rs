@@ -2,8 +2,10 @@
 //! page. Plain atomics: a query must never wait for a lock to be counted. The page is public to
 //! the LAN, so it shows counts, not the file system layout ([`Peers`] says how peers are shown).
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::IpAddr;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
@@ -53,6 +55,13 @@ pub struct Stats {
     pub claims_deferred: AtomicU64,
     /// Followed downloads that went back to the mirror (the peer failed, stalled or lied).
     pub follow_failures: AtomicU64,
+    /// Package bytes this machine's downloads got from LAN peers: what pacman's pacserve-fetch
+    /// runs report, what the agent followed, what `/cache/` served (see `daemon::ledger`).
+    pub received_bytes: AtomicU64,
+    /// Package bytes pacman's pacserve-fetch runs report fetching from mirrors without the agent.
+    pub client_mirror_bytes: AtomicU64,
+    /// Files from a peer that failed verification, by peer ([`crate::daemon::peers::shown`]).
+    pub verification_failures: Labelled,
     peers: Peers,
 }
 
@@ -87,6 +96,9 @@ impl Default for Stats {
             claims_followed: AtomicU64::new(0),
             claims_deferred: AtomicU64::new(0),
             follow_failures: AtomicU64::new(0),
+            received_bytes: AtomicU64::new(0),
+            client_mirror_bytes: AtomicU64::new(0),
+            verification_failures: Labelled::default(),
             peers: Peers::default(),
         }
     }
@@ -97,9 +109,19 @@ impl Stats {
         counter.fetch_add(n, Relaxed);
     }
 
-    /// A peer was heard from (a query or an HTTP request).
-    pub fn heard(&self, peer: IpAddr) {
-        self.peers.heard(peer, Instant::now());
+    /// A peer was heard from: an HTTP request, or a query of protocol `version`.
+    pub fn heard(&self, peer: IpAddr, version: Option<u8>) {
+        self.peers.heard(peer, Instant::now(), version);
+    }
+
+    /// The peers heard recently, as the status pages show them.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    /// Time since the daemon started.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
     }
 
     /// The status page: counters and the peers heard, for `curl http://host:15678/`.
@@ -112,6 +134,15 @@ impl Stats {
             self.started.elapsed().as_secs()
         );
         let _ = writeln!(out, "cache directories: {cache_dirs}");
+        for (label, value) in self.counters() {
+            let _ = writeln!(out, "{label}: {value}");
+        }
+        out.push_str(&self.peers.render(Instant::now()));
+        out
+    }
+
+    /// The status pages' counters, labelled.
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
         let counters = [
             ("queries received", &self.queries),
             ("answered HAVE", &self.answered_have),
@@ -133,11 +164,60 @@ impl Stats {
                 &self.evicted,
             ),
         ];
-        for (label, counter) in counters {
-            let _ = writeln!(out, "{label}: {}", counter.load(Relaxed));
+        counters
+            .into_iter()
+            .map(|(label, counter)| (label, counter.load(Relaxed)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_bounded_and_the_rest_count_as_other() {
+        let counts = Labelled::default();
+        for i in 0..(MAX_LABELS as u64 + 20) {
+            counts.add(format!("10.0.0.{i}"), 1);
         }
-        out.push_str(&self.peers.render(Instant::now()));
-        out
+        counts.add("10.0.0.0".into(), 5);
+        let snapshot = counts.snapshot();
+        assert_eq!(snapshot.len(), MAX_LABELS);
+        let get = |label: &str| snapshot.iter().find(|(l, _)| l == label).map(|(_, n)| *n);
+        assert_eq!(get("10.0.0.0"), Some(6), "a known label keeps counting");
+        assert_eq!(get(OTHER_LABEL), Some(21));
+    }
+}
+
+/// Counters by label, at most [`MAX_LABELS`] of them: past that, new labels count under
+/// [`OTHER_LABEL`], so neither a LAN of spoofed sources nor months of uptime grow the table or a
+/// scrape.
+#[derive(Debug, Default)]
+pub struct Labelled(Mutex<BTreeMap<String, u64>>);
+
+pub const MAX_LABELS: usize = 64;
+pub const OTHER_LABEL: &str = "other";
+
+impl Labelled {
+    pub fn add(&self, label: String, n: u64) {
+        let Ok(mut counts) = self.0.lock() else {
+            return;
+        };
+        let label = match counts.contains_key(&label) || counts.len() < MAX_LABELS - 1 {
+            true => label,
+            false => OTHER_LABEL.to_owned(),
+        };
+        let count = counts.entry(label).or_default();
+        *count = count.saturating_add(n);
+    }
+
+    /// Every label and its count, in label order.
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        self.0
+            .lock()
+            .map(|counts| counts.iter().map(|(l, n)| (l.clone(), *n)).collect())
+            .unwrap_or_default()
     }
 }
 

@@ -18,6 +18,7 @@ use signal_hook::iterator::Signals;
 
 use crate::pacman::download_user;
 use crate::pacman::invocation::{Invocation, Paths};
+use crate::pacman::process::Transaction;
 
 pub const DEFAULT_PACMAN_CONF: &str = "/etc/pacman.conf";
 
@@ -127,10 +128,17 @@ pub fn remove_empty_download_dirs(paths: &Paths) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Runs pacman once with `args` (pacman's own arguments) and pacserve-fetch as its XferCommand,
-/// returning pacman's exit status (128 + the signal that ended it). The error is one line naming
-/// what could not be read, written or run.
-pub fn run_once(args: Vec<OsString>) -> Result<u8, String> {
+/// What [`run_once`] ran: pacman's exit status, and its transaction (for the summary of where
+/// its packages came from).
+pub struct Ran {
+    /// pacman's exit status, or 128 + the signal that ended it.
+    pub status: u8,
+    pub txn: Option<Transaction>,
+}
+
+/// Runs pacman once with `args` (pacman's own arguments) and pacserve-fetch as its XferCommand.
+/// The error is one line naming what could not be read, written or run.
+pub fn run_once(args: Vec<OsString>) -> Result<Ran, String> {
     let paths = Invocation::parse(&args).paths();
     let (config, pacman_args) = take_config_arg(args);
     let config = config.unwrap_or_else(|| DEFAULT_PACMAN_CONF.into());
@@ -170,6 +178,8 @@ pub fn run_once(args: Vec<OsString>) -> Result<u8, String> {
         .args(&pacman_args)
         .spawn()
         .map_err(|e| format!("cannot run {}: {e}", pacman_program().to_string_lossy()))?;
+    // Read while pacman runs: afterwards its pid names nothing.
+    let txn = Transaction::of_process(child.id());
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let handle = signals.handle();
     let forwarder = std::thread::spawn(move || {
@@ -197,7 +207,10 @@ pub fn run_once(args: Vec<OsString>) -> Result<u8, String> {
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(1);
-    Ok(u8::try_from(code).unwrap_or(1))
+    Ok(Ran {
+        status: u8::try_from(code).unwrap_or(1),
+        txn,
+    })
 }
 
 #[cfg(test)]

@@ -58,6 +58,24 @@ pub fn parent_of(pid: u32) -> Option<u32> {
     stat_field(pid, 1)?.parse().ok()
 }
 
+/// Whether process `pid` runs a program named `pacman`.
+pub fn is_pacman(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == "pacman")
+}
+
+/// The kernel reports start times in clock ticks of 1/100 s (USER_HZ) on every architecture.
+const TICKS_PER_SEC: u64 = 100;
+
+/// Now, in the clock of [`Transaction::start`]: ticks since boot, suspend included
+/// (`CLOCK_BOOTTIME`, which needs no `/proc/uptime`: pacserved's unit hides it).
+pub fn now_ticks() -> Option<u64> {
+    use nix::time::{ClockId, clock_gettime};
+    let now = clock_gettime(ClockId::CLOCK_BOOTTIME).ok()?;
+    let secs = u64::try_from(now.tv_sec()).ok()?;
+    let ticks = u64::try_from(now.tv_nsec()).ok()? / (1_000_000_000 / TICKS_PER_SEC);
+    Some(secs * TICKS_PER_SEC + ticks)
+}
+
 /// Field `n` of `/proc/<pid>/stat` counted after the command name (0 is the state). The name
 /// may hold spaces and parentheses, so fields count from the last ')'.
 fn stat_field(pid: u32, n: usize) -> Option<String> {
@@ -82,6 +100,16 @@ mod tests {
         let parent = Transaction::of_process(std::os::unix::process::parent_id()).unwrap();
         assert!(parent.is_parent_of(std::process::id()));
         assert!(!me.is_parent_of(std::process::id()));
+    }
+
+    #[test]
+    fn this_process_started_before_now_in_the_same_clock() {
+        let me = Transaction::of_process(std::process::id()).unwrap();
+        let now = now_ticks().unwrap();
+        assert!(
+            me.start <= now && now - me.start < 100 * 3600,
+            "{me} at {now}"
+        );
     }
 
     #[test]

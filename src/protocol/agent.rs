@@ -45,6 +45,15 @@
 //!   signature is `<package url>.sig <most bytes> -`. The daemon answers `OK\n`. (Daemons that
 //!   predate signature lines refuse such a plan: no prefetch until they are restarted.) `<txn>` is `<pid>-<start time>` of the invoking pacman ([`Transaction`]), so a
 //!   reused pid is a new transaction.
+//! - `PSRV-AGENT 1 REPORT`: lines of [`crate::protocol::report::Record`] follow (at most
+//!   [`crate::protocol::report::MAX_REPORT_LINES`]), ended by an empty line: what a run kept from LAN peers and
+//!   from the mirror directly, and peers whose file failed verification. Taken only from the
+//!   downloader of a pacman run by root, for that pacman's transaction; answered `OK\n`.
+//! - `PSRV-AGENT 1 SUMMARY [<txn>]`: where the package bytes of a transaction came from, taken
+//!   (a second `SUMMARY` finds nothing): without `<txn>`, the transaction of the caller's parent
+//!   pacman run by root (a pacman hook); with it, for root only (pacsrv, after its pacman
+//!   exited). Answered with [`crate::protocol::report::Tally`] lines and `END`.
+//! - `PSRV-AGENT 1 TOTALS`: [`crate::protocol::report::Totals`] lines and `END`, to anyone.
 //!
 //! The client never sends `%o`'s path or descriptor: it writes every byte itself and checks the
 //! finished file as it does standalone, so a confused or hostile daemon can make a download fail
@@ -120,6 +129,10 @@ pub enum Job {
     },
     Knows(Transaction),
     Plan(Transaction),
+    Report,
+    /// None: the caller's own pacman's.
+    Summary(Option<Transaction>),
+    Totals,
 }
 
 impl fmt::Display for Job {
@@ -139,6 +152,10 @@ impl fmt::Display for Job {
             }
             Job::Knows(txn) => writeln!(f, "{MAGIC} {VERSION} KNOWS {txn}"),
             Job::Plan(txn) => writeln!(f, "{MAGIC} {VERSION} PLAN {txn}"),
+            Job::Report => writeln!(f, "{MAGIC} {VERSION} REPORT"),
+            Job::Summary(None) => writeln!(f, "{MAGIC} {VERSION} SUMMARY"),
+            Job::Summary(Some(txn)) => writeln!(f, "{MAGIC} {VERSION} SUMMARY {txn}"),
+            Job::Totals => writeln!(f, "{MAGIC} {VERSION} TOTALS"),
         }
     }
 }
@@ -163,6 +180,10 @@ impl Job {
             }),
             [MAGIC, VERSION, "KNOWS", txn] => Ok(Job::Knows(Transaction::parse(txn)?)),
             [MAGIC, VERSION, "PLAN", txn] => Ok(Job::Plan(Transaction::parse(txn)?)),
+            [MAGIC, VERSION, "REPORT"] => Ok(Job::Report),
+            [MAGIC, VERSION, "SUMMARY"] => Ok(Job::Summary(None)),
+            [MAGIC, VERSION, "SUMMARY", txn] => Ok(Job::Summary(Some(Transaction::parse(txn)?))),
+            [MAGIC, VERSION, "TOTALS"] => Ok(Job::Totals),
             [MAGIC, version, ..] if version != VERSION => Err(format!(
                 "protocol version {version} (this daemon speaks {VERSION})"
             )),
@@ -263,6 +284,10 @@ mod tests {
             },
             Job::Knows(Transaction { pid: 7, start: 99 }),
             Job::Plan(Transaction { pid: 1, start: 2 }),
+            Job::Report,
+            Job::Summary(None),
+            Job::Summary(Some(Transaction { pid: 3, start: 4 })),
+            Job::Totals,
         ];
         for job in jobs {
             let line = job.to_string();

@@ -121,6 +121,7 @@ pub mod budget;
 pub mod netif;
 pub mod onlink;
 pub mod peerhttp;
+pub mod report;
 mod wire;
 
 pub const MAGIC: [u8; 4] = *b"PSRV";

@@ -9,6 +9,8 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use ipnet::IpNet;
+
 use nix::ifaddrs::getifaddrs;
 use nix::net::if_::InterfaceFlags;
 
@@ -80,4 +82,25 @@ pub fn local_addresses() -> Vec<IpAddr> {
 /// Whether an interface of this name exists (up or not).
 pub fn exists(name: &str) -> bool {
     nix::net::if_::if_nametoindex(name).is_ok()
+}
+
+impl Interface {
+    /// Its addresses, IPv4 first.
+    pub fn addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        let v4 = self.ipv4.iter().map(|a| IpAddr::V4(*a));
+        v4.chain(self.ipv6.iter().map(|a| IpAddr::V6(*a)))
+    }
+}
+
+/// Networks written as `ADDR/PREFIX`, or a bare address (that one host); the error names the
+/// first that is neither.
+pub fn parse_networks(texts: &[String]) -> Result<Vec<IpNet>, String> {
+    texts
+        .iter()
+        .map(|text| {
+            text.parse::<IpNet>()
+                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("not a network or address: {text:?}"))
+        })
+        .collect()
 }

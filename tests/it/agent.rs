@@ -157,6 +157,44 @@ fn the_daemon_killed_mid_transfer_leaves_the_client_to_finish_from_its_offset() 
     );
 }
 
+/// `-v` labels what the agent answered itself (nothing prefetched: 404; the mirror unreachable:
+/// 502) as the agent's, never as if the mirror had said it; the mirror's own words come after.
+#[test]
+fn the_agents_own_answers_are_labelled_as_the_agents() {
+    let Some(host) = Host::loopback() else { return };
+    // No mirror listens on 127.0.0.1:8080, though the daemon's pacman.conf names it.
+    let (_daemon, _cache) = daemon(&host, &["--prefetch", "0"]);
+    let dir = tempdir();
+    let name = "listed-1-1-any.pkg.tar.zst";
+    crate::archrepo::write_sync_db(&dir.path().join("db"), "core", name, b"content");
+    let part = dir.path().join(format!("{name}.part"));
+    let url = format!("http://127.0.0.1:8080/core/{name}");
+    let result = run(client(&host)
+        .arg("-v")
+        .arg("--dbpath")
+        .arg(dir.path().join("db"))
+        .arg(&part)
+        .arg(&url));
+    let err = stderr(&result);
+    assert!(!result.status.success(), "{err}");
+    for agents in [
+        format!("pacserved's agent (not the mirror) answered 404 Not Found for {url}: not staged"),
+        format!("pacserved's agent (not the mirror) answered 502 Bad Gateway for {url}: "),
+    ] {
+        assert!(err.contains(&agents), "{agents:?} in {err}");
+    }
+    for as_if_the_mirror in [format!("{url}: 404"), format!("{url}: 502")] {
+        assert!(
+            !err.contains(&as_if_the_mirror),
+            "{as_if_the_mirror:?} in {err}"
+        );
+    }
+    assert!(
+        err.contains(&format!("{url}: connection refused")),
+        "then the mirror directly, in its own words: {err}"
+    );
+}
+
 #[test]
 fn the_agent_refuses_other_schemes_and_malformed_jobs() {
     if !util::require_tools(&["python3"]) {
@@ -169,21 +207,6 @@ fn the_agent_refuses_other_schemes_and_malformed_jobs() {
         return;
     };
     let (_daemon, _cache) = daemon(&host, &[]);
-    let script = r#"
-import socket, sys
-for job in sys.argv[1:]:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.connect("\0pacserved/agent")
-    s.sendall(job.encode().decode("unicode_escape").encode())
-    s.shutdown(socket.SHUT_WR)
-    answer = b""
-    while True:
-        b = s.recv(65536)
-        if not b:
-            break
-        answer += b
-    print(answer.decode(errors="replace").split("\r\n\r\n")[0].replace("\r\n", " | "))
-"#;
     let get = "GET /x HTTP/1.1\\r\\nHost: h\\r\\n\\r\\n";
     let jobs = [
         format!("PSRV-AGENT 1 FETCH ftp://127.0.0.1:8080 1000 1000\\n{get}"),
@@ -192,6 +215,7 @@ for job in sys.argv[1:]:
         "PSRV-AGENT 1 FETCH http://127.0.0.1:8080 1000 1000\\nGET http://127.0.0.1:8080/x HTTP/1.1\\r\\n\\r\\n".to_owned(),
         format!("PSRV-AGENT 1 FETCH http://127.0.0.1:8080 1000 1000\\n{get}"),
     ];
+    let script = crate::daemon::AGENT_JOBS;
     let out = run(host.command("python3").arg("-c").arg(script).args(&jobs));
     let answers: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()

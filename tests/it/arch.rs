@@ -298,6 +298,8 @@ fn pacsrv_completions_offer_its_own_options_and_pacmans() {
         assert!(own.contains("--include-conf"), "{shell}: {own}");
         let after = complete_pacsrv(shell, "pacsrv --include-conf --in");
         assert!(after.contains("--in-place"), "{shell}: {after}");
+        let totals = complete_pacsrv(shell, "pacsrv --tot");
+        assert!(totals.contains("--totals"), "{shell}: {totals}");
         // pacman's own completion does the rest.
         let pacmans = complete_pacsrv(shell, "pacsrv --sy");
         assert!(pacmans.contains("--sync"), "{shell}: {pacmans}");

@@ -497,3 +497,51 @@ fn try_lan_run_as_a_user_hands_the_lan_part_to_sudo() {
         )
     );
 }
+
+/// The Grafana dashboard is JSON with a panel per query, and every series it queries is one
+/// pacserved exposes (the names `/metrics` renders, `_total` on counters).
+#[test]
+fn the_grafana_dashboard_queries_only_series_pacserved_exposes() {
+    if !require_tools(&["python3"]) {
+        return;
+    }
+    let dashboard = contrib("grafana/pacserved.json");
+    let exprs = python(
+        "import json, sys\n\
+         d = json.load(open(sys.argv[1]))\n\
+         for p in d['panels']:\n\
+         \x20   assert p['targets'], p['title']\n\
+         \x20   for t in p['targets']:\n\
+         \x20       print(t['expr'])\n",
+        &dashboard,
+    );
+    let stats = std::sync::Arc::new(pacserve_fetch::daemon::stats::Stats::default());
+    let exposition = pacserve_fetch::daemon::metrics::render(&stats);
+    let exposed: Vec<String> = exposition
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| match l.split_once(' ')? {
+            (name, "counter") => Some(format!("{name}_total")),
+            (name, _) => Some(name.to_owned()),
+        })
+        .collect();
+    let queried: Vec<&str> = exprs
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("pacserved_"))
+        .collect();
+    assert!(queried.len() >= 15, "{exprs}");
+    for series in &queried {
+        assert!(
+            exposed.iter().any(|e| e == series),
+            "{series} is not a series of pacserved: {exposed:?}"
+        );
+    }
+    for wanted in [
+        "pacserved_received_bytes_total",
+        "pacserved_agent_mirror_bytes_total",
+        "pacserved_peer_verification_failures_total",
+        "pacserved_followers",
+    ] {
+        assert!(queried.contains(&wanted), "the dashboard shows {wanted}");
+    }
+}

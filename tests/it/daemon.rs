@@ -27,6 +27,27 @@ pub fn conf_naming(dir: &Path, servers: &[String]) -> std::path::PathBuf {
     path
 }
 
+/// A python3 script that sends each of its arguments (`\n`, `\r\n` written as escapes) as
+/// one job on its own connection to `@pacserved/agent`, and prints each answer on one line:
+/// an HTTP answer's head, or a line answer whole, line breaks shown as ` | `.
+#[allow(dead_code)] // not used by benches/lan.rs
+pub const AGENT_JOBS: &str = r#"
+import socket, sys
+for job in sys.argv[1:]:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect("\0pacserved/agent")
+    s.sendall(job.encode().decode("unicode_escape").encode())
+    s.shutdown(socket.SHUT_WR)
+    answer = b""
+    while len(answer) < 1 << 20:
+        b = s.recv(65536)
+        if not b:
+            break
+        answer += b
+    head = answer.decode(errors="replace").split("\r\n\r\n")[0]
+    print(head.replace("\r\n", " | ").replace("\n", " | "))
+"#;
+
 pub struct Daemon {
     child: Child,
     pub http_port: u16,

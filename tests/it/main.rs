@@ -58,6 +58,13 @@ mod local_attacks;
 // The prerequisite policy: a missing tool is a clean skip, counted at the end; MISSING under
 // PACSERVE_E2E=require.
 mod skips;
+// The HTML status page in headless Chromium: a screenshot read back (png), the DOM's numbers.
+mod png;
+mod status_page;
+// Untrusted networks: queries only on the networks chosen.
+mod untrusted;
+// The line after a transaction and the totals, against the peers' and the mirror's counts.
+mod summary;
 // Signed packages as Arch signs them: peers' signatures checked as pacman would, offline installs.
 mod signed;
 // A hostile peer's signatures: doctored after signing, or dripped.

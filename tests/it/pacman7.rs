@@ -169,12 +169,7 @@ fn pacman7_installs_through_peers_and_mirror_and_refuses_a_tampered_copy() {
     let pacman = scene.pacman();
     let env = env(&pacman);
 
-    ok(&pacman.run_in(lan.host(1), &env, &["-Sy"]), "-Sy");
-    let out = pacman.run_in(
-        lan.host(1),
-        &env,
-        &["-S", "frompeer", "tampered", "frommirror"],
-    );
+    let out = peers.sync_and_install(&pacman, lan.host(1), &env);
     ok(&out, "-S");
 
     let log = peers.assert_installed(&pacman, repo);

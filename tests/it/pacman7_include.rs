@@ -16,7 +16,7 @@ use crate::util::{random_bytes, require_tools, run, stderr, tempdir};
 
 /// `scene.pacman()` with the XferCommand line replaced by ParallelDownloads = 5 and the
 /// shipped Include file at the top of the repository section.
-fn include_pacman(scene: &Scene) -> Pacman {
+pub fn include_pacman(scene: &Scene) -> Pacman {
     let pacman = scene.pacman();
     let include = pacman.base.path().join("pacserve");
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/pacserve.include");

@@ -258,6 +258,17 @@ impl Scene {
 }
 
 impl Peers {
+    /// `pacman -Sy`, then `pacman -S` of the three packages, on host 1: the transaction's output.
+    pub fn sync_and_install(
+        &self,
+        pacman: &Pacman,
+        host: &Host,
+        env: &[(&str, &OsStr)],
+    ) -> std::process::Output {
+        ok(&pacman.run_in(host, env, &["-Sy"]), "-Sy");
+        pacman.run_in(host, env, &["-S", "frompeer", "tampered", "frommirror"])
+    }
+
     /// All three installed; `frompeer` from the peer only; the hostile peer asked for
     /// `tampered`, whose bytes the mirror then sent. Returns the hostile peer's log.
     pub fn assert_installed(&self, pacman: &Pacman, repo: &Repo) -> String {

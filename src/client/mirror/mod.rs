@@ -20,6 +20,7 @@ use ureq::Agent;
 
 use crate::client::error::Error;
 use crate::client::output::Output;
+use crate::client::output::credits::Credit;
 use crate::client::output::verify::Expected;
 use crate::client::peers::discovery::Discovery;
 use crate::client::terminal::progress::Progress;
@@ -108,14 +109,21 @@ impl Mirror {
     ) -> Option<Result<Delivered, Error>> {
         let staged = self.staged.as_ref()?;
         progress.note(|| "asking pacserved for a copy it prefetched".to_owned());
+        out.credit(Credit::Agent);
         let before = out.len();
-        match transfer::fetch_url(staged, url, out, want, self.limits, progress) {
+        let want = Want {
+            via_agent: true,
+            ..want.clone()
+        };
+        match transfer::fetch_url(staged, url, out, &want, self.limits, progress) {
             // Not staged (404), or a daemon that predates STAGED (400, or it hung up on the
             // request): nothing arrived, nothing to report.
-            Err(Error::Status {
-                code: 404 | 400, ..
-            }) => {
-                progress.note(|| "pacserved has none".to_owned());
+            Err(
+                e @ Error::Agent {
+                    code: 404 | 400, ..
+                },
+            ) => {
+                progress.note(|| e.to_string());
                 None
             }
             Err(e) if out.len() == before && daemon_failed(&e) => {
@@ -145,10 +153,15 @@ impl Mirror {
         if let Some(via) = &self.via_daemon {
             let socket = self.socket.as_deref().unwrap_or_default();
             progress.note(|| format!("handing the download to pacserved (@{socket})"));
-            match transfer::fetch_url(via, url, out, want, self.limits, progress) {
+            out.credit(Credit::Agent);
+            let via_agent = Want {
+                via_agent: true,
+                ..want.clone()
+            };
+            match transfer::fetch_url(via, url, out, &via_agent, self.limits, progress) {
                 // The agent does for a user only what pacman itself would fetch (pacserved(8),
                 // SECURITY): anything else the user fetches alone, as without a daemon.
-                Err(Error::Status {
+                Err(Error::Agent {
                     code: agent::NOT_FOR_YOU,
                     ..
                 }) => {
@@ -156,6 +169,9 @@ impl Mirror {
                         "pacserved refused to fetch this for this user; fetching it directly"
                             .to_owned()
                     });
+                }
+                Err(e @ Error::Agent { .. }) if daemon_failed(&e) => {
+                    progress.warn(|| format!("{e}; asking the mirror directly"));
                 }
                 Err(e) if daemon_failed(&e) => {
                     progress.abandon();
@@ -167,8 +183,10 @@ impl Mirror {
         let direct = self
             .direct
             .get_or_init(|| transfer::mirror_agent(self.limits, &self.user_agent));
+        out.credit(Credit::Mirror);
         let want = Want {
             share: None,
+            via_agent: false,
             ..want.clone()
         };
         transfer::fetch_url(direct, url, out, &want, self.limits, progress)
@@ -176,15 +194,15 @@ impl Mirror {
 }
 
 /// Failures where going to the mirror directly may succeed: the daemon went away or stalled
-/// (the body broke off), or it could not reach the mirror (502) — asked again directly, the
-/// user gets the precise reason. Anything the mirror itself answered stands.
+/// (the body broke off), or it could not reach the mirror (its own 502) — asked again
+/// directly, the user gets the precise reason. Anything the mirror itself answered stands.
 fn daemon_failed(e: &Error) -> bool {
     matches!(
         e,
         Error::Network { .. }
             | Error::Truncated { .. }
             | Error::Timeout { .. }
-            | Error::Status { code: 502, .. }
+            | Error::Agent { code: 502, .. }
     )
 }
 

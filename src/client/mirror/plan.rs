@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -57,7 +57,7 @@ pub fn offer(socket: &str, discovery: Option<&Discovery>, progress: &Progress) {
     let Some(txn) = Transaction::of_process(std::os::unix::process::parent_id()) else {
         return;
     };
-    if ask(socket, &Job::Knows(txn), "").as_deref() != Some("YES") {
+    if transport::ask(socket, &Job::Knows(txn), "").as_deref() != Some("YES") {
         let started = Instant::now();
         // pacman chdir()s into the download directory before starting us; relative paths on
         // its command line (`--config p/pacman.conf`) mean its caller's directory, PWD.
@@ -71,7 +71,7 @@ pub fn offer(socket: &str, discovery: Option<&Discovery>, progress: &Progress) {
             let _ = std::env::set_current_dir(here);
         }
         let body: String = plan.iter().map(|p| p.to_string()).collect::<String>() + "\n";
-        let answer = ask(socket, &Job::Plan(txn), &body);
+        let answer = transport::ask(socket, &Job::Plan(txn), &body);
         progress.note(|| {
             format!(
                 "sent pacserved a plan of {} files ({:.0} ms): {}",
@@ -91,16 +91,6 @@ fn parent_pwd(pid: u32) -> Option<std::path::PathBuf> {
         .find_map(|var| var.strip_prefix(b"PWD="))?;
     let dir = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(pwd));
     (dir.is_absolute() && dir.is_dir()).then_some(dir)
-}
-
-/// One request on a fresh agent connection; the first line of the answer.
-fn ask(socket: &str, job: &Job, body: &str) -> Option<String> {
-    let mut stream = transport::connect(socket).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    stream.write_all(format!("{job}{body}").as_bytes()).ok()?;
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).ok()?;
-    Some(line.trim_end().to_owned())
 }
 
 /// The files this transaction will fetch from the mirror, in pacman's order.

@@ -8,7 +8,7 @@
 //! already "TLS" for an https URL.
 
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixStream};
 use std::sync::{Arc, Mutex};
@@ -54,6 +54,32 @@ fn trusted_listener(stream: &UnixStream, name: &str) -> io::Result<()> {
             agent::DAEMON_USER
         ),
     ))
+}
+
+/// How long a short job (a plan, a report, a summary) may wait for the daemon's answer.
+const ANSWER_WAIT: Duration = Duration::from_secs(5);
+
+/// One short job on a fresh agent connection (`body` follows its line); the first line of the
+/// answer.
+pub fn ask(socket: &str, job: &Job, body: &str) -> Option<String> {
+    ask_lines(socket, job, body, 1).ok()?.into_iter().next()
+}
+
+/// [`ask`], reading the answer's lines up to `END`, the connection's end, or `most` lines.
+pub fn ask_lines(socket: &str, job: &Job, body: &str, most: usize) -> io::Result<Vec<String>> {
+    let mut stream = connect(socket)?;
+    stream.set_read_timeout(Some(ANSWER_WAIT))?;
+    stream.write_all(format!("{job}{body}").as_bytes())?;
+    let mut lines = Vec::new();
+    for line in BufReader::new(stream).lines().take(most) {
+        let line = line?;
+        let end = line == crate::protocol::report::END;
+        lines.push(line);
+        if end {
+            break;
+        }
+    }
+    Ok(lines)
 }
 
 /// The connection made to find out whether a daemon listens, for the first request within

@@ -10,6 +10,7 @@
 //! its running SHA-256 ([`crate::client::output::hash`]), so the final check need not read it back.
 
 pub mod adopt;
+pub mod credits;
 pub mod dbcopy;
 pub mod hash;
 pub mod lock;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::client::error::Error;
+use crate::client::output::credits::{Credit, Credits};
 use crate::client::output::hash::RunningHash;
 
 /// The output file and how many bytes of it are already written.
@@ -31,6 +33,8 @@ pub struct Output {
     len: u64,
     /// The SHA-256 of the file's first bytes, when known (see [`Output::sha256`]).
     hash: RunningHash,
+    /// Which source wrote which of the bytes.
+    credits: Credits,
 }
 
 impl Output {
@@ -53,6 +57,7 @@ impl Output {
             file: None,
             len,
             hash: RunningHash::default(),
+            credits: Credits::default(),
         })
     }
 
@@ -88,6 +93,21 @@ impl Output {
         self.len == 0
     }
 
+    /// Bytes written from now on come from `credit` ([`credits`]).
+    pub fn credit(&mut self, credit: Credit) {
+        self.credits.set(credit);
+    }
+
+    /// The peer at `ip` sent a file that failed verification.
+    pub fn blame(&mut self, ip: std::net::IpAddr) {
+        self.credits.blame(ip);
+    }
+
+    /// Who wrote what, taken: for the run's report.
+    pub fn take_credits(&mut self) -> Credits {
+        std::mem::take(&mut self.credits)
+    }
+
     /// Opens the output for appending at `offset`, which must be either 0 (start over: the file
     /// is truncated) or the current length (resume). On a resume the running hash catches up on
     /// the bytes already there, reading them back unless it already follows them.
@@ -107,6 +127,7 @@ impl Output {
             file.set_len(0)
                 .map_err(|e| write_error(&self.path, "truncate", e))?;
             self.hash.restart();
+            self.credits.cut(0);
         }
         file.seek(SeekFrom::Start(offset))
             .map_err(|e| write_error(&self.path, "seek in", e))?;
@@ -128,6 +149,7 @@ impl Output {
             return Err(write_error(&self.path, "write", e));
         }
         self.hash.update(bytes);
+        self.credits.wrote(self.len, bytes.len() as u64);
         self.len += bytes.len() as u64;
         Ok(())
     }
@@ -147,6 +169,7 @@ impl Output {
             .map_err(|e| write_error(&self.path, "seek in", e))?;
         self.len = len;
         self.file = Some(file);
+        self.credits.cut(len);
         if len == 0 {
             self.hash.restart();
         }
@@ -158,6 +181,7 @@ impl Output {
     pub fn copy_from(&mut self, current: &Path) -> Result<(), Error> {
         self.file = None;
         self.hash.forget();
+        self.credits.cut(0);
         let mtime = fs::metadata(current).and_then(|m| m.modified()).ok();
         fs::copy(current, &self.path).map_err(|source| Error::ReadSource {
             path: current.to_owned(),

@@ -15,6 +15,9 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+use ipnet::IpNet;
+
+use crate::client::peers::networks::{self, Chosen};
 use crate::protocol::asker::{Asker, Target};
 use crate::protocol::netif;
 use crate::protocol::onlink::Links;
@@ -31,6 +34,9 @@ pub struct Discovery {
     pub multicast: bool,
     /// Interfaces to query on; empty for every up, multicast-capable, non-loopback one.
     pub interfaces: Vec<String>,
+    /// Query only on interfaces with an address in one of these; empty: any
+    /// ([`crate::client::peers::networks`]).
+    pub networks: Vec<IpNet>,
     /// `HOST` or `HOST:PORT` of peers multicast does not reach (VPNs, routed subnets).
     pub static_peers: Vec<String>,
     /// The longest we wait for answers.
@@ -51,6 +57,7 @@ impl Default for Discovery {
             group_v6: protocol::GROUP_V6,
             multicast: true,
             interfaces: Vec::new(),
+            networks: Vec::new(),
             static_peers: Vec::new(),
             wait: Duration::from_millis(100),
             include_self: false,
@@ -117,6 +124,8 @@ pub struct Asked {
     pub own_skipped: usize,
     /// What ended the wait for answers.
     pub ended: WaitEnded,
+    /// Why interfaces that could have been asked were not, a sentence each.
+    pub skipped: Vec<String>,
 }
 
 /// Why [`ask_detailed`] stopped listening: shown by `-v`, so a user (and a test) can see that a
@@ -163,10 +172,13 @@ pub fn ask_detailed(
         })?;
     let asker = Asker::open()?;
     let started = Instant::now();
-    let (sent, links) = send_queries(config, &asker, &datagrams);
+    let (sent, links, skipped) = send_queries(config, &asker, &datagrams);
     let mut own_skipped = 0;
     if sent == 0 {
-        return Ok(Asked::default());
+        return Ok(Asked {
+            skipped,
+            ..Asked::default()
+        });
     }
     let locals: HashSet<IpAddr> = netif::local_addresses().into_iter().collect();
     let deadline = started + expect.wait.unwrap_or(config.wait).min(config.wait);
@@ -241,6 +253,7 @@ pub fn ask_detailed(
         sent,
         own_skipped,
         ended,
+        skipped,
     })
 }
 
@@ -250,12 +263,19 @@ fn nonce() -> io::Result<[u8; 8]> {
     Ok(nonce)
 }
 
-/// Sends the query on every chosen interface and to every static peer; returns how many went out
-/// and where answers may come from.
-fn send_queries(config: &Discovery, asker: &Asker, datagrams: &[Vec<u8>]) -> (usize, Links) {
-    let interfaces = match config.multicast {
-        true => netif::discovery_interfaces(&config.interfaces),
-        false => Vec::new(),
+/// Sends the query on every chosen interface and to every static peer; returns how many went out,
+/// where answers may come from, and why interfaces were skipped.
+fn send_queries(
+    config: &Discovery,
+    asker: &Asker,
+    datagrams: &[Vec<u8>],
+) -> (usize, Links, Vec<String>) {
+    let Chosen {
+        interfaces,
+        skipped,
+    } = match config.multicast {
+        true => networks::choose(&config.interfaces, &config.networks),
+        false => Chosen::default(),
     };
     let peers: Vec<SocketAddr> = (config.static_peers.iter())
         .flat_map(|peer| resolve_peer(peer, config.port))
@@ -267,7 +287,8 @@ fn send_queries(config: &Discovery, asker: &Asker, datagrams: &[Vec<u8>]) -> (us
         interfaces: &interfaces,
         peers: &peers,
     };
-    asker.send(&target, datagrams)
+    let (sent, links) = asker.send(&target, datagrams);
+    (sent, links, skipped)
 }
 
 /// `HOST`, `HOST:PORT`, `IPv6` or `[IPv6]:PORT` to socket addresses.

@@ -57,8 +57,14 @@ pub fn nobody_answered(asked: &Asked, discovery: &Discovery) -> Option<String> {
 
 /// No query could go out at all.
 pub fn nobody_to_ask(discovery: &Discovery) -> String {
+    let networks: Vec<String> = discovery.networks.iter().map(|n| n.to_string()).collect();
     match (discovery.multicast, discovery.interfaces.is_empty()) {
         (false, _) => "nobody to ask: multicast is off and no --peer is given".to_owned(),
+        (true, _) if !networks.is_empty() => format!(
+            "no usable interface on the networks chosen ({}): asking no peer on this network \
+             (--network, networks = in the configuration)",
+            networks.join(", ")
+        ),
         (true, true) => "no usable interface: none is up, multicast-capable and not loopback \
                          (name one with --interface, or a peer with --peer)"
             .to_owned(),
@@ -96,6 +102,15 @@ mod tests {
             nobody_answered(&nobody, &d)
                 .unwrap()
                 .contains("no usable interface")
+        );
+        let home = Discovery {
+            networks: vec!["192.168.1.0/24".parse().unwrap()],
+            ..Discovery::default()
+        };
+        assert!(
+            nobody_to_ask(&home).contains("on the networks chosen (192.168.1.0/24)"),
+            "{}",
+            nobody_to_ask(&home)
         );
         let own = Asked {
             sent: 2,

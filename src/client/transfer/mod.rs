@@ -55,6 +55,10 @@ pub struct Want {
     /// `X-Pacserve-Share` for the local agent (see [`crate::protocol::agent`]); never sent
     /// elsewhere.
     pub share: Option<String>,
+    /// The request goes to the local pacserved's agent: an answer carrying `X-Pacserve-Agent`
+    /// is the agent's own ([`Error::Agent`]), not the mirror's. Elsewhere the header means
+    /// nothing (a peer or mirror cannot speak for the agent).
+    pub via_agent: bool,
 }
 
 /// What a successful transfer did.
@@ -173,6 +177,18 @@ fn from_http(
     let status = response.status().as_u16();
     let headers = response.headers();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let agents_own = want
+        .via_agent
+        .then(|| header(crate::protocol::agent::REASON_HEADER))
+        .flatten();
+    if let Some(why) = agents_own {
+        // Said by the caller ([`crate::client::mirror`]), in the words of what it asked.
+        return Err(Error::Agent {
+            url: url.into(),
+            code: status,
+            why: why.to_owned(),
+        });
+    }
     progress.note(|| format!("{url}: {}", response.status()));
 
     let start = match status {

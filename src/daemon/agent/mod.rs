@@ -28,9 +28,11 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
 use crate::daemon::agent::policy::{Judged, Policy};
 use crate::daemon::agent::prefetch::Prefetch;
+use crate::daemon::ledger::Ledger;
 use crate::daemon::stats::Stats;
 use crate::pacman::process::Transaction;
 use crate::protocol::agent::{self, Job, Planned};
+use crate::protocol::report::{self, Record};
 use crate::{info, warn};
 
 /// Jobs at once, for everyone together and for one uid.
@@ -42,11 +44,13 @@ const MAX_PLAN_BYTES: usize = 4 << 20;
 /// accepts again, so that an error that persists cannot spin a core.
 const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// What every job shares: the mirror client, prefetch, and the rules.
+/// What every job shares: the mirror client, prefetch, the rules, and the record of where
+/// this machine's downloads came from.
 pub struct Agent {
     pub upstream: ureq::Agent,
     pub prefetch: Arc<Prefetch>,
     pub policy: Policy,
+    pub ledger: Arc<Ledger>,
 }
 
 /// Who is on the other end of a connection.
@@ -67,7 +71,12 @@ const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30)
 
 /// Binds `@name` and serves jobs on background threads until the process ends. A name that is
 /// taken is an error naming it, for the daemon to stop on.
-pub fn spawn(name: &str, prefetch: Prefetch, policy: Policy) -> io::Result<()> {
+pub fn spawn(
+    name: &str,
+    prefetch: Prefetch,
+    policy: Policy,
+    ledger: Arc<Ledger>,
+) -> io::Result<()> {
     let listener = UnixListener::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes())?)
         .map_err(|e| match e.kind() {
             io::ErrorKind::AddrInUse => io::Error::new(
@@ -84,6 +93,7 @@ pub fn spawn(name: &str, prefetch: Prefetch, policy: Policy) -> io::Result<()> {
         upstream: relay::upstream_agent(prefetch.window + 1, policy.guard()),
         prefetch: Arc::new(prefetch),
         policy,
+        ledger,
     });
     let running: Arc<Mutex<HashMap<u32, usize>>> = Arc::default();
     info!(
@@ -232,6 +242,35 @@ fn serve(conn: UnixStream, caller: Caller, agent: &Agent) {
                 }
             }
         }
+        Ok(Job::Report) => {
+            let taken = (judged.standing.owner())
+                .ok_or_else(|| "not the downloader of a pacman run by root".to_owned())
+                .and_then(|owner| {
+                    let records = read_body(&mut reader, report::MAX_REPORT_LINES, Record::parse)?;
+                    agent.ledger.report(owner, &records);
+                    Ok(())
+                });
+            answer(
+                &mut conn,
+                caller,
+                "report",
+                taken.map(|()| "OK\n".to_owned()),
+            );
+        }
+        Ok(Job::Summary(asked)) => {
+            let txn = match asked {
+                Some(txn) if caller.uid == 0 => Ok(txn),
+                Some(_) => Err("only root may take a named transaction's summary".to_owned()),
+                None => (judged.standing.owner())
+                    .ok_or_else(|| "not run by a pacman run by root".to_owned()),
+            };
+            let tally = txn.map(|txn| agent.ledger.take_summary(txn));
+            let lines = tally.map(|tally| format!("{}{}\n", tally.lines(), report::END));
+            answer(&mut conn, caller, "summary", lines);
+        }
+        Ok(Job::Totals) => {
+            let _ = conn.write_all(agent.ledger.totals().lines().as_bytes());
+        }
         Err(why) => {
             warn!(
                 "agent: uid {} pid {}: refused: {why}",
@@ -240,6 +279,18 @@ fn serve(conn: UnixStream, caller: Caller, agent: &Agent) {
             relay::refuse(&mut conn, &why, &agent.prefetch.sharing.stats);
         }
     }
+}
+
+/// Writes a job's answer, or `ERR <why>` (logged and counted as a refusal).
+fn answer(conn: &mut UnixStream, caller: Caller, what: &str, answer: Result<String, String>) {
+    let text = answer.unwrap_or_else(|why| {
+        warn!(
+            "agent: uid {} pid {}: refused a {what}: {why}",
+            caller.uid, caller.pid
+        );
+        format!("ERR {why}\n")
+    });
+    let _ = conn.write_all(text.as_bytes());
 }
 
 /// Keeps what the sync databases confirm of a transaction's plan, for prefetch.
@@ -314,20 +365,27 @@ pub(crate) fn read_line(reader: &mut impl BufRead) -> io::Result<String> {
 }
 
 fn read_plan(reader: &mut impl BufRead) -> Result<Vec<Planned>, String> {
-    let mut plan = Vec::new();
+    read_body(reader, agent::MAX_PLAN, Planned::parse)
+}
+
+/// The lines after a job's first, up to an empty line: at most `most` of them and
+/// [`MAX_PLAN_BYTES`] in all, each read by `parse`.
+fn read_body<T>(
+    reader: &mut impl BufRead,
+    most: usize,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
+    let mut body = Vec::new();
     let mut bytes = 0;
     loop {
         let line = read_line(reader).map_err(|e| e.to_string())?;
         if line.is_empty() {
-            return Ok(plan);
+            return Ok(body);
         }
         bytes += line.len() + 1;
-        if plan.len() == agent::MAX_PLAN || bytes > MAX_PLAN_BYTES {
-            return Err(format!(
-                "more than {} files or {MAX_PLAN_BYTES} bytes",
-                agent::MAX_PLAN
-            ));
+        if body.len() == most || bytes > MAX_PLAN_BYTES {
+            return Err(format!("more than {most} lines or {MAX_PLAN_BYTES} bytes"));
         }
-        plan.push(Planned::parse(&line)?);
+        body.push(parse(&line)?);
     }
 }

@@ -30,7 +30,7 @@ use crate::daemon::agent::Caller;
 use crate::pacman::gpg::MAX_SIGNATURE;
 use crate::pacman::invocation::Invocation;
 use crate::pacman::name::{FileKind, is_shareable_name};
-use crate::pacman::process::{Transaction, parent_of};
+use crate::pacman::process::{Transaction, is_pacman, parent_of};
 use crate::pacman::repos::{self, Repos};
 use crate::pacman::syncdb;
 use crate::protocol::agent::{Planned, Share};
@@ -38,8 +38,12 @@ use crate::protocol::agent::{Planned, Share};
 /// What the agent may do for one caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Standing {
-    /// The downloader of root's pacman transaction `txn`.
-    Pacman { txn: Transaction },
+    /// The downloader of root's pacman transaction `txn` (pacman 7: the sandboxed download
+    /// child's), run by root's pacman `owner` (the same for pacman 6, and for a pacman hook).
+    Pacman {
+        txn: Transaction,
+        owner: Transaction,
+    },
     /// Root, not as a pacman's downloader.
     Root,
     /// Anyone else.
@@ -60,7 +64,15 @@ impl Standing {
     /// The transaction a caller may plan and take prefetched files of.
     pub fn txn(&self) -> Option<Transaction> {
         match self {
-            Standing::Pacman { txn } => Some(*txn),
+            Standing::Pacman { txn, .. } => Some(*txn),
+            _ => None,
+        }
+    }
+
+    /// The transaction of root's pacman behind the caller: what its summary is kept under.
+    pub fn owner(&self) -> Option<Transaction> {
+        match self {
+            Standing::Pacman { owner, .. } => Some(*owner),
             _ => None,
         }
     }
@@ -122,10 +134,13 @@ impl Policy {
         if caller.start.is_none() || same_process != caller.start {
             return daemons();
         }
-        let Some(pacman) = pid.and_then(roots_pacman) else {
+        let Some((pacman, roots)) = pid.and_then(roots_pacman) else {
             return daemons();
         };
-        let Some(txn) = Transaction::of_process(pacman) else {
+        let (Some(txn), Some(owner)) = (
+            Transaction::of_process(pacman),
+            Transaction::of_process(roots),
+        ) else {
             return daemons();
         };
         // Root's pacman: its own configuration and databases, as its command line names them
@@ -137,7 +152,7 @@ impl Policy {
         };
         self.origins.learn(&conf);
         Judged {
-            standing: Standing::Pacman { txn },
+            standing: Standing::Pacman { txn, owner },
             conf,
             dbpath,
         }
@@ -224,23 +239,20 @@ fn file_name(url: &str) -> Result<&str, String> {
     Ok(path.rsplit('/').next().unwrap_or_default())
 }
 
-/// The pid of root's pacman whose downloader `pid` is: its parent, when that is `pacman` run by
-/// root, or when that is a `pacman` (pacman 7's sandboxed download child) whose own parent is
-/// `pacman` run by root. None for anything else, a process named pacman run by a user included.
-fn roots_pacman(pid: u32) -> Option<u32> {
+/// The pacman whose downloader `pid` is, and root's pacman behind it: its parent, when that is
+/// `pacman` run by root (twice), or that parent (pacman 7's sandboxed download child) and its
+/// own parent, `pacman` run by root. None for anything else, a process named pacman run by a
+/// user included.
+fn roots_pacman(pid: u32) -> Option<(u32, u32)> {
     let parent = parent_of(pid)?;
     if !is_pacman(parent) {
         return None;
     }
     if process_uid(parent)? == 0 {
-        return Some(parent);
+        return Some((parent, parent));
     }
     let grandparent = parent_of(parent)?;
-    (is_pacman(grandparent) && process_uid(grandparent)? == 0).then_some(parent)
-}
-
-fn is_pacman(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim_end() == "pacman")
+    (is_pacman(grandparent) && process_uid(grandparent)? == 0).then_some((parent, grandparent))
 }
 
 /// The real uid of `pid`, as this process's user namespace sees it.

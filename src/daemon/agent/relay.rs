@@ -24,7 +24,9 @@ use crate::daemon::claims::Verdict;
 use crate::daemon::http::answer::{self, Conditions, Resource};
 use crate::daemon::http::response::{self, Head};
 use crate::daemon::http::{self, request};
+use crate::daemon::ledger::From;
 use crate::daemon::stats::Stats;
+use crate::pacman::name::FileKind;
 use crate::protocol::agent::{NOT_FOR_YOU, REASON_HEADER, SHARE_HEADER, Share};
 use crate::{info, warn};
 
@@ -140,11 +142,20 @@ pub fn relay(
         return;
     }
     let txn = judged.standing.txn();
+    // A package's (or signature's) bytes go into the ledger, for the transaction's summary.
+    let file = request.path.rsplit('/').next().unwrap_or_default();
+    let counted = FileKind::of(file).shareable();
+    let record = |from: From, bytes: u64| {
+        if counted {
+            agent.ledger.record(judged.standing.owner(), from, bytes);
+        }
+    };
     if let Some(staged) = prefetch.claim(&url, txn, request.user_agent.as_deref(), upstream) {
         return match answer_from_staged(&mut conn, staged, &request.head) {
             Ok(sent) => {
                 Stats::add(&stats.prefetch_hits, 1);
                 Stats::add(&stats.prefetch_bytes, sent);
+                record(From::Mirror, sent);
                 info!("agent: {who}: {url}: prefetched, {sent} bytes")
             }
             Err(e) => info!("agent: {who}: {url}: prefetched, client went away: {e}"),
@@ -181,7 +192,10 @@ pub fn relay(
                 .write_all(&head.to_bytes(false))
                 .and_then(|_| copy_body(&mut body, &mut conn, false));
             return match sent {
-                Ok(sent) => info!("agent: {who}: {url}: followed {http}, {sent} bytes, verified"),
+                Ok(sent) => {
+                    record(From::Lan(Some(http.ip())), sent);
+                    info!("agent: {who}: {url}: followed {http}, {sent} bytes, verified")
+                }
                 Err(e) => info!("agent: {who}: {url}: following {http}: {e}"),
             };
         }
@@ -248,6 +262,9 @@ pub fn relay(
     match sent {
         Ok(sent) => {
             Stats::add(&stats.agent_mirror_bytes, sent);
+            if matches!(status, 200 | 206) {
+                record(From::Mirror, sent);
+            }
             info!("agent: {who}: {url}: {status}, {sent} bytes")
         }
         Err(e) => info!("agent: {who}: {url}: {status}, cut off: {e}"),
