@@ -50,6 +50,15 @@ pub struct Stats {
     pub claims_followed: AtomicU64,
     /// Followed downloads that went back to the mirror (the peer failed, stalled or lied).
     pub follow_failures: AtomicU64,
+    /// `/cache/`: packages pacman got from a verified LAN copy; answers kept alive with the
+    /// mirror's first bytes, and those bytes; answers cut because the LAN copy failed after
+    /// they began; answers to a Range; requests turned away because every place was taken.
+    pub cache_lan: AtomicU64,
+    pub cache_kept_alive: AtomicU64,
+    pub cache_mirror_bytes: AtomicU64,
+    pub cache_cut: AtomicU64,
+    pub cache_ranges: AtomicU64,
+    pub cache_busy: AtomicU64,
     peers: Peers,
 }
 
@@ -83,6 +92,12 @@ impl Default for Stats {
             claims_led: AtomicU64::new(0),
             claims_followed: AtomicU64::new(0),
             follow_failures: AtomicU64::new(0),
+            cache_lan: AtomicU64::new(0),
+            cache_kept_alive: AtomicU64::new(0),
+            cache_mirror_bytes: AtomicU64::new(0),
+            cache_cut: AtomicU64::new(0),
+            cache_ranges: AtomicU64::new(0),
+            cache_busy: AtomicU64::new(0),
             peers: Peers::default(),
         }
     }

@@ -1,14 +1,28 @@
 //! The `CacheServer` endpoint: `GET`/`HEAD /cache/<file>` for this machine's own pacman, which
 //! the Include line (`CacheServer = http://127.0.0.1:15678/cache`) points at.
 //!
-//! pacman (≥ 6.1) asks its cache servers for every package before its mirrors, keeps asking
-//! them after a 404, and never asks them for databases. So this endpoint answers with a LAN
-//! peer's copy or 404, and nothing in between: it must never hand pacman a byte the sync
-//! database has not vouched for, since pacman would fail the whole transaction on a bad file.
-//! The LAN copy is fetched and verified by [`lan`] (the hardened downloader, `pacserve-fetch
-//! --peers-only`, into a private directory under the daemon's state dir); once the response
-//! has opened the verified file it is unlinked, and pacman receives it with its Content-Length
-//! (and Range, for a resumed `.part`).
+//! pacman (≥ 6.1) asks its cache servers for every package before its mirrors and never for
+//! databases; a cache server's errors (a 404, a cut connection) are silent and never count
+//! against it, and after one pacman resumes its `.part` from its next server with a Range
+//! (pacman 7.1's `lib/libalpm/dload.c`). The rule here: pacman never receives a byte from a LAN
+//! peer that has not been verified against the sync database, so a bad peer costs a fallback,
+//! never a failed transaction. A package is answered in one of three ways:
+//!
+//! - **404 at once**: no sync database lists it with a size and SHA-256, it is in the daemon's
+//!   own cache (pacman has looked in its cache before asking, so such a request means a cache
+//!   directory pacman does not use, whose bytes were never checked), [`MAX_AT_ONCE`] LAN
+//!   fetches run already, or no LAN peer had a good copy within [`stream::HOLD`];
+//! - **the verified LAN copy** ([`lan`]), whole, when it is there within [`stream::HOLD`], as
+//!   for most packages;
+//! - else **200 with the full length**, kept alive with the file's first bytes from the
+//!   repository's own mirror ([`mirror`]) while the LAN copy arrives and is verified, then the
+//!   rest from that copy at loopback speed ([`stream`]); a LAN copy that fails cuts the
+//!   answer, and pacman resumes from its mirror. pacman's libcurl gives up on a transfer that
+//!   brings no body byte for 10 s, so without this every package that takes longer than that
+//!   to cross the LAN came whole from the mirror.
+//!
+//! The length, range and conditions of every answer are [`answer::decide`]'s, over the sync
+//! database's size (pacman resumes a `.part` with `Range: bytes=N-`).
 //!
 //! pacman asks for a package's `.sig` only from the cache server that sent the package, and with
 //! `SigLevel = Required` a 404 there fails the transaction. So a package is served only when its
@@ -17,29 +31,36 @@
 //! request that follows ([`signature`]). A repository that checks no signatures needs neither.
 //!
 //! Who may ask: loopback only (403 otherwise), because the endpoint makes this machine fetch
-//! on the asker's behalf. Files in the daemon's own cache get 404: pacman has already looked in
-//! its cache before asking, so such a request means a cache directory pacman does not use, and
-//! its bytes were never checked. At most [`MAX_AT_ONCE`] fetches run at once (pacman's
-//! ParallelDownloads is 5 by default); more get 404 too, since pacman counts other errors
-//! against a server and would stop asking it.
+//! on the asker's behalf, and only for files the sync databases list. Concurrency: at most
+//! [`MAX_AT_ONCE`] LAN fetches at once, one per answer (pacman's ParallelDownloads is 5 by
+//! default, so one pacman never meets the limit); a request beyond it gets 404 at once and
+//! that package comes from pacman's mirror, since a wait could outlast pacman's 10 s. An
+//! answer whose client leaves ends its fetch at once.
 
 mod lan;
+mod mirror;
+mod stream;
 
-use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use crate::daemon::cache::Cache;
+use crate::daemon::http::answer::{self, Conditions, Resource};
+use crate::daemon::http::request::Request;
+use crate::daemon::http::response::Head;
+use crate::daemon::stats::Stats;
+use crate::info;
 use crate::pacman::name::{FileKind, is_shareable_name};
 use crate::pacman::repos::Repos;
 use crate::pacman::syncdb;
-use crate::{info, warn};
 
 pub use lan::{FETCH_LIMIT, MAX_AT_ONCE};
+pub use stream::Pending;
 
-/// How to run `pacserve-fetch --peers-only` for this machine.
+/// The endpoint: how to run `pacserve-fetch --peers-only` here, its places, the signatures it
+/// keeps, and its client for mirrors.
 #[derive(Debug, Clone)]
 pub struct CacheServer {
     /// The pacserve-fetch binary.
@@ -57,6 +78,8 @@ pub struct CacheServer {
     running: Arc<AtomicUsize>,
     /// Checked signatures of packages just served, until pacman asks.
     signatures: Arc<Mutex<Vec<lan::KeptSignature>>>,
+    /// The HTTP client for mirrors' first bytes.
+    mirrors: ureq::Agent,
 }
 
 impl CacheServer {
@@ -79,36 +102,68 @@ impl CacheServer {
             interfaces,
             running: Arc::new(AtomicUsize::new(0)),
             signatures: Arc::default(),
+            mirrors: mirror::agent(),
         }
     }
 
-    /// Whether pacman will ask for `name`'s signature and the database does not carry it.
-    async fn signature_needed(&self, name: &str) -> bool {
-        let (dbpath, conf, package) = (
+    /// What the sync databases and pacman.conf say of package `name`; None when no database
+    /// lists it with a size and SHA-256 (nothing could verify a peer's copy).
+    async fn known(&self, name: &str) -> Option<Known> {
+        let (dbpath, conf, name) = (
             self.dbpath.clone(),
             self.pacman_conf.clone(),
             name.to_owned(),
         );
         tokio::task::spawn_blocking(move || {
-            syncdb::lookup(&dbpath, &package).is_some_and(|entry| {
-                entry.signature.is_none()
-                    && Repos::read(&conf).package_signatures_checked(&entry.repo)
+            let entry = syncdb::lookup(&dbpath, &name)?;
+            let size = entry
+                .csize
+                .filter(|&size| size > 0 && entry.sha256.is_some())?;
+            let repos = Repos::read(&conf);
+            let signature_needed =
+                entry.signature.is_none() && repos.package_signatures_checked(&entry.repo);
+            // pacman's order: its Server lines (CacheServer lines, this endpoint among them, are
+            // no mirror), as http(s) or file URLs of the file.
+            let mirror_urls = repos
+                .repo(&entry.repo)
+                .map(|repo| {
+                    (repo.servers.iter())
+                        .filter(|s| {
+                            ["http://", "https://", "file://"].iter().any(|p| {
+                                s.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p))
+                            })
+                        })
+                        .map(|s| format!("{s}/{name}"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some(Known {
+                size,
+                signature_needed,
+                mirror_urls,
             })
         })
         .await
-        .unwrap_or(true)
+        .ok()
+        .flatten()
     }
 }
 
-/// What `/cache/` answers: a file to serve (by the one decision of
-/// [`crate::daemon::http::answer`], Range included), a signature's bytes, or a bare status.
-#[derive(Debug)]
+/// What is known of a package before any peer is asked.
+struct Known {
+    /// Its size: the answer's length.
+    size: u64,
+    /// pacman will ask for its `.sig` and the database does not carry it.
+    signature_needed: bool,
+    /// The file on its repository's mirrors, in pacman's order.
+    mirror_urls: Vec<String>,
+}
+
+/// What `/cache/` answers: a package's body to send ([`Pending`]), a head alone (a HEAD, or a
+/// range no file could satisfy), a signature's bytes, or a bare status.
 pub enum CacheAnswer {
-    /// A verified LAN copy, opened: its directory is gone already.
-    File {
-        file: File,
-        len: u64,
-    },
+    Body(Box<Pending>),
+    Head(Head),
     Signature(Vec<u8>),
     Status(u16),
 }
@@ -118,8 +173,9 @@ pub enum CacheAnswer {
 pub async fn handle(
     server: Option<&CacheServer>,
     cache: &Cache,
-    name: &str,
+    (request, name): (&Request, &str),
     client: SocketAddr,
+    stats: &Stats,
 ) -> CacheAnswer {
     let Some(server) = server else {
         return CacheAnswer::Status(404);
@@ -134,25 +190,53 @@ pub async fn handle(
     if FileKind::of(name) == FileKind::PackageSignature {
         return signature(server, name).await;
     }
-    let Some(running) = server.take() else {
-        info!("cache: {name}: {MAX_AT_ONCE} fetches already running; pacman's mirrors");
+    let Some(known) = server.known(name).await else {
+        info!("cache: {name}: no sync database lists it with a size and SHA-256; 404");
         return CacheAnswer::Status(404);
     };
-    let needed = server.signature_needed(name).await;
-    match server.lan_copy(name, needed, running).await {
-        Ok(lan::Verified { file, len }) => {
-            info!("cache: {name} ({len} bytes) from a LAN peer, verified");
-            CacheAnswer::File { file, len }
-        }
-        Err(why) if why.starts_with("no room") => {
-            warn!("cache: {name}: {why}");
-            CacheAnswer::Status(404)
-        }
-        Err(why) => {
-            info!("cache: {name}: not from the LAN ({why}); pacman's mirrors");
-            CacheAnswer::Status(404)
-        }
+    // No file yet to take a date from: no validators, so a conditional request gets the whole
+    // file, as for a file still arriving.
+    let resource = Resource {
+        len: known.size,
+        modified: None,
+    };
+    let conditions = Conditions::of(request);
+    let decided = answer::decide(resource, conditions);
+    let Some(span) = decided.body else {
+        return CacheAnswer::Head(decided.head);
+    };
+    if decided.head.status == 206 {
+        Stats::add(&stats.cache_ranges, 1);
     }
+    let Some(place) = server.take() else {
+        info!("cache: {name}: {MAX_AT_ONCE} fetches already running; pacman's mirrors");
+        Stats::add(&stats.cache_busy, 1);
+        return CacheAnswer::Status(404);
+    };
+    let lan = {
+        let (server, name) = (server.clone(), name.to_owned());
+        let signature_needed = known.signature_needed;
+        Box::pin(async move { server.lan_copy(&name, signature_needed, place).await })
+    };
+    if request.is_head() {
+        return match lan.await {
+            Ok(_) => CacheAnswer::Head(decided.head),
+            Err(why) => {
+                info!("cache: {name}: not from the LAN ({why}); pacman's mirrors");
+                CacheAnswer::Status(404)
+            }
+        };
+    }
+    let range = (span.offset, span.offset + span.len - 1);
+    let mirror =
+        mirror::MirrorBytes::new(server.mirrors.clone(), known.mirror_urls, known.size, range);
+    CacheAnswer::Body(Box::new(Pending {
+        name: name.to_owned(),
+        head: decided.head,
+        span,
+        lan,
+        mirror,
+    }))
 }
 
 /// `<package>.sig`: pacman 7.1 asks for it from the very cache server that sent the package
