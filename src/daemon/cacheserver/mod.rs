@@ -159,8 +159,8 @@ struct Known {
     mirror_urls: Vec<String>,
 }
 
-/// What `/cache/` answers: a package's body to send ([`Pending`]), a head alone (a HEAD, or a
-/// range no file could satisfy), a signature's bytes, or a bare status.
+/// What `/cache/` answers: a package's answer to send ([`Pending`], a HEAD's included), a head
+/// alone (a range no file could satisfy), a signature's bytes, or a bare status.
 pub enum CacheAnswer {
     Body(Box<Pending>),
     Head(Head),
@@ -218,22 +218,15 @@ pub async fn handle(
         let signature_needed = known.signature_needed;
         Box::pin(async move { server.lan_copy(&name, signature_needed, place).await })
     };
-    if request.is_head() {
-        return match lan.await {
-            Ok(_) => CacheAnswer::Head(decided.head),
-            Err(why) => {
-                info!("cache: {name}: not from the LAN ({why}); pacman's mirrors");
-                CacheAnswer::Status(404)
-            }
-        };
-    }
     let range = (span.offset, span.offset + span.len - 1);
     let mirror =
         mirror::MirrorBytes::new(server.mirrors.clone(), known.mirror_urls, known.size, range);
     CacheAnswer::Body(Box::new(Pending {
         name: name.to_owned(),
+        size: known.size,
         head: decided.head,
         span,
+        head_only: request.is_head(),
         lan,
         mirror,
     }))

@@ -51,12 +51,16 @@ pub const MAX_TRICKLE: u64 = MAX_TICKS * CHUNK as u64;
 /// The LAN fetch of an answer: the verified copy, or why there is none.
 pub type LanFetch = Pin<Box<dyn Future<Output = Result<Verified, String>> + Send>>;
 
-/// A GET of a package that is not verified yet.
+/// A GET or HEAD of a package that is not verified yet.
 pub struct Pending {
     pub name: String,
+    /// The whole file's size, as the sync database gave it.
+    pub size: u64,
     /// 200 or 206 with the answer's length, as [`crate::daemon::http::answer::decide`] put it.
     pub head: Head,
     pub span: Span,
+    /// A HEAD: the head once the copy is verified, no body, nothing kept alive.
+    pub head_only: bool,
     pub lan: LanFetch,
     /// The mirror's bytes from the span's offset.
     pub mirror: MirrorBytes,
@@ -72,6 +76,16 @@ enum Race<T> {
 impl Pending {
     /// Sends the answer on `stream` (see the module doc); counted in `stats`.
     pub async fn send(mut self, stream: &mut TcpStream, keep_alive: bool, stats: &Stats) -> Next {
+        if self.head_only {
+            return match race(&mut self.lan, stream, std::future::pending::<()>()).await {
+                Race::Lan(Ok(_)) => server::answer_with(stream, self.head, &[], keep_alive).await,
+                Race::Lan(Err(why)) => {
+                    info!("cache: {}: not from the LAN ({why}); 404", self.name);
+                    server::answer_with(stream, Head::new(404), &[], keep_alive).await
+                }
+                Race::Gone | Race::Done(()) => Next::Close,
+            };
+        }
         match race(&mut self.lan, stream, tokio::time::sleep(HOLD)).await {
             Race::Lan(result) => return self.at_once(stream, result, keep_alive, stats).await,
             Race::Gone => return Next::Close,
@@ -127,6 +141,18 @@ impl Pending {
         Next::Close
     }
 
+    /// The LAN fetch's result, unless the copy is not the size the answer announced (the sync
+    /// database changed under the request, `pacman -Sy` in between).
+    fn checked(&self, result: Result<Verified, String>) -> Result<Verified, String> {
+        match result {
+            Ok(verified) if verified.len != self.size => Err(format!(
+                "{} bytes verified, {} announced: the sync database changed",
+                verified.len, self.size
+            )),
+            other => other,
+        }
+    }
+
     /// Nothing sent yet: the whole answer from the verified copy, or 404.
     async fn at_once(
         self,
@@ -136,7 +162,7 @@ impl Pending {
         stats: &Stats,
     ) -> Next {
         let name = &self.name;
-        match result {
+        match self.checked(result) {
             Ok(verified) => {
                 info!(
                     "cache: {name} ({} bytes) from a LAN peer, verified",
@@ -170,7 +196,7 @@ impl Pending {
         }
         let name = &self.name;
         let n = sent.len() as u64;
-        let verified = match result {
+        let verified = match self.checked(result) {
             Ok(verified) => verified,
             Err(why) => {
                 info!(
@@ -313,8 +339,10 @@ mod tests {
         );
         let pending = Pending {
             name: "a-1-1-any.pkg.tar.zst".to_owned(),
+            size,
             head: decided.head,
             span,
+            head_only: false,
             lan,
             mirror,
         };
