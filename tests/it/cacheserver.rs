@@ -364,3 +364,35 @@ fn cacheserver_ranges_heads_and_unlisted_names() {
     ));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
 }
+
+/// Offline (no mirror answers), nothing can keep pacman's transfer alive: a package whose LAN
+/// copy takes about 17 s (16 MiB at 8 Mbit/s) fails through the Include line, as it did before,
+/// and installs from the LAN with pacman's `--disable-download-timeout`, as the README and
+/// pacserved(8) say.
+#[test]
+fn cacheserver_offline_a_slow_lan_copy_needs_pacmans_disable_download_timeout() {
+    let Some(big) = Big::new("c22off", 16 << 20, "8mbit") else {
+        return;
+    };
+    let (peer, _cache) = big.honest_peer();
+    let _local = local_daemon(big.scene.lan.host(1), &big.pacman);
+    big.scene.lan.wait_for_daemons(1);
+    let killed = Command::new("kill")
+        .arg(big.mirror.pid().to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success(), "the mirror is gone");
+    let host = big.scene.lan.host(1);
+    let env = env(&big.pacman);
+    let out = big.pacman.run_in(host, &env, &["-S", "big"]);
+    assert!(!out.status.success(), "pacman gave up after 10 s");
+    let patient = ["--disable-download-timeout", "-S", "big"];
+    ok(&big.pacman.run_in(host, &env, &patient), "-S, patient");
+    big.pacman
+        .assert_installed_from(&big.scene.repo, "big", &big.file);
+    assert_eq!(
+        peer.served(&big.file).len(),
+        2,
+        "the LAN was asked each time"
+    );
+}
