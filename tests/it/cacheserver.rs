@@ -396,3 +396,53 @@ fn cacheserver_offline_a_slow_lan_copy_needs_pacmans_disable_download_timeout() 
         "the LAN was asked each time"
     );
 }
+
+/// A local user whose clients stop reading once their answers have begun: 8 connections ask for
+/// a 16 MiB package a fast peer holds and never read. Their verified copies keep their places
+/// while they are being sent, so a 9th request gets 404 (the disk holds at most 8 copies, not one
+/// per connection); the send timeout (10 s) closes them, and the next request gets the file.
+#[test]
+fn cacheserver_clients_that_stop_reading_hold_their_places_only_until_the_send_timeout() {
+    let Some(big) = Big::new("c22stuck", 16 << 20, "1gbit") else {
+        return;
+    };
+    let (_peer, _cache) = big.honest_peer();
+    let local = local_daemon(big.scene.lan.host(1), &big.pacman);
+    big.scene.lan.wait_for_daemons(1);
+    let host = big.scene.lan.host(1);
+    let script = "import socket, sys, time
+conns = []
+for _ in range(8):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(('127.0.0.1', 15678))
+    s.sendall(('GET /cache/%s HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n' % sys.argv[1]).encode())
+    conns.append(s)
+time.sleep(60)";
+    let mut stuck = host
+        .command("python3")
+        .args(["-c", script, &big.file])
+        .spawn()
+        .unwrap();
+    assert_eq!(local.metric(host, "pacserved_cache_lan_total", 8.0), 8.0);
+    let url = format!("http://127.0.0.1:15678/cache/{}", big.file);
+    let status = |url: &str| {
+        let out = host.sh(&format!(
+            "curl -s -m 20 -o /dev/null -w '%{{http_code}}' '{url}'"
+        ));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(status(&url), "404", "8 copies on their way hold the places");
+    assert_eq!(local.metric(host, "pacserved_cache_busy_total", 1.0), 1.0);
+    let closed = local.metric(host, "pacserved_stalled_clients_total", 8.0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut closed = closed;
+    while closed < 8.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        closed = local.metric(host, "pacserved_stalled_clients_total", 8.0);
+    }
+    assert_eq!(closed, 8.0, "the send timeout closed them");
+    assert_eq!(status(&url), "200");
+    let _ = stuck.kill();
+    let _ = stuck.wait();
+}

@@ -127,7 +127,9 @@ impl CacheServer {
     }
 
     /// The verified LAN copy of `name`, opened (its directory is gone already), and its
-    /// signature kept when `signature_needed`; Err says why not. Holds `place` until it ends.
+    /// signature kept when `signature_needed`; Err says why not. `place` goes with the copy:
+    /// it is free once the answer is sent, so that clients that stop reading hold at most
+    /// [`MAX_AT_ONCE`] copies on the disk, not one per connection.
     pub(super) async fn lan_copy(
         &self,
         name: &str,
@@ -149,7 +151,6 @@ impl CacheServer {
         if signature_needed {
             self.signature_along(name, dir.path()).await?;
         }
-        drop(place);
         // Opened before the directory goes: the open file lives until the body is sent.
         let file = File::open(&out).map_err(|e| format!("{}: {e}", out.display()))?;
         let len = file
@@ -157,15 +158,20 @@ impl CacheServer {
             .map_err(|e| format!("{}: {e}", out.display()))?
             .len();
         drop(dir);
-        Ok(Verified { file, len })
+        Ok(Verified {
+            file,
+            len,
+            _place: place,
+        })
     }
 }
 
-/// A LAN copy that matched the sync database, open, its name already gone from the disk.
-#[derive(Debug)]
+/// A LAN copy that matched the sync database, open, its name already gone from the disk, and
+/// the place it holds until it is dropped.
 pub struct Verified {
     pub file: File,
     pub len: u64,
+    pub(super) _place: Running,
 }
 
 /// The last lines of pacserve-fetch's `-v` account, on one line for the journal: why no peer

@@ -320,12 +320,20 @@ mod tests {
         );
         let span = decided.body.unwrap();
         let verified = files.verified.clone();
+        let paths = ("/db".into(), "/c".into());
+        let state = std::path::Path::new("/nonexistent");
+        let place = super::super::CacheServer::new("x".into(), paths, state, 1, vec![]).take();
         let lan: LanFetch = Box::pin(async move {
             tokio::time::sleep(after).await;
             match ok {
                 true => {
                     let file = std::fs::File::open(&verified).map_err(|e| e.to_string())?;
-                    Ok(Verified { file, len: size })
+                    let _place = place.ok_or("no place")?;
+                    Ok(Verified {
+                        file,
+                        len: size,
+                        _place,
+                    })
                 }
                 false => Err("the peer lied".to_owned()),
             }
