@@ -109,6 +109,9 @@ fn main() {
     if wanted("lan-signed") {
         signed::lan_signed();
     }
+    if wanted("upload-cap") {
+        upload_cap();
+    }
     if wanted("include") {
         pacman7_include::include_vs_xfercommand_time_from_a_peer();
     }
@@ -233,6 +236,62 @@ fn miss_against_curl(
 
 /// Peer download throughput versus curl from the same daemon; unlimited, then 1 Gbit/s. The
 /// file is in no sync database (`--unverified-peers`); [`verified_hit`] measures the default.
+/// The upload cap (`--upload-limit`, issue 21): one and then four clients fetching a 64 MB file
+/// from a daemon capped at 8 MiB/s, against the same daemon uncapped, on a 1 Gbit/s link. The
+/// clients' rates together are what the host's uplink carried.
+fn upload_cap() {
+    const SIZE: usize = 64 << 20;
+    const CAP: f64 = 8.0;
+    let lan = Lan::new(6, Family::Dual).expect("LAN");
+    let cache = tempdir();
+    let name = "capped-1-1-any.pkg.tar.zst";
+    write_random_file(&cache.path().join(name), SIZE);
+    lan.limit_link(2, "1gbit");
+    let uncapped = Daemon::start(
+        lan.host(2),
+        cache.path(),
+        &["--http-port", "15680", "--no-agent"],
+    );
+    let capped = Daemon::start(
+        lan.host(2),
+        cache.path(),
+        &[
+            "--http-port",
+            "15681",
+            "--udp-port",
+            "15679",
+            "--no-agent",
+            "--upload-limit",
+            "8M",
+        ],
+    );
+    let out = tempdir();
+    // MiB/s all `clients` got together from `daemon`.
+    let together = |daemon: &Daemon, clients: usize| -> f64 {
+        let url = format!("http://{}:{}/pkg/{name}", lan.ipv4(2), daemon.http_port);
+        let started = Instant::now();
+        let children: Vec<_> = (0..clients)
+            .map(|i| {
+                let file = out.path().join(format!("{i}"));
+                curl(lan.host(3 + i % 4), &file, &url)
+                    .spawn()
+                    .expect("curl")
+            })
+            .collect();
+        for mut c in children {
+            assert!(c.wait().expect("curl ran").success());
+        }
+        (clients * SIZE) as f64 / (1 << 20) as f64 / started.elapsed().as_secs_f64()
+    };
+    for clients in [1, 4] {
+        let free = together(&uncapped, clients);
+        let held = together(&capped, clients);
+        println!(
+            "upload cap {CAP} MiB/s, {clients} client(s) of a 64 MB file on a 1 Gbit/s link: {held:.1} MiB/s together (uncapped: {free:.1} MiB/s) [goal: at most the cap, near it]"
+        );
+    }
+}
+
 fn hit_throughput() {
     let lan = Lan::new(3, Family::Dual).expect("LAN");
     let (cache, memory) = (tempdir(), tempdir());

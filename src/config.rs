@@ -52,6 +52,7 @@ pub struct FileConfig {
 /// agent = true                            # false: no download agent for local pacserve-fetch
 /// agent-socket = "pacserved/agent"        # its abstract socket name
 /// prefetch = 5                            # files fetched ahead per pacman transaction; 0: off
+/// upload-limit = "0"                      # bytes/s all peers together may take (K, M, G); 0: no limit
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -65,6 +66,7 @@ pub struct DaemonFileConfig {
     pub agent: Option<bool>,
     pub agent_socket: Option<String>,
     pub prefetch: Option<usize>,
+    pub upload_limit: Option<String>,
 }
 
 #[derive(Debug)]

@@ -6,7 +6,11 @@
 //! Figures: bytes the mirror sent ÷ bytes of the packages (8.0 would be every host fetching
 //! everything; goal ≤ 1.25), and the slowest host's time ÷ a lone host's time for the same
 //! install on the same LAN, measured in the same run (goal ≤ 1.3). Host counts: 8 and 16, or
-//! `PACSERVE_TOGETHER_HOSTS` (comma-separated).
+//! `PACSERVE_TOGETHER_HOSTS` (comma-separated). `PACSERVE_TOGETHER_LINKS` gives every host's
+//! link a speed, both ways, as a switch port would (comma-separated `tc` rates, one per host
+//! count, e.g. `200mbit,1gbit`; `unlimited` for none): an unlimited veth hides that one host
+//! feeding everyone is a bottleneck (issue 21). Also printed: the most bytes one host uploaded
+//! to peers ÷ the packages' bytes (each daemon's `pacserved_served_bytes_total`; goal ≤ 2.5).
 
 use std::fs;
 use std::time::{Duration, Instant};
@@ -33,14 +37,24 @@ pub fn run() {
         .split(',')
         .filter_map(|n| n.trim().parse().ok())
         .collect();
-    for hosts in counts {
-        scenario(hosts);
+    let links: Vec<Option<String>> = std::env::var("PACSERVE_TOGETHER_LINKS")
+        .unwrap_or_default()
+        .split(',')
+        .map(|l| Some(l.trim().to_owned()).filter(|l| !l.is_empty() && l != "unlimited"))
+        .collect();
+    for (i, hosts) in counts.into_iter().enumerate() {
+        scenario(hosts, links.get(i).cloned().flatten());
     }
 }
 
-fn scenario(hosts: usize) {
+fn scenario(hosts: usize, link: Option<String>) {
     let lan = Lan::new(hosts + 1, Family::Dual).expect("LAN");
     let mirror_host = hosts + 1;
+    if let Some(rate) = &link {
+        for i in 1..=hosts {
+            lan.limit_link(i, rate);
+        }
+    }
     let root = tempdir();
     let repo = Repo::create(root.path(), "tb");
     let names: Vec<String> = (0..PACKAGES).map(|i| format!("tb{i}")).collect();
@@ -141,12 +155,40 @@ fn scenario(hosts: usize) {
         times.push(seconds);
     }
     let busy = machine_busy().since(&busy_before);
+    let uploaded: Vec<f64> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (_, d))| {
+            d.metrics(lan.host(i + 1))
+                .get("pacserved_served_bytes_total")
+                .copied()
+                .unwrap_or(0.0)
+        })
+        .collect();
+    let most = uploaded.iter().copied().fold(0.0, f64::max);
+    // How the downloads were shared: per host, claims led and followed, and follows that went
+    // back to the mirror.
+    let shared: Vec<String> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (_, d))| {
+            let m = d.metrics(lan.host(i + 1));
+            let get = |name: &str| m.get(name).copied().unwrap_or(0.0);
+            format!(
+                "{}/{}/{}",
+                get("pacserved_claims_led_total"),
+                get("pacserved_claims_followed_total"),
+                get("pacserved_follow_failures_total")
+            )
+        })
+        .collect();
     let daemons_used = daemons_cpu() - daemons_before;
     let children_used = children_cpu() - children_before;
     let sent = sent_for_packages() - before;
     let slowest = times.iter().cloned().fold(0.0, f64::max);
     println!(
-        "together: {hosts} hosts, real pacman -S of {PACKAGES} × 2 MB at once, mirror {} ms away at {RATE} shared:",
+        "together: {hosts} hosts on {} links, real pacman -S of {PACKAGES} × 2 MB at once, mirror {} ms away at {RATE} shared:",
+        link.as_deref().unwrap_or("unlimited"),
         ONE_WAY.as_millis()
     );
     println!(
@@ -158,6 +200,19 @@ fn scenario(hosts: usize) {
     sorted.sort_by(f64::total_cmp);
     let shown: Vec<String> = sorted.iter().map(|t| format!("{t:.2}")).collect();
     println!("  every host, fastest first (s): {}", shown.join(" "));
+    let spread: Vec<String> = uploaded
+        .iter()
+        .map(|b| format!("{:.1}", b / package_bytes as f64))
+        .collect();
+    println!(
+        "  most one host uploaded: {:.1}× the packages' bytes (goal ≤ 2.5); per host: {}",
+        most / package_bytes as f64,
+        spread.join(" ")
+    );
+    println!(
+        "  per host, claims led/followed/followed copies left for the mirror: {}",
+        shared.join(" ")
+    );
     println!(
         "  this machine's {} cores were {:.0}% busy while they ran",
         busy.cores,

@@ -23,15 +23,24 @@ const SIZE: usize = 200_000_000;
 const ROUNDS: usize = 7;
 
 pub fn run() {
-    let ours = crate::daemon::daemon_bin().to_owned();
-    once(&ours, "");
+    once((crate::daemon::daemon_bin(), fetch_bin()), "");
     if let Some(old) = crate::baseline() {
-        once(&old, " (baseline pacserved)");
+        // The baseline's own client, when it sits beside its daemon (a build's target dir).
+        let client = std::path::Path::new(&old).with_file_name("pacserve-fetch");
+        let client = match client.exists() {
+            true => client.to_string_lossy().into_owned(),
+            false => fetch_bin().to_owned(),
+        };
+        once(
+            (&old, &client),
+            &format!(" (baseline: {client} from {old})"),
+        );
     }
 }
 
-/// The rows for the peer running the pacserved at `binary`, labelled with `label`.
-fn once(binary: &str, label: &str) {
+/// The rows for the peer running the pacserved at `binary` and the client at `client`,
+/// labelled with `label`.
+fn once((binary, client): (&str, &str), label: &str) {
     let lan = Lan::new(3, Family::Dual).expect("LAN");
     let (cache, memory, dbpath) = (tempdir(), tempdir(), tempdir());
     // Both clients write into RAM (tmpfs), so the disk's writeback does not decide the race.
@@ -63,7 +72,7 @@ fn once(binary: &str, label: &str) {
                 let mut cmd = match who {
                     2 => curl(lan.host(1), &out, &direct),
                     _ => {
-                        let mut cmd = lan.host(1).command(fetch_bin());
+                        let mut cmd = lan.host(1).command(client);
                         cmd.env("TMPDIR", memory.path()).args([
                             "--config",
                             "/dev/null",

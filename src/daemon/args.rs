@@ -10,6 +10,7 @@ use crate::cli::Shell;
 use crate::config::{self, ConfigError, DaemonFileConfig};
 use crate::daemon::Config;
 use crate::daemon::allow::Allowlist;
+use crate::daemon::upcap;
 use crate::pacman;
 use crate::protocol;
 use crate::protocol::netif;
@@ -69,6 +70,10 @@ pub struct DaemonArgs {
     /// [default: 5].
     #[arg(long, value_name = "N")]
     pub prefetch: Option<usize>,
+    /// Bytes per second all LAN peers together may download from this machine, with K, M or G
+    /// (e.g. 10M); 0 means no limit [default: 0].
+    #[arg(long, value_name = "RATE", value_parser = upcap::parse_rate)]
+    pub upload_limit: Option<u64>,
     /// Where the daemon's id and the agent's staged files are kept.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/pacserved")]
     pub state_dir: PathBuf,
@@ -141,6 +146,16 @@ impl DaemonArgs {
             }),
             fetch_program: (self.fetch_program.clone())
                 .unwrap_or_else(pacman::pacsrv::fetch_program),
+            upload_limit: match (self.upload_limit, file.upload_limit) {
+                (Some(rate), _) => rate,
+                (None, Some(value)) => {
+                    upcap::parse_rate(&value).map_err(|message| ConfigError {
+                        path: self.config.clone(),
+                        message: format!("upload-limit: {message}"),
+                    })?
+                }
+                (None, None) => 0,
+            },
         })
     }
 }

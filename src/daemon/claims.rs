@@ -2,12 +2,17 @@
 //! them goes to the mirror and the others follow its growing file.
 //!
 //! Before its first mirror byte, the agent registers the file as CLAIMING
-//! ([`crate::daemon::growing`]) and [`Claims::settle`]s: it multicasts a v2 query with the
-//! CLAIM flag and its daemon id, and listens for at most [`WINDOW`] (less once every daemon it
-//! knows has answered). It follows the best answer that HAVE or GROWING names; it defers to a
-//! lower daemon id that is CLAIMING too (answered, or heard as a CLAIM query by our responder)
-//! and then waits a bounded time for that daemon to start; otherwise it leads. The rule is the
-//! same on every host, so two hosts asking within the window agree on one leader.
+//! ([`crate::daemon::growing`]) and [`Claims::settle`]s: it multicasts a query with the CLAIM
+//! flag and its daemon id (in version 2 for older daemons and version 4, one nonce), and listens
+//! for at most [`WINDOW`] (less once every daemon it knows has answered). It follows a copy that
+//! HAVE or GROWING names: of those at least half as far along as the furthest, the one whose
+//! daemon is sending the fewest uploads, so that hosts joining late spread over the copies
+//! instead of all reading the first. Otherwise it defers to a better claimant (answered CLAIMING,
+//! or heard as a CLAIM query by our responder) and waits a bounded time for that daemon to
+//! start; otherwise it leads. Who is better: when every claimant speaks version 4, the one of
+//! highest [`protocol::claim_rank`] for this file, so the files of an upgrade are led by
+//! different hosts; when any speaks only an older version, the lowest daemon id, as before. The
+//! rule is the same on every host, so hosts asking within the window agree on one leader.
 //!
 //! A lone host does not pay: unless the responder has heard another host or daemon lately
 //! ([`Claims::heard_other`]), settling returns at once without sending anything.
@@ -21,7 +26,7 @@ use crate::daemon::allow::Allowlist;
 use crate::protocol::asker::{Asker, Target};
 use crate::protocol::budget;
 use crate::protocol::netif::{self, Interface};
-use crate::protocol::{Answer, Holding, Query};
+use crate::protocol::{self, Answer, Holding, Query};
 
 /// The longest a claim waits for the LAN's answers.
 pub const WINDOW: Duration = Duration::from_millis(30);
@@ -38,6 +43,16 @@ const MAX_RECORDED: usize = 1024;
 /// long; and once [`FILE_FAILURES`] sources failed for one file, nobody is followed for it.
 const FILE_MEMORY: Duration = Duration::from_secs(600);
 const FILE_FAILURES: usize = 2;
+/// An offer counts as an upload about to begin for this long: a follower connects within
+/// milliseconds of its answer.
+const OFFER_FRESH: Duration = Duration::from_secs(1);
+const MAX_OFFERS: usize = 256;
+/// How often a deferring daemon asks whether the better claimant has started.
+const DEFER_POLL: Duration = Duration::from_millis(25);
+/// A copy this few bytes behind the furthest is as good to follow: at the start of a download
+/// every copy is near zero, and following the newest follower chains hosts instead of starring
+/// them around the first.
+const NEAR_ENOUGH: u64 = 4 << 20;
 
 /// What to do about a file after settling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +77,8 @@ pub struct Claims {
 
 #[derive(Default)]
 struct State {
-    /// CLAIM queries of other daemons: file name → (claimant, when).
-    heard: HashMap<String, Vec<([u8; 8], Instant)>>,
+    /// CLAIM queries of other daemons: file name → (claimant, newest version heard, when).
+    heard: HashMap<String, Vec<([u8; 8], u8, Instant)>>,
     last_other: Option<Instant>,
     /// Daemons that answered the last claim: once all have answered again, stop waiting.
     known: HashSet<[u8; 8]>,
@@ -71,6 +86,13 @@ struct State {
     /// and until when), and never again for the file they failed.
     failed_sources: HashMap<IpAddr, (u32, Instant)>,
     failed_files: HashMap<String, (Vec<IpAddr>, Instant)>,
+    /// The newest protocol version each daemon was heard speaking (claims or answers), and
+    /// when: one datagram lost or rate-limited must not make a version 4 daemon look older,
+    /// which would make hosts settle a file by different rules.
+    versions: HashMap<[u8; 8], (u8, Instant)>,
+    /// When this daemon last offered a copy (HAVE or GROWING) to a version 3+ query: the asker
+    /// is probably about to read it, before it shows among the uploads ([`Claims::promised`]).
+    offers: std::collections::VecDeque<Instant>,
 }
 
 impl Claims {
@@ -146,13 +168,39 @@ impl Claims {
             })
     }
 
+    /// The responder offered a copy to someone who may read it in a moment.
+    pub fn offered(&self) {
+        let mut state = self.lock();
+        while state
+            .offers
+            .front()
+            .is_some_and(|at| at.elapsed() > OFFER_FRESH)
+            || state.offers.len() >= MAX_OFFERS
+        {
+            state.offers.pop_front();
+        }
+        state.offers.push_back(Instant::now());
+    }
+
+    /// Offers made within [`OFFER_FRESH`]: added to the uploads an answer reports, so that
+    /// hosts settling in the same instant do not all pick the one copy whose uploads have not
+    /// begun yet.
+    pub fn promised(&self) -> u64 {
+        let state = self.lock();
+        state
+            .offers
+            .iter()
+            .filter(|at| at.elapsed() <= OFFER_FRESH)
+            .count() as u64
+    }
+
     /// The responder heard a query from another host.
     pub fn heard_other(&self) {
         self.lock().last_other = Some(Instant::now());
     }
 
-    /// The responder heard another daemon's CLAIM for `name`.
-    pub fn heard_claim(&self, name: &str, claimant: [u8; 8]) {
+    /// The responder heard another daemon's CLAIM for `name`, in protocol `version`.
+    pub fn heard_claim(&self, name: &str, claimant: [u8; 8], version: u8) {
         if claimant == self.daemon_id {
             return;
         }
@@ -160,19 +208,33 @@ impl Claims {
         state.last_other = Some(Instant::now());
         state
             .heard
-            .retain(|_, v| v.iter().any(|(_, at)| at.elapsed() < CLAIM_FRESH));
+            .retain(|_, v| v.iter().any(|(_, _, at)| at.elapsed() < CLAIM_FRESH));
         if state.heard.len() >= MAX_RECORDED {
             return;
         }
+        drop(state);
+        self.speaks(claimant, version);
+        let mut state = self.lock();
         let claims = state.heard.entry(name.to_owned()).or_default();
-        claims.retain(|(_, at)| at.elapsed() < CLAIM_FRESH);
-        if claims.len() < 16 {
-            claims.push((claimant, Instant::now()));
+        claims.retain(|(_, _, at)| at.elapsed() < CLAIM_FRESH);
+        // A version 4 daemon claims in versions 2 and 4 at once: one claimant, the newer version.
+        if let Some(known) = claims.iter_mut().find(|(id, _, _)| *id == claimant) {
+            known.1 = known.1.max(version);
+            known.2 = Instant::now();
+        } else if claims.len() < 16 {
+            claims.push((claimant, version, Instant::now()));
         }
     }
 
-    /// Decides who fetches `name` from the mirror; see the module doc.
-    pub fn settle(&self, name: &str) -> Verdict {
+    /// Decides who fetches `name` from the mirror; see the module doc. Also says whether this
+    /// daemon deferred to a better claimant on the way (counted on `/metrics`).
+    pub fn settle(&self, name: &str) -> (Verdict, bool) {
+        let deferred = std::cell::Cell::new(false);
+        let verdict = self.settle_noting(name, &deferred);
+        (verdict, deferred.get())
+    }
+
+    fn settle_noting(&self, name: &str, deferred: &std::cell::Cell<bool>) -> Verdict {
         let others = self
             .lock()
             .last_other
@@ -190,37 +252,98 @@ impl Claims {
             interfaces: &interfaces,
             locals: &locals,
         };
-        let heard = self.ask(&socket, &here, name);
-        let lower_claim = heard.lower_claim || self.heard_lower(name);
+        let heard = self.ask(&socket, &here, name, Versions::Both);
         if let Some(http) = heard.best {
             return Verdict::Follow { http };
         }
-        if !lower_claim {
+        let mut claimants = heard.claimants;
+        claimants.extend(self.heard_claims(name));
+        if !self.defers(name, &claimants) {
             return Verdict::Lead;
         }
-        // A lower id claims it: give it a bounded moment to start, then follow it.
+        deferred.set(true);
+        // A better claimant: give it a bounded moment to start, then follow it. Asked in one
+        // version only, the newest every claimant speaks, and not too often: a poll of every
+        // deferring file is a query to every daemon, and their responders limit each source.
+        let versions = match claimants.iter().all(|&(_, ranked)| ranked) {
+            true => Versions::Ranked,
+            false => Versions::Older,
+        };
         let until = Instant::now() + DEFER_LIMIT;
         while Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(10));
-            if let Some(http) = self.ask(&socket, &here, name).best {
+            std::thread::sleep(DEFER_POLL);
+            if let Some(http) = self.ask(&socket, &here, name, versions).best {
                 return Verdict::Follow { http };
             }
         }
         Verdict::Lead
     }
 
-    fn heard_lower(&self, name: &str) -> bool {
-        self.lock().heard.get(name).is_some_and(|claims| {
-            claims
-                .iter()
-                .any(|(id, at)| *id < self.daemon_id && at.elapsed() < CLAIM_FRESH)
-        })
+    /// Whether another of `claimants` (id, speaks version 4) should fetch `name` rather than
+    /// this daemon: by rank when all speak version 4, else by lowest id (see the module doc).
+    fn defers(&self, name: &str, claimants: &[([u8; 8], bool)]) -> bool {
+        let others = claimants.iter().filter(|(id, _)| *id != self.daemon_id);
+        if claimants.iter().all(|&(_, ranked)| ranked) {
+            let mine = protocol::claim_rank(name, &self.daemon_id);
+            others
+                .map(|(id, _)| (protocol::claim_rank(name, id), *id))
+                .any(|theirs| theirs > (mine, self.daemon_id))
+        } else {
+            others.into_iter().any(|(id, _)| *id < self.daemon_id)
+        }
+    }
+
+    /// The CLAIM queries heard for `name` lately: (claimant, speaks version 4).
+    fn heard_claims(&self, name: &str) -> Vec<([u8; 8], bool)> {
+        let heard: Vec<([u8; 8], u8)> = self
+            .lock()
+            .heard
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter(|(_, _, at)| at.elapsed() < CLAIM_FRESH)
+            .map(|&(id, version, _)| (id, version))
+            .collect();
+        heard
+            .into_iter()
+            .map(|(id, version)| (id, self.ranked(id, version)))
+            .collect()
+    }
+
+    /// Daemon `id` was heard speaking `version`.
+    fn speaks(&self, id: [u8; 8], version: u8) {
+        let mut state = self.lock();
+        let fresh = |at: &Instant| at.elapsed() < FILE_MEMORY;
+        if state.versions.len() >= MAX_RECORDED {
+            state.versions.retain(|_, (_, at)| fresh(at));
+        }
+        let known = state
+            .versions
+            .get(&id)
+            .filter(|(_, at)| fresh(at))
+            .map(|(v, _)| *v);
+        if state.versions.len() < MAX_RECORDED || known.is_some() {
+            let newest = known.unwrap_or(0).max(version);
+            state.versions.insert(id, (newest, Instant::now()));
+        }
+    }
+
+    /// Whether daemon `id`, heard now in `version`, settles claims by rank: it did so in this
+    /// datagram or in any heard lately.
+    fn ranked(&self, id: [u8; 8], version: u8) -> bool {
+        let known = self
+            .lock()
+            .versions
+            .get(&id)
+            .filter(|(_, at)| at.elapsed() < FILE_MEMORY)
+            .map_or(0, |(v, _)| *v);
+        version.max(known) >= protocol::RANKED_CLAIMS
     }
 
     /// One round: send the CLAIM query on `here`'s interfaces, collect answers for up to
     /// [`WINDOW`]. Answers count only from the link asked, from inside the allowlist, from
     /// another host, and from a source that has not failed us for this file.
-    fn ask(&self, asker: &Asker, here: &Here, name: &str) -> Heard {
+    fn ask(&self, asker: &Asker, here: &Here, name: &str, versions: Versions) -> Heard {
         let mut nonce = [0u8; 8];
         let _ = getrandom::fill(&mut nonce);
         let query = Query {
@@ -231,7 +354,11 @@ impl Claims {
             claim: Some(self.daemon_id),
             quiet: false,
         };
-        let Ok(query) = query.encode() else {
+        let ranked = Query {
+            version: protocol::RANKED_CLAIMS,
+            ..query.clone()
+        };
+        let (Ok(query), Ok(ranked)) = (query.encode(), ranked.encode()) else {
             return Heard::default();
         };
         let target = Target {
@@ -241,11 +368,16 @@ impl Claims {
             interfaces: here.interfaces,
             peers: &[],
         };
-        let (_, links) = asker.send(&target, &[query]);
+        let datagrams = match versions {
+            Versions::Both => vec![query, ranked],
+            Versions::Older => vec![query],
+            Versions::Ranked => vec![ranked],
+        };
+        let (_, links) = asker.send(&target, &datagrams);
         let outstanding = self.lock().known.clone();
         let mut answered = HashSet::new();
         let mut heard = Heard::default();
-        let mut best_landed = None;
+        let mut copies: Vec<Copy> = Vec::new();
         let deadline = Instant::now() + WINDOW;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             if left.is_zero()
@@ -269,29 +401,50 @@ impl Claims {
                     continue;
                 }
                 answered.insert(answer.daemon_id);
-                let (rank, http_port) = match answer.holding {
+                self.speaks(answer.daemon_id, answer.version);
+                let (landed, http_port) = match answer.holding {
                     Holding::Have { http_port, .. } => (u64::MAX, http_port),
                     Holding::Growing {
                         http_port, landed, ..
                     } => (landed, http_port),
                     Holding::Claiming => {
-                        heard.lower_claim |= answer.daemon_id < self.daemon_id;
+                        let ranked = self.ranked(answer.daemon_id, answer.version);
+                        match heard
+                            .claimants
+                            .iter_mut()
+                            .find(|(id, _)| *id == answer.daemon_id)
+                        {
+                            Some(known) => known.1 |= ranked,
+                            None => heard.claimants.push((answer.daemon_id, ranked)),
+                        }
                         continue;
                     }
                     Holding::Miss => continue,
                 };
-                if http_port >= budget::MIN_HTTP_PORT
-                    && self.trusted_for(name, from.ip())
-                    && best_landed.is_none_or(|b| rank > b)
-                {
-                    best_landed = Some(rank);
+                // A version 4 daemon answers both queries: its copy once, with what the newer
+                // answer says (only version 3 and later count uploads).
+                let same =
+                    |c: &&mut Copy| c.daemon_id == answer.daemon_id && c.http.ip() == from.ip();
+                if let Some(known) = copies.iter_mut().find(same) {
+                    if answer.version >= 3 {
+                        known.uploads = answer.extra.uploads;
+                    }
+                    continue;
+                }
+                if http_port >= budget::MIN_HTTP_PORT && self.trusted_for(name, from.ip()) {
                     // The source as it answered: an IPv6 link-local one keeps its scope.
                     let mut http = from;
                     http.set_port(http_port);
-                    heard.best = Some(http);
+                    copies.push(Copy {
+                        http,
+                        daemon_id: answer.daemon_id,
+                        landed,
+                        uploads: answer.extra.uploads,
+                    });
                 }
             }
         }
+        heard.best = least_busy(&copies);
         let mut state = self.lock();
         if !answered.is_empty() {
             state.last_other = Some(Instant::now());
@@ -307,10 +460,40 @@ impl Claims {
     }
 }
 
+/// Which CLAIM queries one round sends: version 2 for older daemons, version 4, or both.
+#[derive(Debug, Clone, Copy)]
+enum Versions {
+    Both,
+    Older,
+    Ranked,
+}
+
 #[derive(Default)]
 struct Heard {
     best: Option<SocketAddr>,
-    lower_claim: bool,
+    /// Daemons that answered CLAIMING: (id, in version 4).
+    claimants: Vec<([u8; 8], bool)>,
+}
+
+/// A copy of the file another daemon offered (HAVE: `landed` is `u64::MAX`).
+#[derive(Debug, Clone, Copy)]
+struct Copy {
+    http: SocketAddr,
+    daemon_id: [u8; 8],
+    landed: u64,
+    uploads: u16,
+}
+
+/// The copy to follow: of those at least half as far along as the furthest or within
+/// [`NEAR_ENOUGH`] of it (so a whole file beats any still arriving), the one sending the fewest
+/// uploads, then the furthest, then the first to answer.
+fn least_busy(copies: &[Copy]) -> Option<SocketAddr> {
+    let furthest = copies.iter().map(|c| c.landed).max()?;
+    copies
+        .iter()
+        .filter(|c| c.landed >= furthest / 2 + furthest % 2 || furthest - c.landed <= NEAR_ENOUGH)
+        .min_by_key(|c| (c.uploads, std::cmp::Reverse(c.landed)))
+        .map(|c| c.http)
 }
 
 /// This host as one settle sees it: where to ask, and its own addresses.
@@ -322,4 +505,111 @@ struct Here<'a> {
 /// Whether `ip` is one of this host's addresses (its own queries do not mean a shared LAN).
 pub fn is_local(ip: IpAddr, locals: &[IpAddr]) -> bool {
     ip.is_loopback() || locals.contains(&ip.to_canonical())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(id: u8) -> Claims {
+        Claims::new(
+            [id; 8],
+            protocol::PORT,
+            (protocol::GROUP_V4, protocol::GROUP_V6),
+            Vec::new(),
+            Arc::new(Allowlist::default()),
+        )
+    }
+
+    #[test]
+    fn every_host_agrees_on_one_leader_per_file_and_leaders_spread() {
+        let ids: Vec<u8> = (1..=8).collect();
+        let mut leaders = HashSet::new();
+        for file in 0..15 {
+            let name = format!("tg{file}-1.0-1-any.pkg.tar.zst");
+            // All eight claim in version 4: exactly one of them does not defer.
+            let leading: Vec<u8> = ids
+                .iter()
+                .filter(|&&me| {
+                    let others: Vec<([u8; 8], bool)> = ids
+                        .iter()
+                        .filter(|&&o| o != me)
+                        .map(|&o| ([o; 8], true))
+                        .collect();
+                    !claims(me).defers(&name, &others)
+                })
+                .copied()
+                .collect();
+            assert_eq!(leading.len(), 1, "{name}: {leading:?}");
+            leaders.insert(leading[0]);
+        }
+        assert!(leaders.len() >= 4, "15 files led by only {leaders:?}");
+    }
+
+    #[test]
+    fn one_older_claimant_brings_back_the_lowest_id_rule() {
+        // Daemons 1 and 3 speak version 4, daemon 2 an older one (which defers to the lowest id
+        // by its own code): 1 leads, 3 defers, whatever the ranks say.
+        let name = "a-1-1-any.pkg.tar.zst";
+        for me in [1u8, 3] {
+            let others: Vec<([u8; 8], bool)> = (1..=3u8)
+                .filter(|&o| o != me)
+                .map(|o| ([o; 8], o != 2))
+                .collect();
+            assert_eq!(claims(me).defers(name, &others), me != 1, "daemon {me}");
+        }
+    }
+
+    #[test]
+    fn a_follower_takes_the_least_busy_copy_far_enough_along() {
+        let copy = |port: u16, landed: u64, uploads: u16| Copy {
+            http: SocketAddr::from(([10, 0, 0, 1], port)),
+            daemon_id: [port as u8; 8],
+            landed,
+            uploads,
+        };
+        let port = |copies: &[Copy]| least_busy(copies).map(|a| a.port());
+        // The leader feeds six; a follower half as far along feeds none: it gets the next.
+        assert_eq!(port(&[copy(1, 1000, 6), copy(2, 500, 0)]), Some(2));
+        // Not one that has barely begun while the leader is far along.
+        let far = 100 << 20;
+        assert_eq!(port(&[copy(1, far, 6), copy(2, far / 2 - 1, 0)]), Some(1));
+        // At the start every copy is near: the newest, idle follower is followed.
+        assert_eq!(port(&[copy(1, 300_000, 1), copy(2, 0, 0)]), Some(2));
+        // A whole file beats any still arriving; among whole files, the least busy.
+        assert_eq!(
+            port(&[copy(1, 10, 0), copy(2, u64::MAX, 3), copy(3, u64::MAX, 1)]),
+            Some(3)
+        );
+        // Equally busy: the furthest, then the first to answer.
+        assert_eq!(
+            port(&[copy(1, 600, 1), copy(2, 900, 1), copy(3, 900, 1)]),
+            Some(2)
+        );
+        assert_eq!(port(&[]), None);
+    }
+
+    #[test]
+    fn a_daemon_once_heard_in_version_4_stays_ranked() {
+        let c = claims(5);
+        c.speaks([1; 8], 4);
+        assert!(
+            c.ranked([1; 8], 2),
+            "a lost version 4 datagram changes nothing"
+        );
+        assert!(!c.ranked([2; 8], 2));
+        assert!(c.ranked([2; 8], 4));
+    }
+
+    #[test]
+    fn heard_claims_keep_the_newest_version_per_claimant() {
+        let c = claims(5);
+        c.heard_claim("a-1-1-any.pkg.tar.zst", [1; 8], 2);
+        c.heard_claim("a-1-1-any.pkg.tar.zst", [1; 8], 4);
+        c.heard_claim("a-1-1-any.pkg.tar.zst", [5; 8], 4);
+        assert_eq!(
+            c.heard_claims("a-1-1-any.pkg.tar.zst"),
+            vec![([1; 8], true)]
+        );
+    }
 }

@@ -177,6 +177,12 @@ fn series(stats: &Stats) -> Vec<(&'static str, Kind, &'static str, &AtomicU64)> 
             &stats.claims_followed,
         ),
         (
+            "claims_deferred",
+            Counter,
+            "Claims deferred to a better claimant.",
+            &stats.claims_deferred,
+        ),
+        (
             "planned_files",
             Counter,
             "Files named by accepted plans.",

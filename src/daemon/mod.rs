@@ -32,6 +32,7 @@ pub mod sent;
 pub mod server;
 pub mod slots;
 pub mod stats;
+pub mod upcap;
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
@@ -52,6 +53,7 @@ use crate::daemon::growing::Growing;
 use crate::daemon::responder::Responder;
 use crate::daemon::server::App;
 use crate::daemon::stats::Stats;
+use crate::daemon::upcap::UploadCap;
 use crate::protocol::id_hex;
 use crate::{info, warn};
 
@@ -91,6 +93,8 @@ pub struct Config {
     pub dbpath: PathBuf,
     /// The pacserve-fetch the `/cache/` endpoint runs.
     pub fetch_program: PathBuf,
+    /// Bytes per second all peers together may take; 0: no limit.
+    pub upload_limit: u64,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT.
@@ -198,6 +202,7 @@ pub fn run(config: Config) -> io::Result<()> {
             config.udp_port,
             config.interfaces.clone(),
         )),
+        upload_cap: UploadCap::new(config.upload_limit).map(Arc::new),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -189,7 +189,8 @@ impl Responder {
         Stats::add(&self.stats.queries, 1);
         self.stats.heard(from.ip());
         if let Some(claimant) = query.claim {
-            self.claims.heard_claim(&query.file_name, claimant);
+            self.claims
+                .heard_claim(&query.file_name, claimant, query.version);
         }
         let holding = self.holding(&query.file_name);
         if query.quiet && holding == Holding::Miss {
@@ -206,6 +207,9 @@ impl Responder {
             3.. if holding != Holding::Miss => self.extra(&query.file_name),
             _ => Extra::default(),
         };
+        if query.version >= 3 && holding.fetchable().is_some() {
+            self.claims.offered();
+        }
         let answer = Answer {
             version: query.version,
             nonce: query.nonce,
@@ -221,10 +225,12 @@ impl Responder {
     fn extra(&self, name: &str) -> Extra {
         let sig = FileKind::of(name) == FileKind::Package
             && self.cache.find(&format!("{name}.sig")).is_some();
+        // Sending now, and offered a moment ago to someone who may be about to read.
         let uploads = self
             .stats
             .uploading
-            .load(std::sync::atomic::Ordering::Relaxed);
+            .load(std::sync::atomic::Ordering::Relaxed)
+            + self.claims.promised();
         Extra {
             sig,
             uploads: u16::try_from(uploads).unwrap_or(u16::MAX),

@@ -35,6 +35,7 @@ use crate::daemon::metrics;
 use crate::daemon::sent;
 use crate::daemon::slots::{Slot, Slots};
 use crate::daemon::stats::{Held, Stats};
+use crate::daemon::upcap::UploadCap;
 
 /// Connections served at once; when all are taken, a source holding fewer connections than the
 /// heaviest one takes one of its slots ([`Slots`]), others are closed on arrival.
@@ -60,6 +61,14 @@ pub struct App {
     pub daemon_id: String,
     /// The `/cache/` endpoint; None answers it with 404.
     pub cache_server: Option<CacheServer>,
+    /// What peers may take per second, all together (`--upload-limit`); None: no limit.
+    pub upload_cap: Option<Arc<UploadCap>>,
+}
+
+impl App {
+    fn cap(&self) -> Option<&UploadCap> {
+        self.upload_cap.as_deref()
+    }
 }
 
 /// Accepts connections until `shutdown` completes.
@@ -211,8 +220,14 @@ async fn package(
         sent::started(&log);
         let _upload = Held::start(&app.stats.uploading);
         let body = (!request.is_head()).then_some(answer.body).flatten();
-        let (sent, next) =
-            file_body(stream, answer.head, (&file, body), (keep_alive, &app.stats)).await;
+        let (sent, next) = file_body(
+            stream,
+            answer.head,
+            (&file, body),
+            (keep_alive, &app.stats),
+            app.cap(),
+        )
+        .await;
         sent::ended(&log, sent, &app.stats);
         return next;
     }
@@ -238,27 +253,29 @@ async fn package(
     let mut outcome =
         send::write_all(stream, &answer.head.to_bytes(keep_alive), SEND_TIMEOUT).await;
     if outcome.is_ok() {
-        outcome = send::following(stream, &mut follow, span, SEND_TIMEOUT)
-            .await
-            .1;
+        let sent;
+        (sent, outcome) =
+            send::following(stream, &mut follow, span, (SEND_TIMEOUT, app.cap())).await;
+        Stats::add(&app.stats.bytes_served, sent);
     }
     send::cork(stream, false);
     ended(outcome, keep_alive, &app.stats)
 }
 
-/// A file answer: the head and, for a GET, the span of `file` the answer names; returns how
-/// many body bytes the kernel took.
+/// A file answer: the head and, for a GET, the span of `file` the answer names, no faster than
+/// `cap` allows; returns how many body bytes the kernel took.
 pub(crate) async fn file_body(
     stream: &mut TcpStream,
     head: Head,
     (file, span): (&File, Option<Span>),
     (keep_alive, stats): (bool, &Stats),
+    cap: Option<&UploadCap>,
 ) -> (u64, Next) {
     send::cork(stream, true);
     let mut sent = 0;
     let mut outcome = send::write_all(stream, &head.to_bytes(keep_alive), SEND_TIMEOUT).await;
     if let (Ok(()), Some(span)) = (&outcome, span) {
-        (sent, outcome) = send::file(stream, file, span, SEND_TIMEOUT).await;
+        (sent, outcome) = send::file(stream, file, span, (SEND_TIMEOUT, cap)).await;
     }
     send::cork(stream, false);
     (sent, ended(outcome, keep_alive, stats))

@@ -48,6 +48,9 @@ pub struct Stats {
     /// Claims settled for a download: this daemon fetched from the mirror, or followed another.
     pub claims_led: AtomicU64,
     pub claims_followed: AtomicU64,
+    /// Claims where this daemon deferred to a better claimant (then followed it, or led after
+    /// it failed to start).
+    pub claims_deferred: AtomicU64,
     /// Followed downloads that went back to the mirror (the peer failed, stalled or lied).
     pub follow_failures: AtomicU64,
     /// `/cache/`: packages pacman got from a verified LAN copy; answers kept alive with the
@@ -91,6 +94,7 @@ impl Default for Stats {
             planned_files: AtomicU64::new(0),
             claims_led: AtomicU64::new(0),
             claims_followed: AtomicU64::new(0),
+            claims_deferred: AtomicU64::new(0),
             follow_failures: AtomicU64::new(0),
             cache_lan: AtomicU64::new(0),
             cache_kept_alive: AtomicU64::new(0),

@@ -1,4 +1,4 @@
-//! The peer discovery protocol, versions 1 to 3: who on the LAN has this file, or is fetching
+//! The peer discovery protocol, versions 1 to 4: who on the LAN has this file, or is fetching
 //! it right now?
 //!
 //! (The other wire format, between `pacserve-fetch` and the `pacserved` on the same machine,
@@ -17,7 +17,7 @@
 //! | offset | size | field                                          |
 //! |--------|------|------------------------------------------------|
 //! | 0      | 4    | magic `PSRV`                                   |
-//! | 4      | 1    | protocol version (1 or 2)                      |
+//! | 4      | 1    | protocol version (1 to 4)                      |
 //! | 5      | 1    | kind: 1 = query, 2 = answer                    |
 //!
 //! A query continues:
@@ -29,12 +29,12 @@
 //! | 15     | N    | file name, UTF-8, a single path component               |
 //! | 15+N   | 1    | length A of the architecture (0 = any), at most 32      |
 //! | 16+N   | A    | architecture, e.g. `x86_64`                             |
-//! | 16+N+A | 1    | version ≥ 2: flags; bit 0 = CLAIM, v3 also bit 1 = QUIET; others zero |
+//! | 16+N+A | 1    | version ≥ 2: flags; bit 0 = CLAIM, v3+ also bit 1 = QUIET; others zero |
 //! | 17+N+A | 8    | version ≥ 2: claimant's daemon id (zero unless CLAIM)   |
 //! | …      | …    | zero padding up to at least [`MIN_QUERY_LEN`] bytes     |
 //!
 //! A version 1 answer is exactly [`ANSWER_LEN`] bytes, a version 2 answer [`ANSWER_V2_LEN`], a
-//! version 3 answer [`ANSWER_V3_LEN`]:
+//! version 3 or 4 answer [`ANSWER_V3_LEN`]:
 //!
 //! | offset | size | field                                                 |
 //! |--------|------|-------------------------------------------------------|
@@ -45,8 +45,8 @@
 //! | 25     | 8    | file size in bytes (0 on MISS, CLAIMING)              |
 //! | 33     | 8    | file mtime, seconds since the epoch (0 if unknown)    |
 //! | 41     | 8    | version ≥ 2: bytes landed so far (= size on HAVE)     |
-//! | 49     | 1    | version 3: flags; bit 0 = SIG, others zero            |
-//! | 50     | 2    | version 3: uploads the daemon is sending right now    |
+//! | 49     | 1    | version ≥ 3: flags; bit 0 = SIG, others zero          |
+//! | 50     | 2    | version ≥ 3: uploads the daemon is sending right now  |
 //!
 //! **GROWING** ("in progress, N of S bytes"): the daemon is downloading the file from a mirror
 //! (or from another daemon) right now. `GET /pkg/<file>` answers with the full length S and
@@ -71,6 +71,21 @@
 //!   a client prefers the least busy source.
 //! - **QUIET** (query flag): answer only HAVE, GROWING or CLAIMING, never MISS; for large LANs,
 //!   where two hundred MISS answers to every query cost more than they tell.
+//!
+//! **Version 4** changes only how claims are settled, so that the hosts of a LAN upgrading
+//! together lead different files instead of one host leading every file and feeding everyone
+//! (a star around its upload link). Its datagrams are laid out as version 3's. A version 4
+//! daemon sends each CLAIM twice with one nonce, in version 2 (for older daemons) and in version
+//! 4, and answers a version 4 query in version 4. When every other claimant it hears for a file
+//! (answered CLAIMING in version 4, or heard as a version 4 CLAIM query) speaks version 4, the
+//! file goes to the claimant with the highest **rank**: the first 8 bytes of SHA-256(file name
+//! ‖ daemon id), big-endian (rendezvous hashing: each file to a different host, the same host
+//! on every host's reckoning, with nothing exchanged but the claims). When any claimant speaks
+//! only an older version, the older rule holds for that file (the lowest daemon id leads),
+//! which every daemon computes alike. A daemon following a copy prefers, among the copies at
+//! least half as far along as the furthest, the one whose daemon sends the fewest uploads.
+//! Clients keep asking in version 3 (and 1): version 4 tells them nothing more, and older
+//! daemons would not answer it.
 //!
 //! # Rules
 //! - **No amplification**: an answer is never larger than the query that caused it. Queries
@@ -108,8 +123,12 @@ mod wire;
 
 pub const MAGIC: [u8; 4] = *b"PSRV";
 /// The newest version this build speaks; it understands every version in [`VERSIONS`].
-pub const VERSION: u8 = 3;
-pub const VERSIONS: [u8; 3] = [1, 2, 3];
+pub const VERSION: u8 = 4;
+pub const VERSIONS: [u8; 4] = [1, 2, 3, 4];
+/// The version clients ask in (with version 1 beside it): version 4 adds only claims.
+pub const ASK_VERSION: u8 = 3;
+/// The first version whose claims are settled by rank ([`claim_rank`]).
+pub const RANKED_CLAIMS: u8 = 4;
 const KIND_QUERY: u8 = 1;
 const KIND_ANSWER: u8 = 2;
 
@@ -149,7 +168,7 @@ pub struct Query {
     pub arch: String,
     /// Version ≥ 2: the id of a daemon claiming the file's mirror download (see CLAIMING).
     pub claim: Option<[u8; 8]>,
-    /// Version 3: answer only if the file is here or on its way (no MISS).
+    /// Version ≥ 3: answer only if the file is here or on its way (no MISS).
     pub quiet: bool,
 }
 
@@ -235,6 +254,18 @@ impl fmt::Display for Reject {
             Reject::BadName => write!(f, "not a shareable file name"),
         }
     }
+}
+
+/// A daemon's rank for a file in version 4 claims: the highest-ranked claimant leads.
+pub fn claim_rank(file_name: &str, daemon_id: &[u8; 8]) -> u64 {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(file_name.as_bytes());
+    hash.update(daemon_id);
+    let digest = hash.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
 }
 
 /// Parses [`id_hex`]'s form back; None for anything else.

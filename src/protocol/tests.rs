@@ -84,8 +84,8 @@ fn rejections() {
     assert_eq!(Query::decode(&bad), Err(Reject::BadMagic));
 
     let mut bad = good.clone();
-    bad[4] = 4;
-    assert_eq!(Query::decode(&bad), Err(Reject::UnknownVersion(4)));
+    bad[4] = 5;
+    assert_eq!(Query::decode(&bad), Err(Reject::UnknownVersion(5)));
 
     let mut bad = good.clone();
     bad[5] = KIND_ANSWER;
@@ -184,6 +184,20 @@ fn garbage_never_panics_and_never_amplifies() {
         growing_answer(15678, 1000, 10),
         v3_query(Some([7; 8]), true).encode().unwrap(),
         v3_answer(true, 7),
+        Query {
+            version: 4,
+            ..v3_query(Some([7; 8]), false)
+        }
+        .encode()
+        .unwrap(),
+        Answer {
+            version: 4,
+            nonce: [1; 8],
+            daemon_id: [2; 8],
+            holding: Holding::Claiming,
+            extra: Extra::default(),
+        }
+        .encode(),
     ];
     let mut state = 0x1234_5678_9abc_def0u64;
     let mut next = move || {
@@ -441,4 +455,51 @@ fn older_versions_carry_no_version_3_fields() {
         Answer::decode(&v3_answer(true, 1)[..ANSWER_V2_LEN]),
         Err(Reject::TooShort)
     );
+}
+
+#[test]
+fn version_4_is_laid_out_as_version_3() {
+    let claim = Query {
+        version: 4,
+        ..v3_query(Some([3; 8]), false)
+    };
+    let bytes = claim.encode().unwrap();
+    assert_eq!(bytes[4], 4);
+    assert_eq!(Query::decode(&bytes), Ok(claim.clone()));
+    let mut as_v3 = bytes.clone();
+    as_v3[4] = 3;
+    assert_eq!(Query::decode(&as_v3).map(|q| q.claim), Ok(claim.claim));
+    assert_round_trips(
+        4,
+        ANSWER_V3_LEN,
+        &[
+            Holding::Claiming,
+            Holding::Miss,
+            Holding::Growing {
+                http_port: 15678,
+                size: 10,
+                landed: 5,
+            },
+        ],
+    );
+}
+
+#[test]
+fn claim_ranks_are_stable_and_spread_files_over_daemons() {
+    let ids: Vec<[u8; 8]> = (0..8u8).map(|i| [i, 1, 2, 3, 4, 5, 6, 7]).collect();
+    let leader = |file: &str| {
+        ids.iter()
+            .max_by_key(|id| claim_rank(file, id))
+            .copied()
+            .unwrap()
+    };
+    assert_eq!(
+        claim_rank("a-1-1-any.pkg.tar.zst", &ids[0]),
+        claim_rank("a-1-1-any.pkg.tar.zst", &ids[0])
+    );
+    let leaders: std::collections::HashSet<[u8; 8]> = (0..15)
+        .map(|i| leader(&format!("tg{i}-1.0-1-any.pkg.tar.zst")))
+        .collect();
+    // The lowest id led all 15 under the version 2 rule; by rank at least half the hosts lead.
+    assert!(leaders.len() >= 4, "{} leaders for 15 files", leaders.len());
 }

@@ -150,9 +150,9 @@ impl Daemon {
     pub fn state_dir(&self) -> &Path {
         self._state.path()
     }
+
     /// The daemon's `/metrics`, asked from inside `host` (where it listens on loopback): each
     /// series' name and value.
-    #[allow(dead_code)] // not used by benches/lan.rs
     pub fn metrics(&self, host: &Host) -> std::collections::BTreeMap<String, f64> {
         let url = format!("http://127.0.0.1:{}/metrics", self.http_port);
         let out = util::run(host.command("curl").args(["-s", "-f", &url]));

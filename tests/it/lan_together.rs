@@ -13,7 +13,7 @@ use crate::daemon::Daemon;
 use crate::hostile::Hostile;
 use crate::netns::{Family, Lan};
 use crate::nginx::Nginx;
-use crate::util::{fetch_bin, lan_memory_dir, require_tools, run, tempdir, wait_for_len};
+use crate::util::{fetch_bin, lan_memory_dir, require_tools, run, stderr, tempdir, wait_for_len};
 
 /// `/metrics` series the tests read (see `pacserved(8)`, METRICS).
 const SERVED_GROWING: &str = "pacserved_served_growing_total";
@@ -627,4 +627,125 @@ fn wait_bounded(mut child: Child, limit: Duration) -> std::process::Output {
         std::thread::sleep(Duration::from_millis(100));
     }
     child.wait_with_output().unwrap()
+}
+
+/// A scripted claimant for [`a_claim_goes_to_the_claimant_of_highest_rank_for_that_file`]: it
+/// says hello once (a daemon claims only on a LAN where it has heard others), then answers
+/// every version 4 CLAIM query with CLAIMING under the id it is given, and never starts.
+const RIVAL: &str = r#"
+import socket, struct, sys, time
+fake, ifaddr, seconds = bytes.fromhex(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+u.bind(("0.0.0.0", 15678))
+u.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+             socket.inet_aton("239.255.15.78") + socket.inet_aton(ifaddr))
+u.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(ifaddr))
+name = b"hello-1-1-any.pkg.tar.zst"
+hello = b"PSRV\x03\x01" + b"\x00" * 8 + bytes([len(name)]) + name + b"\x00" + b"\x00" * 9
+u.sendto(hello.ljust(64, b"\x00"), ("239.255.15.78", 15678))
+print("READY", flush=True)
+u.settimeout(0.5)
+end = time.time() + seconds
+while time.time() < end:
+    try:
+        d, addr = u.recvfrom(2048)
+    except socket.timeout:
+        continue
+    if len(d) < 64 or d[:4] != b"PSRV" or d[4] != 4 or d[5] != 1:
+        continue
+    n = d[14]
+    a = d[15 + n]
+    if d[16 + n + a] & 1:
+        answer = b"PSRV\x04\x02" + d[6:14] + b"\x03" + fake + struct.pack(">HQQQBH", 0, 0, 0, 0, 0, 0)
+        u.sendto(answer, addr)
+"#;
+
+/// Version 4 claims (issue 21): with another version 4 claimant for the same file, a daemon
+/// leaves the file to whichever of the two ranks higher for that file, so different files
+/// go to different hosts. Under the lowest-id rule it would defer on every file or on none;
+/// here the rival's id is chosen so that it outranks the daemon on some files only, and the
+/// daemon's `claims_deferred` counter must match the files where it does.
+#[test]
+fn a_claim_goes_to_the_claimant_of_highest_rank_for_that_file() {
+    use pacserve_fetch::protocol::{claim_rank, parse_id_hex};
+    const FILES: usize = 6;
+    let Some(mut s) = site(2, FILES, 100_000, "40mbit") else {
+        return;
+    };
+    let files = files(&s.repo);
+    let id = s.nodes[0]
+        .daemon
+        .log()
+        .iter()
+        .find_map(|l| {
+            l.split("id ")
+                .nth(1)?
+                .split(' ')
+                .next()
+                .and_then(parse_id_hex)
+        })
+        .expect("the daemon logs its id");
+    let outranks = |rival: &[u8; 8], file: &str| claim_rank(file, rival) > claim_rank(file, &id);
+    let rival = (1..=255u8)
+        .map(|b| [b; 8])
+        .find(|r| {
+            let n = files.iter().filter(|f| outranks(r, f)).count();
+            *r != id && (2..FILES - 1).contains(&n)
+        })
+        .expect("an id that outranks the daemon on some files only");
+    let expected = files.iter().filter(|f| outranks(&rival, f)).count();
+    s.nodes[1].daemon.kill();
+    let mut script = s
+        .lan
+        .host(2)
+        .command("python3")
+        .args([
+            "-c",
+            RIVAL,
+            &pacserve_fetch::protocol::id_hex(&rival),
+            &s.lan.ipv4(2),
+            "120",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the rival");
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(script.stdout.as_mut().unwrap()),
+        &mut ready,
+    )
+    .unwrap();
+    assert_eq!(ready.trim(), "READY");
+    let mirror = s.lan.url_host(3);
+    let out = tempdir();
+    let db = s.nodes[0].pacman.base.path().join("db");
+    for file in &files {
+        let part = out.path().join(format!("{file}.part"));
+        let done = run(s
+            .lan
+            .host(1)
+            .command(fetch_bin())
+            .env("TMPDIR", lan_memory_dir())
+            .args(["--config", "/dev/null", "--dbpath"])
+            .arg(&db)
+            .arg(&part)
+            .arg(format!("http://{mirror}:8080/tg/{file}")));
+        assert!(done.status.success(), "{}", stderr(&done));
+        assert_eq!(fs::read(&part).ok(), fs::read(s.repo.dir.join(file)).ok());
+    }
+    let _ = script.kill();
+    let _ = script.wait();
+    let deferred = s.metric(1, "pacserved_claims_deferred_total", expected as f64);
+    // The rival never starts: after deferring, the daemon leads anyway, and each file crossed
+    // the uplink once.
+    let led = s.metric(1, "pacserved_claims_led_total", FILES as f64);
+    assert_eq!(
+        deferred, expected as f64,
+        "deferred on the files the rival outranks"
+    );
+    assert_eq!(led, FILES as f64);
+    for file in &files {
+        assert_eq!(s.mirror.requests_for(file).len(), 1, "{file}");
+    }
 }

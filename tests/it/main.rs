@@ -51,6 +51,9 @@ mod lan_hostile;
 mod lan_daemon_limits;
 // pacserved's HTTP corners: If-Range, empty ranges, odd names, honest counts, the status page.
 mod daemon_http;
+// pacserved's own HTTP/1.1 against a hostile LAN host and local user (issue 20): smuggling,
+// malformed and slow heads, floods, Range and conditional corners, path tricks, the agent socket.
+mod http_attacks;
 // Hosts upgrading together: downloads in progress shared, claims, protocol versions mixed.
 mod lan_together;
 // A local user against the download agent: squatting, plans, shares, firewalls, crowding.

@@ -247,6 +247,16 @@ impl Lan {
         ));
     }
 
+    /// Limits host `i`'s link to `rate` in both directions, as a switch port of that speed
+    /// would: its own egress, and the switch's egress towards it.
+    #[allow(dead_code)] // used by benches/lan.rs
+    pub fn limit_link(&self, i: usize, rate: &str) {
+        self.limit_rate(i, rate);
+        self._switch.sh(&format!(
+            "tc qdisc add dev p{i} root tbf rate {rate} burst 64kb latency 400ms"
+        ));
+    }
+
     /// Puts `delay` of latency in each direction between host `i` and the bridge (a frame relay,
     /// see [`crate::relay`]): every other host then sees host `i` at a round trip of twice
     /// `delay`. Turns offloads off on every link so that frames stay one MTU long, with ethtool:

@@ -86,7 +86,8 @@ impl Candidate {
     }
 }
 
-/// The answers worth trying, in answer order: HAVE with a size that `fits`, a port of at least
+/// The answers worth trying, whole files first, the least busy daemons first, then in answer
+/// order: HAVE with a size that `fits`, a port of at least
 /// [`MIN_HTTP_PORT`], not `avoided`, the first per source address, one family per daemon id,
 /// at most [`MAX_PEERS_PER_FILE`]. `skipped` hears why an answer was left out.
 pub fn choose(
@@ -99,12 +100,15 @@ pub fn choose(
     // The family each daemon id was first chosen over.
     let mut daemons: HashMap<[u8; 8], bool> = HashMap::new();
     let mut chosen = Vec::new();
-    // Whole files first, then files still arriving (GROWING), each in answer order.
+    // Whole files first, then files still arriving (GROWING); within each, the daemons sending
+    // the fewest files first (version 3 answers say; older ones count as idle), so that hosts
+    // upgrading together spread over the copies; then in answer order.
     let growing = |a: &&PeerAnswer| matches!(a.holding, Holding::Growing { .. });
-    let ordered = answers
-        .iter()
-        .filter(|a| !growing(a))
-        .chain(answers.iter().filter(growing));
+    let mut whole: Vec<&PeerAnswer> = answers.iter().filter(|a| !growing(a)).collect();
+    let mut arriving: Vec<&PeerAnswer> = answers.iter().filter(growing).collect();
+    whole.sort_by_key(|a| a.extra.uploads);
+    arriving.sort_by_key(|a| a.extra.uploads);
+    let ordered = whole.into_iter().chain(arriving);
     for answer in ordered {
         let (Some((_, size)), Some(http)) = (answer.holding.fetchable(), answer.http_addr()) else {
             continue;
@@ -160,6 +164,26 @@ mod tests {
             rtt: Duration::from_millis(1),
             is_self: false,
         }
+    }
+
+    #[test]
+    fn the_least_busy_whole_copies_come_first_then_answer_order() {
+        let busy = |from: &str, id: u8, uploads: u16| PeerAnswer {
+            extra: crate::protocol::Extra {
+                sig: false,
+                uploads,
+            },
+            ..have(from, id, 15678)
+        };
+        let answers = [
+            busy("10.0.0.1:1", 1, 6),
+            busy("10.0.0.2:1", 2, 0),
+            busy("10.0.0.3:1", 3, 2),
+            busy("10.0.0.4:1", 4, 0),
+        ];
+        let chosen = choose(&answers, |_| true, |_| false, |_, _| {});
+        let ids: Vec<u8> = chosen.iter().map(|c| c.daemon_id[0]).collect();
+        assert_eq!(ids, [2, 4, 3]);
     }
 
     #[test]

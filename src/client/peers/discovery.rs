@@ -140,7 +140,7 @@ pub fn ask_detailed(
     expect: &Expectation,
 ) -> io::Result<Asked> {
     let query = Query {
-        version: protocol::VERSION,
+        version: protocol::ASK_VERSION,
         nonce: nonce()?,
         file_name: file_name.to_owned(),
         arch: arch.to_owned(),

@@ -60,7 +60,10 @@ impl Sharing {
     /// arriving here (or sharing is full); else the writer and whether to follow someone.
     pub fn begin(&self, share: &Share) -> Option<(Writer, Verdict)> {
         let writer = self.growing.begin(&share.name, share.size, share.sha256)?;
-        let verdict = self.claims.settle(&share.name);
+        let (verdict, deferred) = self.claims.settle(&share.name);
+        if deferred {
+            Stats::add(&self.stats.claims_deferred, 1);
+        }
         let counter = match verdict {
             Verdict::Lead => &self.stats.claims_led,
             Verdict::Follow { .. } => &self.stats.claims_followed,

@@ -170,7 +170,8 @@ impl Pending {
                 );
                 Stats::add(&stats.cache_lan, 1);
                 let body = (&verified.file, Some(self.span));
-                server::file_body(stream, self.head, body, (keep_alive, stats))
+                // The local pacman's answer: no upload cap applies.
+                server::file_body(stream, self.head, body, (keep_alive, stats), None)
                     .await
                     .1
             }
@@ -230,7 +231,7 @@ impl Pending {
             offset: self.span.offset + n,
             len: self.span.len - n,
         };
-        let (_, outcome) = send::file(stream, &verified.file, rest, SEND_TIMEOUT).await;
+        let (_, outcome) = send::file(stream, &verified.file, rest, (SEND_TIMEOUT, None)).await;
         server::ended(outcome, keep_alive, stats)
     }
 }

@@ -10,7 +10,7 @@
 //! validator is exactly the `Last-Modified` sent (a weak or unknown validator never matches, so
 //! a client resuming a file that changed under the same name gets the whole file, not two files
 //! glued together). A range of an empty file, several ranges, or a range past the end is 416
-//! with `bytes */<size>`. No ETag is sent: the files are named by version, and Last-Modified is
+//! with `bytes */<size>`; a range in a unit other than bytes is ignored. No ETag is sent: the files are named by version, and Last-Modified is
 //! what pacman's libcurl and the client use.
 
 use std::time::SystemTime;
@@ -98,10 +98,19 @@ pub fn decide(file: Resource, request: Conditions) -> Answer {
             body: None,
         };
     }
-    let range = request.range.filter(|_| match request.if_range {
-        None => true,
-        Some(validator) => last_modified.as_deref() == Some(validator.trim()),
-    });
+    let range = request
+        .range
+        // A unit other than bytes is ignored, as RFC 9110 14.2 requires (a MUST): the whole
+        // file, not a 416. Units compare case-insensitively.
+        .filter(|value| {
+            value
+                .split_once('=')
+                .is_some_and(|(unit, _)| unit.trim().eq_ignore_ascii_case("bytes"))
+        })
+        .filter(|_| match request.if_range {
+            None => true,
+            Some(validator) => last_modified.as_deref() == Some(validator.trim()),
+        });
     let unsatisfiable = || Answer {
         head: with_validators(
             Head::new(416).with("content-range", format!("bytes */{}", file.len)),
@@ -215,18 +224,18 @@ mod tests {
             ask(100, Some("bytes=0-500")).head.field("content-length"),
             Some("100")
         );
-        for unsatisfiable in [
-            "bytes=100-",
-            "bytes=50-10",
-            "bytes=0-1,5-6",
-            "lines=1-2",
-            "bytes=x-",
-        ] {
+        for unsatisfiable in ["bytes=100-", "bytes=50-10", "bytes=0-1,5-6", "bytes=x-"] {
             let answer = ask(100, Some(unsatisfiable));
             assert_eq!(answer.head.status, 416, "{unsatisfiable}");
             assert_eq!(answer.head.field("content-range"), Some("bytes */100"));
             assert_eq!(answer.body, None);
         }
+        for other_unit in ["lines=1-2", "items=0-0", "lines"] {
+            let answer = ask(100, Some(other_unit));
+            assert_eq!(answer.head.status, 200, "{other_unit}: ignored");
+            assert_eq!(answer.body, whole.body);
+        }
+        assert_eq!(ask(100, Some("Bytes=0-0")).head.status, 206);
         let empty = ask(0, Some("bytes=0-0"));
         assert_eq!(empty.head.status, 416);
         assert_eq!(empty.head.field("content-range"), Some("bytes */0"));

@@ -73,6 +73,8 @@ pub enum Parsed {
 
 /// Parses the head at the start of `buf`.
 pub fn parse(buf: &[u8]) -> Parsed {
+    #[cfg(test)]
+    tests::PARSES.with(|n| n.set(n.get() + 1));
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let len = match request.parse(buf) {
@@ -132,8 +134,12 @@ fn decode_path(target: &str) -> Option<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            // Exactly two hex digits (from_str_radix alone would take `%+0` for a NUL).
+            let hex = bytes.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
             i += 3;
         } else {
             out.push(bytes[i]);
@@ -161,26 +167,38 @@ pub async fn read_head<S: AsyncRead + Unpin>(
     max_bytes: usize,
 ) -> Read {
     let deadline = Instant::now() + timeout;
+    let mut new_line = !buf.is_empty();
     loop {
-        if !buf.is_empty() {
+        if new_line {
             match parse(buf) {
                 Parsed::Head(head) => return Read::Head(head),
                 Parsed::Refused(why) => return Read::Refused(why),
-                Parsed::Partial if buf.len() >= max_bytes => {
-                    return Read::Refused(Refused::TooLarge);
-                }
                 Parsed::Partial => {}
             }
+        }
+        if buf.len() >= max_bytes {
+            return Read::Refused(Refused::TooLarge);
         }
         let room = max_bytes - buf.len();
         // Without spare capacity read_buf would read 64 bytes at a time.
         buf.reserve(room.min(4096));
+        let before = buf.len();
         let mut limited = (&mut *stream).take(room as u64);
         match tokio::time::timeout_at(deadline, limited.read_buf(buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Read::Gone,
             Ok(Ok(_)) => {}
         }
+        new_line = ends_a_line(buf, before);
     }
+}
+
+/// Whether the bytes from `from` on complete a line. A head ends with a line, so parsing again
+/// before one completes would only rescan what was parsed already: a client dripping a 16 KiB
+/// head a byte at a time would otherwise cost 16 K parses of up to 16 KiB each (quadratic CPU).
+/// A head has at most [`MAX_HEADERS`] + 2 lines before it is taken or refused, which bounds the
+/// parses of one head.
+fn ends_a_line(buf: &[u8], from: usize) -> bool {
+    buf[from..].contains(&b'\n')
 }
 
 /// [`read_head`] for a blocking reader (the agent's socket, whose read timeout bounds it).
@@ -195,7 +213,11 @@ pub fn read_head_blocking(reader: &mut impl BufRead, max_bytes: usize) -> io::Re
         // not ours to read.
         let take = chunk.len().min(max_bytes + 1 - buf.len());
         buf.extend_from_slice(&chunk[..take]);
-        match parse(&buf) {
+        let parsed = match ends_a_line(&buf, buf.len() - take) {
+            true => parse(&buf),
+            false => Parsed::Partial,
+        };
+        match parsed {
             Parsed::Head(head) => {
                 let had = buf.len() - take;
                 reader.consume(head.len - had);
@@ -222,6 +244,57 @@ pub fn read_head_blocking(reader: &mut impl BufRead, max_bytes: usize) -> io::Re
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
+
+    thread_local! {
+        /// Calls of [`parse`] on this thread.
+        pub static PARSES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_head_dripped_a_byte_at_a_time_is_parsed_once_per_line() {
+        let head = [
+            &b"GET / HTTP/1.1\r\nHost: x\r\nX: "[..],
+            &[b'a'; 8000],
+            b"\r\nY: b\r\n\r\n",
+        ]
+        .concat();
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let drip = async {
+            for byte in &head {
+                client.write_all(&[*byte]).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        };
+        let mut buf = Vec::new();
+        PARSES.with(|n| n.set(0));
+        let read =
+            async { read_head(&mut server, &mut buf, Duration::from_secs(30), 16 * 1024).await };
+        let ((), read) = tokio::join!(drip, read);
+        assert!(
+            matches!(read, Read::Head(ref h) if h.header("y") == Some("b")),
+            "{read:?}"
+        );
+        let parses = PARSES.with(|n| n.get());
+        assert!(parses <= 6, "{parses} parses of a 5-line head");
+        // The blocking reader (the agent's), a byte per read.
+        PARSES.with(|n| n.set(0));
+        let mut reader = std::io::BufReader::with_capacity(1, &head[..]);
+        let h = read_head_blocking(&mut reader, 16 * 1024).unwrap();
+        assert_eq!(h.header("y"), Some("b"));
+        let parses = PARSES.with(|n| n.get());
+        assert!(parses <= 6, "{parses} parses of a 5-line head");
+        // Malformed bytes are still refused at the end of their line, and a head that never
+        // ends a line at the limit.
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        client.write_all(b"\x16\x03\x01 tls\r\n").await.unwrap();
+        let read = read_head(&mut server, &mut Vec::new(), Duration::from_secs(5), 100).await;
+        assert!(matches!(read, Read::Refused(Refused::Bad)), "{read:?}");
+        client.write_all(&[b'a'; 200]).await.unwrap();
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        client.write_all(&[b'a'; 200]).await.unwrap();
+        let read = read_head(&mut server, &mut Vec::new(), Duration::from_secs(5), 100).await;
+        assert!(matches!(read, Read::Refused(Refused::TooLarge)), "{read:?}");
+    }
 
     fn head(bytes: &[u8]) -> Request {
         match parse(bytes) {
@@ -259,6 +332,9 @@ mod tests {
             b"GET http://x/ HTTP/1.1\r\n\r\n",
             b"GET /a%zz HTTP/1.1\r\n\r\n",
             b"GET /a%ff%fe HTTP/1.1\r\n\r\n",
+            b"GET /a%+0 HTTP/1.1\r\n\r\n",
+            b"GET /a%-1 HTTP/1.1\r\n\r\n",
+            b"GET /a%4 HTTP/1.1\r\n\r\n",
         ] {
             assert_eq!(parse(bad), Parsed::Refused(Refused::Bad), "{bad:?}");
         }

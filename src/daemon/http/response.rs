@@ -33,7 +33,8 @@ impl Head {
     }
 
     /// The head as sent: the status line, the fields, a Date, `content-length: 0` when no
-    /// framing was given (every answer is framed, so a cut is visible), and `connection:
+    /// framing was given (every answer is framed, so a cut is visible; a 304 by its status
+    /// alone), and `connection:
     /// close` unless the connection stays open.
     pub fn to_bytes(&self, keep_alive: bool) -> Vec<u8> {
         let mut out = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
@@ -46,7 +47,9 @@ impl Head {
         let framed = ["content-length", "transfer-encoding"]
             .iter()
             .any(|f| self.field(f).is_some());
-        if !framed {
+        // A 304 is framed by its status (it never has a body), and RFC 9110 8.6 forbids a
+        // Content-Length there other than the 200's: `0` would tell a cache the file is empty.
+        if !framed && self.status != 304 {
             out.push_str("content-length: 0\r\n");
         }
         out.push_str(&format!(
@@ -123,6 +126,8 @@ mod tests {
             String::from_utf8(Head::new(200).with("content-length", "5").to_bytes(true)).unwrap();
         assert_eq!(text.matches("content-length").count(), 1);
         assert!(!text.contains("connection"));
+        let not_modified = String::from_utf8(Head::new(304).to_bytes(true)).unwrap();
+        assert!(!not_modified.contains("content-length"), "{not_modified}");
         assert_eq!(chunk(b"abc"), b"3\r\nabc\r\n");
         assert_eq!(chunk(b""), b"0\r\n\r\n");
     }

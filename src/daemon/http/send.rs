@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use crate::daemon::growing::Follow;
 use crate::daemon::http::answer::Span;
+use crate::daemon::upcap::UploadCap;
 
 /// Most bytes one sendfile call may move.
 const MAX_PER_CALL: usize = 2 << 20;
@@ -46,13 +47,14 @@ pub async fn write_all(stream: &mut TcpStream, bytes: &[u8], timeout: Duration) 
     }
 }
 
-/// Sends `span` of `file`. Returns the bytes the kernel took, and an error if it took fewer:
-/// the client accepted nothing for `timeout`, went away, or the file shrank.
+/// Sends `span` of `file`, no faster than `cap` allows. Returns the bytes the kernel took, and
+/// an error if it took fewer: the client accepted nothing for `timeout`, went away, or the file
+/// shrank.
 pub async fn file(
     stream: &TcpStream,
     file: &File,
     span: Span,
-    timeout: Duration,
+    (timeout, cap): (Duration, Option<&UploadCap>),
 ) -> (u64, io::Result<()>) {
     let mut sent = 0u64;
     let mut progress = Instant::now();
@@ -65,7 +67,18 @@ pub async fn file(
             Ok(Err(e)) => return (sent, Err(e)),
             Ok(Ok(())) => {}
         }
-        let want = usize::try_from(span.len - sent).map_or(MAX_PER_CALL, |n| n.min(MAX_PER_CALL));
+        let mut want =
+            usize::try_from(span.len - sent).map_or(MAX_PER_CALL, |n| n.min(MAX_PER_CALL));
+        if let Some(cap) = cap {
+            loop {
+                match cap.grant(want as u64) {
+                    Ok(granted) => break want = granted as usize,
+                    Err(wait) => tokio::time::sleep(wait).await,
+                }
+            }
+            // Time spent waiting for the cap is ours, not the client's.
+            progress = Instant::now();
+        }
         let Ok(mut at) = i64::try_from(span.offset + sent) else {
             let e = io::Error::other("offset past what sendfile takes");
             return (sent, Err(e));
@@ -82,13 +95,21 @@ pub async fn file(
             Ok(n) => {
                 sent += n as u64;
                 progress = Instant::now();
+                if let Some(cap) = cap {
+                    cap.unused((want - n) as u64);
+                }
             }
             // Not writable after all (readiness is cleared), or a signal: wait again.
             Err(e)
                 if matches!(
                     e.kind(),
                     io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) => {}
+                ) =>
+            {
+                if let Some(cap) = cap {
+                    cap.unused(want as u64);
+                }
+            }
             Err(e) => return (sent, Err(e)),
         }
     }
@@ -102,7 +123,7 @@ pub async fn following(
     stream: &TcpStream,
     follow: &mut Follow,
     span: Span,
-    timeout: Duration,
+    (timeout, cap): (Duration, Option<&UploadCap>),
 ) -> (u64, io::Result<()>) {
     let end = span.offset + span.len;
     let mut sent = 0u64;
@@ -120,7 +141,7 @@ pub async fn following(
             offset: pos,
             len: limit - pos,
         };
-        let (n, result) = file(stream, follow.file(), piece, timeout).await;
+        let (n, result) = file(stream, follow.file(), piece, (timeout, cap)).await;
         follow.advance(n);
         sent += n;
         if result.is_err() {
