@@ -424,6 +424,9 @@ time.sleep(60)";
         .args(["-c", script, &big.file])
         .spawn()
         .unwrap();
+    // Eight 16 MiB copies fetched and verified at once: seconds on a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while local.metric(host, "pacserved_cache_lan_total", 8.0) < 8.0 && Instant::now() < deadline {}
     assert_eq!(local.metric(host, "pacserved_cache_lan_total", 8.0), 8.0);
     let url = format!("http://127.0.0.1:15678/cache/{}", big.file);
     let status = |url: &str| {

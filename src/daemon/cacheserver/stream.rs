@@ -137,7 +137,13 @@ impl Pending {
                 Race::Done(()) => {}
             }
         }
-        warn!("cache: {}: the LAN fetch outlived its limit", self.name);
+        // Only a package and its signature fetched each near their limit get here.
+        warn!(
+            "cache: {}: the LAN fetch took over {} s; cut, pacman resumes from its mirror",
+            self.name,
+            MAX_TICKS * TICK.as_secs()
+        );
+        Stats::add(&stats.cache_cut, 1);
         Next::Close
     }
 
