@@ -36,6 +36,8 @@ mod signing;
 #[allow(dead_code)]
 mod util;
 
+#[path = "lan/include_big.rs"]
+mod include_big;
 #[path = "lan/mirror_path.rs"]
 mod mirror_path;
 #[path = "lan/signed.rs"]
@@ -112,6 +114,12 @@ fn main() {
     }
     if wanted("include") {
         pacman7_include::include_vs_xfercommand_time_from_a_peer();
+    }
+    if wanted("include-big") {
+        include_big::include_big();
+    }
+    if wanted("cache-latency") {
+        include_big::cache_latency();
     }
 }
 

@@ -21,11 +21,45 @@ pub fn dir() -> Option<PathBuf> {
 }
 
 /// Replaces `path` atomically (write a sibling, rename), so concurrent runs never read half a
-/// file. Best effort.
+/// file. Best effort. The sibling is the writer's own, per process and per call: threads of one
+/// process (pacserved's `/cache/` answers looking up one database at once) must not write into
+/// each other's sibling and rename it half written.
 pub fn write_atomically(path: &Path, bytes: &[u8]) {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     let written = fs::File::create(&tmp).and_then(|mut f| f.write_all(bytes));
     if written.is_err() || fs::rename(&tmp, path).is_err() {
         let _ = fs::remove_file(&tmp);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_replacing_one_file_never_leave_it_half_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index");
+        let contents: Vec<Vec<u8>> = (0..8u8).map(|i| vec![b'a' + i; 1 << 20]).collect();
+        std::thread::scope(|scope| {
+            for content in &contents {
+                scope.spawn(|| {
+                    for _ in 0..20 {
+                        write_atomically(&path, content);
+                    }
+                });
+            }
+            scope.spawn(|| {
+                for _ in 0..400 {
+                    if let Ok(read) = fs::read(&path) {
+                        assert!(contents.contains(&read), "a half-written file was read");
+                    }
+                }
+            });
+        });
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no sibling is left behind");
     }
 }

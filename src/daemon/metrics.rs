@@ -207,6 +207,42 @@ fn series(stats: &Stats) -> Vec<(&'static str, Kind, &'static str, &AtomicU64)> 
             "Package bytes pacman's pacserve-fetch runs fetched from mirrors without the agent.",
             &stats.client_mirror_bytes,
         ),
+        (
+            "cache_lan",
+            Counter,
+            "Packages pacman got through /cache/ from a verified LAN copy.",
+            &stats.cache_lan,
+        ),
+        (
+            "cache_kept_alive",
+            Counter,
+            "/cache/ answers kept alive with the mirror's first bytes while the LAN copy arrived.",
+            &stats.cache_kept_alive,
+        ),
+        (
+            "cache_mirror_bytes",
+            Counter,
+            "Bytes of mirrors' copies sent by /cache/ to keep pacman's transfers alive.",
+            &stats.cache_mirror_bytes,
+        ),
+        (
+            "cache_cut",
+            Counter,
+            "/cache/ answers cut after they began (the LAN copy failed); pacman resumed from its mirror.",
+            &stats.cache_cut,
+        ),
+        (
+            "cache_ranges",
+            Counter,
+            "/cache/ answers to a Range request (pacman resuming a .part).",
+            &stats.cache_ranges,
+        ),
+        (
+            "cache_busy",
+            Counter,
+            "/cache/ requests answered 404 because every LAN fetch place was taken.",
+            &stats.cache_busy,
+        ),
     ]
 }
 

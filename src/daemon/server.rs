@@ -120,7 +120,7 @@ async fn connection(stream: TcpStream, client: SocketAddr, slot: Slot, app: Arc<
 
 /// Whether a connection stays open after an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Next {
+pub enum Next {
     KeepAlive,
     Close,
 }
@@ -160,26 +160,13 @@ async fn route(stream: &mut TcpStream, request: &Request, client: SocketAddr, ap
     }
     if let Some(name) = request.path.strip_prefix("/cache/") {
         let server = app.cache_server.as_ref();
-        return match cacheserver::handle(server, &app.cache, name, client).await {
-            CacheAnswer::File { file, len } => {
-                let resource = Resource {
-                    len,
-                    modified: file.metadata().and_then(|m| m.modified()).ok(),
-                };
-                let answer = answer::decide(resource, Conditions::of(request));
-                let body = (!request.is_head()).then_some(answer.body).flatten();
-                // This machine's own pacman: never capped.
-                let (sent, next) = file_body(
-                    stream,
-                    answer.head,
-                    (&file, body),
-                    (keep_alive, &app.stats),
-                    None,
-                )
-                .await;
-                app.ledger.cache_served(name, sent);
-                next
+        let asked = (request, name);
+        return match cacheserver::handle(server, &app.cache, asked, client, &app.stats).await {
+            CacheAnswer::Body(body) => {
+                let counted = (&*app.stats, &*app.ledger);
+                body.send(stream, keep_alive, counted).await
             }
+            CacheAnswer::Head(head) => answer_with(stream, head, &[], keep_alive).await,
             CacheAnswer::Signature(bytes) => {
                 let head = Head::new(200)
                     .with("content-type", "application/pgp-signature")
@@ -294,9 +281,9 @@ async fn package(
     ended(outcome, keep_alive, &app.stats)
 }
 
-/// A file answer: the head and, for a GET, the span of `file` the answer names, no faster
-/// than `cap` allows; also how many body bytes the kernel took.
-async fn file_body(
+/// A file answer: the head and, for a GET, the span of `file` the answer names, no faster than
+/// `cap` allows; returns how many body bytes the kernel took.
+pub(crate) async fn file_body(
     stream: &mut TcpStream,
     head: Head,
     (file, span): (&File, Option<Span>),
@@ -314,7 +301,12 @@ async fn file_body(
 }
 
 /// A short answer: `head` and its whole `body`.
-async fn answer_with(stream: &mut TcpStream, head: Head, body: &[u8], keep_alive: bool) -> Next {
+pub(crate) async fn answer_with(
+    stream: &mut TcpStream,
+    head: Head,
+    body: &[u8],
+    keep_alive: bool,
+) -> Next {
     let mut bytes = head.to_bytes(keep_alive);
     bytes.extend_from_slice(body);
     let outcome = send::write_all(stream, &bytes, SEND_TIMEOUT).await;
@@ -323,7 +315,7 @@ async fn answer_with(stream: &mut TcpStream, head: Head, body: &[u8], keep_alive
 
 /// What becomes of the connection after a response that ended with `outcome`; a client that
 /// stopped reading is counted (a download here that failed or stalled is not the client's).
-fn ended(outcome: std::io::Result<()>, keep_alive: bool, stats: &Stats) -> Next {
+pub(crate) fn ended(outcome: std::io::Result<()>, keep_alive: bool, stats: &Stats) -> Next {
     if let Err(e) = &outcome
         && e.kind() == std::io::ErrorKind::TimedOut
     {

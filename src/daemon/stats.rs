@@ -62,6 +62,15 @@ pub struct Stats {
     pub client_mirror_bytes: AtomicU64,
     /// Files from a peer that failed verification, by peer ([`crate::daemon::peers::shown`]).
     pub verification_failures: Labelled,
+    /// `/cache/`: packages pacman got from a verified LAN copy; answers kept alive with the
+    /// mirror's first bytes, and those bytes; answers cut because the LAN copy failed after
+    /// they began; answers to a Range; requests turned away because every place was taken.
+    pub cache_lan: AtomicU64,
+    pub cache_kept_alive: AtomicU64,
+    pub cache_mirror_bytes: AtomicU64,
+    pub cache_cut: AtomicU64,
+    pub cache_ranges: AtomicU64,
+    pub cache_busy: AtomicU64,
     peers: Peers,
 }
 
@@ -99,6 +108,12 @@ impl Default for Stats {
             received_bytes: AtomicU64::new(0),
             client_mirror_bytes: AtomicU64::new(0),
             verification_failures: Labelled::default(),
+            cache_lan: AtomicU64::new(0),
+            cache_kept_alive: AtomicU64::new(0),
+            cache_mirror_bytes: AtomicU64::new(0),
+            cache_cut: AtomicU64::new(0),
+            cache_ranges: AtomicU64::new(0),
+            cache_busy: AtomicU64::new(0),
             peers: Peers::default(),
         }
     }

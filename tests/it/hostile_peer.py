@@ -13,6 +13,9 @@ silent (accepts, reads the request, never answers), garbage-stall (ignores Range
 short-close (1000 wrong bytes of a full-length answer, then the connection closes),
 slow-garbage (a full-length answer of wrong bytes at 70 KB/s).
 honest: the right bytes (honouring Range) -- with the default protocol, a version 1 daemon.
+wrongtail: the right size, the right bytes up to HOSTILE_AT (a fraction of the file, default 0.9),
+flipped bytes after it (a peer that lies at the end); dies: the right bytes up to HOSTILE_AT, then
+the connection closes (a peer switched off mid-file). Both honour Range.
 sig-drip: a version 3 daemon (answers v3 queries only) saying SIG: the package honestly (honouring
 Range), its signature (REAL_FILE.sig) two bytes a second; a query for the .sig is answered with
 the signature's size.
@@ -22,20 +25,24 @@ landed").
 Environment: HOSTILE_ID (hex daemon id to answer with), HOSTILE_IDS (answers per source
 address, each under its own id), HOSTILE_FROM (extra source addresses, comma-separated, bound
 with port 15678; HOSTILE_ONLY_EXTRA=1 answers from those alone), HOSTILE_HTTP_PORT (port announced and served, default 15680),
-HOSTILE_POKE (an address whose daemon is sent a query every second, so that it hears another host
+HOSTILE_LIFETIME (seconds it runs, default 120), HOSTILE_POKE (an address whose daemon is sent a query every second, so that it hears another host
 on the LAN and claims its downloads), HOSTILE_CLAIMS_ONLY=1 (with HOSTILE_GROWING: answer only
 queries that carry the CLAIM flag, so that only daemons, never clients, follow it).
 Every query and request is appended to LOG, and "SENT <n>" with the body bytes each response
-sent. Stops after 120 s.
+sent. Stops after HOSTILE_LIFETIME seconds.
 """
 import os, socket, struct, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 mode, real, log_path = sys.argv[1], sys.argv[2], sys.argv[3]
 good = open(real, "rb").read()
-bad = bytes(b ^ 0x5A for b in good)
-if mode in ("honest", "sig-drip"):
+# bytes.translate: a 160 MB package flipped in a moment, where a generator took minutes.
+bad = good.translate(bytes(b ^ 0x5A for b in range(256)))
+at = int(len(good) * float(os.environ.get("HOSTILE_AT", "0.9")))
+if mode in ("honest", "sig-drip", "dies"):
     bad = good
+if mode == "wrongtail":
+    bad = good[:at] + bad[at:]
 sig_drip = mode == "sig-drip"
 signature = open(real + ".sig", "rb").read() if sig_drip else b""
 if mode == "wrongsize":
@@ -157,7 +164,7 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(page)
             return
-        start = range_start(self.headers) if mode in ("honest", "sig-drip") else 0
+        start = range_start(self.headers) if mode in ("honest", "sig-drip", "wrongtail", "dies") else 0
         if start:
             self.send_response(206)
             self.send_header("Content-Range", "bytes %d-%d/%d" % (start, len(bad) - 1, len(bad)))
@@ -165,6 +172,15 @@ class Handler(BaseHTTPRequestHandler):
             self.send_response(200)
         self.send_header("Content-Length", str(len(bad) - start))
         self.end_headers()
+        if mode == "dies":
+            try:
+                self.wfile.write(bad[start:max(at, start)])
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            log("SENT %d" % max(at - start, 0))
+            return
         if mode == "truncated":
             self.wfile.write(bad[: len(bad) // 2])
             self.wfile.flush()
@@ -209,7 +225,7 @@ if poke:
             time.sleep(1)
     threading.Thread(target=poking, daemon=True).start()
 print("ready", flush=True)
-deadline = time.time() + 120
+deadline = time.time() + float(os.environ.get("HOSTILE_LIFETIME", "120"))
 while time.time() < deadline:
     try:
         data, src = udp.recvfrom(2048)

@@ -25,6 +25,9 @@ mod pacman7;
 // pacman 7.1 with the Include line: pacserved's /cache/ endpoint between pacman and the LAN.
 mod pacman7_include;
 mod pacman7_setup;
+// The Include line with packages too big for pacman's 10 s: kept alive from the mirror, then
+// the verified LAN copy; failing peers, ranges, a local user hammering /cache/ (issue 22).
+mod cacheserver;
 // Peers on loopback inside a private namespace (rootless): protocol, daemon, discovery.
 mod lan_loopback;
 // Peers on a multi-host namespace LAN (root): IPv4, IPv6-only, static peers, real pacman.

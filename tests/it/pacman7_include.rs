@@ -3,6 +3,7 @@
 //! = 5, its DownloadUser sandbox on, and the local pacserved's `/cache/` endpoint between it and
 //! the namespace LAN.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::time::Instant;
 
@@ -41,9 +42,14 @@ pub fn include_pacman(scene: &Scene) -> Pacman {
 
 /// The machine's own pacserved: its cache is pacman's, its configuration and DBPath pacman's,
 /// on the port the Include file names.
-fn local_daemon(host: &Host, pacman: &Pacman) -> Daemon {
+pub fn local_daemon(host: &Host, pacman: &Pacman) -> Daemon {
+    local_daemon_with(host, pacman, &[])
+}
+
+/// [`local_daemon`] with `env` set for it (a TMPDIR of its own: its fetches' LAN memory).
+pub fn local_daemon_with(host: &Host, pacman: &Pacman, env: &[(&str, &OsStr)]) -> Daemon {
     let db = pacman.base.path().join("db");
-    Daemon::start(
+    Daemon::start_with_env(
         host,
         &pacman.cache(),
         &[
@@ -55,6 +61,7 @@ fn local_daemon(host: &Host, pacman: &Pacman) -> Daemon {
             "--pacman-conf",
             pacman.config.to_str().unwrap(),
         ],
+        env,
     )
 }
 
