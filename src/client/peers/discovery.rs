@@ -336,10 +336,7 @@ pub fn render_answers(answers: &[PeerAnswer], name: &str, waited: Duration) -> S
             Holding::Claiming => ("CLAIM", "-".to_owned()),
             Holding::Miss => ("MISS", "-".to_owned()),
         };
-        let mut peer = a.from.to_string();
-        if a.is_self {
-            peer.push_str(" (this host)");
-        }
+        let peer = peer_label(a);
         let _ = writeln!(
             out,
             "{peer:<42} {:>6.2} ms  {answer:<6} {size:>12}  {}",
@@ -348,10 +345,7 @@ pub fn render_answers(answers: &[PeerAnswer], name: &str, waited: Duration) -> S
         );
     }
     let haves = answers.iter().filter(|a| a.http_addr().is_some()).count();
-    let daemons = match answers.len() {
-        1 => "1 daemon".to_owned(),
-        n => format!("{n} daemons"),
-    };
+    let daemons = daemons(answers.len());
     let _ = writeln!(
         out,
         "{daemons} answered within {} ms; {haves} {} {name}",
@@ -359,6 +353,22 @@ pub fn render_answers(answers: &[PeerAnswer], name: &str, waited: Duration) -> S
         if haves == 1 { "has" } else { "have" }
     );
     out
+}
+
+/// A peer as the listings show it: its address, and whether it is this host.
+fn peer_label(a: &PeerAnswer) -> String {
+    match a.is_self {
+        true => format!("{} (this host)", a.from),
+        false => a.from.to_string(),
+    }
+}
+
+/// "1 daemon", "3 daemons".
+fn daemons(n: usize) -> String {
+    match n {
+        1 => "1 daemon".to_owned(),
+        n => format!("{n} daemons"),
+    }
 }
 
 /// The listing `pacserve-fetch --list-peers` prints: one line per daemon that answered, and how
@@ -370,10 +380,7 @@ pub fn render_peers(answers: &[PeerAnswer], waited: Duration) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{:<42} {:>9}  DAEMON ID", "PEER", "RTT");
     for a in &answers {
-        let mut peer = a.from.to_string();
-        if a.is_self {
-            peer.push_str(" (this host)");
-        }
+        let peer = peer_label(a);
         let _ = writeln!(
             out,
             "{peer:<42} {:>6.2} ms  {}",
@@ -381,10 +388,7 @@ pub fn render_peers(answers: &[PeerAnswer], waited: Duration) -> String {
             protocol::id_hex(&a.daemon_id)
         );
     }
-    let daemons = match answers.len() {
-        1 => "1 daemon".to_owned(),
-        n => format!("{n} daemons"),
-    };
+    let daemons = daemons(answers.len());
     let _ = writeln!(out, "{daemons} answered within {} ms", waited.as_millis());
     out
 }
