@@ -100,6 +100,25 @@ struct State {
     offers: std::collections::VecDeque<Instant>,
 }
 
+impl State {
+    /// Daemon `id` was heard speaking `version`: the newest version it spoke lately is kept.
+    fn speaks(&mut self, id: [u8; 8], version: u8) {
+        let fresh = |at: &Instant| at.elapsed() < FILE_MEMORY;
+        if self.versions.len() >= MAX_RECORDED {
+            self.versions.retain(|_, (_, at)| fresh(at));
+        }
+        let known = self
+            .versions
+            .get(&id)
+            .filter(|(_, at)| fresh(at))
+            .map(|(v, _)| *v);
+        if self.versions.len() < MAX_RECORDED || known.is_some() {
+            let newest = known.unwrap_or(0).max(version);
+            self.versions.insert(id, (newest, Instant::now()));
+        }
+    }
+}
+
 impl Claims {
     pub fn new(
         daemon_id: [u8; 8],
@@ -218,9 +237,7 @@ impl Claims {
         if state.heard.len() >= MAX_RECORDED {
             return;
         }
-        drop(state);
-        self.speaks(claimant, version);
-        let mut state = self.lock();
+        state.speaks(claimant, version);
         let claims = state.heard.entry(name.to_owned()).or_default();
         claims.retain(|h| h.at.elapsed() < CLAIM_FRESH);
         // A version 4 daemon claims in versions 2 and 4 at once: one claimant, the newer version.
@@ -243,23 +260,17 @@ impl Claims {
     /// Decides who fetches `name` from the mirror; see the module doc. Also says whether this
     /// daemon deferred to a better claimant on the way (counted on `/metrics`).
     pub fn settle(&self, name: &str) -> (Verdict, bool) {
-        let deferred = std::cell::Cell::new(false);
-        let verdict = self.settle_noting(name, &deferred);
-        (verdict, deferred.get())
-    }
-
-    fn settle_noting(&self, name: &str, deferred: &std::cell::Cell<bool>) -> Verdict {
         let others = self
             .lock()
             .last_other
             .is_some_and(|at| at.elapsed() < OTHERS_FRESH);
         if !others || self.given_up_on(name) {
-            return Verdict::Lead;
+            return (Verdict::Lead, false);
         }
         let Ok(socket) = Asker::open() else {
-            return Verdict::Lead;
+            return (Verdict::Lead, false);
         };
-        // Looked up once: the defer loop below asks again every few tens of milliseconds.
+        // Looked up once: the defer loop asks again every few tens of milliseconds.
         let interfaces = netif::discovery_interfaces(&self.interfaces);
         let locals = netif::local_addresses();
         let here = Here {
@@ -268,17 +279,21 @@ impl Claims {
         };
         let heard = self.ask(&socket, &here, name, Versions::Both);
         if let Some(http) = heard.best {
-            return Verdict::Follow { http };
+            return (Verdict::Follow { http }, false);
         }
         let mut claimants = heard.claimants;
         claimants.extend(self.heard_claims(name));
         if !self.defers(name, &claimants) {
-            return Verdict::Lead;
+            return (Verdict::Lead, false);
         }
-        deferred.set(true);
-        // A better claimant: give it a bounded moment to start, then follow it. Asked in one
-        // version only, the newest every claimant speaks, and not too often: a poll of every
-        // deferring file is a query to every daemon, and their responders limit each source.
+        (self.wait_for(&socket, &here, name, &claimants), true)
+    }
+
+    /// A better claimant among `claimants` has `name`: gives it a bounded moment to start, then
+    /// follows it, else leads. Asked in one version only, the newest every claimant speaks, and
+    /// not too often: a poll of every deferring file is a query to every daemon, and their
+    /// responders limit each source.
+    fn wait_for(&self, socket: &Asker, here: &Here, name: &str, claimants: &[Claimant]) -> Verdict {
         let versions = match claimants.iter().all(|c| c.ranked) {
             true => Versions::Ranked,
             false => Versions::Older,
@@ -286,12 +301,12 @@ impl Claims {
         let until = Instant::now() + DEFER_LIMIT;
         while Instant::now() < until {
             std::thread::sleep(DEFER_POLL);
-            if let Some(http) = self.ask(&socket, &here, name, versions).best {
-                self.showed_up(&claimants);
+            if let Some(http) = self.ask(socket, here, name, versions).best {
+                self.showed_up(claimants);
                 return Verdict::Follow { http };
             }
         }
-        self.no_show(&claimants);
+        self.no_show(claimants);
         Verdict::Lead
     }
 
@@ -366,20 +381,7 @@ impl Claims {
 
     /// Daemon `id` was heard speaking `version`.
     fn speaks(&self, id: [u8; 8], version: u8) {
-        let mut state = self.lock();
-        let fresh = |at: &Instant| at.elapsed() < FILE_MEMORY;
-        if state.versions.len() >= MAX_RECORDED {
-            state.versions.retain(|_, (_, at)| fresh(at));
-        }
-        let known = state
-            .versions
-            .get(&id)
-            .filter(|(_, at)| fresh(at))
-            .map(|(v, _)| *v);
-        if state.versions.len() < MAX_RECORDED || known.is_some() {
-            let newest = known.unwrap_or(0).max(version);
-            state.versions.insert(id, (newest, Instant::now()));
-        }
+        self.lock().speaks(id, version);
     }
 
     /// Whether daemon `id`, heard now in `version`, settles claims by rank: it did so in this
