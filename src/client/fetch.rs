@@ -28,6 +28,7 @@ use crate::client::signature;
 use crate::client::terminal::progress::{Progress, Source};
 use crate::client::transfer::file;
 use crate::client::transfer::limits::Limits;
+use crate::client::transfer::pieces;
 use crate::client::transfer::{self, Delivered, Want};
 use crate::pacman;
 use crate::pacman::gpg::{MAX_SIGNATURE, Verifier};
@@ -277,7 +278,20 @@ fn fetch_locked(
                 FileKind::PackageSignature => Fits::Signature,
                 _ => Fits::Size(want.size),
             };
-            peers_with(discovery, name, out.len(), size, &mut memory, progress)
+            // A big file may come from more peers at once than are tried one after another.
+            let most = match pieces::worth_splitting(want.size, out.len(), pieces::MAX_SOURCES) {
+                true => pieces::MAX_SOURCES,
+                false => budget::MAX_PEERS_PER_FILE,
+            };
+            peers_with(
+                discovery,
+                name,
+                out.len(),
+                size,
+                most,
+                &mut memory,
+                progress,
+            )
         }
         None => Vec::new(),
     };
@@ -290,6 +304,69 @@ fn fetch_locked(
         deadline: Some(phase.deadline),
         ..budget::peer_limits(settings.peer_limits)
     };
+    // A big file several peers hold whole: from all of them at once, pieces they cannot send
+    // from the mirror. If the whole is wrong, the sources that follow one by one find out who
+    // lied (`split` keeps who sent what).
+    let whole: Vec<Candidate> = peers.iter().filter(|c| !c.growing).copied().collect();
+    let mut split: Option<(Vec<pieces::Record>, &[Candidate])> = None;
+    let mut dead: Vec<Candidate> = Vec::new();
+    if let Some(size) = want
+        .size
+        .filter(|_| expected.is_some_and(|e| e.sha256.is_some()))
+        && pieces::worth_splitting(Some(size), out.len(), whole.len())
+    {
+        let fallback = (!settings.peers_only).then_some((url, settings.limits));
+        let sources = &whole[..whole.len().min(pieces::MAX_SOURCES)];
+        let result = several(
+            (name, size),
+            sources,
+            fallback,
+            settings,
+            &mut out,
+            limits,
+            progress,
+        )?;
+        for (index, _) in &result.failed {
+            if let Some(peer) = sources.get(*index) {
+                memory.failed(peer.blame(), memory::now_secs());
+                dead.push(*peer);
+            }
+        }
+        memory::store(&memory);
+        if out.len() == size {
+            match mismatch(&out, &check)? {
+                None => {
+                    for peer in sources {
+                        memory.succeeded(&peer.blame());
+                    }
+                    memory::store(&memory);
+                    let urls: Vec<String> = sources.iter().map(|p| p.http.to_string()).collect();
+                    return Ok(Report {
+                        source: format!("{} at once: {}", sources.len(), urls.join(", ")),
+                        delivered: Delivered::Body {
+                            from: vouched,
+                            received: out.len() - vouched,
+                        },
+                        credits: out.take_credits(),
+                    });
+                }
+                Some(why) => {
+                    progress.warn(|| {
+                        format!("{name} from several sources was bad ({why}); discarding it")
+                    });
+                    out.truncate(vouched)?;
+                }
+            }
+        }
+        split = Some((result.records, sources));
+    }
+    // One after another: those that did not fail above, as many as are tried for any file.
+    let peers: Vec<Candidate> = peers
+        .iter()
+        .filter(|c| !dead.contains(c))
+        .take(budget::MAX_PEERS_PER_FILE)
+        .copied()
+        .collect();
     for peer in peers {
         let Some(left) = phase.left() else {
             progress.warn(|| "the time given to peers is over; using the mirror".to_owned());
@@ -342,10 +419,12 @@ fn fetch_locked(
                             }
                         }
                     }
+                    let mut credits = out.take_credits();
+                    name_liars(split.as_ref(), &out, &mut credits, &mut memory, progress);
                     return Ok(Report {
                         source: peer_url,
                         delivered,
-                        credits: out.take_credits(),
+                        credits,
                     });
                 }
                 Some(why) => {
@@ -389,12 +468,119 @@ fn fetch_locked(
         share: mirror::share_value(kind, name, expected.as_ref()),
         ..want
     };
-    let result = mirror_verified(&mirror, url, &mut out, &want, &check, progress);
-    if result.is_err() && on_peer_bytes {
+    let mut result = mirror_verified(&mirror, url, &mut out, &want, &check, progress);
+    match &mut result {
+        Ok(report) => name_liars(
+            split.as_ref(),
+            &out,
+            &mut report.credits,
+            &mut memory,
+            progress,
+        ),
         // The partial now holds bytes no one vouched for: keep only what we had before.
-        let _ = out.truncate(vouched);
+        Err(_) if on_peer_bytes => {
+            let _ = out.truncate(vouched);
+        }
+        Err(_) => {}
     }
     result
+}
+
+/// A big file (its name and size) from several `sources` at once ([`pieces`]); `fallback` is the
+/// mirror's URL and limits, for pieces no peer could send.
+fn several(
+    (name, size): (&str, u64),
+    sources: &[Candidate],
+    fallback: Option<(&str, Limits)>,
+    settings: &Settings,
+    out: &mut Output,
+    limits: Limits,
+    progress: &mut Progress,
+) -> Result<pieces::Split, Error> {
+    let sources: Vec<pieces::Source> = sources
+        .iter()
+        .map(|peer| pieces::Source {
+            url: peerhttp::url(peer.http, name),
+            agent: transfer::peer_agent(limits, &settings.user_agent, peer.http),
+            credit: Credit::Peer(peer.http.ip(), peer.daemon_id),
+            limits,
+        })
+        .collect();
+    let http = |url: &&str| {
+        url.split_once("://")
+            .is_some_and(|(s, _)| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"))
+    };
+    let fallback = fallback
+        .filter(|(url, _)| http(url))
+        .map(|(url, limits)| pieces::Source {
+            url: url.to_owned(),
+            agent: transfer::mirror_agent(limits, &settings.user_agent),
+            credit: Credit::Mirror,
+            limits,
+        });
+    progress.source(name, Source::Peer);
+    progress.note(|| {
+        let urls: Vec<&str> = sources.iter().map(|s| s.url.as_str()).collect();
+        format!(
+            "{name}: from {} peers at once: {}",
+            urls.len(),
+            urls.join(", ")
+        )
+    });
+    progress.start(name, "LAN peers", Some(size), out.len());
+    let result = pieces::fetch(&sources, fallback.as_ref(), out, size, limits, progress);
+    progress.finish();
+    result
+}
+
+/// After a file from several sources was wrong, the file that then verified says which pieces
+/// were wrong: their senders are named, blamed in the report and avoided like any peer that
+/// sent a bad file.
+fn name_liars(
+    split: Option<&(Vec<pieces::Record>, &[Candidate])>,
+    out: &Output,
+    credits: &mut Credits,
+    memory: &mut memory::Memory,
+    progress: &Progress,
+) {
+    let Some((records, sources)) = split.filter(|(records, _)| !records.is_empty()) else {
+        return;
+    };
+    let wrong = match pieces::disagreeing(records, out.path()) {
+        Ok(wrong) => wrong,
+        Err(e) => {
+            progress.warn(|| {
+                format!(
+                    "{}: cannot read it back to find who sent wrong bytes: {e}",
+                    out.path().display()
+                )
+            });
+            return;
+        }
+    };
+    let mut named: Vec<(Candidate, usize, u64)> = Vec::new();
+    for record in wrong {
+        let Some(peer) = sources.get(record.source) else {
+            continue;
+        };
+        match named.iter_mut().find(|(p, _, _)| p == peer) {
+            Some((_, pieces, _)) => *pieces += 1,
+            None => named.push((*peer, 1, record.start)),
+        }
+    }
+    for (peer, pieces, first) in &named {
+        progress.warn(|| {
+            format!(
+                "{}: sent wrong bytes ({pieces} pieces, the first at byte {first}); avoiding it",
+                peer.http
+            )
+        });
+        credits.blame(peer.http.ip());
+        memory.failed(peer.blame(), memory::now_secs());
+    }
+    if !named.is_empty() {
+        memory::store(memory);
+    }
 }
 
 /// The mirror pacman named, and the sync database's verdict on the result.
@@ -520,6 +706,7 @@ fn peers_with(
     name: &str,
     have: u64,
     wanted: Fits,
+    most: usize,
     memory: &mut memory::Memory,
     progress: &Progress,
 ) -> Vec<Candidate> {
@@ -550,7 +737,7 @@ fn peers_with(
         Fits::Signature => size > 0 && size <= MAX_SIGNATURE as u64,
     };
     let avoided = |c: &Candidate| memory.avoided(&c.blame(), now);
-    budget::choose(&answers, fits, avoided, |a, why| {
+    budget::choose(&answers, most, fits, avoided, |a, why| {
         progress.note(|| format!("{}: {why}", a.from))
     })
 }

@@ -15,7 +15,9 @@ slow-garbage (a full-length answer of wrong bytes at 70 KB/s).
 honest: the right bytes (honouring Range) -- with the default protocol, a version 1 daemon.
 wrongtail: the right size, the right bytes up to HOSTILE_AT (a fraction of the file, default 0.9),
 flipped bytes after it (a peer that lies at the end); dies: the right bytes up to HOSTILE_AT, then
-the connection closes (a peer switched off mid-file). Both honour Range.
+the connection closes (a peer switched off mid-file: a range past HOSTILE_AT is cut there, one
+before it is served whole); slow: the right bytes at 70 KB/s, just above a client's speed floor.
+All three honour Range, open (`bytes=A-`) or closed (`bytes=A-B`).
 sig-drip: a version 3 daemon (answers v3 queries only) saying SIG: the package honestly (honouring
 Range), its signature (REAL_FILE.sig) two bytes a second; a query for the .sig is answered with
 the signature's size.
@@ -39,7 +41,7 @@ good = open(real, "rb").read()
 # bytes.translate: a 160 MB package flipped in a moment, where a generator took minutes.
 bad = good.translate(bytes(b ^ 0x5A for b in range(256)))
 at = int(len(good) * float(os.environ.get("HOSTILE_AT", "0.9")))
-if mode in ("honest", "sig-drip", "dies"):
+if mode in ("honest", "sig-drip", "dies", "slow"):
     bad = good
 if mode == "wrongtail":
     bad = good[:at] + bad[at:]
@@ -58,11 +60,16 @@ def log(line):
     with open(log_path, "a") as f:
         f.write(line + "\n")
 
-def range_start(headers):
+def byte_range(headers):
+    """`Range: bytes=A-` or `bytes=A-B` as (A, B or None); (0, None) for none."""
     value = headers.get("Range") or ""
-    if value.startswith("bytes=") and value.endswith("-"):
-        return int(value[6:-1])
-    return 0
+    if value.startswith("bytes=") and "-" in value:
+        first, last = value[6:].split("-", 1)
+        return int(first), (int(last) if last else None)
+    return 0, None
+
+def range_start(headers):
+    return byte_range(headers)[0]
 
 class Handler(BaseHTTPRequestHandler):
     def raw(self):
@@ -164,15 +171,18 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(page)
             return
-        start = range_start(self.headers) if mode in ("honest", "sig-drip", "wrongtail", "dies") else 0
-        if start:
+        ranged = mode in ("honest", "sig-drip", "wrongtail", "dies", "slow")
+        start, last = byte_range(self.headers) if ranged else (0, None)
+        end = len(bad) if last is None else min(last + 1, len(bad))
+        if start or last is not None:
             self.send_response(206)
-            self.send_header("Content-Range", "bytes %d-%d/%d" % (start, len(bad) - 1, len(bad)))
+            self.send_header("Content-Range", "bytes %d-%d/%d" % (start, end - 1, len(bad)))
         else:
             self.send_response(200)
-        self.send_header("Content-Length", str(len(bad) - start))
+        self.send_header("Content-Length", str(end - start))
         self.end_headers()
-        if mode == "dies":
+        if mode == "dies" and end > at:
+            # Switched off at byte `at`: whatever range was asked for stops there.
             try:
                 self.wfile.write(bad[start:max(at, start)])
                 self.wfile.flush()
@@ -181,12 +191,26 @@ class Handler(BaseHTTPRequestHandler):
                 pass
             log("SENT %d" % max(at - start, 0))
             return
+        if mode == "slow":
+            # The right bytes, just above a client's speed floor (64 KiB/s).
+            try:
+                for at_byte in range(start, end, 7000):
+                    self.wfile.write(bad[at_byte:min(at_byte + 7000, end)])
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except OSError:
+                pass
+            return
+        if mode == "dies":
+            self.wfile.write(bad[start:end])
+            log("SENT %d" % (end - start))
+            return
         if mode == "truncated":
             self.wfile.write(bad[: len(bad) // 2])
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)
             return
-        self.wfile.write(bad[start:])
+        self.wfile.write(bad[start:end])
 
     def log_message(self, *args):
         pass

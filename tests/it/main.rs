@@ -30,6 +30,7 @@ mod pacman7_setup;
 mod cacheserver;
 // Peers on loopback inside a private namespace (rootless): protocol, daemon, discovery.
 mod lan_loopback;
+mod lan_pieces;
 // Peers on a multi-host namespace LAN (root): IPv4, IPv6-only, static peers, real pacman.
 mod lan_hosts;
 // The local download agent: warm mirror connections, prefetch, fallback, refusals, HTTPS.

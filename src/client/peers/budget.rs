@@ -76,6 +76,8 @@ pub struct Candidate {
     pub size: u64,
     /// It said the file's signature is there too (protocol version 3).
     pub sig: bool,
+    /// It is still receiving the file (GROWING): only its first bytes can be asked for.
+    pub growing: bool,
 }
 
 impl Candidate {
@@ -89,9 +91,11 @@ impl Candidate {
 /// The answers worth trying, whole files first, the least busy daemons first, then in answer
 /// order: HAVE with a size that `fits`, a port of at least
 /// [`MIN_HTTP_PORT`], not `avoided`, the first per source address, one family per daemon id,
-/// at most [`MAX_PEERS_PER_FILE`]. `skipped` hears why an answer was left out.
+/// at most `most` ([`MAX_PEERS_PER_FILE`], or more for a file fetched from several at once).
+/// `skipped` hears why an answer was left out.
 pub fn choose(
     answers: &[PeerAnswer],
+    most: usize,
     fits: impl Fn(u64) -> bool,
     avoided: impl Fn(&Candidate) -> bool,
     mut skipped: impl FnMut(&PeerAnswer, &str),
@@ -121,6 +125,7 @@ pub fn choose(
             daemon_id: answer.daemon_id,
             size,
             sig: answer.extra.sig,
+            growing: matches!(answer.holding, Holding::Growing { .. }),
         };
         if http.port() < MIN_HTTP_PORT {
             skipped(answer, "names a system port for HTTP");
@@ -135,7 +140,7 @@ pub fn choose(
             // once per id. And the same id over the other family is the same dual-stack daemon;
             // over the same family from another address it is an impostor or the real one, so
             // both are tried (and blamed apart).
-        } else if chosen.len() == MAX_PEERS_PER_FILE {
+        } else if chosen.len() >= most {
             skipped(answer, "one peer too many for one file");
             break;
         } else {
@@ -181,7 +186,7 @@ mod tests {
             busy("10.0.0.3:1", 3, 2),
             busy("10.0.0.4:1", 4, 0),
         ];
-        let chosen = choose(&answers, |_| true, |_| false, |_, _| {});
+        let chosen = choose(&answers, MAX_PEERS_PER_FILE, |_| true, |_| false, |_, _| {});
         let ids: Vec<u8> = chosen.iter().map(|c| c.daemon_id[0]).collect();
         assert_eq!(ids, [2, 4, 3]);
     }
@@ -195,6 +200,7 @@ mod tests {
         let mut why = Vec::new();
         let chosen = choose(
             &answers,
+            MAX_PEERS_PER_FILE,
             |s| s == 100,
             |_| false,
             |a, w| why.push(format!("{} {w}", a.from)),
@@ -205,12 +211,31 @@ mod tests {
             why.iter()
                 .any(|w| w.contains("10.0.0.2") && w.contains("system port"))
         );
-        assert!(choose(&answers, |s| s == 7, |_| false, |_, _| {}).is_empty());
+        assert!(
+            choose(
+                &answers,
+                MAX_PEERS_PER_FILE,
+                |s| s == 7,
+                |_| false,
+                |_, _| {}
+            )
+            .is_empty()
+        );
         let dual_stack = [
             have("10.0.0.2:15678", 1, 15678),
             have("[fe80::2%2]:15678", 1, 15678),
         ];
-        assert_eq!(choose(&dual_stack, |_| true, |_| false, |_, _| {}).len(), 1);
+        assert_eq!(
+            choose(
+                &dual_stack,
+                MAX_PEERS_PER_FILE,
+                |_| true,
+                |_| false,
+                |_, _| {}
+            )
+            .len(),
+            1
+        );
     }
 
     #[test]
@@ -219,9 +244,18 @@ mod tests {
             have("10.0.0.66:15678", 5, 15678),
             have("10.0.0.2:15678", 5, 15678),
         ];
-        assert_eq!(choose(&answers, |_| true, |_| false, |_, _| {}).len(), 2);
+        assert_eq!(
+            choose(&answers, MAX_PEERS_PER_FILE, |_| true, |_| false, |_, _| {}).len(),
+            2
+        );
         let spoofer = answers[0].http_addr().unwrap().ip();
-        let chosen = choose(&answers, |_| true, |c| c.blame().1 == spoofer, |_, _| {});
+        let chosen = choose(
+            &answers,
+            MAX_PEERS_PER_FILE,
+            |_| true,
+            |c| c.blame().1 == spoofer,
+            |_, _| {},
+        );
         assert_eq!(chosen.len(), 1);
         assert_eq!(chosen[0].http.ip().to_string(), "10.0.0.2");
     }

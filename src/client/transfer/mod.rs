@@ -14,6 +14,7 @@
 pub mod body;
 pub mod file;
 pub mod limits;
+pub mod pieces;
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};

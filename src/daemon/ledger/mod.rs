@@ -38,6 +38,7 @@ use crate::pacman::name::{FileKind, is_shareable_name};
 use crate::pacman::process::{Transaction, now_ticks};
 use crate::pacman::syncdb;
 use crate::protocol::report::{Record, Tally, Totals, UNKNOWN_HOST};
+use crate::warn;
 
 /// Tallies kept for transactions whose summary was not taken yet.
 pub const MAX_TRANSACTIONS: usize = 16;
@@ -176,7 +177,14 @@ impl Ledger {
                     Stats::add(&self.stats.client_mirror_bytes, bytes);
                     self.record(Some(owner), From::Mirror, bytes);
                 }
-                Record::Bad { ip } => self.stats.verification_failures.add(shown(ip), 1),
+                Record::Bad { ip } => {
+                    // Said by root's pacman's own downloader (the agent checked), so worth a
+                    // line: a LAN host sending wrong bytes is something to look into.
+                    warn!(
+                        "{ip} sent bytes that failed verification in a download on this machine; it is avoided for a while"
+                    );
+                    self.stats.verification_failures.add(shown(ip), 1);
+                }
             }
         }
     }
