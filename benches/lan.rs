@@ -40,6 +40,8 @@ mod util;
 mod include_big;
 #[path = "lan/mirror_path.rs"]
 mod mirror_path;
+#[path = "lan/multi_source.rs"]
+mod multi_source;
 #[path = "lan/signed.rs"]
 mod signed;
 #[path = "lan/together.rs"]
@@ -90,6 +92,9 @@ fn main() {
     }
     if wanted("daemon") {
         daemon_concurrency_and_queries();
+    }
+    if wanted("multi-source") {
+        multi_source::run();
     }
     if wanted("scale") {
         scale_50_daemons();

@@ -342,7 +342,7 @@ fn fetch_locked(
                     memory::store(&memory);
                     let urls: Vec<String> = sources.iter().map(|p| p.http.to_string()).collect();
                     return Ok(Report {
-                        source: format!("{} at once: {}", sources.len(), urls.join(", ")),
+                        source: format!("{} peers at once: {}", sources.len(), urls.join(", ")),
                         delivered: Delivered::Body {
                             from: vouched,
                             received: out.len() - vouched,

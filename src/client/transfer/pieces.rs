@@ -125,6 +125,7 @@ pub fn fetch(
             waiting: pieces,
             held: BTreeMap::new(),
             running: Vec::new(),
+            fetched: (0, Duration::ZERO),
             split: Split::default(),
             local: None,
         }),
@@ -187,6 +188,13 @@ struct Shared<'o> {
     deadline: Option<Instant>,
 }
 
+/// A piece being fetched: by which source, since when.
+struct Running {
+    piece: std::ops::Range<u64>,
+    by: usize,
+    since: Instant,
+}
+
 struct State<'o> {
     out: &'o mut Output,
     /// Pieces that arrived before the bytes in front of them, at their own offsets.
@@ -195,8 +203,10 @@ struct State<'o> {
     waiting: VecDeque<std::ops::Range<u64>>,
     /// Pieces in the holding file, by where they start, and whose bytes they are.
     held: BTreeMap<u64, (Record, Credit)>,
-    /// Pieces being fetched right now: the piece, by which source, as a twin.
-    running: Vec<(std::ops::Range<u64>, usize, bool)>,
+    /// Pieces being fetched right now.
+    running: Vec<Running>,
+    /// Pieces fetched whole, and the time they took together: what a piece normally takes.
+    fetched: (u32, Duration),
     split: Split,
     /// A local failure: everyone stops.
     local: Option<Error>,
@@ -237,8 +247,9 @@ impl<'o> Shared<'o> {
     }
 
     /// The next piece for source `index`: the lowest nobody has taken; once there is none, a
-    /// twin of the oldest piece another source is still fetching alone (so the end of a file
-    /// never waits for its slowest source); `None` when all is done, or at the deadline.
+    /// twin of a piece another source is fetching far slower than pieces normally arrive (so the
+    /// end of a file never waits for its slowest source); `None` when all is done, or at the
+    /// deadline.
     fn take(&self, index: usize) -> Option<std::ops::Range<u64>> {
         let mut state = self.lock();
         loop {
@@ -246,16 +257,19 @@ impl<'o> Shared<'o> {
                 return None;
             }
             if let Some(piece) = state.waiting.pop_front() {
-                state.running.push((piece.clone(), index, false));
+                state.running.push(Running {
+                    piece: piece.clone(),
+                    by: index,
+                    since: Instant::now(),
+                });
                 return Some(piece);
             }
-            let alone =
-                |start: u64| state.running.iter().filter(|r| r.0.start == start).count() == 1;
-            let twin = (state.running.iter())
-                .find(|(piece, by, _)| *by != index && alone(piece.start))
-                .map(|(piece, _, _)| piece.clone());
-            if let Some(piece) = twin {
-                state.running.push((piece.clone(), index, true));
+            if let Some(piece) = state.overdue(index) {
+                state.running.push(Running {
+                    piece: piece.clone(),
+                    by: index,
+                    since: Instant::now(),
+                });
                 return Some(piece);
             }
             if state.running.is_empty() {
@@ -272,7 +286,10 @@ impl<'o> Shared<'o> {
     /// else holds it; a piece its twin already delivered is dropped.
     fn deliver(&self, index: usize, record: Record, bytes: &[u8], credit: Credit) {
         let mut state = self.lock();
-        state.stop_running(index, record.start);
+        if let Some(since) = state.stop_running(index, record.start) {
+            state.fetched.0 += 1;
+            state.fetched.1 += since.elapsed();
+        }
         if !state.placed(record.start) {
             let result = state.place(record, bytes, credit);
             if let Err(e) = result {
@@ -287,7 +304,7 @@ impl<'o> Shared<'o> {
     fn drop_piece(&self, index: usize, piece: &std::ops::Range<u64>, failed: Option<Error>) {
         let mut state = self.lock();
         state.stop_running(index, piece.start);
-        let fetched = state.running.iter().any(|r| r.0.start == piece.start);
+        let fetched = state.running.iter().any(|r| r.piece.start == piece.start);
         if !state.placed(piece.start) && !fetched {
             state.waiting.push_front(piece.clone());
         }
@@ -312,10 +329,32 @@ impl State<'_> {
         start < self.out.len() || self.held.contains_key(&start)
     }
 
-    fn stop_running(&mut self, index: usize, start: u64) {
-        if let Some(at) = (self.running.iter()).position(|r| r.0.start == start && r.1 == index) {
-            self.running.swap_remove(at);
-        }
+    /// Source `index` no longer fetches the piece at `start`; returns since when it did.
+    fn stop_running(&mut self, index: usize, start: u64) -> Option<Instant> {
+        let at = (self.running.iter()).position(|r| r.piece.start == start && r.by == index)?;
+        Some(self.running.swap_remove(at).since)
+    }
+
+    /// A piece for source `index` to fetch as a twin: one that another source alone has been
+    /// fetching for more than twice what a piece takes, and that is not placed yet.
+    fn overdue(&self, index: usize) -> Option<std::ops::Range<u64>> {
+        let (count, total) = self.fetched;
+        let normal = total.checked_div(count)?;
+        let alone = |start| {
+            self.running
+                .iter()
+                .filter(|r| r.piece.start == start)
+                .count()
+                == 1
+        };
+        (self.running.iter())
+            .find(|r| {
+                r.by != index
+                    && r.since.elapsed() > normal * 2
+                    && alone(r.piece.start)
+                    && !self.placed(r.piece.start)
+            })
+            .map(|r| r.piece.clone())
     }
 
     fn place(&mut self, record: Record, bytes: &[u8], credit: Credit) -> Result<(), Error> {
