@@ -112,6 +112,12 @@ impl Scene {
 fn a_big_package_comes_from_every_peer_that_has_it_at_once() {
     let Some(s) = scene() else { return };
     let holders: Vec<_> = (2..=4).map(|h| s.holder(h)).collect();
+    // Links with a speed, as in a lab: pieces take a while, so the end of the file is where
+    // twins could pile up.
+    s.lan.limit_link(1, "1gbit");
+    for peer in 2..=4 {
+        s.lan.limit_link(peer, "100mbit");
+    }
     let done = s.fetch(3);
     s.assert_right(&done);
     assert!(
@@ -247,3 +253,90 @@ fn the_end_of_a_file_never_waits_for_its_slowest_peer() {
 /// See [`the_end_of_a_file_never_waits_for_its_slowest_peer`]: a 4 MiB piece at 70 KB/s takes a
 /// minute.
 const BOUND: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What a user of the real pacman sees: pacman 6 (XferCommand = pacserve-fetch, defaults, no
+/// `-v`) installs a 40 MiB package two honest peers and a liar hold; the package installs, the
+/// liar is named in pacman's output and in the log of this machine's own pacserved (the agent
+/// takes the run's report, because root's pacman ran it), and its failure is counted there.
+#[test]
+fn with_pacman_the_liar_is_named_in_its_output_and_the_local_pacserved_log() {
+    if !archrepo::require_pacman_tools() || !util::require_tools(&["python3", "nginx"]) {
+        return;
+    }
+    let Some(lan) = Lan::new(5, Family::Dual) else {
+        return;
+    };
+    let mirror_root = tempdir();
+    let repo = archrepo::Repo::create(mirror_root.path(), "pc");
+    let file = repo.add_package("pcbig", SIZE);
+    let Some(_mirror) = Nginx::mirror_on(lan.host(5), mirror_root.path()) else {
+        return;
+    };
+    let caches = [tempdir(), tempdir()];
+    for cache in &caches {
+        fs::copy(repo.dir.join(&file), cache.path().join(&file)).unwrap();
+    }
+    let _honest: Vec<Daemon> = (caches.iter().enumerate())
+        .map(|(i, cache)| Daemon::start(lan.host(i + 2), cache.path(), &[]))
+        .collect();
+    let liar = Hostile::start_with(
+        lan.host(4),
+        "wrongtail",
+        &repo.dir.join(&file),
+        &lan.ipv4(4),
+        &[
+            ("HOSTILE_AT", "0.5".to_owned()),
+            ("HOSTILE_ID", "44".repeat(8)),
+        ],
+    );
+    let xfer = archrepo::Pacman::lan_xfer_line(fetch_bin());
+    let pacman = archrepo::Pacman::new(
+        Some(&xfer),
+        &[("pc", format!("http://{}:8080/pc", lan.url_host(5)))],
+    );
+    let db = pacman.base.path().join("db");
+    let local = Daemon::start(
+        lan.host(1),
+        &pacman.cache(),
+        &["--dbpath", db.to_str().unwrap()],
+    );
+    lan.wait_for_daemons(3);
+    let env: [(&str, &std::ffi::OsStr); 1] =
+        [("TMPDIR", util::lan_memory_dir().into_os_string().leak())];
+    let synced = pacman.run_in(lan.host(1), &env, &["-Sy"]);
+    assert!(synced.status.success(), "-Sy: {}", stderr(&synced));
+    let out = pacman.run_in(lan.host(1), &env, &["-S", "pcbig"]);
+    let said = stderr(&out);
+    eprintln!("{said}");
+    assert!(out.status.success(), "-S: {said}");
+    pacman.assert_installed_from(&repo, "pcbig", &file);
+    assert!(
+        liar.log().contains("GET /pkg/"),
+        "the liar was given pieces"
+    );
+    let liar_ip = lan.ipv4(4);
+    assert!(
+        said.lines()
+            .any(|l| l.contains(&liar_ip) && l.contains("sent wrong bytes")),
+        "pacman's output names the liar: {said}"
+    );
+    let logged = (0..50).find_map(|_| {
+        let line = (local.log().into_iter())
+            .find(|l| l.contains(&liar_ip) && l.contains("failed verification"));
+        line.or_else(|| {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            None
+        })
+    });
+    assert!(
+        logged.is_some(),
+        "pacserved's log names the liar: {:?}",
+        local.log()
+    );
+    let counted = local.metric(
+        lan.host(1),
+        &format!("pacserved_peer_verification_failures_total{{peer=\"{liar_ip}\"}}"),
+        1.0,
+    );
+    assert_eq!(counted, 1.0);
+}
