@@ -9,7 +9,9 @@
 //! `PACSERVE_TOGETHER_HOSTS` (comma-separated). `PACSERVE_TOGETHER_LINKS` gives every host's
 //! link a speed, both ways, as a switch port would (comma-separated `tc` rates, one per host
 //! count, e.g. `200mbit,1gbit`; `unlimited` for none): an unlimited veth hides that one host
-//! feeding everyone is a bottleneck (issue 21). Also printed: the most bytes one host uploaded
+//! feeding everyone is a bottleneck (issue 21). `slow/fast` (e.g. `50mbit/1gbit`) puts the first
+//! half of the hosts on the first rate and the rest on the second, a LAN of Wi-Fi laptops and
+//! wired desktops: slowest ÷ lone is then given per half, each against a lone host of its half. Also printed: the most bytes one host uploaded
 //! to peers ÷ the packages' bytes (each daemon's `pacserved_served_bytes_total`; goal ≤ 2.5).
 
 use std::fs;
@@ -50,9 +52,21 @@ pub fn run() {
 fn scenario(hosts: usize, link: Option<String>) {
     let lan = Lan::new(hosts + 1, Family::Dual).expect("LAN");
     let mirror_host = hosts + 1;
-    if let Some(rate) = &link {
-        for i in 1..=hosts {
-            lan.limit_link(i, rate);
+    // `slow/fast`: the first half of the hosts on the first rate (Wi-Fi, say), the rest on the
+    // second.
+    let (first_half, second_half) = match link.as_deref().and_then(|l| l.split_once('/')) {
+        Some((slow, fast)) => (Some(slow.to_owned()), Some(fast.to_owned())),
+        None => (link.clone(), link.clone()),
+    };
+    let mixed = first_half != second_half;
+    let half = hosts.div_ceil(2);
+    let rate_of = |i: usize| match i <= half {
+        true => first_half.clone(),
+        false => second_half.clone(),
+    };
+    for i in 1..=hosts {
+        if let Some(rate) = rate_of(i) {
+            lan.limit_link(i, &rate);
         }
     }
     let root = tempdir();
@@ -93,18 +107,23 @@ fn scenario(hosts: usize, link: Option<String>) {
     };
     let sent_for_packages = || -> u64 { files.iter().map(|f| mirror.body_bytes(f)).sum() };
 
-    // The lone host, on the same LAN with nobody else running.
-    let lone = {
-        let nodes = setup(1);
+    // A lone host, on the same LAN with nobody else running: host `i`, on its own link.
+    let lone_on = |i: usize| {
+        let pacman = Pacman::new(Some(&xfer), &[("tb", url.clone())]);
+        let _daemon = Daemon::start(lan.host(i), &pacman.cache(), &[]);
+        let synced = pacman.run_in(lan.host(i), &env, &["-Sy"]);
+        assert!(synced.status.success(), "lone host {i}: -Sy");
         let started = Instant::now();
-        let out = nodes[0].0.run_in(lan.host(1), &env, &targets);
+        let out = pacman.run_in(lan.host(i), &env, &targets);
         assert!(
             out.status.success(),
-            "lone host: {}",
+            "lone host {i}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         started.elapsed().as_secs_f64()
     };
+    let lone = lone_on(1);
+    let lone_second_half = mixed.then(|| lone_on(hosts));
     let before = sent_for_packages();
 
     // Everyone at once.
@@ -200,6 +219,27 @@ fn scenario(hosts: usize, link: Option<String>) {
     sorted.sort_by(f64::total_cmp);
     let shown: Vec<String> = sorted.iter().map(|t| format!("{t:.2}")).collect();
     println!("  every host, fastest first (s): {}", shown.join(" "));
+    if let Some(lone_fast) = lone_second_half {
+        let slowest_of = |range: std::ops::RangeInclusive<usize>| {
+            range.map(|i| times[i - 1]).fold(0.0, f64::max)
+        };
+        let most_of = |range: std::ops::RangeInclusive<usize>| {
+            range.map(|i| uploaded[i - 1]).fold(0.0, f64::max) / package_bytes as f64
+        };
+        println!(
+            "  hosts 1-{half} on {}: slowest {:.2} s ÷ lone {lone:.2} s = {:.2}×, most one uploaded {:.1}× the packages; \
+             hosts {}-{hosts} on {}: slowest {:.2} s ÷ lone {lone_fast:.2} s = {:.2}×, most one uploaded {:.1}×",
+            first_half.as_deref().unwrap_or("unlimited"),
+            slowest_of(1..=half),
+            slowest_of(1..=half) / lone,
+            most_of(1..=half),
+            half + 1,
+            second_half.as_deref().unwrap_or("unlimited"),
+            slowest_of(half + 1..=hosts),
+            slowest_of(half + 1..=hosts) / lone_fast,
+            most_of(half + 1..=hosts),
+        );
+    }
     let spread: Vec<String> = uploaded
         .iter()
         .map(|b| format!("{:.1}", b / package_bytes as f64))

@@ -92,8 +92,10 @@ pub struct Split {
 }
 
 /// Fetches bytes `out.len()..size` of the file from `sources` at once, starting no piece after
-/// `limits.deadline`, then from `fallback` for whatever they could not supply. Errs only on a local failure (writing the output or the
-/// holding file); a source failing is in [`Split::failed`], and the output is then a prefix.
+/// `limits.deadline`, then from `fallback` for whatever they could not supply. Errs only on a
+/// local failure (writing the output or the holding file); a source failing is in
+/// [`Split::failed`], and the output is then a prefix. Without a holding file (a directory that
+/// takes no new file), nothing is fetched: the caller's one-source-at-a-time path remains.
 pub fn fetch(
     sources: &[Source],
     fallback: Option<&Source>,
@@ -109,11 +111,18 @@ pub fn fetch(
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let holding = tempfile::tempfile_in(dir).map_err(|source| Error::WriteOutput {
-        path: dir.to_owned(),
-        action: "create a holding file in",
-        source,
-    })?;
+    let holding = match tempfile::tempfile_in(dir) {
+        Ok(file) => file,
+        Err(e) => {
+            progress.note(|| {
+                format!(
+                    "{}: no holding file for pieces ({e}); one peer at a time",
+                    dir.display()
+                )
+            });
+            return Ok(Split::default());
+        }
+    };
     let pieces = (from..size)
         .step_by(PIECE as usize)
         .map(|start| start..(start + PIECE).min(size))
