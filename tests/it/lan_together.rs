@@ -803,3 +803,38 @@ fn a_claimant_that_never_starts_is_waited_for_once() {
         assert_eq!(s.mirror.requests_for(file).len(), 1, "{file}");
     }
 }
+
+/// A host whose link delays datagrams (a busy Wi-Fi link queues them behind bulk data) hears
+/// the answers to its claims after the claim window, and is heard late: the LAN still fetches
+/// each file from the mirror about once. Host 1's link adds 120 ms each way; the three hosts
+/// install the same packages at once. (A first version of the late wait, which let the late
+/// host win claims by rank, made the mirror send every file twice here.)
+#[test]
+fn a_host_whose_link_delays_datagrams_still_settles_its_claims() {
+    let Some(s) = site(3, 4, 1_000_000, "40mbit") else {
+        return;
+    };
+    if !s.lan.delay_link(1, Duration::from_millis(120)) {
+        return;
+    }
+    let files = files(&s.repo);
+    let names: Vec<String> = (0..4).map(|i| format!("tg{i}")).collect();
+    let mut args = vec!["-S"];
+    args.extend(names.iter().map(String::as_str));
+    let children: Vec<Child> = (1..=3).map(|i| s.pacman(i, &args)).collect();
+    for (i, child) in children.into_iter().enumerate() {
+        s.assert_installed(i + 1, child, &files);
+    }
+    let package_bytes: u64 = files
+        .iter()
+        .map(|f| fs::metadata(s.repo.dir.join(f)).unwrap().len())
+        .sum();
+    let sent: u64 = files.iter().map(|f| s.mirror.body_bytes(f)).sum();
+    let per_file: Vec<usize> = (files.iter())
+        .map(|f| s.mirror.requests_for(f).len())
+        .collect();
+    assert!(
+        sent * 4 <= package_bytes * 5,
+        "the mirror sent {sent} bytes for {package_bytes} ({per_file:?})"
+    );
+}
