@@ -228,7 +228,7 @@ fn fetch_locked(
     );
     // The last byte we can vouch for: what we had before any other source (nothing, when the
     // file starts over anyway).
-    let vouched = if want.resume { out.len() } else { 0 };
+    let mut vouched = if want.resume { out.len() } else { 0 };
     let staged = match kind {
         FileKind::Package => expected.is_some_and(|e| e.sha256.is_some()),
         _ => kind == FileKind::PackageSignature && entry.is_some(),
@@ -354,6 +354,8 @@ fn fetch_locked(
                     progress.warn(|| {
                         format!("{name} from several sources was bad ({why}); discarding it")
                     });
+                    // Bytes from before this run are suspects too: nobody checked them.
+                    vouched = 0;
                     out.truncate(vouched)?;
                 }
             }
@@ -394,6 +396,7 @@ fn fetch_locked(
             })
             .map(|e| (e, signature::fetch_along(&agent, &peer_url)));
         let result = transfer::fetch_url(&agent, &peer_url, &mut out, &peer_want, limits, progress);
+        let mut blameless = false;
         let failure = match result {
             Ok(delivered) => match mismatch(&out, &check)? {
                 None => {
@@ -427,6 +430,18 @@ fn fetch_locked(
                         credits,
                     });
                 }
+                // Resumed on bytes from before this run, which nobody here checked: they may be
+                // the wrong part (an earlier run stopped mid-file on a liar's bytes), so the
+                // peer is not blamed, and the next source starts from byte 0.
+                Some(why) if vouched > 0 => {
+                    blameless = true;
+                    out.truncate(0)?;
+                    vouched = 0;
+                    format!(
+                        "{name} was bad ({why}) after resuming an earlier run's bytes; starting \
+                         over from byte 0"
+                    )
+                }
                 Some(why) => {
                     out.blame(peer.http.ip());
                     out.truncate(vouched)?;
@@ -442,7 +457,7 @@ fn fetch_locked(
         progress.warn(|| failure);
         // A signature pacman would not take may be the peer's honest copy under a key this
         // keyring does not trust: the peer is not avoided for that, only for bytes that failed.
-        if check.proof.is_none() {
+        if check.proof.is_none() && !blameless {
             memory.failed(peer.blame(), memory::now_secs());
             memory::store(&memory);
         }

@@ -81,25 +81,35 @@ impl Scene {
 
     /// pacserve-fetch on host 1, once `peers` daemons answer; returns its output and the file.
     fn fetch(&self, peers: usize) -> (Output, Vec<u8>) {
-        self.lan.wait_for_daemons(peers);
         let (dir, memory) = (tempdir(), tempdir());
         let out = dir.path().join(format!("{PKG}.part"));
+        self.fetch_into(peers, &out, memory.path())
+    }
+
+    /// [`Scene::fetch`] into `out`, with the peer memory in `memory`.
+    fn fetch_into(
+        &self,
+        peers: usize,
+        out: &std::path::Path,
+        memory: &std::path::Path,
+    ) -> (Output, Vec<u8>) {
+        self.lan.wait_for_daemons(peers);
         let url = format!("http://{}:8080/{PKG}", self.lan.ipv4(5));
         let result = util::run(
             self.lan
                 .host(1)
                 .command(fetch_bin())
-                .env("TMPDIR", memory.path())
+                .env("TMPDIR", memory)
                 // A wait long enough for every peer of a loaded machine to answer: the run
                 // should see them all, as it would on a quiet LAN.
                 .args(["--config", "/dev/null", "-v", "--peer-wait", "1000"])
                 .arg("--dbpath")
                 .arg(self.dbpath.path())
-                .arg(&out)
+                .arg(out)
                 .arg(&url),
         );
         eprintln!("{}", stderr(&result));
-        (result, fs::read(&out).unwrap_or_default())
+        (result, fs::read(out).unwrap_or_default())
     }
 
     fn assert_right(&self, (result, bytes): &(Output, Vec<u8>)) {
@@ -339,4 +349,100 @@ fn with_pacman_the_liar_is_named_in_its_output_and_the_local_pacserved_log() {
         1.0,
     );
     assert_eq!(counted, 1.0);
+}
+
+/// An earlier run stopped mid-file on a liar's bytes (pacserve-fetch keeps what it wrote on
+/// SIGTERM, for resuming): the next run, resuming on them, gets a wrong whole. It starts over
+/// from byte 0 instead of blaming the honest peers that sent the rest, and a later run still
+/// asks them. Both ways: the big file from several peers, and a small one from one peer.
+#[test]
+fn bytes_an_earlier_run_kept_are_suspects_not_the_honest_peers() {
+    let Some(s) = scene() else { return };
+    let _honest = [s.holder(2), s.holder(3)];
+    let (dir, memory) = (tempdir(), tempdir());
+    let out = dir.path().join(format!("{PKG}.part"));
+    // 4 MiB that are not the package's: what a liar left.
+    fs::write(&out, random_bytes(4 << 20, 77)).unwrap();
+    let done = s.fetch_into(2, &out, memory.path());
+    s.assert_right(&done);
+    let said = stderr(&done.0);
+    assert!(said.contains("from several sources was bad"), "{said}");
+    assert!(
+        !said.contains("sent wrong bytes"),
+        "an honest peer was named: {said}"
+    );
+    assert!(
+        !said.contains("sent a bad file"),
+        "an honest peer was blamed: {said}"
+    );
+    // The peers are not avoided: a later run asks them and takes the file from them again.
+    fs::remove_file(&out).unwrap();
+    let again = s.fetch_into(2, &out, memory.path());
+    s.assert_right(&again);
+    let said = stderr(&again.0);
+    assert!(!said.contains("failed recently"), "{said}");
+    assert!(said.contains("from 2 peers at once"), "{said}");
+}
+
+#[test]
+fn bytes_an_earlier_run_kept_of_a_small_file_are_suspects_not_the_peer() {
+    let Some(lan) = Lan::new(3, Family::Dual) else {
+        return;
+    };
+    if !util::require_tools(&["nginx"]) {
+        return;
+    }
+    let name = "small-1.0-1-x86_64.pkg.tar.zst";
+    let content = random_bytes(3 << 20, 78);
+    let (mirror_root, cache, dbpath) = (tempdir(), tempdir(), tempdir());
+    fs::write(mirror_root.path().join(name), &content).unwrap();
+    fs::write(cache.path().join(name), &content).unwrap();
+    archrepo::write_sync_db(dbpath.path(), "small", name, &content);
+    let Some(_mirror) = Nginx::mirror_on(lan.host(3), mirror_root.path()) else {
+        return;
+    };
+    let peer = Daemon::start(lan.host(2), cache.path(), &[]);
+    lan.wait_for_daemons(1);
+    let (dir, memory) = (tempdir(), tempdir());
+    let out = dir.path().join(format!("{name}.part"));
+    let run = || {
+        util::run(
+            lan.host(1)
+                .command(fetch_bin())
+                .env("TMPDIR", memory.path())
+                .args([
+                    "--config",
+                    "/dev/null",
+                    "-v",
+                    "--peer-wait",
+                    "1000",
+                    "--dbpath",
+                ])
+                .arg(dbpath.path())
+                .arg(&out)
+                .arg(format!("http://{}:8080/{name}", lan.ipv4(3))),
+        )
+    };
+    fs::write(&out, random_bytes(1 << 20, 79)).unwrap();
+    let first = run();
+    let said = stderr(&first);
+    assert!(first.status.success(), "{said}");
+    assert!(
+        fs::read(&out).unwrap() == content,
+        "exit 0 with a wrong file"
+    );
+    assert!(said.contains("starting over from byte 0"), "{said}");
+    assert!(
+        !said.contains("sent a bad file"),
+        "the peer was blamed: {said}"
+    );
+    fs::remove_file(&out).unwrap();
+    let served = peer.served(name).len();
+    let second = run();
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert!(
+        peer.served(name).len() > served,
+        "a later run still takes the file from the peer: {}",
+        stderr(&second)
+    );
 }

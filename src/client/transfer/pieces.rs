@@ -8,7 +8,10 @@
 //! `%o` must stay a correct prefix at every moment (pacman and the next run resume it), so a
 //! piece is appended only when every byte before it is there. A piece that arrives early waits
 //! in a holding file: an unnamed temporary file beside `%o` (`O_TMPFILE`), which nobody can open
-//! and which vanishes with the process. At most one piece per source is in memory.
+//! and which vanishes with the process; pieces are handed out at most [`AHEAD`] past the
+//! prefix, and copied ones are punched out, so it holds at most that much. A holding file that
+//! runs out of room ends the split, not the download. At most one piece per source is in
+//! memory.
 //!
 //! Nothing here is trusted: the sync database's SHA-256 of the whole file, checked by the
 //! caller, is the one trust root. What this module adds is a record of which source sent which
@@ -25,6 +28,7 @@ use std::path::Path;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use nix::fcntl::FallocateFlags;
 use sha2::{Digest, Sha256};
 use ureq::Agent;
 
@@ -51,6 +55,11 @@ pub const MAX_SOURCES: usize = 6;
 
 /// How long an idle source waits, at most, for a piece another source may hand back.
 const IDLE_POLL: Duration = Duration::from_millis(100);
+
+/// Pieces are handed out at most this far past the end of the prefix in `%o`, so that a source
+/// stalling the piece at the front holds at most this much in the holding file (the others
+/// then fetch a twin of that piece instead of running ahead).
+const AHEAD: u64 = 16 * PIECE;
 
 /// Whether a file of `size` (the sync database's), of which `have` bytes are already in `%o`,
 /// is worth fetching from `sources` sources at once.
@@ -137,6 +146,7 @@ pub fn fetch(
             fetched: (0, Duration::ZERO),
             split: Split::default(),
             local: None,
+            no_room: false,
         }),
         changed: Condvar::new(),
         size,
@@ -150,7 +160,10 @@ pub fn fetch(
     });
     let unsupplied = {
         let state = shared.lock();
-        state.local.is_none() && !state.waiting.is_empty()
+        if state.no_room {
+            progress.note(|| "no room to hold pieces; one source at a time".to_owned());
+        }
+        state.local.is_none() && !state.no_room && !state.waiting.is_empty()
     };
     if let Some(fallback) = fallback.filter(|_| unsupplied) {
         progress.note(|| format!("{}: taking the pieces no peer could send", fallback.url));
@@ -219,6 +232,8 @@ struct State<'o> {
     split: Split,
     /// A local failure: everyone stops.
     local: Option<Error>,
+    /// The holding file could not take a piece: everyone stops, the prefix stays.
+    no_room: bool,
 }
 
 impl<'o> Shared<'o> {
@@ -233,7 +248,7 @@ impl<'o> Shared<'o> {
     fn work(&self, index: usize, source: &Source, progress: &Progress) {
         while let Some(piece) = self.take(index) {
             let wanted = || !self.lock().placed(piece.start);
-            match fetch_piece(source, piece.clone(), self.size, &wanted) {
+            match fetch_piece(source, piece.clone(), self.size, self.deadline, &wanted) {
                 Ok(Some(bytes)) => {
                     let record = Record {
                         source: index,
@@ -262,10 +277,14 @@ impl<'o> Shared<'o> {
     fn take(&self, index: usize) -> Option<std::ops::Range<u64>> {
         let mut state = self.lock();
         loop {
-            if state.local.is_some() || self.deadline.is_some_and(|d| Instant::now() >= d) {
+            if state.local.is_some()
+                || state.no_room
+                || self.deadline.is_some_and(|d| Instant::now() >= d)
+            {
                 return None;
             }
-            if let Some(piece) = state.waiting.pop_front() {
+            let window = state.out.len() + AHEAD;
+            if let Some(piece) = state.waiting.pop_front_if(|p| p.start < window) {
                 state.running.push(Running {
                     piece: piece.clone(),
                     by: index,
@@ -300,9 +319,17 @@ impl<'o> Shared<'o> {
             state.fetched.1 += since.elapsed();
         }
         if !state.placed(record.start) {
-            let result = state.place(record, bytes, credit);
-            if let Err(e) = result {
-                state.local.get_or_insert(e);
+            match state.place(record, bytes, credit) {
+                Ok(true) => {}
+                // No room to hold it: the split ends here, and what is in `%o` is a prefix the
+                // one-source-at-a-time path resumes.
+                Ok(false) => {
+                    state.no_room = true;
+                    state.give_back(record.start..record.end);
+                }
+                Err(e) => {
+                    state.local.get_or_insert(e);
+                }
             }
         }
         self.changed.notify_all();
@@ -315,7 +342,7 @@ impl<'o> Shared<'o> {
         state.stop_running(index, piece.start);
         let fetched = state.running.iter().any(|r| r.piece.start == piece.start);
         if !state.placed(piece.start) && !fetched {
-            state.waiting.push_front(piece.clone());
+            state.give_back(piece.clone());
         }
         if let Some(e) = failed {
             state.split.failed.push((index, e));
@@ -336,6 +363,12 @@ impl State<'_> {
     /// The piece starting at `start` is in the output or held.
     fn placed(&self, start: u64) -> bool {
         start < self.out.len() || self.held.contains_key(&start)
+    }
+
+    /// Puts `piece` back among those waiting, in order.
+    fn give_back(&mut self, piece: std::ops::Range<u64>) {
+        let at = self.waiting.partition_point(|p| p.start < piece.start);
+        self.waiting.insert(at, piece);
     }
 
     /// Source `index` no longer fetches the piece at `start`; returns since when it did.
@@ -366,13 +399,14 @@ impl State<'_> {
             .map(|r| r.piece.clone())
     }
 
-    fn place(&mut self, record: Record, bytes: &[u8], credit: Credit) -> Result<(), Error> {
+    /// Appends or holds the piece: false when there was no room to hold it (a full disk, say).
+    fn place(&mut self, record: Record, bytes: &[u8], credit: Credit) -> Result<bool, Error> {
         if record.start != self.out.len() {
-            self.holding
-                .write_all_at(bytes, record.start)
-                .map_err(|e| self.holding_error(e))?;
+            if self.holding.write_all_at(bytes, record.start).is_err() {
+                return Ok(false);
+            }
             self.held.insert(record.start, (record, credit));
-            return Ok(());
+            return Ok(true);
         }
         self.out.credit(credit);
         self.out.append(bytes)?;
@@ -386,8 +420,15 @@ impl State<'_> {
             self.out.credit(credit);
             self.out.append(&buf)?;
             self.split.records.push(next);
+            // Copied out: give the disk back (best effort; the file goes when the run ends).
+            let _ = nix::fcntl::fallocate(
+                &self.holding,
+                FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE,
+                next.start as i64,
+                buf.len() as i64,
+            );
         }
-        Ok(())
+        Ok(true)
     }
 
     fn holding_error(&self, source: io::Error) -> Error {
@@ -400,11 +441,12 @@ impl State<'_> {
 }
 
 /// Fetches one piece: a 206 for exactly its range, of exactly its length, no slower than the
-/// speed floor; `None` once it is no longer `wanted` (its twin arrived first).
+/// speed floor, by `deadline`; `None` once it is no longer `wanted` (its twin arrived first).
 fn fetch_piece(
     source: &Source,
     piece: std::ops::Range<u64>,
     size: u64,
+    deadline: Option<Instant>,
     wanted: &dyn Fn() -> bool,
 ) -> Result<Option<Vec<u8>>, Error> {
     let (url, limits) = (&source.url, source.limits);
@@ -454,6 +496,15 @@ fn fetch_piece(
         if !wanted() {
             return Ok(None);
         }
+        // A piece begun just before the end of the peers' time ends with it, however steadily
+        // it arrives.
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Error::Timeout {
+                url: url.clone(),
+                phase: "before the time given to peers was over",
+                limit: Duration::ZERO,
+            });
+        }
     }
     bytes.truncate(got);
     if bytes.len() as u64 != len {
@@ -478,6 +529,82 @@ mod tests {
         assert!(!worth_splitting(None, 0, 4));
         // What is left to fetch counts, not the whole.
         assert!(!worth_splitting(Some(SPLIT_ABOVE + 10), 11, 4));
+    }
+
+    /// A peer sending a piece steadily, just fast enough, cannot hold the run past the end of
+    /// the peers' time: the piece fails at the deadline. (The peer here would take 50 s.)
+    #[test]
+    fn a_piece_still_arriving_at_the_deadline_fails_then() {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut head = [0u8; 1024];
+            let _ = conn.read(&mut head);
+            let _ = conn.write_all(
+                b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes 0-999/1000\r\n\
+                  Content-Length: 1000\r\n\r\n",
+            );
+            for _ in 0..1000 {
+                if conn.write_all(b"x").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let source = Source {
+            url: format!("http://127.0.0.1:{port}/p"),
+            agent: Agent::new_with_defaults(),
+            credit: Credit::Mirror,
+            limits: Limits::default(),
+        };
+        let deadline = Some(Instant::now() + Duration::from_millis(300));
+        let got = fetch_piece(&source, 0..1000, 1000, deadline, &|| true);
+        assert!(matches!(got, Err(Error::Timeout { .. })), "{got:?}");
+        drop(source);
+        let _ = server.join();
+    }
+
+    /// No room in the holding file ends the split without failing it: the piece is not placed.
+    #[test]
+    fn a_holding_file_without_room_is_no_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut out = Output::open(&dir.path().join("f.part")).unwrap();
+        out.begin_at(0).unwrap();
+        std::fs::write(dir.path().join("ro"), b"").unwrap();
+        let mut state = State {
+            out: &mut out,
+            // Opened read-only: every write fails, as on a full disk.
+            holding: File::open(dir.path().join("ro")).unwrap(),
+            waiting: VecDeque::new(),
+            held: BTreeMap::new(),
+            running: Vec::new(),
+            fetched: (0, Duration::ZERO),
+            split: Split::default(),
+            local: None,
+            no_room: false,
+        };
+        let record = Record {
+            source: 0,
+            start: PIECE,
+            end: 2 * PIECE,
+            sha256: [0; 32],
+        };
+        let placed = state.place(record, &[1; 16], Credit::Mirror);
+        assert!(matches!(placed, Ok(false)));
+        assert!(!state.placed(PIECE));
+        // The piece at the front is appended whatever the holding file.
+        let front = Record {
+            start: 0,
+            end: 16,
+            ..record
+        };
+        assert!(matches!(
+            state.place(front, &[2; 16], Credit::Mirror),
+            Ok(true)
+        ));
+        assert_eq!(state.out.len(), 16);
     }
 
     #[test]
