@@ -18,7 +18,7 @@ use crate::{curl, fetch, median, timed};
 
 const DEFAULT_DAEMONS: usize = 250;
 const ROUNDS: usize = 30;
-const HITS: usize = 10;
+const HITS: usize = 40;
 
 pub fn run() {
     let n = std::env::var("PACSERVE_SCALE_DAEMONS")
