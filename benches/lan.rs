@@ -42,6 +42,8 @@ mod include_big;
 mod mirror_path;
 #[path = "lan/multi_source.rs"]
 mod multi_source;
+#[path = "lan/scale.rs"]
+mod scale;
 #[path = "lan/signed.rs"]
 mod signed;
 #[path = "lan/together.rs"]
@@ -97,7 +99,7 @@ fn main() {
         multi_source::run();
     }
     if wanted("scale") {
-        scale_50_daemons();
+        scale::run();
     }
     if wanted("pacman") {
         real_pacman();
@@ -491,31 +493,6 @@ fn daemon_concurrency_and_queries() {
         rss_kb(&daemon) as f64 / 1024.0
     );
     let _ = out;
-}
-
-/// The miss cost with 50 daemons answering on one LAN.
-fn scale_50_daemons() {
-    let lan = Lan::new(52, Family::Dual).expect("LAN");
-    let caches: Vec<_> = (0..50).map(|_| tempdir()).collect();
-    let _daemons: Vec<Daemon> = caches
-        .iter()
-        .enumerate()
-        .map(|(i, c)| Daemon::start(lan.host(i + 2), c.path(), &[]))
-        .collect();
-    let (mirror_root, memory, dir) = (tempdir(), tempdir(), tempdir());
-    fs::write(
-        mirror_root.path().join("miss-1-1-any.pkg.tar.zst"),
-        random_bytes(200_000, 2),
-    )
-    .unwrap();
-    let _mirror = Nginx::mirror_on(lan.host(52), mirror_root.path()).expect("nginx");
-    lan.wait_for_daemons(50);
-    let url = format!("http://{}:8080/miss-1-1-any.pkg.tar.zst", lan.ipv4(52));
-    let (first, o, t) = miss_against_curl(lan.host(1), memory.path(), dir.path(), &url, 30);
-    println!(
-        "scale, 50 daemons answering MISS: pacserve-fetch median {o:.1} ms vs curl {t:.1} ms: {:+.1} ms per file (first: {first:.1} ms)",
-        o - t
-    );
 }
 
 /// pacman installing 30 packages: pacserve-fetch with one peer holding them, versus curl as

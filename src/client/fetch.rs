@@ -20,7 +20,7 @@ use crate::client::output::dbcopy;
 use crate::client::output::lock::OutputLock;
 use crate::client::output::verify::{self, Expected};
 use crate::client::peers::budget::{self, Candidate, PeerPhase};
-use crate::client::peers::discovery::{self, Discovery, PeerAnswer, WaitEnded};
+use crate::client::peers::discovery::{self, Discovery, PeerAnswer};
 use crate::client::peers::explain;
 use crate::client::peers::memory;
 use crate::client::report;
@@ -729,7 +729,7 @@ fn peers_with(
     let expect = memory.expectation(now);
     let (answers, ended) = match discovery::ask_detailed(discovery, name, "", &expect) {
         Ok(asked) => {
-            memory.update(&expect, &asked.answers, now);
+            memory.update(&expect, &asked.answers, asked.ended, now);
             memory::store(memory);
             for why in &asked.skipped {
                 progress.note(|| why.clone());
@@ -744,8 +744,10 @@ fn peers_with(
             return Vec::new();
         }
     };
-    let waited = expect.wait.unwrap_or(discovery.wait).min(discovery.wait);
-    progress.note(|| describe_answers(&answers, waited, ended));
+    progress.note(|| {
+        let why = discovery::why_ended(ended, &expect, discovery.wait);
+        describe_answers(&answers, &why)
+    });
     let fits = |size: u64| match wanted {
         Fits::Size(Some(expected)) => size == expected,
         Fits::Size(None) => size > 0 && size >= have,
@@ -757,26 +759,11 @@ fn peers_with(
     })
 }
 
-fn describe_answers(
-    answers: &[PeerAnswer],
-    waited: std::time::Duration,
-    ended: WaitEnded,
-) -> String {
+fn describe_answers(answers: &[PeerAnswer], why: &str) -> String {
     let first = answers.first().map(|a| a.rtt);
     let answers = discovery::per_daemon(answers);
     let haves = answers.iter().filter(|a| a.http_addr().is_some()).count();
     let first = first.map(|rtt| format!(", first after {:.2} ms", rtt.as_secs_f64() * 1e3));
-    let why = match ended {
-        WaitEnded::Waited => format!("waited the whole {} ms", waited.as_millis()),
-        WaitEnded::FirstHave => format!(
-            "stopped early: a peer has it (waiting up to {} ms)",
-            waited.as_millis()
-        ),
-        WaitEnded::AllKnownAnswered => format!(
-            "stopped early: every daemon known from recent runs answered (waiting up to {} ms)",
-            waited.as_millis()
-        ),
-    };
     format!(
         "{} peers answered, {haves} have it{}; {why}",
         answers.len(),

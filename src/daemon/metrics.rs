@@ -52,6 +52,18 @@ fn series(stats: &Stats) -> Vec<(&'static str, Kind, &'static str, &AtomicU64)> 
             &stats.answered_miss,
         ),
         (
+            "quiet_unanswered",
+            Counter,
+            "QUIET queries for files not here: not answered.",
+            &stats.quiet_unanswered,
+        ),
+        (
+            "queries_repeated",
+            Counter,
+            "Copies of a query already answered in its newer version: dropped.",
+            &stats.repeated,
+        ),
+        (
             "queries_dropped",
             Counter,
             "Malformed datagrams dropped.",

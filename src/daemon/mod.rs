@@ -17,6 +17,7 @@
 
 pub mod agent;
 pub mod allow;
+pub mod answered;
 pub mod args;
 pub mod cache;
 pub mod cacheserver;

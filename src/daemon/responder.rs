@@ -2,9 +2,11 @@
 //!
 //! One thread per address family, each owning one socket bound to the discovery port. Every few
 //! seconds it joins the group on interfaces that have appeared since (a laptop joining Wi-Fi);
-//! the kernel drops memberships of interfaces that vanish. Each query gets exactly one answer,
-//! HAVE or MISS, sent to the query's source; anything the protocol module rejects is counted
-//! and dropped. A stream of queries of another protocol version is logged once per sender.
+//! the kernel drops memberships of interfaces that vanish. Each query gets at most one answer,
+//! HAVE or MISS, sent to the query's source: a copy of a query already handled (same nonce and
+//! source, no newer version; see [`Answered`]) is counted and dropped, and a QUIET query for a
+//! file that is not here gets none. Anything the protocol module rejects is counted and dropped.
+//! A stream of queries of another protocol version is logged once per sender.
 
 use std::collections::HashSet;
 use std::io;
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use crate::daemon::allow::Allowlist;
+use crate::daemon::answered::Answered;
 use crate::daemon::cache::Cache;
 use crate::daemon::claims::{self, Claims};
 use crate::daemon::growing::{Growing, Phase};
@@ -123,6 +126,7 @@ impl Responder {
         let mut next_join = Instant::now();
         let mut warned = Warned::default();
         let mut limit = RateLimit::new(PER_SOURCE, SOURCES_TRACKED, GLOBAL);
+        let mut answered = Answered::new();
         let mut buf = [0u8; 2048];
         let mut locals = Vec::new();
         loop {
@@ -163,11 +167,18 @@ impl Responder {
             if !claims::is_local(from.ip(), &locals) {
                 self.claims.heard_other();
             }
-            self.handle(&socket, &buf[..len], from, &mut warned);
+            self.handle(&socket, &buf[..len], from, &mut warned, &mut answered);
         }
     }
 
-    fn handle(&self, socket: &UdpSocket, datagram: &[u8], from: SocketAddr, warned: &mut Warned) {
+    fn handle(
+        &self,
+        socket: &UdpSocket,
+        datagram: &[u8],
+        from: SocketAddr,
+        warned: &mut Warned,
+        answered: &mut Answered,
+    ) {
         let query = match Query::decode(datagram) {
             Ok(query) => query,
             Err(Reject::UnknownVersion(version)) => {
@@ -188,13 +199,19 @@ impl Responder {
         };
         Stats::add(&self.stats.queries, 1);
         self.stats.heard(from.ip(), Some(query.version));
+        // The client's older copy of a query handled already: it would only repeat the answer
+        // (or, for a QUIET query, bring back the MISS it asked not to hear).
+        if !answered.first(query.nonce, from, query.version) {
+            Stats::add(&self.stats.repeated, 1);
+            return;
+        }
         if let Some(claimant) = query.claim {
             self.claims
                 .heard_claim(&query.file_name, claimant, query.version, from.ip());
         }
         let holding = self.holding(&query.file_name);
         if query.quiet && holding == Holding::Miss {
-            Stats::add(&self.stats.answered_miss, 1);
+            Stats::add(&self.stats.quiet_unanswered, 1);
             return;
         }
         match holding {

@@ -19,6 +19,10 @@ pub struct Stats {
     pub answered_miss: AtomicU64,
     pub dropped: AtomicU64,
     pub other_versions: AtomicU64,
+    /// Copies of a query already handled (same nonce and source, no newer version), dropped.
+    pub repeated: AtomicU64,
+    /// QUIET queries for files that are not here: not answered.
+    pub quiet_unanswered: AtomicU64,
     pub files_served: AtomicU64,
     pub bytes_served: AtomicU64,
     pub not_found: AtomicU64,
@@ -83,6 +87,8 @@ impl Default for Stats {
             answered_miss: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             other_versions: AtomicU64::new(0),
+            repeated: AtomicU64::new(0),
+            quiet_unanswered: AtomicU64::new(0),
             files_served: AtomicU64::new(0),
             bytes_served: AtomicU64::new(0),
             not_found: AtomicU64::new(0),
@@ -162,6 +168,11 @@ impl Stats {
             ("queries received", &self.queries),
             ("answered HAVE", &self.answered_have),
             ("answered MISS", &self.answered_miss),
+            ("not answered (QUIET, not here)", &self.quiet_unanswered),
+            (
+                "dropped (copies of a query answered in its newer version)",
+                &self.repeated,
+            ),
             ("dropped (malformed)", &self.dropped),
             ("dropped (other protocol versions)", &self.other_versions),
             ("files served", &self.files_served),

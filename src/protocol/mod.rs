@@ -8,8 +8,8 @@
 //! A client sends one UDP **query** to port 15678 of the IPv4 group `239.255.15.78` (TTL 1) and
 //! the IPv6 link-local group `ff02::15:678` (hop limit 1), on every up, multicast-capable,
 //! non-loopback interface, and by unicast to each configured static peer. Every daemon that
-//! receives it sends one **answer** by unicast to the query's source address and port. Nothing
-//! is ever announced unasked.
+//! receives it sends at most one **answer** by unicast to the query's source address and port
+//! (see One answer per query). Nothing is ever announced unasked.
 //!
 //! # Datagrams
 //! All integers are big-endian. Both kinds start with the same 6-byte header:
@@ -70,7 +70,7 @@
 //! - **uploads** (answer): how many files the daemon is sending right now (whole or growing);
 //!   a client prefers the least busy source.
 //! - **QUIET** (query flag): answer only HAVE, GROWING or CLAIMING, never MISS; for large LANs,
-//!   where two hundred MISS answers to every query cost more than they tell.
+//!   where two hundred MISS answers to every query cost more than they tell (see Large LANs).
 //!
 //! **Version 4** changes only how claims are settled, so that the hosts of a LAN upgrading
 //! together lead different files instead of one host leading every file and feeding everyone
@@ -98,6 +98,41 @@
 //! - MISS is answered so a client that knows how many daemons are alive can stop waiting as soon
 //!   as all of them have spoken, instead of paying its whole wait on every file no peer has.
 //!
+//! # One answer per query
+//! A client sends its query in its own version and, for older daemons, in version 1, with one
+//! nonce, its own first (see Versions). A daemon answers a query once per nonce *and* source
+//! (address and port), in the newest version it received: it remembers the last 256 queries it
+//! handled (nonce, source, version; per address family), drops a copy whose nonce and source it
+//! handled already in that version or a newer one, and counts it (`queries_repeated`). A copy in a
+//! newer version than the one handled is answered as before (it says more; the client keeps the
+//! newer answer), as are a version 4 daemon's CLAIMs, which go out in version 2 first. So a version
+//! 3 client gets one answer per daemon, not two, and the version 1 copy of a QUIET query does not
+//! bring back the MISS the QUIET copy asked not to hear: a QUIET query for a file that is not here
+//! is handled by saying nothing (counted as `quiet_unanswered`). The source is part of the key
+//! because every host of the LAN sees a multicast query's nonce: one that sends it from its own
+//! address silences nobody. The memory is a fixed ring: a flood of distinct nonces costs no memory,
+//! and at worst lets an older copy through, answered as daemons always did. No datagram changes:
+//! daemons before this rule answer every copy, and clients keep a daemon's newest answer either
+//! way.
+//!
+//! # Large LANs
+//! Where a client remembers at least 32 daemons from recent runs, it asks QUIET: holders answer,
+//! the others stay silent, so a query costs the LAN one answer per holder instead of one or two per
+//! daemon, and a miss no longer waits for the slowest of two hundred MISS answers. Without MISS
+//! answers it cannot stop when every daemon it knows has spoken; it stops after a holder answered
+//! and the others had as long again (as always), or else after twice the 90th percentile of the
+//! answers' round trips in its last loud (non-QUIET) query, at least 2 ms and at most its whole
+//! wait (waits and round trips count from when the last query went out). It asks loud again every
+//! 30 seconds, so that the daemons, their versions and their round trips stay known. A QUIET query
+//! also leaves out what nobody needed in that loud query: the version 1 copy when every daemon
+//! answered in version 3 or later (the Versions rule below sends it until every daemon is upgraded;
+//! as far as the client can tell, they are), and one address family when every daemon answered over
+//! the other (IPv4 first); on a LAN of one version and dual-stack hosts a QUIET query is one
+//! datagram per interface, where a loud one is four. Daemons too old for version 3 never see QUIET:
+//! while one answers, the version 1 copy goes along, and they answer it, with MISS too. One that
+//! appears between two loud queries, or a host reachable over the left-out family alone, is heard
+//! from at the next loud query.
+//!
 //! # Versions
 //! The version byte is checked before anything else. A daemon drops a query of a version it does
 //! not know but counts it by version and logs the sender once, so a mixed LAN is visible in the
@@ -105,9 +140,10 @@
 //! must keep the 6-byte header and the port; its clients send a v1 query alongside their own
 //! until every daemon is upgraded, and its daemons keep answering v1 queries with v1 answers.
 //!
-//! How 1 and 2 coexist: a v2 client sends a v2 query and a v1 query with the same nonce. A v1
-//! daemon answers the v1 query only; a v2 daemon answers each in its own version, and the client
-//! keeps a daemon's v2 answer over its v1 one. A v2 daemon answers a v1 query with HAVE or MISS
+//! How 1 and 2 coexist: a v2 client sends a v2 query and a v1 query with the same nonce, the v2
+//! one first. A v1 daemon answers the v1 query only; a v2 daemon answers each in its own
+//! version (one that answers once per query, above, the first copy only), and the client keeps
+//! a daemon's v2 answer over its v1 one. A v2 daemon answers a v1 query with HAVE or MISS
 //! only (GROWING and CLAIMING cannot be said in v1, so they become MISS), and a v1 client never
 //! sees anything it does not know. A v2 client understands v1 answers as they always were.
 

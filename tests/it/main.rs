@@ -57,6 +57,8 @@ mod daemon_http;
 mod http_attacks;
 // Hosts upgrading together: downloads in progress shared, claims, protocol versions mixed.
 mod lan_together;
+// Large LANs: one answer per query, QUIET queries once many daemons are known, and attacks on both.
+mod lan_scale;
 // A local user against the download agent: squatting, plans, shares, firewalls, crowding.
 mod local_attacks;
 // The prerequisite policy: a missing tool is a clean skip, counted at the end; MISSING under

@@ -168,6 +168,7 @@ mod tests {
             extra: Default::default(),
             rtt: Duration::from_millis(1),
             is_self: false,
+            version: 3,
         }
     }
 

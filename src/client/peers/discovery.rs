@@ -6,6 +6,14 @@
 //! the caller expects (those that answered last time, see [`crate::client::peers::memory`]) has answered.
 //! With no interface and no static peer there is nobody to ask, and nothing is waited for.
 //!
+//! On a large LAN the caller asks QUIET ([`Expectation::quiet`]): only daemons that have the
+//! file (or are fetching it) answer, so nobody can be counted off and, unless a holder answers,
+//! the wait ends after the shorter holders' wait the caller gives. Such a query goes without its
+//! version 1 copy, and over one address family, when the last loud query showed that every
+//! daemon heard the newer version over that family ([`Quiet`]).
+//!
+//! Waits and round trips count from when the last query went out.
+//!
 //! Answers are believed only from the link the query went out on or from a static peer (see
 //! [`crate::protocol::onlink`]), and kept one per daemon id *and* source address: another host
 //! answering first with a real daemon's id must not get the real answer dropped as a duplicate.
@@ -74,10 +82,12 @@ pub struct PeerAnswer {
     pub holding: Holding,
     /// What a version 3 daemon adds (the signature is there too, how busy it is).
     pub extra: Extra,
-    /// Time from sending the queries to this answer.
+    /// Time from the last query going out to this answer.
     pub rtt: Duration,
     /// The answer came from one of this machine's own addresses.
     pub is_self: bool,
+    /// The newest protocol version the daemon answered in (1 or 2: it cannot hear QUIET).
+    pub version: u8,
 }
 
 impl PeerAnswer {
@@ -100,6 +110,30 @@ pub struct Expectation {
     /// Daemons being avoided, by id and address: their answers are collected but end no wait,
     /// so an impostor answering first with a real daemon's id cannot cut the real one off.
     pub avoided: HashSet<([u8; 8], IpAddr)>,
+    /// Ask QUIET (daemons without the file stay silent); for a LAN of many daemons, whose MISS
+    /// answers cost more than they tell.
+    pub quiet: Option<Quiet>,
+}
+
+/// How a QUIET query is asked, from what the last loud one heard
+/// ([`crate::client::peers::memory`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quiet {
+    /// Unless a holder answers, stop this long after the query went out.
+    pub wait: Duration,
+    /// Send the version 1 copy too: a daemon answered lately that speaks nothing newer (and so
+    /// cannot hear QUIET, nor this query without it).
+    pub v1: bool,
+    /// Ask over this address family only: every daemon heard lately answered over it. None:
+    /// over both.
+    pub only: Option<Family>,
+}
+
+/// An address family, for [`Quiet::only`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
 }
 
 /// Asks for `file_name` and returns every answer (HAVE and MISS) in arrival order, one per
@@ -124,6 +158,8 @@ pub struct Asked {
     pub own_skipped: usize,
     /// What ended the wait for answers.
     pub ended: WaitEnded,
+    /// The query was QUIET: daemons without the file said nothing.
+    pub quiet: bool,
     /// Why interfaces that could have been asked were not, a sentence each.
     pub skipped: Vec<String>,
 }
@@ -139,6 +175,55 @@ pub enum WaitEnded {
     FirstHave,
     /// Every daemon that answered recent runs has answered this one.
     AllKnownAnswered,
+    /// Asked QUIET, and no holder answered within the holders' wait.
+    NoHolder,
+}
+
+/// Why a query's wait ended, as `-v` says it: `expect` as the query was asked, `wait` the
+/// caller's longest.
+pub fn why_ended(ended: WaitEnded, expect: &Expectation, wait: Duration) -> String {
+    let longest = expect.wait.unwrap_or(wait).min(wait);
+    let Some(quiet) = expect.quiet.map(|q| q.wait.min(longest)) else {
+        return match ended {
+            WaitEnded::Waited | WaitEnded::NoHolder => {
+                format!("waited the whole {} ms", longest.as_millis())
+            }
+            WaitEnded::FirstHave => format!(
+                "stopped early: a peer has it (waiting up to {} ms)",
+                longest.as_millis()
+            ),
+            WaitEnded::AllKnownAnswered => format!(
+                "stopped early: every daemon known from recent runs answered (waiting up to {} ms)",
+                longest.as_millis()
+            ),
+        };
+    };
+    let how = expect.quiet.map_or("", |q| match (q.only, q.v1) {
+        (Some(Family::V4), false) => " over IPv4 alone",
+        (Some(Family::V6), false) => " over IPv6 alone",
+        (None, false) => "",
+        (Some(Family::V4), true) => " over IPv4 alone, with a version 1 copy for older daemons",
+        (Some(Family::V6), true) => " over IPv6 alone, with a version 1 copy for older daemons",
+        (None, true) => " with a version 1 copy for older daemons",
+    });
+    let asked = format!(
+        "asked QUIET{how} ({} daemons known from recent runs: only holders answer)",
+        expect.daemons.len()
+    );
+    let holders = format!(
+        "{:.1} ms, twice the 90th percentile of the round trips when all were last asked, or {} ms at least",
+        quiet.as_secs_f64() * 1e3,
+        crate::client::peers::memory::HOLDER_WAIT_FLOOR.as_millis()
+    );
+    match ended {
+        WaitEnded::FirstHave => {
+            format!("{asked}; stopped early: a peer has it (waiting up to {holders})")
+        }
+        WaitEnded::NoHolder => format!("{asked}; no holder answered within {holders}"),
+        WaitEnded::Waited | WaitEnded::AllKnownAnswered => {
+            format!("{asked}; waited the whole {} ms", longest.as_millis())
+        }
+    }
 }
 
 /// [`ask`], also saying how many queries went out and how many own answers were dropped.
@@ -154,15 +239,21 @@ pub fn ask_detailed(
         file_name: file_name.to_owned(),
         arch: arch.to_owned(),
         claim: None,
-        quiet: false,
+        quiet: expect.quiet.is_some(),
     };
-    // Our version and, for daemons not yet upgraded, version 1 with the same nonce.
+    // Our version and, for daemons not yet upgraded, version 1 with the same nonce, in that
+    // order: a daemon that answered the first drops the copy (a QUIET one stays quiet). A
+    // QUIET query leaves the copy out when no such daemon answered lately.
     let v1 = Query {
         version: 1,
+        quiet: false,
         ..query.clone()
     };
-    let datagrams = [query.encode(), v1.encode()]
-        .into_iter()
+    let copies = match expect.quiet {
+        Some(Quiet { v1: false, .. }) => vec![query.clone()],
+        _ => vec![query.clone(), v1],
+    };
+    let datagrams = (copies.iter().map(Query::encode))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| {
             io::Error::new(
@@ -171,8 +262,12 @@ pub fn ask_detailed(
             )
         })?;
     let asker = Asker::open()?;
+    let only = expect.quiet.and_then(|q| q.only);
+    let (sent, links, skipped) = send_queries(config, &asker, &datagrams, only);
+    // Waits and round trips count from here: on a simulated LAN of hundreds of hosts the
+    // kernel's copying of a multicast datagram to every one of them can take milliseconds of
+    // the sending itself, which no daemon can answer before.
     let started = Instant::now();
-    let (sent, links, skipped) = send_queries(config, &asker, &datagrams);
     let mut own_skipped = 0;
     if sent == 0 {
         return Ok(Asked {
@@ -182,13 +277,12 @@ pub fn ask_detailed(
     }
     let locals: HashSet<IpAddr> = netif::local_addresses().into_iter().collect();
     let deadline = started + expect.wait.unwrap_or(config.wait).min(config.wait);
-    let mut outstanding = expect.daemons.clone();
+    let mut ending = Ending::new(started, deadline, expect);
     let mut answers: Vec<PeerAnswer> = Vec::new();
     // (daemon id, source) → index in `answers` and the version of the answer kept there.
     let mut seen: HashMap<([u8; 8], IpAddr), (usize, u8)> = HashMap::new();
-    let mut stop_at = deadline;
-    let mut ended = WaitEnded::Waited;
-    while let Some(left) = stop_at
+    while let Some(left) = ending
+        .stop_at
         .checked_duration_since(Instant::now())
         .filter(|d| !d.is_zero())
     {
@@ -200,23 +294,29 @@ pub fn ask_detailed(
                 continue;
             }
             if let Some(&(at, version)) = seen.get(&(answer.daemon_id, from.ip())) {
-                // A newer daemon answers both our queries: its newer answer says more.
+                // A daemon older than one answer per query answers both our queries: its newer
+                // answer says more.
                 if answer.version > version {
-                    answers[at].holding = answer.holding;
-                    answers[at].extra = answer.extra;
+                    if let Some(kept) = answers.get_mut(at) {
+                        kept.holding = answer.holding;
+                        kept.extra = answer.extra;
+                        kept.version = answer.version;
+                    }
                     seen.insert((answer.daemon_id, from.ip()), (at, answer.version));
                 }
+                continue;
+            }
+            let is_self = locals.contains(&from.ip());
+            if is_self && !config.include_self {
+                // Remembered as seen, at no index: its newer answer must not land on another's.
+                seen.insert((answer.daemon_id, from.ip()), (usize::MAX, answer.version));
+                own_skipped += 1;
                 continue;
             }
             seen.insert(
                 (answer.daemon_id, from.ip()),
                 (answers.len(), answer.version),
             );
-            let is_self = locals.contains(&from.ip());
-            if is_self && !config.include_self {
-                own_skipped += 1;
-                continue;
-            }
             let rtt = started.elapsed();
             let counts = !expect.avoided.contains(&(answer.daemon_id, from.ip()));
             if counts
@@ -225,11 +325,7 @@ pub fn ask_detailed(
                     a.http_addr().is_some() && !expect.avoided.contains(&(a.daemon_id, a.from.ip()))
                 })
             {
-                // First HAVE: give slower peers as long again to offer themselves as fallbacks.
-                let at = Instant::now() + rtt + Duration::from_millis(1);
-                if at < stop_at {
-                    (stop_at, ended) = (at, WaitEnded::FirstHave);
-                }
+                ending.first_have(Instant::now(), rtt);
             }
             answers.push(PeerAnswer {
                 from,
@@ -238,13 +334,10 @@ pub fn ask_detailed(
                 extra: answer.extra,
                 rtt,
                 is_self,
+                version: answer.version,
             });
-            if counts && outstanding.remove(&answer.daemon_id) && outstanding.is_empty() {
-                // Everyone we know of has spoken; a newcomer as fast as they were has too.
-                let at = Instant::now() + Duration::from_millis(1);
-                if at < stop_at {
-                    (stop_at, ended) = (at, WaitEnded::AllKnownAnswered);
-                }
+            if counts {
+                ending.answered(Instant::now(), &answer.daemon_id);
             }
         }
     }
@@ -252,9 +345,70 @@ pub fn ask_detailed(
         answers,
         sent,
         own_skipped,
-        ended,
+        ended: ending.ended,
+        quiet: expect.quiet.is_some(),
         skipped,
     })
+}
+
+/// When to stop listening, and why: the end rules of the module doc, kept apart from the
+/// sockets so that they can be tested alone.
+#[derive(Debug, Clone)]
+struct Ending {
+    stop_at: Instant,
+    /// The caller's longest wait: nothing goes past it.
+    deadline: Instant,
+    ended: WaitEnded,
+    /// Expected daemons not heard yet (none for a QUIET query: the missers stay silent).
+    outstanding: HashSet<[u8; 8]>,
+}
+
+impl Ending {
+    fn new(started: Instant, deadline: Instant, expect: &Expectation) -> Ending {
+        match expect.quiet {
+            // Asked QUIET: the expected daemons that lack the file will not answer; a holder
+            // answers as fast as anyone, so wait the holders' wait.
+            Some(quiet) if started + quiet.wait < deadline => Ending {
+                stop_at: started + quiet.wait,
+                deadline,
+                ended: WaitEnded::NoHolder,
+                outstanding: HashSet::new(),
+            },
+            Some(_) => Ending {
+                stop_at: deadline,
+                deadline,
+                ended: WaitEnded::Waited,
+                outstanding: HashSet::new(),
+            },
+            None => Ending {
+                stop_at: deadline,
+                deadline,
+                ended: WaitEnded::Waited,
+                outstanding: expect.daemons.clone(),
+            },
+        }
+    }
+
+    /// The first (not avoided) HAVE or GROWING arrived at `now`, `rtt` after the query: give
+    /// slower peers as long again to offer themselves as fallbacks. Under QUIET that may be
+    /// longer than the holders' wait, which was for the first holder; never past the deadline.
+    fn first_have(&mut self, now: Instant, rtt: Duration) {
+        let at = (now + rtt + Duration::from_millis(1)).min(self.deadline);
+        if at < self.stop_at || self.ended == WaitEnded::NoHolder {
+            (self.stop_at, self.ended) = (at, WaitEnded::FirstHave);
+        }
+    }
+
+    /// A (not avoided) daemon answered at `now`.
+    fn answered(&mut self, now: Instant, id: &[u8; 8]) {
+        if self.outstanding.remove(id) && self.outstanding.is_empty() {
+            // Everyone we know of has spoken; a newcomer as fast as they were has too.
+            let at = now + Duration::from_millis(1);
+            if at < self.stop_at {
+                (self.stop_at, self.ended) = (at, WaitEnded::AllKnownAnswered);
+            }
+        }
+    }
 }
 
 fn nonce() -> io::Result<[u8; 8]> {
@@ -269,14 +423,23 @@ fn send_queries(
     config: &Discovery,
     asker: &Asker,
     datagrams: &[Vec<u8>],
+    only: Option<Family>,
 ) -> (usize, Links, Vec<String>) {
     let Chosen {
-        interfaces,
+        mut interfaces,
         skipped,
     } = match config.multicast {
         true => networks::choose(&config.interfaces, &config.networks),
         false => Chosen::default(),
     };
+    // One family only (a QUIET query where it reached everyone), if the interface has it.
+    for iface in &mut interfaces {
+        match only {
+            Some(Family::V4) if !iface.ipv4.is_empty() => iface.has_ipv6 = false,
+            Some(Family::V6) if iface.has_ipv6 => iface.ipv4.clear(),
+            _ => {}
+        }
+    }
     let peers: Vec<SocketAddr> = (config.static_peers.iter())
         .flat_map(|peer| resolve_peer(peer, config.port))
         .collect();
@@ -391,4 +554,98 @@ pub fn render_peers(answers: &[PeerAnswer], waited: Duration) -> String {
     let daemons = daemons(answers.len());
     let _ = writeln!(out, "{daemons} answered within {} ms", waited.as_millis());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn expecting(ids: &[u8], quiet: Option<Duration>) -> Expectation {
+        Expectation {
+            daemons: ids.iter().map(|&i| [i; 8]).collect(),
+            quiet: quiet.map(|wait| Quiet {
+                wait,
+                v1: false,
+                only: None,
+            }),
+            ..Expectation::default()
+        }
+    }
+
+    #[test]
+    fn a_loud_query_ends_when_every_known_daemon_answered() {
+        let t0 = Instant::now();
+        let mut e = Ending::new(t0, t0 + ms(100), &expecting(&[1, 2], None));
+        assert_eq!((e.stop_at, e.ended), (t0 + ms(100), WaitEnded::Waited));
+        e.answered(t0 + ms(1), &[1; 8]);
+        e.answered(t0 + ms(1), &[9; 8]);
+        assert_eq!(e.ended, WaitEnded::Waited, "a newcomer is no known daemon");
+        e.answered(t0 + ms(2), &[2; 8]);
+        assert_eq!(
+            (e.stop_at, e.ended),
+            (t0 + ms(3), WaitEnded::AllKnownAnswered)
+        );
+    }
+
+    #[test]
+    fn a_quiet_query_ends_after_the_holders_wait_unless_a_holder_answers() {
+        let t0 = Instant::now();
+        let known: Vec<u8> = (1..=40).collect();
+        let quiet = expecting(&known, Some(ms(3)));
+        // Nobody answers: the holders' wait, not the whole one.
+        let e = Ending::new(t0, t0 + ms(100), &quiet);
+        assert_eq!((e.stop_at, e.ended), (t0 + ms(3), WaitEnded::NoHolder));
+        // Known daemons that do answer (holders, or an old daemon's v1 MISS) end nothing early.
+        let mut e = Ending::new(t0, t0 + ms(100), &quiet);
+        for id in &known {
+            e.answered(t0 + ms(1), &[*id; 8]);
+        }
+        assert_eq!((e.stop_at, e.ended), (t0 + ms(3), WaitEnded::NoHolder));
+        // A holder after 2 ms: the others get as long again, past the holders' wait…
+        e.first_have(t0 + ms(2), ms(2));
+        assert_eq!((e.stop_at, e.ended), (t0 + ms(5), WaitEnded::FirstHave));
+        // …but never past the whole wait.
+        let mut e = Ending::new(t0, t0 + ms(4), &quiet);
+        e.first_have(t0 + ms(2), ms(2));
+        assert_eq!((e.stop_at, e.ended), (t0 + ms(4), WaitEnded::FirstHave));
+        // A holders' wait as long as the whole wait is the whole wait.
+        let e = Ending::new(t0, t0 + ms(3), &quiet);
+        assert_eq!((e.stop_at, e.ended), (t0 + ms(3), WaitEnded::Waited));
+    }
+
+    #[test]
+    fn verbose_output_says_a_query_was_quiet_and_why_it_ended() {
+        let loud = expecting(&[1, 2], None);
+        assert_eq!(
+            why_ended(WaitEnded::AllKnownAnswered, &loud, ms(100)),
+            "stopped early: every daemon known from recent runs answered (waiting up to 100 ms)"
+        );
+        let quiet = expecting(&(1..=40).collect::<Vec<u8>>(), Some(ms(3)));
+        let none = why_ended(WaitEnded::NoHolder, &quiet, ms(100));
+        assert_eq!(
+            none,
+            "asked QUIET (40 daemons known from recent runs: only holders answer); no holder \
+             answered within 3.0 ms, twice the 90th percentile of the round trips when all were \
+             last asked, or 2 ms at least"
+        );
+        let mut over_v4 = quiet.clone();
+        over_v4.quiet = over_v4.quiet.map(|q| Quiet {
+            only: Some(Family::V4),
+            ..q
+        });
+        assert!(
+            why_ended(WaitEnded::NoHolder, &over_v4, ms(100))
+                .starts_with("asked QUIET over IPv4 alone (40 daemons"),
+        );
+        let found = why_ended(WaitEnded::FirstHave, &quiet, ms(100));
+        assert!(
+            found.starts_with("asked QUIET (40 daemons")
+                && found.contains("stopped early: a peer has it"),
+            "{found}"
+        );
+    }
 }

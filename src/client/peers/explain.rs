@@ -47,6 +47,10 @@ pub fn nobody_answered(asked: &Asked, discovery: &Discovery) -> Option<String> {
     if asked.sent == 0 {
         return Some(nobody_to_ask(discovery));
     }
+    if asked.quiet && asked.own_skipped == 0 {
+        // Asked QUIET: silence is the answer of daemons without the file, and `-v` says so.
+        return None;
+    }
     Some(match asked.own_skipped {
         0 => "no daemon answered".to_owned(),
         _ => "only this host's own daemon answered, and it is skipped: pacman has already looked \
@@ -118,5 +122,11 @@ mod tests {
             ..Asked::default()
         };
         assert!(nobody_answered(&own, &d).unwrap().contains("own daemon"));
+        let quiet = Asked {
+            sent: 1,
+            quiet: true,
+            ..Asked::default()
+        };
+        assert_eq!(nobody_answered(&quiet, &d), None, "silence was asked for");
     }
 }
