@@ -20,9 +20,10 @@ use crate::client::output::dbcopy;
 use crate::client::output::lock::OutputLock;
 use crate::client::output::verify::{self, Expected};
 use crate::client::peers::budget::{self, Candidate, PeerPhase};
-use crate::client::peers::discovery::{self, Discovery, PeerAnswer};
+use crate::client::peers::discovery::Discovery;
 use crate::client::peers::explain;
 use crate::client::peers::memory;
+use crate::client::peers::{candidates, several};
 use crate::client::report;
 use crate::client::signature;
 use crate::client::terminal::progress::{Progress, Source};
@@ -31,7 +32,7 @@ use crate::client::transfer::limits::Limits;
 use crate::client::transfer::pieces;
 use crate::client::transfer::{self, Delivered, Want};
 use crate::pacman;
-use crate::pacman::gpg::{MAX_SIGNATURE, Verifier};
+use crate::pacman::gpg::Verifier;
 use crate::pacman::name::{self, FileKind};
 use crate::pacman::syncdb;
 use crate::protocol::peerhttp;
@@ -275,15 +276,15 @@ fn fetch_locked(
     let peers = match asking {
         Some(discovery) => {
             let size = match kind {
-                FileKind::PackageSignature => Fits::Signature,
-                _ => Fits::Size(want.size),
+                FileKind::PackageSignature => candidates::Fits::Signature,
+                _ => candidates::Fits::Size(want.size),
             };
             // A big file may come from more peers at once than are tried one after another.
             let most = match pieces::worth_splitting(want.size, out.len(), pieces::MAX_SOURCES) {
                 true => pieces::MAX_SOURCES,
                 false => budget::MAX_PEERS_PER_FILE,
             };
-            peers_with(
+            candidates::peers_with(
                 discovery,
                 name,
                 out.len(),
@@ -317,11 +318,11 @@ fn fetch_locked(
     {
         let fallback = (!settings.peers_only).then_some((url, settings.limits));
         let sources = &whole[..whole.len().min(pieces::MAX_SOURCES)];
-        let result = several(
+        let result = several::fetch(
             (name, size),
             sources,
             fallback,
-            settings,
+            &settings.user_agent,
             &mut out,
             limits,
             progress,
@@ -423,7 +424,7 @@ fn fetch_locked(
                         }
                     }
                     let mut credits = out.take_credits();
-                    name_liars(split.as_ref(), &out, &mut credits, &mut memory, progress);
+                    several::name_liars(split.as_ref(), &out, &mut credits, &mut memory, progress);
                     return Ok(Report {
                         source: peer_url,
                         delivered,
@@ -485,7 +486,7 @@ fn fetch_locked(
     };
     let mut result = mirror_verified(&mirror, url, &mut out, &want, &check, progress);
     match &mut result {
-        Ok(report) => name_liars(
+        Ok(report) => several::name_liars(
             split.as_ref(),
             &out,
             &mut report.credits,
@@ -499,103 +500,6 @@ fn fetch_locked(
         Err(_) => {}
     }
     result
-}
-
-/// A big file (its name and size) from several `sources` at once ([`pieces`]); `fallback` is the
-/// mirror's URL and limits, for pieces no peer could send.
-fn several(
-    (name, size): (&str, u64),
-    sources: &[Candidate],
-    fallback: Option<(&str, Limits)>,
-    settings: &Settings,
-    out: &mut Output,
-    limits: Limits,
-    progress: &mut Progress,
-) -> Result<pieces::Split, Error> {
-    let sources: Vec<pieces::Source> = sources
-        .iter()
-        .map(|peer| pieces::Source {
-            url: peerhttp::url(peer.http, name),
-            agent: transfer::peer_agent(limits, &settings.user_agent, peer.http),
-            credit: Credit::Peer(peer.http.ip(), peer.daemon_id),
-            limits,
-        })
-        .collect();
-    let http = |url: &&str| {
-        url.split_once("://")
-            .is_some_and(|(s, _)| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"))
-    };
-    let fallback = fallback
-        .filter(|(url, _)| http(url))
-        .map(|(url, limits)| pieces::Source {
-            url: url.to_owned(),
-            agent: transfer::mirror_agent(limits, &settings.user_agent),
-            credit: Credit::Mirror,
-            limits,
-        });
-    progress.source(name, Source::Peer);
-    progress.note(|| {
-        let urls: Vec<&str> = sources.iter().map(|s| s.url.as_str()).collect();
-        format!(
-            "{name}: from {} peers at once: {}",
-            urls.len(),
-            urls.join(", ")
-        )
-    });
-    progress.start(name, "LAN peers", Some(size), out.len());
-    let result = pieces::fetch(&sources, fallback.as_ref(), out, size, limits, progress);
-    progress.finish();
-    result
-}
-
-/// After a file from several sources was wrong, the file that then verified says which pieces
-/// were wrong: their senders are named, blamed in the report and avoided like any peer that
-/// sent a bad file.
-fn name_liars(
-    split: Option<&(Vec<pieces::Record>, &[Candidate])>,
-    out: &Output,
-    credits: &mut Credits,
-    memory: &mut memory::Memory,
-    progress: &Progress,
-) {
-    let Some((records, sources)) = split.filter(|(records, _)| !records.is_empty()) else {
-        return;
-    };
-    let wrong = match pieces::disagreeing(records, out.path()) {
-        Ok(wrong) => wrong,
-        Err(e) => {
-            progress.warn(|| {
-                format!(
-                    "{}: cannot read it back to find who sent wrong bytes: {e}",
-                    out.path().display()
-                )
-            });
-            return;
-        }
-    };
-    let mut named: Vec<(Candidate, usize, u64)> = Vec::new();
-    for record in wrong {
-        let Some(peer) = sources.get(record.source) else {
-            continue;
-        };
-        match named.iter_mut().find(|(p, _, _)| p == peer) {
-            Some((_, pieces, _)) => *pieces += 1,
-            None => named.push((*peer, 1, record.start)),
-        }
-    }
-    for (peer, pieces, first) in &named {
-        progress.warn(|| {
-            format!(
-                "{}: sent wrong bytes ({pieces} pieces, the first at byte {first}); avoiding it",
-                peer.http
-            )
-        });
-        credits.blame(peer.http.ip());
-        memory.failed(peer.blame(), memory::now_secs());
-    }
-    if !named.is_empty() {
-        memory::store(memory);
-    }
 }
 
 /// The mirror pacman named, and the sync database's verdict on the result.
@@ -702,71 +606,4 @@ fn mismatch(out: &Output, check: &Check) -> Result<Option<String>, Error> {
         action: "read back",
         source,
     })
-}
-
-/// The peers to try for `name` (see [`budget::choose`]), in the order they answered, keeping
-/// only sizes that can be the file: the sync database's size when known, else at least what we
-/// already have. A discovery failure is not fatal: the mirror remains.
-/// What size an answer must announce to be the file.
-#[derive(Clone, Copy)]
-enum Fits {
-    /// The sync database's size, when it gives one.
-    Size(Option<u64>),
-    /// A signature: at most what pacman takes.
-    Signature,
-}
-
-fn peers_with(
-    discovery: &Discovery,
-    name: &str,
-    have: u64,
-    wanted: Fits,
-    most: usize,
-    memory: &mut memory::Memory,
-    progress: &Progress,
-) -> Vec<Candidate> {
-    let now = memory::now_secs();
-    let expect = memory.expectation(now);
-    let (answers, ended) = match discovery::ask_detailed(discovery, name, "", &expect) {
-        Ok(asked) => {
-            memory.update(&expect, &asked.answers, asked.ended, now);
-            memory::store(memory);
-            for why in &asked.skipped {
-                progress.note(|| why.clone());
-            }
-            if let Some(why) = explain::nobody_answered(&asked, discovery) {
-                progress.note(|| why);
-            }
-            (asked.answers, asked.ended)
-        }
-        Err(e) => {
-            progress.note(|| format!("asking peers failed ({e}); using the mirror"));
-            return Vec::new();
-        }
-    };
-    progress.note(|| {
-        let why = discovery::why_ended(ended, &expect, discovery.wait);
-        describe_answers(&answers, &why)
-    });
-    let fits = |size: u64| match wanted {
-        Fits::Size(Some(expected)) => size == expected,
-        Fits::Size(None) => size > 0 && size >= have,
-        Fits::Signature => size > 0 && size <= MAX_SIGNATURE as u64,
-    };
-    let avoided = |c: &Candidate| memory.avoided(&c.blame(), now);
-    budget::choose(&answers, most, fits, avoided, |a, why| {
-        progress.note(|| format!("{}: {why}", a.from))
-    })
-}
-
-fn describe_answers(answers: &[PeerAnswer], why: &str) -> String {
-    let first = answers.first().map(|a| a.rtt);
-    let answers = discovery::per_daemon(answers);
-    let haves = answers.iter().filter(|a| a.http_addr().is_some()).count();
-    let first = first.map(|rtt| format!(", first after {:.2} ms", rtt.as_secs_f64() * 1e3));
-    format!(
-        "{} peers answered, {haves} have it{}; {why}",
-        answers.len(),
-        first.unwrap_or_default(),
-    )
 }
