@@ -57,6 +57,9 @@ mod daemon_http;
 mod http_attacks;
 // Hosts upgrading together: downloads in progress shared, claims, protocol versions mixed.
 mod lan_together;
+// The real older releases (protocol versions 1 to 3, built from git history) with this one.
+mod lan_versions;
+mod oldbuilds;
 // A local user against the download agent: squatting, plans, shares, firewalls, crowding.
 mod local_attacks;
 // The prerequisite policy: a missing tool is a clean skip, counted at the end; MISSING under
