@@ -59,6 +59,9 @@ mod http_attacks;
 mod lan_together;
 // Large LANs: one answer per query, QUIET queries once many daemons are known, and attacks on both.
 mod lan_scale;
+// The real older releases (protocol versions 1 to 3, built from git history) with this one.
+mod lan_versions;
+mod oldbuilds;
 // A local user against the download agent: squatting, plans, shares, firewalls, crowding.
 mod local_attacks;
 // The prerequisite policy: a missing tool is a clean skip, counted at the end; MISSING under

@@ -4,7 +4,7 @@
 //! test binary again in a private mount namespace with `/dev/null` mounted over the tool, so
 //! every use of it is seen, guarded or not.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::util::{is_root, require, require_tools, run};
@@ -25,7 +25,15 @@ fn copies_of(tool: &str) -> Vec<PathBuf> {
 /// Runs `tests` of this binary (exact names) on a machine without `tools`.
 fn without(tools: &[&str], tests: &[&str], require_mode: bool) -> Output {
     let masks: Vec<PathBuf> = tools.iter().flat_map(|tool| copies_of(tool)).collect();
-    let script = "for t in $MASKS; do mount --bind /dev/null \"$t\" || exit 99; done; exec \"$@\"";
+    masked(&masks, tests, require_mode)
+}
+
+/// Runs `tests` of this binary (exact names) with each of `masks` hidden: a file replaced by
+/// `/dev/null`, a directory by an empty one.
+fn masked(masks: &[PathBuf], tests: &[&str], require_mode: bool) -> Output {
+    let script = "for t in $MASKS; do \
+                  if [ -d \"$t\" ]; then mount -t tmpfs none \"$t\"; else mount --bind /dev/null \"$t\"; fi \
+                  || exit 99; done; exec \"$@\"";
     let mut cmd = Command::new("unshare");
     cmd.args(["-m", "--propagation", "private", "sh", "-c", script, "sh"])
         .arg(std::env::current_exe().expect("this test binary"))
@@ -133,4 +141,65 @@ fn without_curl_and_python3_the_http_tests_skip() {
         stderr.contains("pacserve tests: 4 tests SKIPPED"),
         "{stderr}"
     );
+}
+
+#[test]
+fn without_git_history_the_old_release_tests_skip() {
+    // What those tests need before they look for the history (git itself included).
+    if !require(is_root(), "a private mount namespace needs root")
+        || !require_tools(&[
+            "unshare",
+            "mount",
+            "ip",
+            "nginx",
+            "tc",
+            "cp",
+            "pacman",
+            "repo-add",
+            "bsdtar",
+            "zstd",
+            "gpg",
+            "gpgconf",
+            "pacman-key",
+            "git",
+        ])
+    {
+        return;
+    }
+    // A release tarball: the source without its .git (a directory in a clone, a file in a
+    // worktree).
+    let git = Path::new(env!("CARGO_MANIFEST_DIR")).join(".git");
+    let tests = [
+        "lan_versions::every_release_installs_from_every_other_on_one_lan",
+        "lan_versions::two_current_daemons_and_a_version_2_daemon_share_the_files_they_fetch_at_once",
+    ];
+    let reason = "has none (a release tarball?)";
+    let out = masked(std::slice::from_ref(&git), &tests, false);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for test in tests {
+        assert!(
+            stderr.contains(&format!("SKIPPED ({test}): older releases are built from")),
+            "{test}: {stderr}"
+        );
+    }
+    assert!(stderr.contains(reason), "{stderr}");
+    assert!(
+        stderr.contains("pacserve tests: 2 tests SKIPPED"),
+        "{stderr}"
+    );
+
+    let out = masked(std::slice::from_ref(&git), &tests, true);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let missing: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("MISSING ("))
+        .collect();
+    assert_eq!(missing.len(), 2, "{stderr}");
+    assert!(missing.iter().all(|l| l.contains(reason)), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
