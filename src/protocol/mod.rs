@@ -80,9 +80,11 @@
 //! (answered CLAIMING in version 4, or heard as a version 4 CLAIM query) speaks version 4, the
 //! file goes to the claimant with the highest **rank**: the first 8 bytes of SHA-256(file name
 //! ‖ daemon id), big-endian (rendezvous hashing: each file to a different host, the same host
-//! on every host's reckoning, with nothing exchanged but the claims). When any claimant speaks
-//! only an older version, the older rule holds for that file (the lowest daemon id leads),
-//! which every daemon computes alike. A claimant deferred to that does not start within the
+//! on every host's reckoning, with nothing exchanged but the claims). An older claimant leads by
+//! the older rule (the lowest daemon id) when its id is the lowest of all claimants, and then
+//! everyone defers to it; otherwise the rank settles the file among the version 4 claimants, and
+//! the older ones, deferring to a lower id, follow whichever copy starts. So two version 4
+//! daemons agree whether or not each heard an older claim in time. A claimant deferred to that does not start within the
 //! defer limit is not deferred to again for a while (a host claiming every file and fetching
 //! none costs one wait, not one per file). A daemon following a copy prefers, among the copies at
 //! least half as far along as the furthest, the one whose daemon sends the fewest uploads.

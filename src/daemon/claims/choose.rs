@@ -12,19 +12,25 @@ use crate::protocol;
 const NEAR_ENOUGH: u64 = 4 << 20;
 
 /// Whether this daemon (`me`) should leave `name` to another of `claimants` (id, speaks
-/// version 4): when every claimant speaks version 4, to one of higher
-/// [`protocol::claim_rank`] for this file (ids breaking a tie); else to a lower id, the rule of
-/// older daemons, which they compute too.
+/// version 4): to an older claimant whose id is the lowest of all, since by the older rule it
+/// leads; else to a version 4 claimant of higher [`protocol::claim_rank`] for this file (ids
+/// breaking a tie). Other older claimants defer to a lower id by their own rule and follow
+/// whichever copy starts. (Two version 4 daemons, one of which heard an older claim in time and
+/// one not, so agree on the leader unless that older claimant leads anyway.)
 pub fn defers(name: &str, me: [u8; 8], claimants: &[([u8; 8], bool)]) -> bool {
-    let others = claimants.iter().filter(|(id, _)| *id != me);
-    if claimants.iter().all(|&(_, ranked)| ranked) {
-        let mine = (protocol::claim_rank(name, &me), me);
-        others
-            .map(|(id, _)| (protocol::claim_rank(name, id), *id))
-            .any(|theirs| theirs > mine)
-    } else {
-        others.into_iter().any(|(id, _)| *id < me)
+    let lowest = claimants.iter().map(|(id, _)| *id).chain([me]).min();
+    let older_leads = claimants
+        .iter()
+        .any(|&(id, ranked)| !ranked && id != me && Some(id) == lowest);
+    if older_leads {
+        return true;
     }
+    let mine = (protocol::claim_rank(name, &me), me);
+    claimants
+        .iter()
+        .filter(|&&(id, ranked)| ranked && id != me)
+        .map(|(id, _)| (protocol::claim_rank(name, id), *id))
+        .any(|theirs| theirs > mine)
 }
 
 /// A copy of the file another daemon offered (HAVE: `landed` is `u64::MAX`).
@@ -79,16 +85,37 @@ mod tests {
     }
 
     #[test]
-    fn one_older_claimant_brings_back_the_lowest_id_rule() {
-        // Daemons 1 and 3 speak version 4, daemon 2 an older one (which defers to the lowest id
-        // by its own code): 1 leads, 3 defers, whatever the ranks say.
+    fn an_older_claimant_leads_only_with_the_lowest_id_of_all() {
         let name = "a-1-1-any.pkg.tar.zst";
-        for me in [1u8, 3] {
+        // Daemon 1 speaks an older version and has the lowest id: it leads by its own rule, so
+        // version 4 daemons 2 and 3 defer to it.
+        for me in [2u8, 3] {
             let others: Vec<([u8; 8], bool)> = (1..=3u8)
                 .filter(|&o| o != me)
-                .map(|o| ([o; 8], o != 2))
+                .map(|o| ([o; 8], o != 1))
                 .collect();
-            assert_eq!(defers(name, [me; 8], &others), me != 1, "daemon {me}");
+            assert!(defers(name, [me; 8], &others), "daemon {me}");
+        }
+        // The older daemon's id is not the lowest: rank settles it between the version 4
+        // daemons, whether or not each heard the older claim in time (the bug: one used rank,
+        // the other the lowest-id rule, and both led).
+        let (a, b, older) = ([9u8; 8], [1u8; 8], [5u8; 8]);
+        let rank_a = (protocol::claim_rank(name, &a), a);
+        let rank_b = (protocol::claim_rank(name, &b), b);
+        let (high, low) = if rank_a > rank_b { (a, b) } else { (b, a) };
+        for heard_older in [false, true] {
+            let with = |other: [u8; 8]| {
+                let mut c = vec![(other, true)];
+                if heard_older {
+                    c.push((older, false));
+                }
+                c
+            };
+            assert!(
+                !defers(name, high, &with(low)),
+                "heard older: {heard_older}"
+            );
+            assert!(defers(name, low, &with(high)), "heard older: {heard_older}");
         }
     }
 
