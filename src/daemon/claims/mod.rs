@@ -34,9 +34,6 @@ use choose::{Copy, least_busy};
 
 /// The longest a claim waits for the LAN's answers.
 pub const WINDOW: Duration = Duration::from_millis(30);
-/// ... unless hardly any daemon has answered: then up to this long for half of those known, or
-/// the first (see [`Claims::ask`]).
-pub const LATE_WINDOW: Duration = Duration::from_millis(400);
 /// How long a deferring daemon waits for the lower claimant to start its download: paid only
 /// when that daemon fails to start, and long enough for a busy host (16 hosts upgrading at
 /// once on two cores lost claims at 0.6 s).
@@ -286,13 +283,7 @@ impl Claims {
         }
         let mut claimants = heard.claimants;
         claimants.extend(self.heard_claims(name));
-        // Late to hear, late to be heard: the others counted claims without ours, so ours
-        // must not win by rank; it follows whichever of them leads.
-        let defers = match heard.late {
-            true => claimants.iter().any(|c| c.id != self.daemon_id),
-            false => self.defers(name, &claimants),
-        };
-        if !defers {
+        if !self.defers(name, &claimants) {
             return (Verdict::Lead, false);
         }
         (self.wait_for(&socket, &here, name, &claimants), true)
@@ -443,30 +434,13 @@ impl Claims {
         let mut answered = HashSet::new();
         let mut heard = Heard::default();
         let mut copies: Vec<Copy> = Vec::new();
-        let started = Instant::now();
-        let mut deadline = started + WINDOW;
-        loop {
-            let late = deadline > started + WINDOW;
-            let all = !outstanding.is_empty() && outstanding.iter().all(|id| answered.contains(id));
-            let half = !answered.is_empty() && answered.len() * 2 >= outstanding.len();
-            if all || (late && half) {
+        let deadline = Instant::now() + WINDOW;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            if left.is_zero()
+                || (!outstanding.is_empty() && outstanding.iter().all(|id| answered.contains(id)))
+            {
                 break;
             }
-            if Instant::now() >= deadline {
-                // Hardly any daemon answered in the window (none, or under a quarter of those
-                // known): our own link is queueing (a busy Wi-Fi link holds datagrams behind
-                // bulk data for hundreds of milliseconds), so the answers are late, not
-                // missing, and settling without them would fetch from the mirror what another
-                // host already fetches. Then wait for half of them, or the first one. (When
-                // only some are late, their links are the slow ones, and they are not waited
-                // for: they hear our claim late too.)
-                let hardly = answered.len() * 4 < outstanding.len().max(1);
-                if late || !hardly {
-                    break;
-                }
-                deadline = started + LATE_WINDOW;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
             let Ok(datagrams) = asker.receive(left.max(Duration::from_millis(1))) else {
                 break;
             };
@@ -529,14 +503,10 @@ impl Claims {
             }
         }
         heard.best = least_busy(&copies);
-        heard.late = deadline > started + WINDOW;
         let mut state = self.lock();
         if !answered.is_empty() {
             state.last_other = Some(Instant::now());
             state.known = answered;
-        } else if deadline > started + WINDOW {
-            // Nobody at all, even late: they left; the next claim waits the short window.
-            state.known.clear();
         }
         heard
     }
@@ -561,9 +531,6 @@ struct Heard {
     best: Option<SocketAddr>,
     /// Daemons that answered CLAIMING.
     claimants: Vec<Claimant>,
-    /// The answers came late (this host's link queues datagrams): the other claimants settled
-    /// without hearing this one in time.
-    late: bool,
 }
 
 /// Another daemon claiming the same file.
