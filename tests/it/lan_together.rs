@@ -807,8 +807,8 @@ fn a_claimant_that_never_starts_is_waited_for_once() {
 /// A host whose link delays datagrams (a busy Wi-Fi link queues them behind bulk data) hears
 /// the answers to its claims after the claim window, and is heard late: the LAN still fetches
 /// each file from the mirror about once. Host 1's link adds 120 ms each way; the three hosts
-/// install the same packages at once. (A longer claim window for such a host, which let it win
-/// claims by rank, made the mirror send every file twice here; see issue 21's closing note.)
+/// install the same packages at once. Before the longer claim window for such a host (and its
+/// second round when it heard only claims), the mirror sent every file twice here.
 #[test]
 fn a_host_whose_link_delays_datagrams_still_settles_its_claims() {
     let Some(s) = site(3, 4, 1_000_000, "40mbit") else {

@@ -34,6 +34,9 @@ use choose::{Copy, least_busy};
 
 /// The longest a claim waits for the LAN's answers.
 pub const WINDOW: Duration = Duration::from_millis(30);
+/// ... unless hardly any daemon has answered: then up to this long for half of those known, or
+/// the first (see [`Claims::ask`]).
+pub const LATE_WINDOW: Duration = Duration::from_millis(400);
 /// How long a deferring daemon waits for the lower claimant to start its download: paid only
 /// when that daemon fails to start, and long enough for a busy host (16 hosts upgrading at
 /// once on two cores lost claims at 0.6 s).
@@ -282,6 +285,15 @@ impl Claims {
             return (Verdict::Follow { http }, false);
         }
         let mut claimants = heard.claimants;
+        // Late to hear, late to be heard: the claimants we heard settled before our claim
+        // reached them, so one of them may be fetching already. Ask once more before ranking.
+        if heard.late && !claimants.is_empty() {
+            let again = self.ask(&socket, &here, name, Versions::Both);
+            if let Some(http) = again.best {
+                return (Verdict::Follow { http }, false);
+            }
+            claimants.extend(again.claimants);
+        }
         claimants.extend(self.heard_claims(name));
         if !self.defers(name, &claimants) {
             return (Verdict::Lead, false);
@@ -434,13 +446,30 @@ impl Claims {
         let mut answered = HashSet::new();
         let mut heard = Heard::default();
         let mut copies: Vec<Copy> = Vec::new();
-        let deadline = Instant::now() + WINDOW;
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            if left.is_zero()
-                || (!outstanding.is_empty() && outstanding.iter().all(|id| answered.contains(id)))
-            {
+        let started = Instant::now();
+        let mut deadline = started + WINDOW;
+        loop {
+            let late = deadline > started + WINDOW;
+            let all = !outstanding.is_empty() && outstanding.iter().all(|id| answered.contains(id));
+            let half = !answered.is_empty() && answered.len() * 2 >= outstanding.len();
+            if all || (late && half) {
                 break;
             }
+            if Instant::now() >= deadline {
+                // Hardly any daemon answered in the window (none, or under a quarter of those
+                // known): our own link is queueing (a busy Wi-Fi link holds datagrams behind
+                // bulk data for hundreds of milliseconds), so the answers are late, not
+                // missing, and settling without them would fetch from the mirror what another
+                // host already fetches. Then wait for half of them, or the first one. (When
+                // only some are late, their links are the slow ones, and they are not waited
+                // for: they hear our claim late too.)
+                let hardly = answered.len() * 4 < outstanding.len().max(1);
+                if late || !hardly {
+                    break;
+                }
+                deadline = started + LATE_WINDOW;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
             let Ok(datagrams) = asker.receive(left.max(Duration::from_millis(1))) else {
                 break;
             };
@@ -503,10 +532,14 @@ impl Claims {
             }
         }
         heard.best = least_busy(&copies);
+        heard.late = deadline > started + WINDOW;
         let mut state = self.lock();
         if !answered.is_empty() {
             state.last_other = Some(Instant::now());
             state.known = answered;
+        } else if deadline > started + WINDOW {
+            // Nobody at all, even late: they left; the next claim waits the short window.
+            state.known.clear();
         }
         heard
     }
@@ -531,6 +564,9 @@ struct Heard {
     best: Option<SocketAddr>,
     /// Daemons that answered CLAIMING.
     claimants: Vec<Claimant>,
+    /// The answers came late (this host's link queues datagrams): the other claimants may have
+    /// settled without hearing this one in time.
+    late: bool,
 }
 
 /// Another daemon claiming the same file.
