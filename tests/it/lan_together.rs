@@ -145,6 +145,30 @@ impl Site {
         Hostile::start_with(self.lan.host(i), mode, &real, &self.lan.ipv4(i), &env)
     }
 
+    /// Every host installs every package of the repository at the same moment, and each gets
+    /// the repository's files; returns the packages' bytes, the bytes the mirror sent for them,
+    /// and the mirror's requests per file.
+    fn install_everywhere_at_once(&self) -> (u64, u64, Vec<usize>) {
+        let files = files(&self.repo);
+        let names: Vec<String> = (0..files.len()).map(|i| format!("tg{i}")).collect();
+        let mut args = vec!["-S"];
+        args.extend(names.iter().map(String::as_str));
+        let children: Vec<Child> = (1..=self.nodes.len())
+            .map(|i| self.pacman(i, &args))
+            .collect();
+        for (i, child) in children.into_iter().enumerate() {
+            self.assert_installed(i + 1, child, &files);
+        }
+        let package_bytes: u64 = (files.iter())
+            .map(|f| fs::metadata(self.repo.dir.join(f)).unwrap().len())
+            .sum();
+        let sent: u64 = files.iter().map(|f| self.mirror.body_bytes(f)).sum();
+        let per_file = (files.iter())
+            .map(|f| self.mirror.requests_for(f).len())
+            .collect();
+        (package_bytes, sent, per_file)
+    }
+
     /// The growing file of `name` in host `i`'s daemon.
     fn growing(&self, i: usize, name: &str) -> std::path::PathBuf {
         self.nodes[i - 1]
@@ -172,23 +196,7 @@ fn hosts_upgrading_together_fetch_each_file_from_the_mirror_about_once() {
     let Some(s) = site(4, 6, 1_000_000, "40mbit") else {
         return;
     };
-    let files = files(&s.repo);
-    let names: Vec<String> = (0..6).map(|i| format!("tg{i}")).collect();
-    let mut args = vec!["-S"];
-    args.extend(names.iter().map(String::as_str));
-    let children: Vec<Child> = (1..=4).map(|i| s.pacman(i, &args)).collect();
-    for (i, child) in children.into_iter().enumerate() {
-        s.assert_installed(i + 1, child, &files);
-    }
-    let package_bytes: u64 = files
-        .iter()
-        .map(|f| fs::metadata(s.repo.dir.join(f)).unwrap().len())
-        .sum();
-    let sent: u64 = files.iter().map(|f| s.mirror.body_bytes(f)).sum();
-    let per_file: Vec<usize> = files
-        .iter()
-        .map(|f| s.mirror.requests_for(f).len())
-        .collect();
+    let (package_bytes, sent, per_file) = s.install_everywhere_at_once();
     eprintln!(
         "mirror sent {sent} bytes for {package_bytes} package bytes; requests per file {per_file:?}"
     );
@@ -817,22 +825,7 @@ fn a_host_whose_link_delays_datagrams_still_settles_its_claims() {
     if !s.lan.delay_link(1, Duration::from_millis(120)) {
         return;
     }
-    let files = files(&s.repo);
-    let names: Vec<String> = (0..4).map(|i| format!("tg{i}")).collect();
-    let mut args = vec!["-S"];
-    args.extend(names.iter().map(String::as_str));
-    let children: Vec<Child> = (1..=3).map(|i| s.pacman(i, &args)).collect();
-    for (i, child) in children.into_iter().enumerate() {
-        s.assert_installed(i + 1, child, &files);
-    }
-    let package_bytes: u64 = files
-        .iter()
-        .map(|f| fs::metadata(s.repo.dir.join(f)).unwrap().len())
-        .sum();
-    let sent: u64 = files.iter().map(|f| s.mirror.body_bytes(f)).sum();
-    let per_file: Vec<usize> = (files.iter())
-        .map(|f| s.mirror.requests_for(f).len())
-        .collect();
+    let (package_bytes, sent, per_file) = s.install_everywhere_at_once();
     assert!(
         sent * 4 <= package_bytes * 5,
         "the mirror sent {sent} bytes for {package_bytes} ({per_file:?})"
