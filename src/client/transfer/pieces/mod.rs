@@ -23,6 +23,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -138,17 +139,7 @@ pub fn fetch(
         .map(|start| start..(start + PIECE).min(size))
         .collect::<VecDeque<_>>();
     let shared = Shared {
-        state: Mutex::new(State {
-            out,
-            holding,
-            waiting: pieces,
-            held: BTreeMap::new(),
-            running: Vec::new(),
-            fetched: (0, Duration::ZERO),
-            split: Split::default(),
-            local: None,
-            no_room: false,
-        }),
+        state: Mutex::new(State::new(out, holding, pieces)),
         changed: Condvar::new(),
         size,
         deadline: limits.deadline,
@@ -360,7 +351,22 @@ impl<'o> Shared<'o> {
     }
 }
 
-impl State<'_> {
+impl<'o> State<'o> {
+    /// Nothing fetched yet: `waiting` pieces to go into `out`, early ones into `holding`.
+    fn new(out: &'o mut Output, holding: File, waiting: VecDeque<Range<u64>>) -> State<'o> {
+        State {
+            out,
+            holding,
+            waiting,
+            held: BTreeMap::new(),
+            running: Vec::new(),
+            fetched: (0, Duration::ZERO),
+            split: Split::default(),
+            local: None,
+            no_room: false,
+        }
+    }
+
     /// The piece starting at `start` is in the output or held.
     fn placed(&self, start: u64) -> bool {
         start < self.out.len() || self.held.contains_key(&start)

@@ -53,18 +53,9 @@ fn a_holding_file_without_room_is_no_failure() {
     let mut out = Output::open(&dir.path().join("f.part")).unwrap();
     out.begin_at(0).unwrap();
     std::fs::write(dir.path().join("ro"), b"").unwrap();
-    let mut state = State {
-        out: &mut out,
-        // Opened read-only: every write fails, as on a full disk.
-        holding: File::open(dir.path().join("ro")).unwrap(),
-        waiting: VecDeque::new(),
-        held: BTreeMap::new(),
-        running: Vec::new(),
-        fetched: (0, Duration::ZERO),
-        split: Split::default(),
-        local: None,
-        no_room: false,
-    };
+    // Opened read-only: every write fails, as on a full disk.
+    let holding = File::open(dir.path().join("ro")).unwrap();
+    let mut state = State::new(&mut out, holding, VecDeque::new());
     let record = Record {
         source: 0,
         start: PIECE,
