@@ -17,6 +17,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,8 @@ pub struct Entry {
     sha256: [u8; 32],
     state: watch::Sender<Landed>,
     ended: Mutex<Option<Instant>>,
+    /// Fetched from the mirror, not followed from another daemon ([`Writer::led`]).
+    led: AtomicBool,
 }
 
 impl Entry {
@@ -116,6 +119,7 @@ impl Growing {
             sha256,
             state,
             ended: Mutex::new(None),
+            led: AtomicBool::new(false),
         });
         entries.insert(name.to_owned(), entry.clone());
         Some(Writer {
@@ -124,6 +128,16 @@ impl Growing {
             hash: Sha256::new(),
             written: 0,
         })
+    }
+
+    /// Downloads this daemon fetches from the mirror right now for the LAN to follow (the claims
+    /// it won and has not finished).
+    pub fn leading(&self) -> usize {
+        self.lock()
+            .values()
+            .filter(|e| e.led.load(Ordering::Relaxed))
+            .filter(|e| matches!(e.landed().phase, Phase::Claiming | Phase::Running))
+            .count()
     }
 
     /// The entry for `name` unless its download failed.
@@ -180,6 +194,11 @@ impl Writer {
     /// The claim is settled: this daemon downloads the file (from a mirror or a peer).
     pub fn commit(&self) {
         self.entry.set(|l| l.phase = Phase::Running);
+    }
+
+    /// This daemon won the claim: it fetches the file from the mirror ([`Growing::leading`]).
+    pub fn led(&self) {
+        self.entry.led.store(true, Ordering::Relaxed);
     }
 
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {

@@ -221,11 +221,11 @@ impl Responder {
         // In the query's version: a v1 answer says MISS for GROWING and CLAIMING, and only a
         // v3 answer carries the extra.
         let extra = match query.version {
-            3.. if holding != Holding::Miss => self.extra(&query.file_name),
+            3.. if holding != Holding::Miss => self.extra(&query.file_name, from.ip()),
             _ => Extra::default(),
         };
         if query.version >= 3 && holding.fetchable().is_some() {
-            self.claims.offered();
+            self.claims.offered(query.nonce, from.ip());
         }
         let answer = Answer {
             version: query.version,
@@ -238,19 +238,18 @@ impl Responder {
     }
 
     /// A version 3 answer's extra: whether the package's signature is here too, and how busy
-    /// this daemon is sending.
-    fn extra(&self, name: &str) -> Extra {
+    /// this daemon's upload link is: the other hosts it sends to now or offered a copy a moment
+    /// ago (they may be about to read), not counting `asker` (a host is not busy with its own
+    /// request, and one asking again must not see its earlier question).
+    fn extra(&self, name: &str, asker: IpAddr) -> Extra {
         let sig = FileKind::of(name) == FileKind::Package
             && self.cache.find(&format!("{name}.sig")).is_some();
-        // Sending now, and offered a moment ago to someone who may be about to read.
-        let uploads = self
-            .stats
-            .uploading
-            .load(std::sync::atomic::Ordering::Relaxed)
-            + self.claims.promised();
+        let mut hosts: HashSet<IpAddr> = self.stats.receivers.hosts().into_iter().collect();
+        hosts.extend(self.claims.promised());
+        hosts.remove(&asker.to_canonical());
         Extra {
             sig,
-            uploads: u16::try_from(uploads).unwrap_or(u16::MAX),
+            uploads: u16::try_from(hosts.len()).unwrap_or(u16::MAX),
         }
     }
 

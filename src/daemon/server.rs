@@ -238,6 +238,7 @@ async fn package(
         };
         sent::started(&log);
         let _upload = Held::start(&app.stats.uploading);
+        let _receiving = app.stats.receivers.start(client);
         let body = (!request.is_head()).then_some(answer.body).flatten();
         let (sent, next) = file_body(
             stream,
@@ -267,6 +268,7 @@ async fn package(
     };
     crate::daemon::growing::count_follower(&app.stats, &request.method, name, client);
     let _upload = Held::start(&app.stats.uploading);
+    let _receiving = app.stats.receivers.start(client);
     let _follower = Held::start(&app.stats.followers);
     send::cork(stream, true);
     let mut outcome =

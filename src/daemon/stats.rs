@@ -34,8 +34,11 @@ pub struct Stats {
     pub no_slot: AtomicU64,
     /// HTTP connections closed to give their slot to a source holding fewer.
     pub evicted: AtomicU64,
-    /// Files being sent right now (a gauge: v3 answers tell it, so clients prefer idle peers).
+    /// Files being sent right now (a gauge).
     pub uploading: AtomicU64,
+    /// The hosts they go to (v3 answers tell how many, so that clients and followers prefer
+    /// a source whose upload link is not shared yet).
+    pub receivers: Receivers,
     /// Of the files served, those sent while they were still arriving here.
     pub served_growing: AtomicU64,
     /// Peers reading a file that is still arriving here, right now (a gauge).
@@ -98,6 +101,7 @@ impl Default for Stats {
             no_slot: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
             uploading: AtomicU64::new(0),
+            receivers: Receivers::default(),
             served_growing: AtomicU64::new(0),
             followers: AtomicU64::new(0),
             agent_fetches: AtomicU64::new(0),
@@ -202,6 +206,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn receivers_are_hosts_and_leave_with_their_last_file() {
+        let receivers = Receivers::default();
+        let host: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let mapped: std::net::IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        let first = receivers.start(host);
+        let second = receivers.start(mapped);
+        assert_eq!(receivers.hosts(), vec![host], "one host, two files");
+        drop(first);
+        assert_eq!(receivers.hosts(), vec![host]);
+        drop(second);
+        assert!(receivers.hosts().is_empty());
+    }
+
+    #[test]
     fn labels_are_bounded_and_the_rest_count_as_other() {
         let counts = Labelled::default();
         for i in 0..(MAX_LABELS as u64 + 20) {
@@ -244,6 +262,44 @@ impl Labelled {
             .lock()
             .map(|counts| counts.iter().map(|(l, n)| (l.clone(), *n)).collect())
             .unwrap_or_default()
+    }
+}
+
+/// The hosts files are being sent to right now, and how many files each.
+#[derive(Debug, Default)]
+pub struct Receivers(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>);
+
+impl Receivers {
+    /// A file starts going to `host`; it counts until the guard is dropped.
+    pub fn start(&self, host: std::net::IpAddr) -> Receiving<'_> {
+        let host = host.to_canonical();
+        if let Ok(mut hosts) = self.0.lock() {
+            *hosts.entry(host).or_default() += 1;
+        }
+        Receiving(self, host)
+    }
+
+    pub fn hosts(&self) -> Vec<std::net::IpAddr> {
+        self.0
+            .lock()
+            .map(|hosts| hosts.keys().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// One file going to one host ([`Receivers::start`]).
+pub struct Receiving<'a>(&'a Receivers, std::net::IpAddr);
+
+impl Drop for Receiving<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut hosts) = self.0.0.lock()
+            && let Some(files) = hosts.get_mut(&self.1)
+        {
+            *files -= 1;
+            if *files == 0 {
+                hosts.remove(&self.1);
+            }
+        }
     }
 }
 

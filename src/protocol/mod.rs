@@ -46,7 +46,7 @@
 //! | 33     | 8    | file mtime, seconds since the epoch (0 if unknown)    |
 //! | 41     | 8    | version ≥ 2: bytes landed so far (= size on HAVE)     |
 //! | 49     | 1    | version ≥ 3: flags; bit 0 = SIG, others zero          |
-//! | 50     | 2    | version ≥ 3: uploads the daemon is sending right now  |
+//! | 50     | 2    | version ≥ 3: uploads: how busy the daemon's upload link is |
 //!
 //! **GROWING** ("in progress, N of S bytes"): the daemon is downloading the file from a mirror
 //! (or from another daemon) right now. `GET /pkg/<file>` answers with the full length S and
@@ -67,8 +67,11 @@
 //! - **SIG** (answer flag): `<file>.sig` is in the daemon's cache too, served at the same port;
 //!   a client that takes the package from this daemon takes its detached signature with it, with
 //!   no second query.
-//! - **uploads** (answer): how many files the daemon is sending right now (whole or growing);
-//!   a client prefers the least busy source.
+//! - **uploads** (answer): how busy the daemon's upload link is: the other hosts it is sending
+//!   files to right now (whole or growing) or offered a copy within the last second (they may
+//!   be about to read it), not counting the asker; a client prefers the least busy source.
+//!   (Earlier daemons counted the files being sent and every offer; either way, fewer is less
+//!   busy.)
 //! - **QUIET** (query flag): answer only HAVE, GROWING or CLAIMING, never MISS; for large LANs,
 //!   where two hundred MISS answers to every query cost more than they tell (see Large LANs).
 //!
@@ -87,7 +90,9 @@
 //! daemons agree whether or not each heard an older claim in time. A claimant deferred to that does not start within the
 //! defer limit is not deferred to again for a while (a host claiming every file and fetching
 //! none costs one wait, not one per file). A daemon following a copy prefers, among the copies at
-//! least half as far along as the furthest, the one whose daemon sends the fewest uploads.
+//! least half as far along as the furthest, the one whose daemon is the least busy. (How a daemon
+//! that leads a download already makes way for another, and how followers settling at once form
+//! a tree, changes no datagram: see [`crate::daemon::claims`].)
 //! Clients keep asking in version 3 (and 1): version 4 tells them nothing more, and older
 //! daemons would not answer it.
 //!
@@ -265,7 +270,8 @@ pub struct Answer {
 pub struct Extra {
     /// `<file>.sig` is here too (SIG).
     pub sig: bool,
-    /// Files the daemon is sending right now.
+    /// How busy the daemon's upload link is: the other hosts it sends to now or just offered a
+    /// copy (see the module doc).
     pub uploads: u16,
 }
 

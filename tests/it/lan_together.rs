@@ -831,3 +831,133 @@ fn a_host_whose_link_delays_datagrams_still_settles_its_claims() {
         "the mirror sent {sent} bytes for {package_bytes} ({per_file:?})"
     );
 }
+
+impl Site {
+    /// Starts pacserve-fetch on host `i` for `file` through the host's pacserved (no client-side
+    /// peer query: the daemon's agent fetches it, and settles who goes to the mirror).
+    fn fetch_through_agent(&self, i: usize, file: &str, out: &std::path::Path) -> Child {
+        let db = self.nodes[i - 1].pacman.base.path().join("db");
+        let mirror = self.lan.url_host(self.nodes.len() + 1);
+        self.lan
+            .host(i)
+            .command(fetch_bin())
+            .env("TMPDIR", lan_memory_dir())
+            .args(["--config", "/dev/null", "--no-peers", "--dbpath"])
+            .arg(&db)
+            .arg(out.join(format!("{file}.h{i}.part")))
+            .arg(format!("http://{mirror}:8080/tg/{file}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("pacserve-fetch")
+    }
+
+    /// Waits for a fetch of [`Site::fetch_through_agent`] and checks what it wrote.
+    fn fetched(&self, i: usize, child: Child, file: &str, out: &std::path::Path) {
+        let done = child.wait_with_output().unwrap();
+        assert!(done.status.success(), "host {i}: {}", stderr(&done));
+        assert_eq!(
+            fs::read(out.join(format!("{file}.h{i}.part"))).ok(),
+            fs::read(self.repo.dir.join(file)).ok(),
+            "host {i}: {file} is the repository's"
+        );
+    }
+
+    /// The hosts (by address) that followed host `i`'s download of `file`, from its log.
+    fn followers_of(&self, i: usize, file: &str) -> std::collections::BTreeSet<String> {
+        let needle = format!("GET /pkg/{file} from ");
+        self.nodes[i - 1]
+            .daemon
+            .log()
+            .iter()
+            .filter(|l| l.contains("following the download in progress"))
+            .filter_map(|l| {
+                let from = l.split(&needle).nth(1)?;
+                from.split(": following").next().map(str::to_owned)
+            })
+            .collect()
+    }
+}
+
+/// Five hosts that want a file at the same moment, while one host is fetching it, do not all
+/// read that host's copy: a copy whose daemon already sends to two hosts is left to them while
+/// the others' copies start, so the five form a tree (on a slow upload link, a star around one
+/// copy made eight hosts take four times as long as one). Before, all five read host 1.
+#[test]
+fn hosts_settling_at_once_spread_over_the_copies_instead_of_reading_one() {
+    let Some(s) = site(6, 1, 3_000_000, "6mbit") else {
+        return;
+    };
+    let file = &files(&s.repo)[0];
+    let out = tempdir();
+    let first = s.fetch_through_agent(1, file, out.path());
+    wait_for_len(&s.growing(1, file), 100_000, Duration::from_secs(20));
+    let rest: Vec<Child> = (2..=6)
+        .map(|i| s.fetch_through_agent(i, file, out.path()))
+        .collect();
+    s.fetched(1, first, file, out.path());
+    for (i, child) in (2..=6).zip(rest) {
+        s.fetched(i, child, file, out.path());
+    }
+    let of_first = s.followers_of(1, file);
+    let of_others: usize = (2..=6).map(|i| s.followers_of(i, file).len()).sum();
+    eprintln!("host 1 fed {of_first:?}; the other hosts fed {of_others}");
+    assert!(
+        of_first.len() <= 3,
+        "host 1's copy was read by {} hosts: {of_first:?}",
+        of_first.len()
+    );
+    assert!(of_others >= 2, "the followers' copies fed the rest");
+    assert_eq!(s.mirror.requests_for(file).len(), 1, "one mirror download");
+}
+
+/// Hosts upgrading together: a daemon that is fetching one file from the mirror already lets
+/// another daemon lead the next file both want, instead of leading it too because it reached
+/// it first (the host that led one file finishes it first, so it used to lead every file).
+/// Host 1 leads one file; then it asks for another, and host 2 for the same one a moment
+/// later: host 2 leads it and host 1 follows. Before, host 1 led it and host 2 followed. (Up
+/// to three times, in case a loaded machine held host 2's claim past host 1's wait.)
+#[test]
+fn a_daemon_leading_a_download_lets_another_lead_the_next_file() {
+    let Some(s) = site(2, 7, 1_500_000, "4mbit") else {
+        return;
+    };
+    let files = files(&s.repo);
+    let out = tempdir();
+    // Both hosts fetch one file at the same moment: each learns the other fetches its files.
+    let warm: Vec<Child> = (1..=2)
+        .map(|i| s.fetch_through_agent(i, &files[0], out.path()))
+        .collect();
+    for (i, child) in (1..=2).zip(warm) {
+        s.fetched(i, child, &files[0], out.path());
+    }
+    let mut made_way = None;
+    for pair in files[1..].chunks(2) {
+        let (long_file, file) = (&pair[0], &pair[1]);
+        let long = s.fetch_through_agent(1, long_file, out.path());
+        wait_for_len(&s.growing(1, long_file), 100_000, Duration::from_secs(20));
+        let led = |i| s.metric(i, "pacserved_claims_led_total", 0.0);
+        let (first_led, second_led) = (led(1), led(2));
+        let first = s.fetch_through_agent(1, file, out.path());
+        std::thread::sleep(Duration::from_millis(100));
+        let second = s.fetch_through_agent(2, file, out.path());
+        s.fetched(1, first, file, out.path());
+        s.fetched(2, second, file, out.path());
+        s.fetched(1, long, long_file, out.path());
+        assert_eq!(
+            s.mirror.requests_for(file).len(),
+            1,
+            "{file}: one mirror download"
+        );
+        if led(2) > second_led && led(1) == first_led {
+            made_way = Some(file.clone());
+            break;
+        }
+        eprintln!("{file}: host 1 led it; trying the next file");
+    }
+    let file = made_way.expect("host 1 never let host 2 lead while it led a download");
+    assert!(
+        s.followers_of(2, &file).len() == 1,
+        "host 1 followed host 2's copy of {file}"
+    );
+}

@@ -59,8 +59,15 @@ impl Sharing {
     /// Registers `share` as arriving here and settles who fetches it: None when it is already
     /// arriving here (or sharing is full); else the writer and whether to follow someone.
     pub fn begin(&self, share: &Share) -> Option<(Writer, Verdict)> {
+        if self.growing.find(&share.name).is_some() {
+            return None;
+        }
+        let (turn, found) = self.claims.make_way(&share.name, self.growing.leading());
         let writer = self.growing.begin(&share.name, share.size, share.sha256)?;
-        let (verdict, deferred) = self.claims.settle(&share.name);
+        let (verdict, deferred) = match found {
+            Some(http) => (Verdict::Follow { http }, false),
+            None => self.claims.settle(&share.name),
+        };
         if deferred {
             Stats::add(&self.stats.claims_deferred, 1);
         }
@@ -69,7 +76,11 @@ impl Sharing {
             Verdict::Follow { .. } => &self.stats.claims_followed,
         };
         Stats::add(counter, 1);
+        if verdict == Verdict::Lead {
+            writer.led();
+        }
         writer.commit();
+        drop(turn);
         Some((writer, verdict))
     }
 }

@@ -45,13 +45,13 @@ pub struct Copy {
 /// The copy to follow: of those at least half as far along as the furthest or within
 /// [`NEAR_ENOUGH`] of it (so a whole file beats any still arriving), the one sending the fewest
 /// uploads, then the furthest, then the first to answer.
-pub fn least_busy(copies: &[Copy]) -> Option<SocketAddr> {
+pub fn least_busy(copies: &[Copy]) -> Option<Copy> {
     let furthest = copies.iter().map(|c| c.landed).max()?;
     copies
         .iter()
         .filter(|c| c.landed >= furthest / 2 + furthest % 2 || furthest - c.landed <= NEAR_ENOUGH)
         .min_by_key(|c| (c.uploads, std::cmp::Reverse(c.landed)))
-        .map(|c| c.http)
+        .copied()
 }
 
 #[cfg(test)]
@@ -127,7 +127,7 @@ mod tests {
             landed,
             uploads,
         };
-        let port = |copies: &[Copy]| least_busy(copies).map(|a| a.port());
+        let port = |copies: &[Copy]| least_busy(copies).map(|c| c.http.port());
         // The leader feeds six; a follower half as far along feeds none: it gets the next.
         assert_eq!(port(&[copy(1, 1000, 6), copy(2, 500, 0)]), Some(2));
         // Not one that has barely begun while the leader is far along.

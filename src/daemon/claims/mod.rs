@@ -6,13 +6,19 @@
 //! flag and its daemon id (in version 2 for older daemons and version 4, one nonce), and listens
 //! for at most [`WINDOW`] (less once every daemon it knows has answered). It follows a copy that
 //! HAVE or GROWING names: of those at least half as far along as the furthest, the one whose
-//! daemon is sending the fewest uploads, so that hosts joining late spread over the copies
-//! instead of all reading the first. Otherwise it defers to a better claimant (answered CLAIMING,
+//! daemon sends to the fewest other hosts, so that hosts joining late spread over the copies
+//! instead of all reading the first; when even the least busy sends to [`FANOUT`] other hosts
+//! and others settle the file at that moment, it waits a moment for their copies
+//! ([`Claims::spread`]), so hosts settling together form a tree, not a star. Otherwise it
+//! defers to a better claimant (answered CLAIMING,
 //! or heard as a CLAIM query by our responder) and waits a bounded time for that daemon to
 //! start; otherwise it leads. Who is better: when every claimant speaks version 4, the one of
 //! highest [`protocol::claim_rank`] for this file, so the files of an upgrade are led by
 //! different hosts; when any speaks only an older version, the lowest daemon id, as before. The
 //! rule is the same on every host, so hosts asking within the window agree on one leader.
+//!
+//! Before all that, a daemon that leads a download already makes way for another daemon to lead
+//! this one when the hosts are upgrading together ([`way`]).
 //!
 //! A lone host does not pay: unless the responder has heard another host or daemon lately
 //! ([`Claims::heard_other`]), settling returns at once without sending anything.
@@ -29,8 +35,10 @@ use crate::protocol::netif::{self, Interface};
 use crate::protocol::{self, Answer, Holding, Query};
 
 mod choose;
+mod way;
 
 use choose::{Copy, least_busy};
+pub use way::Turn;
 
 /// The longest a claim waits for the LAN's answers.
 pub const WINDOW: Duration = Duration::from_millis(30);
@@ -56,6 +64,13 @@ const OFFER_FRESH: Duration = Duration::from_secs(1);
 const MAX_OFFERS: usize = 256;
 /// How often a deferring daemon asks whether the better claimant has started.
 const DEFER_POLL: Duration = Duration::from_millis(25);
+/// A copy whose daemon sends to this many other hosts already is left to them while another
+/// copy is about to start: an upload link shared by everyone makes a star (on a 50 Mbit/s
+/// Wi-Fi link, eight hosts reading one laptop took four times as long as one host alone).
+const FANOUT: u16 = 2;
+/// How long a follower waits for such a copy: hosts settling in the same instant start theirs
+/// within a few polls of each other.
+const FANOUT_WAIT: Duration = Duration::from_millis(200);
 
 /// What to do about a file after settling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,9 +113,18 @@ struct State {
     /// every other host [`DEFER_LIMIT`] per file).
     /// Kept by source address, not id: a host can answer under a new id for every file.
     no_shows: HashMap<IpAddr, (u32, Instant)>,
-    /// When this daemon last offered a copy (HAVE or GROWING) to a version 3+ query: the asker
-    /// is probably about to read it, before it shows among the uploads ([`Claims::promised`]).
-    offers: std::collections::VecDeque<Instant>,
+    /// When this daemon last offered a copy (HAVE or GROWING) to a version 3+ query, the
+    /// query's nonce and the asker: it is probably about to read the copy, before it shows
+    /// among the uploads ([`Claims::promised`]).
+    offers: std::collections::VecDeque<(Instant, [u8; 8], IpAddr)>,
+    /// Files this daemon settled lately, and when: another daemon claiming one of them means
+    /// the hosts are fetching the same files ([`State::together`]).
+    settled: HashMap<String, Instant>,
+    /// When another daemon last fetched a file this one fetched, at about the same time (a
+    /// claim for the same file heard, or answered): the hosts are upgrading together.
+    together: Option<Instant>,
+    /// Settles under way on this daemon ([`Turn`]).
+    settling: usize,
 }
 
 impl State {
@@ -195,30 +219,37 @@ impl Claims {
             })
     }
 
-    /// The responder offered a copy to someone who may read it in a moment.
-    pub fn offered(&self) {
+    /// The responder offered a copy, answering query `nonce` from `asker`, which may read it in
+    /// a moment. The copies of one query (version 1 beside 3, IPv6 beside IPv4) are one offer,
+    /// to the address it first came from.
+    pub fn offered(&self, nonce: [u8; 8], asker: IpAddr) {
         let mut state = self.lock();
         while state
             .offers
             .front()
-            .is_some_and(|at| at.elapsed() > OFFER_FRESH)
+            .is_some_and(|(at, _, _)| at.elapsed() > OFFER_FRESH)
             || state.offers.len() >= MAX_OFFERS
         {
             state.offers.pop_front();
         }
-        state.offers.push_back(Instant::now());
+        if state.offers.iter().all(|(_, n, _)| *n != nonce) {
+            state
+                .offers
+                .push_back((Instant::now(), nonce, asker.to_canonical()));
+        }
     }
 
-    /// Offers made within [`OFFER_FRESH`]: added to the uploads an answer reports, so that
-    /// hosts settling in the same instant do not all pick the one copy whose uploads have not
-    /// begun yet.
-    pub fn promised(&self) -> u64 {
+    /// The hosts offered a copy within [`OFFER_FRESH`]: counted with those an answer reports
+    /// as receiving, so that hosts settling in the same instant do not all pick the one copy
+    /// whose uploads have not begun yet.
+    pub fn promised(&self) -> Vec<IpAddr> {
         let state = self.lock();
         state
             .offers
             .iter()
-            .filter(|at| at.elapsed() <= OFFER_FRESH)
-            .count() as u64
+            .filter(|(at, _, _)| at.elapsed() <= OFFER_FRESH)
+            .map(|(_, _, asker)| *asker)
+            .collect()
     }
 
     /// The responder heard a query from another host.
@@ -234,6 +265,13 @@ impl Claims {
         }
         let mut state = self.lock();
         state.last_other = Some(Instant::now());
+        if state
+            .settled
+            .get(name)
+            .is_some_and(|at| at.elapsed() < way::TOGETHER_FRESH)
+        {
+            state.together = Some(Instant::now());
+        }
         state
             .heard
             .retain(|_, v| v.iter().any(|h| h.at.elapsed() < CLAIM_FRESH));
@@ -263,6 +301,7 @@ impl Claims {
     /// Decides who fetches `name` from the mirror; see the module doc. Also says whether this
     /// daemon deferred to a better claimant on the way (counted on `/metrics`).
     pub fn settle(&self, name: &str) -> (Verdict, bool) {
+        self.settles(name);
         let others = self
             .lock()
             .last_other
@@ -281,7 +320,8 @@ impl Claims {
             locals: &locals,
         };
         let heard = self.ask(&socket, &here, name, Versions::Both);
-        if let Some(http) = heard.best {
+        if let Some(copy) = heard.best {
+            let http = self.spread(&socket, &here, name, copy);
             return (Verdict::Follow { http }, false);
         }
         let mut claimants = heard.claimants;
@@ -289,7 +329,8 @@ impl Claims {
         // reached them, so one of them may be fetching already. Ask once more before ranking.
         if heard.late && !claimants.is_empty() {
             let again = self.ask(&socket, &here, name, Versions::Both);
-            if let Some(http) = again.best {
+            if let Some(copy) = again.best {
+                let http = self.spread(&socket, &here, name, copy);
                 return (Verdict::Follow { http }, false);
             }
             claimants.extend(again.claimants);
@@ -313,8 +354,9 @@ impl Claims {
         let until = Instant::now() + DEFER_LIMIT;
         while Instant::now() < until {
             std::thread::sleep(DEFER_POLL);
-            if let Some(http) = self.ask(socket, here, name, versions).best {
+            if let Some(copy) = self.ask(socket, here, name, versions).best {
                 self.showed_up(claimants);
+                let http = self.spread(socket, here, name, copy);
                 return Verdict::Follow { http };
             }
         }
@@ -322,24 +364,55 @@ impl Claims {
         Verdict::Lead
     }
 
+    /// The copy of `name` to follow, `copy` being the least busy heard: when its daemon sends
+    /// to [`FANOUT`] other hosts already and other daemons are settling the file right now
+    /// (their copies are about to start), asks again, as a client would, for up to
+    /// [`FANOUT_WAIT`] for a copy whose daemon sends to fewer; else takes the least busy. So
+    /// hosts that settle together form a tree, each link carrying a copy or two, instead of a
+    /// star around the first copy.
+    fn spread(&self, socket: &Asker, here: &Here, name: &str, copy: Copy) -> SocketAddr {
+        if copy.uploads < FANOUT || self.heard_claims(name).is_empty() {
+            return copy.http;
+        }
+        let mut best = copy;
+        let until = Instant::now() + FANOUT_WAIT;
+        while Instant::now() < until {
+            std::thread::sleep(DEFER_POLL);
+            if let Some(copy) = self.ask(socket, here, name, Versions::Plain).best {
+                if copy.uploads < FANOUT {
+                    return copy.http;
+                }
+                best = copy;
+            }
+        }
+        best.http
+    }
+
     /// Whether a better claimant among `claimants` should fetch `name` ([`choose::defers`]),
     /// leaving out claimants whose host lately let this daemon wait for nothing.
     fn defers(&self, name: &str, claimants: &[Claimant]) -> bool {
-        let now = Instant::now();
-        let counted: Vec<([u8; 8], bool)> = {
-            let state = self.lock();
-            claimants
-                .iter()
-                .filter(|c| {
-                    state
-                        .no_shows
-                        .get(&c.from)
-                        .is_none_or(|(_, until)| *until <= now)
-                })
-                .map(|c| (c.id, c.ranked))
-                .collect()
-        };
+        let counted: Vec<([u8; 8], bool)> = self
+            .believed(claimants)
+            .iter()
+            .map(|c| (c.id, c.ranked))
+            .collect();
         choose::defers(name, self.daemon_id, &counted)
+    }
+
+    /// The claimants whose host has not lately let this daemon wait for nothing.
+    fn believed(&self, claimants: &[Claimant]) -> Vec<Claimant> {
+        let now = Instant::now();
+        let state = self.lock();
+        claimants
+            .iter()
+            .filter(|c| {
+                state
+                    .no_shows
+                    .get(&c.from)
+                    .is_none_or(|(_, until)| *until <= now)
+            })
+            .copied()
+            .collect()
     }
 
     /// Nobody this daemon deferred to started: their hosts are not deferred to for a while,
@@ -391,6 +464,28 @@ impl Claims {
             .collect()
     }
 
+    /// This daemon settles `name` now: a claim for it heard lately or soon means the hosts fetch
+    /// the same files.
+    fn settles(&self, name: &str) {
+        let mut state = self.lock();
+        if state.settled.len() >= MAX_RECORDED {
+            state
+                .settled
+                .retain(|_, at| at.elapsed() < way::TOGETHER_FRESH);
+        }
+        if state.settled.len() < MAX_RECORDED {
+            state.settled.insert(name.to_owned(), Instant::now());
+        }
+        let now = Instant::now();
+        let heard_lately = state
+            .heard
+            .get(name)
+            .is_some_and(|v| v.iter().any(|h| h.at.elapsed() < CLAIM_FRESH));
+        if heard_lately {
+            state.together = Some(now);
+        }
+    }
+
     /// Daemon `id` was heard speaking `version`.
     fn speaks(&self, id: [u8; 8], version: u8) {
         self.lock().speaks(id, version);
@@ -426,7 +521,13 @@ impl Claims {
             version: protocol::RANKED_CLAIMS,
             ..query.clone()
         };
-        let (Ok(query), Ok(ranked)) = (query.encode(), ranked.encode()) else {
+        let plain = Query {
+            version: protocol::ASK_VERSION,
+            claim: None,
+            ..query.clone()
+        };
+        let (Ok(query), Ok(ranked), Ok(plain)) = (query.encode(), ranked.encode(), plain.encode())
+        else {
             return Heard::default();
         };
         let target = Target {
@@ -440,6 +541,7 @@ impl Claims {
             Versions::Both => vec![query, ranked],
             Versions::Older => vec![query],
             Versions::Ranked => vec![ranked],
+            Versions::Plain => vec![plain],
         };
         let (_, links) = asker.send(&target, &datagrams);
         let outstanding = self.lock().known.clone();
@@ -534,6 +636,9 @@ impl Claims {
         heard.best = least_busy(&copies);
         heard.late = deadline > started + WINDOW;
         let mut state = self.lock();
+        if !heard.claimants.is_empty() || copies.iter().any(|c| c.landed != u64::MAX) {
+            state.together = Some(Instant::now());
+        }
         if !answered.is_empty() {
             state.last_other = Some(Instant::now());
             state.known = answered;
@@ -551,17 +656,19 @@ impl Claims {
     }
 }
 
-/// Which CLAIM queries one round sends: version 2 for older daemons, version 4, or both.
+/// Which queries one round sends: CLAIM in version 2 for older daemons, in version 4, or both;
+/// or a plain question, as a client asks, that claims nothing.
 #[derive(Debug, Clone, Copy)]
 enum Versions {
     Both,
     Older,
     Ranked,
+    Plain,
 }
 
 #[derive(Default)]
 struct Heard {
-    best: Option<SocketAddr>,
+    best: Option<Copy>,
     /// Daemons that answered CLAIMING.
     claimants: Vec<Claimant>,
     /// The answers came late (this host's link queues datagrams): the other claimants may have
@@ -600,80 +707,4 @@ pub fn is_local(ip: IpAddr, locals: &[IpAddr]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn claims(id: u8) -> Claims {
-        Claims::new(
-            [id; 8],
-            protocol::PORT,
-            (protocol::GROUP_V4, protocol::GROUP_V6),
-            Vec::new(),
-            Arc::new(Allowlist::default()),
-        )
-    }
-
-    #[test]
-    fn a_daemon_once_heard_in_version_4_stays_ranked() {
-        let c = claims(5);
-        c.speaks([1; 8], 4);
-        assert!(
-            c.ranked([1; 8], 2),
-            "a lost version 4 datagram changes nothing"
-        );
-        assert!(!c.ranked([2; 8], 2));
-        assert!(c.ranked([2; 8], 4));
-    }
-
-    #[test]
-    fn a_host_that_let_us_wait_is_not_deferred_to_under_any_id() {
-        let name = "a-1-1-any.pkg.tar.zst";
-        let from: IpAddr = "10.0.0.9".parse().unwrap();
-        let c = claims(0);
-        // Every other id outranks or undercuts id 0 somewhere; find one that wins this file.
-        let better = (1..=255u8)
-            .map(|b| [b; 8])
-            .find(|id| choose::defers(name, [0; 8], &[(*id, true)]))
-            .unwrap();
-        let claimant = |id| Claimant {
-            id,
-            ranked: true,
-            from,
-        };
-        assert!(c.defers(name, &[claimant(better)]));
-        c.no_show(&[claimant(better)]);
-        let another = (1..=255u8)
-            .map(|b| [b; 8])
-            .find(|id| *id != better && choose::defers(name, [0; 8], &[(*id, true)]))
-            .unwrap();
-        assert!(
-            !c.defers(name, &[claimant(another)]),
-            "a new id from the same host"
-        );
-        let elsewhere = Claimant {
-            from: "10.0.0.10".parse().unwrap(),
-            ..claimant(another)
-        };
-        assert!(c.defers(name, &[elsewhere]), "another host is deferred to");
-        c.showed_up(&[claimant(better)]);
-        assert!(
-            c.defers(name, &[claimant(another)]),
-            "forgiven once it started"
-        );
-    }
-
-    #[test]
-    fn heard_claims_keep_the_newest_version_per_claimant() {
-        let c = claims(5);
-        let from: IpAddr = "10.0.0.1".parse().unwrap();
-        c.heard_claim("a-1-1-any.pkg.tar.zst", [1; 8], 2, from);
-        c.heard_claim("a-1-1-any.pkg.tar.zst", [1; 8], 4, from);
-        c.heard_claim("a-1-1-any.pkg.tar.zst", [5; 8], 4, from);
-        let heard: Vec<([u8; 8], bool)> = c
-            .heard_claims("a-1-1-any.pkg.tar.zst")
-            .iter()
-            .map(|c| (c.id, c.ranked))
-            .collect();
-        assert_eq!(heard, vec![([1; 8], true)]);
-    }
-}
+mod tests;

@@ -1,0 +1,148 @@
+//! The claims' memory: versions, no-shows, heard claims, offers, and making way.
+
+use super::*;
+
+fn claims(id: u8) -> Claims {
+    Claims::new(
+        [id; 8],
+        protocol::PORT,
+        (protocol::GROUP_V4, protocol::GROUP_V6),
+        Vec::new(),
+        Arc::new(Allowlist::default()),
+    )
+}
+
+#[test]
+fn a_daemon_once_heard_in_version_4_stays_ranked() {
+    let c = claims(5);
+    c.speaks([1; 8], 4);
+    assert!(
+        c.ranked([1; 8], 2),
+        "a lost version 4 datagram changes nothing"
+    );
+    assert!(!c.ranked([2; 8], 2));
+    assert!(c.ranked([2; 8], 4));
+}
+
+#[test]
+fn a_host_that_let_us_wait_is_not_deferred_to_under_any_id() {
+    let name = "a-1-1-any.pkg.tar.zst";
+    let from: IpAddr = "10.0.0.9".parse().unwrap();
+    let c = claims(0);
+    // Every other id outranks or undercuts id 0 somewhere; find one that wins this file.
+    let better = (1..=255u8)
+        .map(|b| [b; 8])
+        .find(|id| choose::defers(name, [0; 8], &[(*id, true)]))
+        .unwrap();
+    let claimant = |id| Claimant {
+        id,
+        ranked: true,
+        from,
+    };
+    assert!(c.defers(name, &[claimant(better)]));
+    c.no_show(&[claimant(better)]);
+    let another = (1..=255u8)
+        .map(|b| [b; 8])
+        .find(|id| *id != better && choose::defers(name, [0; 8], &[(*id, true)]))
+        .unwrap();
+    assert!(
+        !c.defers(name, &[claimant(another)]),
+        "a new id from the same host"
+    );
+    let elsewhere = Claimant {
+        from: "10.0.0.10".parse().unwrap(),
+        ..claimant(another)
+    };
+    assert!(c.defers(name, &[elsewhere]), "another host is deferred to");
+    c.showed_up(&[claimant(better)]);
+    assert!(
+        c.defers(name, &[claimant(another)]),
+        "forgiven once it started"
+    );
+}
+
+#[test]
+fn heard_claims_keep_the_newest_version_per_claimant() {
+    let c = claims(5);
+    let from: IpAddr = "10.0.0.1".parse().unwrap();
+    c.heard_claim("a-1-1-any.pkg.tar.zst", [1; 8], 2, from);
+    c.heard_claim("a-1-1-any.pkg.tar.zst", [1; 8], 4, from);
+    c.heard_claim("a-1-1-any.pkg.tar.zst", [5; 8], 4, from);
+    let heard: Vec<([u8; 8], bool)> = c
+        .heard_claims("a-1-1-any.pkg.tar.zst")
+        .iter()
+        .map(|c| (c.id, c.ranked))
+        .collect();
+    assert_eq!(heard, vec![([1; 8], true)]);
+}
+
+/// Claims that ask on loopback only, at a port nobody serves: nothing leaves this host.
+fn quiet_claims(id: u8) -> Claims {
+    Claims::new(
+        [id; 8],
+        47_900 + u16::from(id),
+        (protocol::GROUP_V4, protocol::GROUP_V6),
+        vec!["lo".to_owned()],
+        Arc::new(Allowlist::default()),
+    )
+}
+
+#[test]
+fn a_daemon_whose_neighbours_fetch_other_files_never_makes_way() {
+    let c = quiet_claims(5);
+    c.heard_claim(
+        "other-1-1-any.pkg.tar.zst",
+        [1; 8],
+        4,
+        "10.0.0.1".parse().unwrap(),
+    );
+    let (turn, copy) = c.make_way("a-1-1-any.pkg.tar.zst", 3);
+    assert_eq!(copy, None);
+    assert_eq!(c.lock().settling, 1, "its turn is held");
+    drop(turn);
+    assert_eq!(c.lock().settling, 0);
+}
+
+#[test]
+fn the_hosts_are_together_once_another_claims_a_file_this_daemon_settled() {
+    let c = quiet_claims(5);
+    let from: IpAddr = "10.0.0.1".parse().unwrap();
+    c.settles("a-1-1-any.pkg.tar.zst");
+    assert!(c.lock().together.is_none());
+    c.heard_claim("b-1-1-any.pkg.tar.zst", [1; 8], 4, from);
+    assert!(c.lock().together.is_none(), "another file");
+    c.heard_claim("a-1-1-any.pkg.tar.zst", [1; 8], 4, from);
+    assert!(c.lock().together.is_some());
+}
+
+/// Making way for a claimant that never starts: the wait ends (no copy to follow) and that host
+/// is not waited for again for a while, under any id.
+#[test]
+fn a_claimant_made_way_for_that_never_starts_is_not_waited_for_again() {
+    let c = quiet_claims(6);
+    let from: IpAddr = "10.0.0.2".parse().unwrap();
+    c.settles("a-1-1-any.pkg.tar.zst");
+    c.heard_claim("a-1-1-any.pkg.tar.zst", [1; 8], 4, from);
+    c.heard_claim("b-1-1-any.pkg.tar.zst", [2; 8], 4, from);
+    let (turn, copy) = c.make_way("b-1-1-any.pkg.tar.zst", 1);
+    assert_eq!(copy, None);
+    drop(turn);
+    let claimant = Claimant {
+        id: [3; 8],
+        ranked: true,
+        from,
+    };
+    assert!(c.believed(&[claimant]).is_empty(), "a no-show");
+}
+
+#[test]
+fn an_offer_counts_its_host_once_whatever_the_copies_of_its_query() {
+    let c = claims(5);
+    let (v4, v6): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "fe80::1".parse().unwrap());
+    c.offered([1; 8], v4);
+    c.offered([1; 8], v6);
+    assert_eq!(c.promised(), vec![v4], "one query, one offer");
+    c.offered([2; 8], v4);
+    let hosts: HashSet<IpAddr> = c.promised().into_iter().collect();
+    assert_eq!(hosts.len(), 1);
+}

@@ -1,0 +1,116 @@
+//! Making way: a daemon that already leads a download lets another daemon lead the next one,
+//! when the hosts of the LAN are fetching the same files at the same time.
+//!
+//! Why: claims settled in the same instant go to different hosts ([`super::choose`]), but hosts
+//! upgrading together rarely claim in the same instant. The host that reaches a file first
+//! leads it; it finishes first (its followers read behind it), so it reaches the next file first
+//! too, and leads every file: the star around one host's upload link that claims by rank were
+//! meant to end. On a LAN of Wi-Fi laptops and wired desktops, a laptop that got ahead once fed
+//! every desktop at Wi-Fi speed for the whole upgrade. So before claiming, a daemon that leads
+//! a download already (or is settling one) waits, without claiming, a moment for another
+//! daemon to claim the file; if one does, it follows that daemon's copy. If nobody does, it
+//! claims as always. Nothing changes on the wire: older daemons simply see the claim of the
+//! daemon that did not make way, and so does everybody else.
+//!
+//! A lone host never waits, nor does a host whose neighbours fetch other files: the wait is
+//! paid only when another daemon fetched one of this daemon's files within
+//! [`TOGETHER_FRESH`], and then at most [`MAKE_WAY`] per file, plus [`super::DEFER_LIMIT`]
+//! when a daemon claimed it and did not start (that host is then not waited for again for a
+//! while, as in [`super::Claims::settle`]).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::{Claims, DEFER_POLL, Here, Versions};
+use crate::protocol::asker::Asker;
+use crate::protocol::netif;
+
+/// Another daemon fetched one of this daemon's files this recently: the hosts are upgrading
+/// together, and making way is worth a moment.
+pub const TOGETHER_FRESH: Duration = Duration::from_secs(30);
+/// The longest a daemon waits for another to claim a file before claiming it itself: hosts
+/// upgrading together reach each file within a fraction of a second of each other, and the
+/// file's download is still ahead.
+pub const MAKE_WAY: Duration = Duration::from_millis(250);
+
+/// This daemon's turn to settle a file: held from [`Claims::make_way`] until its verdict is
+/// recorded (a led download counts in [`crate::daemon::growing::Growing::leading`]), so that
+/// files settled at once on one host see each other.
+pub struct Turn<'a> {
+    claims: &'a Claims,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut state = self.claims.lock();
+        state.settling = state.settling.saturating_sub(1);
+    }
+}
+
+impl Claims {
+    /// Before settling `name`: when this daemon leads `leading` downloads already (or settles
+    /// one now) and the hosts are upgrading together, gives another daemon [`MAKE_WAY`] to
+    /// claim the file, and then the time to start it; see the module doc. With the turn, the
+    /// copy to follow when one started meanwhile (no need to settle then: asking again could
+    /// miss an answer that a busy link holds back).
+    pub fn make_way(&self, name: &str, leading: usize) -> (Turn<'_>, Option<SocketAddr>) {
+        {
+            let mut state = self.lock();
+            let together = state
+                .together
+                .is_some_and(|at| at.elapsed() < TOGETHER_FRESH);
+            if !together || leading + state.settling == 0 {
+                state.settling += 1;
+                return (Turn { claims: self }, None);
+            }
+        }
+        let copy = match self.given_up_on(name) {
+            true => None,
+            false => self.wait_for_another(name),
+        };
+        if copy.is_some() {
+            self.settles(name);
+        }
+        self.lock().settling += 1;
+        (Turn { claims: self }, copy)
+    }
+
+    /// Waits for another daemon to claim `name` and start it; its copy (or another), or None
+    /// when waiting no longer pays.
+    fn wait_for_another(&self, name: &str) -> Option<SocketAddr> {
+        let socket = Asker::open().ok()?;
+        let interfaces = netif::discovery_interfaces(&self.interfaces);
+        let locals = netif::local_addresses();
+        let here = Here {
+            interfaces: &interfaces,
+            locals: &locals,
+        };
+        // A copy on its way already: no wait at all.
+        if let Some(copy) = self.ask(&socket, &here, name, Versions::Plain).best {
+            return Some(copy.http);
+        }
+        let until = Instant::now() + MAKE_WAY;
+        let claimants = loop {
+            let claimants = self.believed(&self.heard_claims(name));
+            if !claimants.is_empty() {
+                break claimants;
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(DEFER_POLL);
+        };
+        // Another daemon claimed it: asked as a client would (claiming nothing, so as not to
+        // win the file back by rank), until its copy or another's starts.
+        let until = Instant::now() + super::DEFER_LIMIT;
+        while Instant::now() < until {
+            std::thread::sleep(DEFER_POLL);
+            if let Some(copy) = self.ask(&socket, &here, name, Versions::Plain).best {
+                self.showed_up(&claimants);
+                return Some(copy.http);
+            }
+        }
+        self.no_show(&claimants);
+        None
+    }
+}
