@@ -961,3 +961,44 @@ fn a_daemon_leading_a_download_lets_another_lead_the_next_file() {
         "host 1 followed host 2's copy of {file}"
     );
 }
+
+/// A transaction's first files are fetched at once, before the other hosts of an upgrade have
+/// claimed anything: their claims stay open a moment, so hosts starting the same upgrade a
+/// moment later claim them too and the rank spreads them. Before, the host that started first
+/// led all of them, finished first, reached the next files first and led those too (on a
+/// mixed LAN, a Wi-Fi laptop that started first fed everyone for the whole upgrade). On a LAN
+/// that has not shared anything yet, host 1 installs six packages and hosts 2 and 3 the same a
+/// moment later: no host leads all six. (Up to three fresh LANs, in case a loaded machine held
+/// hosts 2 and 3 back past the window.)
+#[test]
+fn the_first_files_of_an_upgrade_are_not_all_led_by_the_host_that_started_first() {
+    let mut spread = None;
+    for attempt in 0..3 {
+        let Some(s) = site(3, 6, 500_000, "20mbit") else {
+            return;
+        };
+        let files = files(&s.repo);
+        let names: Vec<String> = (0..6).map(|i| format!("tg{i}")).collect();
+        let mut args = vec!["-S"];
+        args.extend(names.iter().map(String::as_str));
+        let first = s.pacman(1, &args);
+        std::thread::sleep(Duration::from_millis(40));
+        let rest: Vec<Child> = (2..=3).map(|i| s.pacman(i, &args)).collect();
+        s.assert_installed(1, first, &files);
+        for (i, child) in (2..=3).zip(rest) {
+            s.assert_installed(i, child, &files);
+        }
+        let led: Vec<f64> = (1..=3)
+            .map(|i| s.metric(i, "pacserved_claims_led_total", 0.0))
+            .collect();
+        eprintln!("attempt {attempt}: claims led per host {led:?}");
+        if led.iter().all(|&n| n < 6.0) {
+            spread = Some(led);
+            break;
+        }
+    }
+    assert!(
+        spread.is_some(),
+        "one host led every first file of the upgrade, on three LANs"
+    );
+}

@@ -340,9 +340,12 @@ fn fetch(
     let outcome = match shared {
         Some((writer, Verdict::Follow { http })) => {
             let peer = peer_client(http);
+            let began = Instant::now();
             match get(&peer, &peerhttp::url(http, name), Some(writer), true) {
                 Ok(mtime) => {
-                    sharing.claims.succeeded(http.ip());
+                    sharing
+                        .claims
+                        .succeeded(http.ip(), planned.size, began.elapsed());
                     Ok(mtime)
                 }
                 Err(e) => {

@@ -168,6 +168,8 @@ pub struct Following<'a> {
     sent_by: Option<SocketAddr>,
     /// When the peer's time for the whole file is over ([`budget::phase`]).
     deadline: Instant,
+    /// When following began: how fast the peer delivered counts from there.
+    began: Instant,
 }
 
 impl<'a> Following<'a> {
@@ -191,6 +193,7 @@ impl<'a> Following<'a> {
             body: None,
             sent_by: None,
             deadline,
+            began: Instant::now(),
         }
     }
 
@@ -270,7 +273,12 @@ impl Read for Following<'_> {
             let verified = self.writer.take().is_some_and(Writer::finish);
             return match (verified, self.sent_by) {
                 (true, Some(peer)) => {
-                    self.sharing.claims.succeeded(peer.ip());
+                    // Only a whole file from the peer says how fast it delivers.
+                    let (bytes, took) = match self.peer {
+                        Some(_) => (size, self.began.elapsed()),
+                        None => (0, Duration::ZERO),
+                    };
+                    self.sharing.claims.succeeded(peer.ip(), bytes, took);
                     Ok(0)
                 }
                 (true, None) => Ok(0),

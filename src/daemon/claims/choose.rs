@@ -40,16 +40,26 @@ pub struct Copy {
     pub daemon_id: [u8; 8],
     pub landed: u64,
     pub uploads: u16,
+    /// The fastest its daemon delivered a copy to this one lately (bytes per second; 0:
+    /// unknown).
+    pub delivered: u64,
 }
 
 /// The copy to follow: of those at least half as far along as the furthest or within
-/// [`NEAR_ENOUGH`] of it (so a whole file beats any still arriving), the one sending the fewest
-/// uploads, then the furthest, then the first to answer.
+/// [`NEAR_ENOUGH`] of it (so a whole file beats any still arriving), and not from a daemon that
+/// delivered to this one under two thirds as fast as another of them did (a host on a slow
+/// link, which would hold this one and whoever follows it back), the one whose daemon sends to
+/// the fewest other hosts, then the furthest, then the first to answer.
 pub fn least_busy(copies: &[Copy]) -> Option<Copy> {
     let furthest = copies.iter().map(|c| c.landed).max()?;
-    copies
+    let along: Vec<&Copy> = copies
         .iter()
         .filter(|c| c.landed >= furthest / 2 + furthest % 2 || furthest - c.landed <= NEAR_ENOUGH)
+        .collect();
+    let fastest = along.iter().map(|c| c.delivered).max().unwrap_or(0);
+    along
+        .into_iter()
+        .filter(|c| c.delivered == 0 || c.delivered.saturating_mul(3) >= fastest.saturating_mul(2))
         .min_by_key(|c| (c.uploads, std::cmp::Reverse(c.landed)))
         .copied()
 }
@@ -126,6 +136,7 @@ mod tests {
             daemon_id: [port as u8; 8],
             landed,
             uploads,
+            delivered: 0,
         };
         let port = |copies: &[Copy]| least_busy(copies).map(|c| c.http.port());
         // The leader feeds six; a follower half as far along feeds none: it gets the next.
@@ -146,5 +157,18 @@ mod tests {
             Some(2)
         );
         assert_eq!(port(&[]), None);
+        // A daemon that delivered clearly slower than another is left while that one offers
+        // the file, however busy; one not heard from yet counts as fast enough.
+        let rated = |port, uploads, delivered| Copy {
+            delivered,
+            ..copy(port, 100, uploads)
+        };
+        assert_eq!(port(&[rated(1, 0, 40), rated(2, 3, 80)]), Some(2));
+        assert_eq!(port(&[rated(1, 0, 60), rated(2, 3, 80)]), Some(1));
+        assert_eq!(
+            port(&[rated(1, 2, 0), rated(2, 1, 40), rated(3, 3, 80)]),
+            Some(1)
+        );
+        assert_eq!(port(&[rated(1, 0, 0), rated(2, 3, 80)]), Some(1));
     }
 }

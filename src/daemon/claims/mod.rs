@@ -18,7 +18,12 @@
 //! rule is the same on every host, so hosts asking within the window agree on one leader.
 //!
 //! Before all that, a daemon that leads a download already makes way for another daemon to lead
-//! this one when the hosts are upgrading together ([`way`]).
+//! this one when the hosts are upgrading together ([`way`]). Files settled at once on one host
+//! (a transaction's first files, before the other hosts of an upgrade have claimed anything)
+//! keep their claims open for [`BURST_WINDOW`], so that those hosts' claims are ranked with
+//! them instead of the first host to start leading them all. And a follower leaves copies on
+//! hosts that delivered to it clearly slower than another offering the file did
+//! ([`choose::least_busy`]), so that a host on a slow link is not taken as a relay.
 //!
 //! A lone host does not pay: unless the responder has heard another host or daemon lately
 //! ([`Claims::heard_other`]), settling returns at once without sending anything.
@@ -62,6 +67,10 @@ const FILE_FAILURES: usize = 2;
 /// milliseconds of its answer.
 const OFFER_FRESH: Duration = Duration::from_secs(1);
 const MAX_OFFERS: usize = 256;
+/// How long the claims of files settled at once on one host stay open ([`Claims::settle`]).
+pub const BURST_WINDOW: Duration = Duration::from_millis(100);
+/// A followed copy smaller than this says little about the source's link.
+const RATE_MIN_BYTES: u64 = 1 << 20;
 /// How often a deferring daemon asks whether the better claimant has started.
 const DEFER_POLL: Duration = Duration::from_millis(25);
 /// A copy whose daemon sends to this many other hosts already is left to them while another
@@ -113,6 +122,9 @@ struct State {
     /// every other host [`DEFER_LIMIT`] per file).
     /// Kept by source address, not id: a host can answer under a new id for every file.
     no_shows: HashMap<IpAddr, (u32, Instant)>,
+    /// The fastest each source delivered a followed copy lately (bytes per second), and when:
+    /// a host on a slow link is not taken as a relay while a faster one offers the file.
+    rates: HashMap<IpAddr, (u64, Instant)>,
     /// When this daemon last offered a copy (HAVE or GROWING) to a version 3+ query, the
     /// query's nonce and the asker: it is probably about to read the copy, before it shows
     /// among the uploads ([`Claims::promised`]).
@@ -190,9 +202,33 @@ impl Claims {
         }
     }
 
-    /// A copy followed from `source` was verified: its failures are forgiven.
-    pub fn succeeded(&self, source: IpAddr) {
-        self.lock().failed_sources.remove(&source);
+    /// A copy followed from `source` was verified, `bytes` of it in `took`: its failures are
+    /// forgiven, and how fast it delivered is remembered ([`Claims::delivered`]).
+    pub fn succeeded(&self, source: IpAddr, bytes: u64, took: Duration) {
+        let mut state = self.lock();
+        state.failed_sources.remove(&source);
+        if bytes < RATE_MIN_BYTES {
+            return;
+        }
+        let rate = bytes.saturating_mul(1_000_000) / (took.as_micros().max(1) as u64).max(1);
+        state.rates.retain(|_, (_, at)| at.elapsed() < FILE_MEMORY);
+        let best = match state.rates.get(&source) {
+            Some((known, _)) => (*known).max(rate),
+            None => rate,
+        };
+        if state.rates.len() < MAX_RECORDED || state.rates.contains_key(&source) {
+            state.rates.insert(source, (best, Instant::now()));
+        }
+    }
+
+    /// The fastest `source` delivered a followed copy to this daemon lately, in bytes per
+    /// second (0: unknown).
+    fn delivered(&self, source: IpAddr) -> u64 {
+        self.lock()
+            .rates
+            .get(&source)
+            .filter(|(_, at)| at.elapsed() < FILE_MEMORY)
+            .map_or(0, |(rate, _)| *rate)
     }
 
     /// Whether an answer from `source` about `name` may be followed.
@@ -301,7 +337,11 @@ impl Claims {
     /// Decides who fetches `name` from the mirror; see the module doc. Also says whether this
     /// daemon deferred to a better claimant on the way (counted on `/metrics`).
     pub fn settle(&self, name: &str) -> (Verdict, bool) {
+        let started = Instant::now();
         self.settles(name);
+        // Settled beside others on this host: the first files of a transaction, which the
+        // other hosts of an upgrade reach within moments.
+        let burst = self.lock().settling > 1;
         let others = self
             .lock()
             .last_other
@@ -325,9 +365,19 @@ impl Claims {
             return (Verdict::Follow { http }, false);
         }
         let mut claimants = heard.claimants;
+        // A transaction's first files are all settled at once, before the other hosts of an
+        // upgrade have claimed anything: the host that started first would lead them all, and
+        // keep leading (it finishes first). So such a claim stays open for [`BURST_WINDOW`]:
+        // claims heard in it are ranked as if they had come together.
+        if burst {
+            let open = started + BURST_WINDOW;
+            while Instant::now() < open {
+                std::thread::sleep(DEFER_POLL.min(open.saturating_duration_since(Instant::now())));
+            }
+        }
         // Late to hear, late to be heard: the claimants we heard settled before our claim
         // reached them, so one of them may be fetching already. Ask once more before ranking.
-        if heard.late && !claimants.is_empty() {
+        if (heard.late && !claimants.is_empty()) || burst {
             let again = self.ask(&socket, &here, name, Versions::Both);
             if let Some(copy) = again.best {
                 let http = self.spread(&socket, &here, name, copy);
@@ -629,6 +679,7 @@ impl Claims {
                         daemon_id: answer.daemon_id,
                         landed,
                         uploads: answer.extra.uploads,
+                        delivered: self.delivered(from.ip()),
                     });
                 }
             }

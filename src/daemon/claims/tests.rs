@@ -146,3 +146,22 @@ fn an_offer_counts_its_host_once_whatever_the_copies_of_its_query() {
     let hosts: HashSet<IpAddr> = c.promised().into_iter().collect();
     assert_eq!(hosts.len(), 1);
 }
+
+#[test]
+fn how_fast_a_source_delivered_is_remembered_from_whole_files_and_its_best_kept() {
+    let c = claims(5);
+    let source: IpAddr = "10.0.0.7".parse().unwrap();
+    assert_eq!(c.delivered(source), 0, "unknown");
+    c.succeeded(source, 100_000, Duration::from_millis(10));
+    assert_eq!(c.delivered(source), 0, "too small to tell");
+    c.succeeded(source, 4_000_000, Duration::from_secs(2));
+    assert_eq!(c.delivered(source), 2_000_000);
+    c.succeeded(source, 4_000_000, Duration::from_secs(4));
+    assert_eq!(c.delivered(source), 2_000_000, "the best is kept");
+    c.succeeded(source, 0, Duration::ZERO);
+    assert_eq!(
+        c.delivered(source),
+        2_000_000,
+        "a follow left for the mirror tells nothing"
+    );
+}

@@ -7,10 +7,11 @@
 //! too, and leads every file: the star around one host's upload link that claims by rank were
 //! meant to end. On a LAN of Wi-Fi laptops and wired desktops, a laptop that got ahead once fed
 //! every desktop at Wi-Fi speed for the whole upgrade. So before claiming, a daemon that leads
-//! a download already (or is settling one) waits, without claiming, a moment for another
-//! daemon to claim the file; if one does, it follows that daemon's copy. If nobody does, it
-//! claims as always. Nothing changes on the wire: older daemons simply see the claim of the
-//! daemon that did not make way, and so does everybody else.
+//! a download already waits, without claiming, a moment for another daemon to claim the file;
+//! if one does, it follows that daemon's copy. If nobody does, it claims as always. Nothing
+//! changes on the wire: older daemons simply see the claim of the daemon that did not make way,
+//! and so does everybody else. (A transaction's first files, settled at once before anyone
+//! leads anything, are spread by rank instead: see `BURST_WINDOW` in [`super`].)
 //!
 //! A lone host never waits, nor does a host whose neighbours fetch other files: the wait is
 //! paid only when another daemon fetched one of this daemon's files within
@@ -35,7 +36,7 @@ pub const MAKE_WAY: Duration = Duration::from_millis(250);
 
 /// This daemon's turn to settle a file: held from [`Claims::make_way`] until its verdict is
 /// recorded (a led download counts in [`crate::daemon::growing::Growing::leading`]), so that
-/// files settled at once on one host see each other.
+/// files settled at once on one host see each other ([`super::BURST_WINDOW`]).
 pub struct Turn<'a> {
     claims: &'a Claims,
 }
@@ -48,8 +49,8 @@ impl Drop for Turn<'_> {
 }
 
 impl Claims {
-    /// Before settling `name`: when this daemon leads `leading` downloads already (or settles
-    /// one now) and the hosts are upgrading together, gives another daemon [`MAKE_WAY`] to
+    /// Before settling `name`: when this daemon leads `leading` downloads already and the
+    /// hosts are upgrading together, gives another daemon [`MAKE_WAY`] to
     /// claim the file, and then the time to start it; see the module doc. With the turn, the
     /// copy to follow when one started meanwhile (no need to settle then: asking again could
     /// miss an answer that a busy link holds back).
@@ -59,7 +60,7 @@ impl Claims {
             let together = state
                 .together
                 .is_some_and(|at| at.elapsed() < TOGETHER_FRESH);
-            if !together || leading + state.settling == 0 {
+            if !together || leading == 0 {
                 state.settling += 1;
                 return (Turn { claims: self }, None);
             }
