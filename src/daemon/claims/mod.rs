@@ -13,7 +13,7 @@
 //! defers to a better claimant (answered CLAIMING,
 //! or heard as a CLAIM query by our responder) and waits a bounded time for that daemon to
 //! start; otherwise it leads. Who is better: when every claimant speaks version 4, the one of
-//! highest [`protocol::claim_rank`] for this file, so the files of an upgrade are led by
+//! highest [`crate::protocol::claim_rank`] for this file, so the files of an upgrade are led by
 //! different hosts; when any speaks only an older version, the lowest daemon id, as before. The
 //! rule is the same on every host, so hosts asking within the window agree on one leader.
 //!
@@ -34,15 +34,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::daemon::allow::Allowlist;
-use crate::protocol::asker::{Asker, Target};
-use crate::protocol::budget;
-use crate::protocol::netif::{self, Interface};
-use crate::protocol::{self, Answer, Holding, Query};
+use crate::protocol::asker::Asker;
+use crate::protocol::netif;
 
+mod ask;
 mod choose;
+mod memory;
 mod way;
 
-use choose::{Copy, least_busy};
+pub use ask::is_local;
+use ask::{Here, Versions};
+use choose::Copy;
 pub use way::Turn;
 
 /// The longest a claim waits for the LAN's answers.
@@ -175,117 +177,6 @@ impl Claims {
             allow,
             state: Mutex::default(),
         }
-    }
-
-    /// The copy of `name` followed from `source` failed (stalled, broke off, too slow, or not
-    /// the file): `source` is not followed again for `name`, and for no file for a while.
-    pub fn failed(&self, name: &str, source: IpAddr) {
-        let mut state = self.lock();
-        let now = Instant::now();
-        state
-            .failed_files
-            .retain(|_, (_, at)| at.elapsed() < FILE_MEMORY);
-        state.failed_sources.retain(|_, (_, until)| *until > now);
-        if state.failed_files.len() < MAX_RECORDED {
-            let (sources, _) = state
-                .failed_files
-                .entry(name.to_owned())
-                .or_insert_with(|| (Vec::new(), now));
-            if !sources.contains(&source) {
-                sources.push(source);
-            }
-        }
-        if state.failed_sources.len() < MAX_RECORDED || state.failed_sources.contains_key(&source) {
-            let failures = state.failed_sources.get(&source).map_or(0, |(n, _)| *n) + 1;
-            let until = now + budget::backoff(failures);
-            state.failed_sources.insert(source, (failures, until));
-        }
-    }
-
-    /// A copy followed from `source` was verified, `bytes` of it in `took`: its failures are
-    /// forgiven, and how fast it delivered is remembered ([`Claims::delivered`]).
-    pub fn succeeded(&self, source: IpAddr, bytes: u64, took: Duration) {
-        let mut state = self.lock();
-        state.failed_sources.remove(&source);
-        if bytes < RATE_MIN_BYTES {
-            return;
-        }
-        let rate = bytes.saturating_mul(1_000_000) / (took.as_micros().max(1) as u64).max(1);
-        state.rates.retain(|_, (_, at)| at.elapsed() < FILE_MEMORY);
-        let best = match state.rates.get(&source) {
-            Some((known, _)) => (*known).max(rate),
-            None => rate,
-        };
-        if state.rates.len() < MAX_RECORDED || state.rates.contains_key(&source) {
-            state.rates.insert(source, (best, Instant::now()));
-        }
-    }
-
-    /// The fastest `source` delivered a followed copy to this daemon lately, in bytes per
-    /// second (0: unknown).
-    fn delivered(&self, source: IpAddr) -> u64 {
-        self.lock()
-            .rates
-            .get(&source)
-            .filter(|(_, at)| at.elapsed() < FILE_MEMORY)
-            .map_or(0, |(rate, _)| *rate)
-    }
-
-    /// Whether an answer from `source` about `name` may be followed.
-    fn trusted_for(&self, name: &str, source: IpAddr) -> bool {
-        let state = self.lock();
-        let backed_off = state
-            .failed_sources
-            .get(&source)
-            .is_some_and(|(_, until)| *until > Instant::now());
-        let failed_here = state
-            .failed_files
-            .get(name)
-            .is_some_and(|(sources, at)| at.elapsed() < FILE_MEMORY && sources.contains(&source));
-        !backed_off && !failed_here
-    }
-
-    /// Whether enough sources failed for `name` that the mirror is the better bet.
-    fn given_up_on(&self, name: &str) -> bool {
-        self.lock()
-            .failed_files
-            .get(name)
-            .is_some_and(|(sources, at)| {
-                at.elapsed() < FILE_MEMORY && sources.len() >= FILE_FAILURES
-            })
-    }
-
-    /// The responder offered a copy, answering query `nonce` from `asker`, which may read it in
-    /// a moment. The copies of one query (version 1 beside 3, IPv6 beside IPv4) are one offer,
-    /// to the address it first came from.
-    pub fn offered(&self, nonce: [u8; 8], asker: IpAddr) {
-        let mut state = self.lock();
-        while state
-            .offers
-            .front()
-            .is_some_and(|(at, _, _)| at.elapsed() > OFFER_FRESH)
-            || state.offers.len() >= MAX_OFFERS
-        {
-            state.offers.pop_front();
-        }
-        if state.offers.iter().all(|(_, n, _)| *n != nonce) {
-            state
-                .offers
-                .push_back((Instant::now(), nonce, asker.to_canonical()));
-        }
-    }
-
-    /// The hosts offered a copy within [`OFFER_FRESH`]: counted with those an answer reports
-    /// as receiving, so that hosts settling in the same instant do not all pick the one copy
-    /// whose uploads have not begun yet.
-    pub fn promised(&self) -> Vec<IpAddr> {
-        let state = self.lock();
-        state
-            .offers
-            .iter()
-            .filter(|(at, _, _)| at.elapsed() <= OFFER_FRESH)
-            .map(|(_, _, asker)| *asker)
-            .collect()
     }
 
     /// The responder heard a query from another host.
@@ -449,50 +340,6 @@ impl Claims {
         choose::defers(name, self.daemon_id, &counted)
     }
 
-    /// The claimants whose host has not lately let this daemon wait for nothing.
-    fn believed(&self, claimants: &[Claimant]) -> Vec<Claimant> {
-        let now = Instant::now();
-        let state = self.lock();
-        claimants
-            .iter()
-            .filter(|c| {
-                state
-                    .no_shows
-                    .get(&c.from)
-                    .is_none_or(|(_, until)| *until <= now)
-            })
-            .copied()
-            .collect()
-    }
-
-    /// Nobody this daemon deferred to started: their hosts are not deferred to for a while,
-    /// longer each time in a row ([`budget::backoff`]).
-    fn no_show(&self, claimants: &[Claimant]) {
-        let mut state = self.lock();
-        let now = Instant::now();
-        // Remembered past the wait, so that a host failing again waits longer.
-        state
-            .no_shows
-            .retain(|_, (_, until)| *until + budget::BACKOFF_MAX > now);
-        for c in claimants {
-            if state.no_shows.len() >= MAX_RECORDED && !state.no_shows.contains_key(&c.from) {
-                break;
-            }
-            let times = state.no_shows.get(&c.from).map_or(0, |(n, _)| *n) + 1;
-            state
-                .no_shows
-                .insert(c.from, (times, now + budget::backoff(times)));
-        }
-    }
-
-    /// Someone this daemon deferred to started: their hosts' records are clean again.
-    fn showed_up(&self, claimants: &[Claimant]) {
-        let mut state = self.lock();
-        for c in claimants {
-            state.no_shows.remove(&c.from);
-        }
-    }
-
     /// The CLAIM queries heard for `name` lately.
     fn heard_claims(&self, name: &str) -> Vec<Claimant> {
         let heard: Vec<Heard1> = self
@@ -536,195 +383,11 @@ impl Claims {
         }
     }
 
-    /// Daemon `id` was heard speaking `version`.
-    fn speaks(&self, id: [u8; 8], version: u8) {
-        self.lock().speaks(id, version);
-    }
-
-    /// Whether daemon `id`, heard now in `version`, settles claims by rank: it did so in this
-    /// datagram or in any heard lately.
-    fn ranked(&self, id: [u8; 8], version: u8) -> bool {
-        let known = self
-            .lock()
-            .versions
-            .get(&id)
-            .filter(|(_, at)| at.elapsed() < FILE_MEMORY)
-            .map_or(0, |(v, _)| *v);
-        version.max(known) >= protocol::RANKED_CLAIMS
-    }
-
-    /// One round: send the CLAIM query on `here`'s interfaces, collect answers for up to
-    /// [`WINDOW`]. Answers count only from the link asked, from inside the allowlist, from
-    /// another host, and from a source that has not failed us for this file.
-    fn ask(&self, asker: &Asker, here: &Here, name: &str, versions: Versions) -> Heard {
-        let mut nonce = [0u8; 8];
-        let _ = getrandom::fill(&mut nonce);
-        let query = Query {
-            version: 2,
-            nonce,
-            file_name: name.to_owned(),
-            arch: String::new(),
-            claim: Some(self.daemon_id),
-            quiet: false,
-        };
-        let ranked = Query {
-            version: protocol::RANKED_CLAIMS,
-            ..query.clone()
-        };
-        let plain = Query {
-            version: protocol::ASK_VERSION,
-            claim: None,
-            ..query.clone()
-        };
-        let (Ok(query), Ok(ranked), Ok(plain)) = (query.encode(), ranked.encode(), plain.encode())
-        else {
-            return Heard::default();
-        };
-        let target = Target {
-            port: self.port,
-            group_v4: self.group_v4,
-            group_v6: self.group_v6,
-            interfaces: here.interfaces,
-            peers: &[],
-        };
-        let datagrams = match versions {
-            Versions::Both => vec![query, ranked],
-            Versions::Older => vec![query],
-            Versions::Ranked => vec![ranked],
-            Versions::Plain => vec![plain],
-        };
-        let (_, links) = asker.send(&target, &datagrams);
-        let outstanding = self.lock().known.clone();
-        let mut answered = HashSet::new();
-        let mut heard = Heard::default();
-        let mut copies: Vec<Copy> = Vec::new();
-        let started = Instant::now();
-        let mut deadline = started + WINDOW;
-        loop {
-            let late = deadline > started + WINDOW;
-            let all = !outstanding.is_empty() && outstanding.iter().all(|id| answered.contains(id));
-            let half = !answered.is_empty() && answered.len() * 2 >= outstanding.len();
-            if all || (late && half) {
-                break;
-            }
-            if Instant::now() >= deadline {
-                // Hardly any daemon answered in the window (none, or under a quarter of those
-                // known): our own link is queueing (a busy Wi-Fi link holds datagrams behind
-                // bulk data for hundreds of milliseconds), so the answers are late, not
-                // missing, and settling without them would fetch from the mirror what another
-                // host already fetches. Then wait for half of them, or the first one. (When
-                // only some are late, their links are the slow ones, and they are not waited
-                // for: they hear our claim late too.)
-                let hardly = answered.len() * 4 < outstanding.len().max(1);
-                if late || !hardly {
-                    break;
-                }
-                deadline = started + LATE_WINDOW;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(datagrams) = asker.receive(left.max(Duration::from_millis(1))) else {
-                break;
-            };
-            for (from, datagram) in datagrams {
-                let Ok(answer) = Answer::decode(&datagram) else {
-                    continue;
-                };
-                if answer.nonce != nonce
-                    || answer.daemon_id == self.daemon_id
-                    || !links.accepts(from)
-                    || !self.allow.permits(from.ip())
-                    || is_local(from.ip(), here.locals)
-                {
-                    continue;
-                }
-                answered.insert(answer.daemon_id);
-                self.speaks(answer.daemon_id, answer.version);
-                let (landed, http_port) = match answer.holding {
-                    Holding::Have { http_port, .. } => (u64::MAX, http_port),
-                    Holding::Growing {
-                        http_port, landed, ..
-                    } => (landed, http_port),
-                    Holding::Claiming => {
-                        let ranked = self.ranked(answer.daemon_id, answer.version);
-                        let same =
-                            |c: &&mut Claimant| c.id == answer.daemon_id && c.from == from.ip();
-                        match heard.claimants.iter_mut().find(same) {
-                            Some(known) => known.ranked |= ranked,
-                            None => heard.claimants.push(Claimant {
-                                id: answer.daemon_id,
-                                ranked,
-                                from: from.ip(),
-                            }),
-                        }
-                        continue;
-                    }
-                    Holding::Miss => continue,
-                };
-                // A version 4 daemon answers both queries: its copy once, with what the newer
-                // answer says (only version 3 and later count uploads).
-                let same =
-                    |c: &&mut Copy| c.daemon_id == answer.daemon_id && c.http.ip() == from.ip();
-                if let Some(known) = copies.iter_mut().find(same) {
-                    if answer.version >= 3 {
-                        known.uploads = answer.extra.uploads;
-                    }
-                    continue;
-                }
-                if http_port >= budget::MIN_HTTP_PORT && self.trusted_for(name, from.ip()) {
-                    // The source as it answered: an IPv6 link-local one keeps its scope.
-                    let mut http = from;
-                    http.set_port(http_port);
-                    copies.push(Copy {
-                        http,
-                        daemon_id: answer.daemon_id,
-                        landed,
-                        uploads: answer.extra.uploads,
-                        delivered: self.delivered(from.ip()),
-                    });
-                }
-            }
-        }
-        heard.best = least_busy(&copies);
-        heard.late = deadline > started + WINDOW;
-        let mut state = self.lock();
-        if !heard.claimants.is_empty() || copies.iter().any(|c| c.landed != u64::MAX) {
-            state.together = Some(Instant::now());
-        }
-        if !answered.is_empty() {
-            state.last_other = Some(Instant::now());
-            state.known = answered;
-        } else if deadline > started + WINDOW {
-            // Nobody at all, even late: they left; the next claim waits the short window.
-            state.known.clear();
-        }
-        heard
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-}
-
-/// Which queries one round sends: CLAIM in version 2 for older daemons, in version 4, or both;
-/// or a plain question, as a client asks, that claims nothing.
-#[derive(Debug, Clone, Copy)]
-enum Versions {
-    Both,
-    Older,
-    Ranked,
-    Plain,
-}
-
-#[derive(Default)]
-struct Heard {
-    best: Option<Copy>,
-    /// Daemons that answered CLAIMING.
-    claimants: Vec<Claimant>,
-    /// The answers came late (this host's link queues datagrams): the other claimants may have
-    /// settled without hearing this one in time.
-    late: bool,
 }
 
 /// Another daemon claiming the same file.
@@ -744,17 +407,6 @@ struct Heard1 {
     version: u8,
     from: IpAddr,
     at: Instant,
-}
-
-/// This host as one settle sees it: where to ask, and its own addresses.
-struct Here<'a> {
-    interfaces: &'a [Interface],
-    locals: &'a [IpAddr],
-}
-
-/// Whether `ip` is one of this host's addresses (its own queries do not mean a shared LAN).
-pub fn is_local(ip: IpAddr, locals: &[IpAddr]) -> bool {
-    ip.is_loopback() || locals.contains(&ip.to_canonical())
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! The claims' memory: versions, no-shows, heard claims, offers, and making way.
 
 use super::*;
+use crate::protocol;
+use std::collections::HashSet;
 
 fn claims(id: u8) -> Claims {
     Claims::new(

@@ -1,0 +1,188 @@
+//! What the claims remember of other hosts, and how long: sources that failed a follow (and
+//! the files they failed), how fast sources delivered, the copies this daemon just offered,
+//! claimants that let it wait for nothing, and each daemon's protocol version. Every record is
+//! bounded ([`super::MAX_RECORDED`] and friends) and forgotten after a while, so no LAN host
+//! can make the daemon grow without bound, and a host that failed once is tried again later.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use super::{
+    Claimant, Claims, FILE_FAILURES, FILE_MEMORY, MAX_OFFERS, MAX_RECORDED, OFFER_FRESH,
+    RATE_MIN_BYTES,
+};
+use crate::protocol::{self, budget};
+
+impl Claims {
+    /// The copy of `name` followed from `source` failed (stalled, broke off, too slow, or not
+    /// the file): `source` is not followed again for `name`, and for no file for a while.
+    pub fn failed(&self, name: &str, source: IpAddr) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        state
+            .failed_files
+            .retain(|_, (_, at)| at.elapsed() < FILE_MEMORY);
+        state.failed_sources.retain(|_, (_, until)| *until > now);
+        if state.failed_files.len() < MAX_RECORDED {
+            let (sources, _) = state
+                .failed_files
+                .entry(name.to_owned())
+                .or_insert_with(|| (Vec::new(), now));
+            if !sources.contains(&source) {
+                sources.push(source);
+            }
+        }
+        if state.failed_sources.len() < MAX_RECORDED || state.failed_sources.contains_key(&source) {
+            let failures = state.failed_sources.get(&source).map_or(0, |(n, _)| *n) + 1;
+            let until = now + budget::backoff(failures);
+            state.failed_sources.insert(source, (failures, until));
+        }
+    }
+
+    /// A copy followed from `source` was verified, `bytes` of it in `took`: its failures are
+    /// forgiven, and how fast it delivered is remembered ([`Claims::delivered`]).
+    pub fn succeeded(&self, source: IpAddr, bytes: u64, took: Duration) {
+        let mut state = self.lock();
+        state.failed_sources.remove(&source);
+        if bytes < RATE_MIN_BYTES {
+            return;
+        }
+        let rate = bytes.saturating_mul(1_000_000) / (took.as_micros().max(1) as u64).max(1);
+        state.rates.retain(|_, (_, at)| at.elapsed() < FILE_MEMORY);
+        let best = match state.rates.get(&source) {
+            Some((known, _)) => (*known).max(rate),
+            None => rate,
+        };
+        if state.rates.len() < MAX_RECORDED || state.rates.contains_key(&source) {
+            state.rates.insert(source, (best, Instant::now()));
+        }
+    }
+
+    /// The fastest `source` delivered a followed copy to this daemon lately, in bytes per
+    /// second (0: unknown).
+    pub(super) fn delivered(&self, source: IpAddr) -> u64 {
+        self.lock()
+            .rates
+            .get(&source)
+            .filter(|(_, at)| at.elapsed() < FILE_MEMORY)
+            .map_or(0, |(rate, _)| *rate)
+    }
+
+    /// Whether an answer from `source` about `name` may be followed.
+    pub(super) fn trusted_for(&self, name: &str, source: IpAddr) -> bool {
+        let state = self.lock();
+        let backed_off = state
+            .failed_sources
+            .get(&source)
+            .is_some_and(|(_, until)| *until > Instant::now());
+        let failed_here = state
+            .failed_files
+            .get(name)
+            .is_some_and(|(sources, at)| at.elapsed() < FILE_MEMORY && sources.contains(&source));
+        !backed_off && !failed_here
+    }
+
+    /// Whether enough sources failed for `name` that the mirror is the better bet.
+    pub(super) fn given_up_on(&self, name: &str) -> bool {
+        self.lock()
+            .failed_files
+            .get(name)
+            .is_some_and(|(sources, at)| {
+                at.elapsed() < FILE_MEMORY && sources.len() >= FILE_FAILURES
+            })
+    }
+
+    /// The responder offered a copy, answering query `nonce` from `asker`, which may read it in
+    /// a moment. The copies of one query (version 1 beside 3, IPv6 beside IPv4) are one offer,
+    /// to the address it first came from.
+    pub fn offered(&self, nonce: [u8; 8], asker: IpAddr) {
+        let mut state = self.lock();
+        while state
+            .offers
+            .front()
+            .is_some_and(|(at, _, _)| at.elapsed() > OFFER_FRESH)
+            || state.offers.len() >= MAX_OFFERS
+        {
+            state.offers.pop_front();
+        }
+        if state.offers.iter().all(|(_, n, _)| *n != nonce) {
+            state
+                .offers
+                .push_back((Instant::now(), nonce, asker.to_canonical()));
+        }
+    }
+
+    /// The hosts offered a copy within [`OFFER_FRESH`]: counted with those an answer reports
+    /// as receiving, so that hosts settling in the same instant do not all pick the one copy
+    /// whose uploads have not begun yet.
+    pub fn promised(&self) -> Vec<IpAddr> {
+        let state = self.lock();
+        state
+            .offers
+            .iter()
+            .filter(|(at, _, _)| at.elapsed() <= OFFER_FRESH)
+            .map(|(_, _, asker)| *asker)
+            .collect()
+    }
+
+    /// The claimants whose host has not lately let this daemon wait for nothing.
+    pub(super) fn believed(&self, claimants: &[Claimant]) -> Vec<Claimant> {
+        let now = Instant::now();
+        let state = self.lock();
+        claimants
+            .iter()
+            .filter(|c| {
+                state
+                    .no_shows
+                    .get(&c.from)
+                    .is_none_or(|(_, until)| *until <= now)
+            })
+            .copied()
+            .collect()
+    }
+
+    /// Nobody this daemon deferred to started: their hosts are not deferred to for a while,
+    /// longer each time in a row ([`budget::backoff`]).
+    pub(super) fn no_show(&self, claimants: &[Claimant]) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        // Remembered past the wait, so that a host failing again waits longer.
+        state
+            .no_shows
+            .retain(|_, (_, until)| *until + budget::BACKOFF_MAX > now);
+        for c in claimants {
+            if state.no_shows.len() >= MAX_RECORDED && !state.no_shows.contains_key(&c.from) {
+                break;
+            }
+            let times = state.no_shows.get(&c.from).map_or(0, |(n, _)| *n) + 1;
+            state
+                .no_shows
+                .insert(c.from, (times, now + budget::backoff(times)));
+        }
+    }
+
+    /// Someone this daemon deferred to started: their hosts' records are clean again.
+    pub(super) fn showed_up(&self, claimants: &[Claimant]) {
+        let mut state = self.lock();
+        for c in claimants {
+            state.no_shows.remove(&c.from);
+        }
+    }
+
+    /// Daemon `id` was heard speaking `version`.
+    pub(super) fn speaks(&self, id: [u8; 8], version: u8) {
+        self.lock().speaks(id, version);
+    }
+
+    /// Whether daemon `id`, heard now in `version`, settles claims by rank: it did so in this
+    /// datagram or in any heard lately.
+    pub(super) fn ranked(&self, id: [u8; 8], version: u8) -> bool {
+        let known = self
+            .lock()
+            .versions
+            .get(&id)
+            .filter(|(_, at)| at.elapsed() < FILE_MEMORY)
+            .map_or(0, |(v, _)| *v);
+        version.max(known) >= protocol::RANKED_CLAIMS
+    }
+}
