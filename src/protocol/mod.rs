@@ -90,9 +90,10 @@
 //! daemons agree whether or not each heard an older claim in time. A claimant deferred to that does not start within the
 //! defer limit is not deferred to again for a while (a host claiming every file and fetching
 //! none costs one wait, not one per file). A daemon following a copy prefers, among the copies at
-//! least half as far along as the furthest, the one whose daemon is the least busy. (How a daemon
-//! that leads a download already makes way for another, and how followers settling at once form
-//! a tree, changes no datagram: see [`crate::daemon::claims`].)
+//! least half as far along as the furthest, the one whose daemon is the least busy. (How the
+//! claims of a transaction's first files stay open a moment, how a daemon that leads a download
+//! already makes way for another, and how followers settling at once form a tree change no
+//! datagram: see [`crate::daemon::claims`].)
 //! Clients keep asking in version 3 (and 1): version 4 tells them nothing more, and older
 //! daemons would not answer it.
 //!

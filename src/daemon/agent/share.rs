@@ -59,6 +59,8 @@ impl Sharing {
     /// Registers `share` as arriving here and settles who fetches it: None when it is already
     /// arriving here (or sharing is full); else the writer and whether to follow someone.
     pub fn begin(&self, share: &Share) -> Option<(Writer, Verdict)> {
+        // Arriving here already (the relay and prefetch can ask for one file at once): nothing
+        // to settle, and no reason to make way first.
         if self.growing.find(&share.name).is_some() {
             return None;
         }
