@@ -232,11 +232,13 @@ impl Claims {
         self.settles(name);
         // Settled beside others on this host: the first files of a transaction, which the
         // other hosts of an upgrade reach within moments.
-        let burst = self.lock().settling > 1;
-        let others = self
-            .lock()
-            .last_other
-            .is_some_and(|at| at.elapsed() < OTHERS_FRESH);
+        let (burst, others) = {
+            let state = self.lock();
+            let others = state
+                .last_other
+                .is_some_and(|at| at.elapsed() < OTHERS_FRESH);
+            (state.settling > 1, others)
+        };
         if !others || self.given_up_on(name) {
             return (Verdict::Lead, false);
         }
@@ -261,10 +263,7 @@ impl Claims {
         // keep leading (it finishes first). So such a claim stays open for [`BURST_WINDOW`]:
         // claims heard in it are ranked as if they had come together.
         if burst {
-            let open = started + BURST_WINDOW;
-            while Instant::now() < open {
-                std::thread::sleep(DEFER_POLL.min(open.saturating_duration_since(Instant::now())));
-            }
+            std::thread::sleep((started + BURST_WINDOW).saturating_duration_since(Instant::now()));
         }
         // Late to hear, late to be heard: the claimants we heard settled before our claim
         // reached them, so one of them may be fetching already. Ask once more before ranking.
