@@ -55,6 +55,7 @@ pub struct FileConfig {
 /// agent-socket = "pacserved/agent"        # its abstract socket name
 /// prefetch = 5                            # files fetched ahead per pacman transaction; 0: off
 /// upload-limit = "0"                      # bytes/s all peers together may take (K, M, G); 0: no limit
+/// link-speed = "auto"                     # this host's link in Mbit/s, or auto: read from the kernel
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -69,6 +70,7 @@ pub struct DaemonFileConfig {
     pub agent_socket: Option<String>,
     pub prefetch: Option<usize>,
     pub upload_limit: Option<String>,
+    pub link_speed: Option<String>,
 }
 
 #[derive(Debug)]

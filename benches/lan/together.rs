@@ -11,14 +11,18 @@
 //! count, e.g. `200mbit,1gbit`; `unlimited` for none): an unlimited veth hides that one host
 //! feeding everyone is a bottleneck (issue 21). `slow/fast` (e.g. `50mbit/1gbit`) puts the first
 //! half of the hosts on the first rate and the rest on the second, a LAN of Wi-Fi laptops and
-//! wired desktops: slowest ÷ lone is then given per half, each against a lone host of its half. Also printed: the most bytes one host uploaded
-//! to peers ÷ the packages' bytes (each daemon's `pacserved_served_bytes_total`; goal ≤ 2.5).
+//! wired desktops: slowest ÷ lone is then given per half, each against a lone host of its half.
+//! There each host's kernel shows its link as a real one would (the veths show none): a
+//! wireless interface on the slow half, a 1000 Mbit/s NIC on the fast half
+//! ([`KernelLink`]); the daemons read it as they would on real hosts, nothing set. Also
+//! printed: the most bytes one host uploaded to peers ÷ the packages' bytes (each daemon's
+//! `pacserved_served_bytes_total`; goal ≤ 2.5).
 
 use std::fs;
 use std::time::{Duration, Instant};
 
 use crate::archrepo::{Pacman, Repo};
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, KernelLink};
 use crate::netns::{Family, Lan};
 use crate::nginx::Nginx;
 use crate::util::{fetch_bin, tempdir};
@@ -64,6 +68,15 @@ fn scenario(hosts: usize, link: Option<String>) {
         true => first_half.clone(),
         false => second_half.clone(),
     };
+    let kernel_link = |i: usize| match (mixed, i <= half) {
+        (false, _) => None,
+        (true, true) => Some(KernelLink::Wireless),
+        (true, false) => Some(KernelLink::Wired(1000)),
+    };
+    let start_daemon = |i: usize, cache: &std::path::Path| match kernel_link(i) {
+        Some(link) => Daemon::start_on_link(lan.host(i), cache, &[], &[], link),
+        None => Daemon::start(lan.host(i), cache, &[]),
+    };
     for i in 1..=hosts {
         if let Some(rate) = rate_of(i) {
             lan.limit_link(i, &rate);
@@ -95,7 +108,7 @@ fn scenario(hosts: usize, link: Option<String>) {
         let nodes: Vec<(Pacman, Daemon)> = (1..=count)
             .map(|i| {
                 let pacman = Pacman::new(Some(&xfer), &[("tb", url.clone())]);
-                let daemon = Daemon::start(lan.host(i), &pacman.cache(), &[]);
+                let daemon = start_daemon(i, &pacman.cache());
                 (pacman, daemon)
             })
             .collect();
@@ -110,7 +123,7 @@ fn scenario(hosts: usize, link: Option<String>) {
     // A lone host, on the same LAN with nobody else running: host `i`, on its own link.
     let lone_on = |i: usize| {
         let pacman = Pacman::new(Some(&xfer), &[("tb", url.clone())]);
-        let _daemon = Daemon::start(lan.host(i), &pacman.cache(), &[]);
+        let _daemon = start_daemon(i, &pacman.cache());
         let synced = pacman.run_in(lan.host(i), &env, &["-Sy"]);
         assert!(synced.status.success(), "lone host {i}: -Sy");
         let started = Instant::now();

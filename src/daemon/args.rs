@@ -74,6 +74,11 @@ pub struct DaemonArgs {
     /// (e.g. 10M); 0 means no limit [default: 0].
     #[arg(long, value_name = "RATE", value_parser = upcap::parse_rate)]
     pub upload_limit: Option<u64>,
+    /// This host's link speed in Mbit/s, which other daemons weigh when choosing who fetches
+    /// from the mirror and who relays; auto reads it from the kernel (a wireless interface
+    /// counts as 100) [default: auto].
+    #[arg(long, value_name = "MBIT", value_parser = parse_link_speed)]
+    pub link_speed: Option<LinkSpeed>,
     /// Where the daemon's id and the agent's staged files are kept.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/pacserved")]
     pub state_dir: PathBuf,
@@ -156,7 +161,33 @@ impl DaemonArgs {
                 }
                 (None, None) => 0,
             },
+            link_speed: match (self.link_speed, file.link_speed) {
+                (Some(LinkSpeed(speed)), _) => speed,
+                (None, Some(value)) => {
+                    parse_link_speed(&value)
+                        .map_err(|message| ConfigError {
+                            path: self.config.clone(),
+                            message: format!("link-speed: {message}"),
+                        })?
+                        .0
+                }
+                (None, None) => None,
+            },
         })
+    }
+}
+
+/// `--link-speed`: Mbit/s, or `auto` (None).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkSpeed(pub Option<u16>);
+
+fn parse_link_speed(value: &str) -> Result<LinkSpeed, String> {
+    match value.trim() {
+        "auto" => Ok(LinkSpeed(None)),
+        number => number
+            .parse::<u16>()
+            .map(|m| LinkSpeed(Some(m)))
+            .map_err(|_| format!("{value}: expected Mbit/s (0 to 65535, e.g. 1000) or auto")),
     }
 }
 

@@ -26,6 +26,7 @@ pub mod growing;
 pub mod http;
 pub mod journal;
 pub mod ledger;
+pub mod link;
 pub mod mdns;
 pub mod metrics;
 pub mod peers;
@@ -100,6 +101,9 @@ pub struct Config {
     pub fetch_program: PathBuf,
     /// Bytes per second all peers together may take; 0: no limit.
     pub upload_limit: u64,
+    /// `link-speed`: this host's link in Mbit/s (0: unknown), else read from the kernel
+    /// ([`link`]).
+    pub link_speed: Option<u16>,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT.
@@ -122,6 +126,11 @@ pub fn run(config: Config) -> io::Result<()> {
         (config.group_v4, config.group_v6),
         config.interfaces.clone(),
         allow.clone(),
+        link::Link::new(
+            config.link_speed,
+            config.upload_limit,
+            config.interfaces.clone(),
+        ),
     ));
     info!(
         "id {} serving {} on HTTP port {http_port}, discovery on UDP port {}",
@@ -134,6 +143,18 @@ pub fn run(config: Config) -> io::Result<()> {
             .join(", "),
         config.udp_port
     );
+    // What the other daemons are told of this host's link (see `link`), for a user wondering
+    // why this host never leads the LAN's downloads.
+    match claims.link.mbit() {
+        0 => info!("link speed unknown: ranked as an equal of every other host"),
+        mbit => info!(
+            "link speed {mbit} Mbit/s{}",
+            match config.link_speed {
+                Some(_) => " (link-speed)",
+                None => "",
+            }
+        ),
+    }
     Responder {
         port: config.udp_port,
         group_v4: config.group_v4,

@@ -206,8 +206,12 @@ impl Responder {
             return;
         }
         if let Some(claimant) = query.claim {
-            self.claims
-                .heard_claim(&query.file_name, claimant, query.version, from.ip());
+            self.claims.heard_claim(
+                &query.file_name,
+                claimant,
+                (query.version, query.link),
+                from.ip(),
+            );
         }
         let holding = self.holding(&query.file_name);
         if query.quiet && holding == Holding::Miss {
@@ -220,10 +224,15 @@ impl Responder {
         }
         // In the query's version: a v1 answer says MISS for GROWING and CLAIMING, and only a
         // v3 answer carries the extra.
-        let extra = match query.version {
+        let mut extra = match query.version {
             3.. if holding != Holding::Miss => self.extra(&query.file_name, from.ip()),
             _ => Extra::default(),
         };
+        // Version 5 tells this host's link in every answer: a daemon that settles a file with
+        // this one learns it from a MISS as well as from a claim.
+        if query.version >= protocol::LINKED {
+            extra.link = self.claims.link.mbit();
+        }
         if query.version >= 3 && holding.fetchable().is_some() {
             self.claims.offered(query.nonce, from.ip());
         }
@@ -250,6 +259,7 @@ impl Responder {
         Extra {
             sig,
             uploads: u16::try_from(hosts.len()).unwrap_or(u16::MAX),
+            link: 0,
         }
     }
 

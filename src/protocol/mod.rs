@@ -1,4 +1,4 @@
-//! The peer discovery protocol, versions 1 to 4: who on the LAN has this file, or is fetching
+//! The peer discovery protocol, versions 1 to 5: who on the LAN has this file, or is fetching
 //! it right now?
 //!
 //! (The other wire format, between `pacserve-fetch` and the `pacserved` on the same machine,
@@ -17,7 +17,7 @@
 //! | offset | size | field                                          |
 //! |--------|------|------------------------------------------------|
 //! | 0      | 4    | magic `PSRV`                                   |
-//! | 4      | 1    | protocol version (1 to 4)                      |
+//! | 4      | 1    | protocol version (1 to 5)                      |
 //! | 5      | 1    | kind: 1 = query, 2 = answer                    |
 //!
 //! A query continues:
@@ -31,10 +31,11 @@
 //! | 16+N   | A    | architecture, e.g. `x86_64`                             |
 //! | 16+N+A | 1    | version ≥ 2: flags; bit 0 = CLAIM, v3+ also bit 1 = QUIET; others zero |
 //! | 17+N+A | 8    | version ≥ 2: claimant's daemon id (zero unless CLAIM)   |
+//! | 25+N+A | 2    | version ≥ 5: LINK, the sender's link speed in Mbit/s (0 = unknown) |
 //! | …      | …    | zero padding up to at least [`MIN_QUERY_LEN`] bytes     |
 //!
 //! A version 1 answer is exactly [`ANSWER_LEN`] bytes, a version 2 answer [`ANSWER_V2_LEN`], a
-//! version 3 or 4 answer [`ANSWER_V3_LEN`]:
+//! version 3 or 4 answer [`ANSWER_V3_LEN`], a version 5 answer [`ANSWER_V5_LEN`]:
 //!
 //! | offset | size | field                                                 |
 //! |--------|------|-------------------------------------------------------|
@@ -47,6 +48,7 @@
 //! | 41     | 8    | version ≥ 2: bytes landed so far (= size on HAVE)     |
 //! | 49     | 1    | version ≥ 3: flags; bit 0 = SIG, others zero          |
 //! | 50     | 2    | version ≥ 3: uploads: how busy the daemon's upload link is |
+//! | 52     | 2    | version ≥ 5: LINK, the daemon's link speed in Mbit/s (0 = unknown) |
 //!
 //! **GROWING** ("in progress, N of S bytes"): the daemon is downloading the file from a mirror
 //! (or from another daemon) right now. `GET /pkg/<file>` answers with the full length S and
@@ -94,8 +96,25 @@
 //! claims of a transaction's first files stay open a moment, how a daemon that leads a download
 //! already makes way for another, and how followers settling at once form a tree change no
 //! datagram: see [`crate::daemon::claims`].)
-//! Clients keep asking in version 3 (and 1): version 4 tells them nothing more, and older
-//! daemons would not answer it.
+//!
+//! **Version 5** adds **LINK**, the sender's link speed in Mbit/s (0 when unknown), so that a
+//! host on a link much slower than its neighbours' (a Wi-Fi laptop beside gigabit desktops)
+//! neither leads the LAN's mirror downloads nor relays them to faster hosts: the files it leads
+//! reach the desktops at Wi-Fi speed, and pacman installs in order. Its datagrams are version
+//! 4's with LINK appended. A version 5 daemon tells its link in its CLAIM queries and in every
+//! answer to a version 5 query, MISS included; how it knows the link is
+//! [`crate::daemon::link`]. A link is **clearly slower** than another when it is known and at
+//! most a [`SLOWER_BY`]th of it ([`clearly_slower`]). When every claimant a daemon hears for a
+//! file speaks version 5, a claimant whose link is clearly slower than the fastest among them
+//! (this daemon included) ranks below every other, then the rank decides as in version 4; when
+//! any speaks version 4, everyone settles that file by rank alone, as the version 4 daemon
+//! does; older claimants as before. A daemon following a copy leaves those on links clearly
+//! slower than another copy's. A version 5 daemon sends each CLAIM in versions 5, 4 and 2 with
+//! one nonce, newest first, so that each daemon answers it once, in its newest version (see One
+//! answer per query), and a plain question (claiming nothing) in versions 5 and 3.
+//!
+//! Clients keep asking in version 3 (and 1): versions 4 and 5 tell them nothing they use, and
+//! older daemons would not answer them.
 //!
 //! # Rules
 //! - **No amplification**: an answer is never larger than the query that caused it. Queries
@@ -113,7 +132,8 @@
 //! handled (nonce, source, version; per address family), drops a copy whose nonce and source it
 //! handled already in that version or a newer one, and counts it (`queries_repeated`). A copy in a
 //! newer version than the one handled is answered as before (it says more; the client keeps the
-//! newer answer), as are a version 4 daemon's CLAIMs, which go out in version 2 first. So a version
+//! newer answer), as are a version 4 daemon's CLAIMs, which go out in version 2 first (a version
+//! 5 daemon sends its newest copy first, answered alone). So a version
 //! 3 client gets one answer per daemon, not two, and the version 1 copy of a QUIET query does not
 //! bring back the MISS the QUIET copy asked not to hear: a QUIET query for a file that is not here
 //! is handled by saying nothing (counted as `quiet_unanswered`). The source is part of the key
@@ -170,12 +190,14 @@ mod wire;
 
 pub const MAGIC: [u8; 4] = *b"PSRV";
 /// The newest version this build speaks; it understands every version in [`VERSIONS`].
-pub const VERSION: u8 = 4;
-pub const VERSIONS: [u8; 4] = [1, 2, 3, 4];
+pub const VERSION: u8 = 5;
+pub const VERSIONS: [u8; 5] = [1, 2, 3, 4, 5];
 /// The version clients ask in (with version 1 beside it): version 4 adds only claims.
 pub const ASK_VERSION: u8 = 3;
 /// The first version whose claims are settled by rank ([`claim_rank`]).
 pub const RANKED_CLAIMS: u8 = 4;
+/// The first version whose datagrams carry the sender's link speed ([`clearly_slower`]).
+pub const LINKED: u8 = 5;
 const KIND_QUERY: u8 = 1;
 const KIND_ANSWER: u8 = 2;
 
@@ -193,15 +215,20 @@ pub const MIN_QUERY_LEN: usize = 64;
 pub const ANSWER_LEN: usize = 41;
 /// Every version 2 answer is exactly this many bytes.
 pub const ANSWER_V2_LEN: usize = 49;
-/// Every version 3 answer is exactly this many bytes.
+/// Every version 3 or 4 answer is exactly this many bytes.
 pub const ANSWER_V3_LEN: usize = 52;
+/// Every version 5 answer is exactly this many bytes.
+pub const ANSWER_V5_LEN: usize = 54;
 /// The largest valid query: header, nonce, 255-byte name, 32-byte arch, length bytes, v2 flags
-/// and claimant.
-pub const MAX_QUERY_LEN: usize = 6 + 8 + 1 + 255 + 1 + 32 + 1 + 8;
+/// and claimant, v5 link.
+pub const MAX_QUERY_LEN: usize = 6 + 8 + 1 + 255 + 1 + 32 + 1 + 8 + 2;
 const MAX_ARCH_LEN: usize = 32;
 
 const _: () = assert!(
-    ANSWER_LEN <= MIN_QUERY_LEN && ANSWER_V2_LEN <= MIN_QUERY_LEN && ANSWER_V3_LEN <= MIN_QUERY_LEN
+    ANSWER_LEN <= MIN_QUERY_LEN
+        && ANSWER_V2_LEN <= MIN_QUERY_LEN
+        && ANSWER_V3_LEN <= MIN_QUERY_LEN
+        && ANSWER_V5_LEN <= MIN_QUERY_LEN
 );
 
 /// A question: does anyone have `file_name`?
@@ -217,6 +244,8 @@ pub struct Query {
     pub claim: Option<[u8; 8]>,
     /// Version ≥ 3: answer only if the file is here or on its way (no MISS).
     pub quiet: bool,
+    /// Version ≥ 5: the sender's link speed in Mbit/s, 0 if unknown (see LINK).
+    pub link: u16,
 }
 
 /// What a daemon knows about a file, or that it does not have it.
@@ -266,7 +295,7 @@ pub struct Answer {
     pub extra: Extra,
 }
 
-/// What a version 3 answer adds.
+/// What a version 3 answer adds (and version 5).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Extra {
     /// `<file>.sig` is here too (SIG).
@@ -274,6 +303,8 @@ pub struct Extra {
     /// How busy the daemon's upload link is: the other hosts it sends to now or just offered a
     /// copy (see the module doc).
     pub uploads: u16,
+    /// Version ≥ 5: the daemon's link speed in Mbit/s, 0 if unknown (see LINK).
+    pub link: u16,
 }
 
 /// Why a datagram was dropped; the daemon counts these.
@@ -314,6 +345,17 @@ pub fn claim_rank(file_name: &str, daemon_id: &[u8; 8]) -> u64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     u64::from_be_bytes(first)
+}
+
+/// How many times slower a link must be than the fastest among the daemons settling a file to
+/// count as clearly slower (version 5).
+pub const SLOWER_BY: u32 = 4;
+
+/// Whether a link of `link` Mbit/s is clearly slower than one of `fastest` (version 5): known,
+/// and at most a [`SLOWER_BY`]th of it. A Wi-Fi laptop beside gigabit desktops is; a 1 Gbit/s
+/// host beside a 2.5 Gbit/s one is not (it would make one host lead every file again).
+pub fn clearly_slower(link: u16, fastest: u16) -> bool {
+    link != 0 && u32::from(link) * SLOWER_BY <= u32::from(fastest)
 }
 
 /// Parses [`id_hex`]'s form back; None for anything else.

@@ -10,6 +10,7 @@ fn query() -> Query {
         arch: "x86_64".into(),
         claim: None,
         quiet: false,
+        link: 0,
     }
 }
 
@@ -64,11 +65,13 @@ fn an_answer_is_never_larger_than_any_valid_query() {
         arch: String::new(),
         claim: None,
         quiet: false,
+        link: 0,
     }
     .encode()
     .unwrap();
     assert!(Query::decode(&smallest).is_ok());
     assert!(ANSWER_LEN <= smallest.len() && ANSWER_V2_LEN <= smallest.len());
+    assert!(ANSWER_V3_LEN <= smallest.len() && ANSWER_V5_LEN <= smallest.len());
     // And nothing shorter than the floor is accepted at all.
     for len in 0..MIN_QUERY_LEN {
         assert!(Query::decode(&smallest[..len.min(smallest.len())]).is_err());
@@ -84,8 +87,8 @@ fn rejections() {
     assert_eq!(Query::decode(&bad), Err(Reject::BadMagic));
 
     let mut bad = good.clone();
-    bad[4] = 5;
-    assert_eq!(Query::decode(&bad), Err(Reject::UnknownVersion(5)));
+    bad[4] = 6;
+    assert_eq!(Query::decode(&bad), Err(Reject::UnknownVersion(6)));
 
     let mut bad = good.clone();
     bad[5] = KIND_ANSWER;
@@ -198,6 +201,8 @@ fn garbage_never_panics_and_never_amplifies() {
             extra: Extra::default(),
         }
         .encode(),
+        v5_query(Some([7; 8]), 1000).encode().unwrap(),
+        v5_answer(Holding::Claiming, 100),
     ];
     let mut state = 0x1234_5678_9abc_def0u64;
     let mut next = move || {
@@ -377,7 +382,11 @@ fn v3_answer(sig: bool, uploads: u16) -> Vec<u8> {
             size: 100,
             mtime: 1,
         },
-        extra: Extra { sig, uploads },
+        extra: Extra {
+            sig,
+            uploads,
+            link: 0,
+        },
     }
     .encode()
 }
@@ -395,7 +404,14 @@ fn version_3_queries_and_answers_round_trip() {
             let bytes = v3_answer(sig, uploads);
             assert_eq!(bytes.len(), ANSWER_V3_LEN);
             let decoded = Answer::decode(&bytes).unwrap();
-            assert_eq!(decoded.extra, Extra { sig, uploads });
+            assert_eq!(
+                decoded.extra,
+                Extra {
+                    sig,
+                    uploads,
+                    link: 0
+                }
+            );
         }
     }
     let growing = Holding::Growing {
@@ -435,6 +451,7 @@ fn older_versions_carry_no_version_3_fields() {
             extra: Extra {
                 sig: true,
                 uploads: 9,
+                link: 1000,
             },
         };
         assert_eq!(Answer::decode(&a.encode()).unwrap().extra, Extra::default());
@@ -502,4 +519,91 @@ fn claim_ranks_are_stable_and_spread_files_over_daemons() {
         .collect();
     // The lowest id led all 15 under the version 2 rule; by rank at least half the hosts lead.
     assert!(leaders.len() >= 4, "{} leaders for 15 files", leaders.len());
+}
+
+fn v5_query(claim: Option<[u8; 8]>, link: u16) -> Query {
+    Query {
+        version: 5,
+        link,
+        ..v3_query(claim, false)
+    }
+}
+
+fn v5_answer(holding: Holding, link: u16) -> Vec<u8> {
+    Answer {
+        version: 5,
+        nonce: [1; 8],
+        daemon_id: [2; 8],
+        holding,
+        extra: Extra {
+            sig: true,
+            uploads: 3,
+            link,
+        },
+    }
+    .encode()
+}
+
+#[test]
+fn version_5_carries_the_senders_link_and_older_versions_do_not() {
+    for link in [0, 100, 1000, u16::MAX] {
+        let claim = v5_query(Some([3; 8]), link);
+        let bytes = claim.encode().unwrap();
+        assert_eq!(bytes[4], 5);
+        assert_eq!(Query::decode(&bytes), Ok(claim.clone()));
+        let answer = v5_answer(Holding::Claiming, link);
+        assert_eq!(answer.len(), ANSWER_V5_LEN);
+        let decoded = Answer::decode(&answer).unwrap();
+        assert_eq!((decoded.extra.link, decoded.extra.uploads), (link, 3));
+        assert_eq!(decoded.holding, Holding::Claiming);
+    }
+    // The longest query of all still decodes: a 255-byte name, 32-byte arch, claim and link.
+    let longest = Query {
+        file_name: format!("{}.pkg.tar.zst", "a".repeat(255 - 12)),
+        arch: "a".repeat(32),
+        ..v5_query(Some([1; 8]), 7)
+    };
+    let bytes = longest.encode().unwrap();
+    assert_eq!(bytes.len(), MAX_QUERY_LEN);
+    assert_eq!(Query::decode(&bytes), Ok(longest));
+    // Older versions say nothing of the link, in queries or answers.
+    for version in [2, 3, 4] {
+        let q = Query {
+            version,
+            ..v5_query(Some([3; 8]), 1000)
+        };
+        assert_eq!(Query::decode(&q.encode().unwrap()).map(|q| q.link), Ok(0));
+        let a = Answer {
+            version,
+            ..Answer::decode(&v5_answer(Holding::Miss, 1000)).unwrap()
+        };
+        assert_eq!(Answer::decode(&a.encode()).unwrap().extra.link, 0);
+    }
+    // A version 5 answer cut to version 3's length, or a version 4 one claiming to be 5.
+    let answer = v5_answer(Holding::Miss, 1000);
+    assert_eq!(
+        Answer::decode(&answer[..ANSWER_V3_LEN]),
+        Err(Reject::TooShort)
+    );
+    let mut v4 = Answer::decode(&answer).unwrap();
+    v4.version = 4;
+    let mut v4 = v4.encode();
+    v4[4] = 5;
+    assert_eq!(Answer::decode(&v4), Err(Reject::TooShort));
+    // A version 5 query cut before its link: its padding reads as the link, so the cut is
+    // where a shorter query would end; one cut below the floor is refused.
+    let bytes = v5_query(None, 1000).encode().unwrap();
+    assert!(Query::decode(&bytes[..MIN_QUERY_LEN - 1]).is_err());
+}
+
+#[test]
+fn a_link_is_clearly_slower_only_when_known_and_a_quarter_of_the_fastest() {
+    assert!(clearly_slower(100, 1000));
+    assert!(clearly_slower(250, 1000));
+    assert!(!clearly_slower(251, 1000));
+    assert!(!clearly_slower(1000, 2500));
+    assert!(!clearly_slower(0, 1000), "unknown is not slow");
+    assert!(!clearly_slower(100, 0));
+    assert!(!clearly_slower(u16::MAX, u16::MAX));
+    assert!(clearly_slower(1, u16::MAX));
 }

@@ -1,5 +1,5 @@
-//! Encoding and decoding of the discovery datagrams described in [`crate::protocol`], both
-//! versions. Kept apart from the spec so the rules read in one place and the byte work in
+//! Encoding and decoding of the discovery datagrams described in [`crate::protocol`], every
+//! version. Kept apart from the spec so the rules read in one place and the byte work in
 //! another; every read is bounds-checked, nothing here can panic on input.
 
 use super::*;
@@ -40,6 +40,9 @@ impl Query {
             }
             out.push(flags);
             out.extend_from_slice(&self.claim.unwrap_or_default());
+        }
+        if self.version >= LINKED {
+            out.extend_from_slice(&self.link.to_be_bytes());
         }
         if out.len() < MIN_QUERY_LEN {
             out.resize(MIN_QUERY_LEN, 0);
@@ -88,6 +91,10 @@ impl Query {
                 (claim, flags & FLAG_QUIET != 0)
             }
         };
+        let link = match version {
+            LINKED.. => u16::from_be_bytes(r.array::<2>().ok_or(Reject::BadLength)?),
+            _ => 0,
+        };
         if r.rest().iter().any(|&b| b != 0) {
             return Err(Reject::BadLength);
         }
@@ -106,13 +113,14 @@ impl Query {
             arch: arch.to_owned(),
             claim,
             quiet,
+            link,
         })
     }
 }
 
 impl Answer {
     /// Encodes in [`Answer::version`]; in version 1, GROWING and CLAIMING become MISS; the
-    /// [`Extra`] of version 3 is left out of older versions.
+    /// [`Extra`] of version 3 is left out of older versions, its link out of versions before 5.
     pub fn encode(&self) -> Vec<u8> {
         let holding = match (self.version, self.holding) {
             (1, Holding::Growing { .. } | Holding::Claiming) => Holding::Miss,
@@ -132,7 +140,7 @@ impl Answer {
             Holding::Claiming => (STATE_CLAIMING, 0, 0, 0, 0),
             Holding::Miss => (STATE_MISS, 0, 0, 0, 0),
         };
-        let mut out = Vec::with_capacity(ANSWER_V3_LEN);
+        let mut out = Vec::with_capacity(ANSWER_V5_LEN);
         out.extend_from_slice(&MAGIC);
         out.push(self.version);
         out.push(KIND_ANSWER);
@@ -149,6 +157,9 @@ impl Answer {
             out.push(if self.extra.sig { ANSWER_FLAG_SIG } else { 0 });
             out.extend_from_slice(&self.extra.uploads.to_be_bytes());
         }
+        if self.version >= LINKED {
+            out.extend_from_slice(&self.extra.link.to_be_bytes());
+        }
         out
     }
 
@@ -160,7 +171,8 @@ impl Answer {
         let len = match version {
             1 => ANSWER_LEN,
             2 => ANSWER_V2_LEN,
-            _ => ANSWER_V3_LEN,
+            3 | 4 => ANSWER_V3_LEN,
+            _ => ANSWER_V5_LEN,
         };
         match datagram.len() {
             n if n < len => return Err(Reject::TooShort),
@@ -188,9 +200,15 @@ impl Answer {
                 if flags & !ANSWER_FLAG_SIG != 0 {
                     return Err(Reject::BadLength);
                 }
+                let uploads = u16::from_be_bytes(r.array::<2>().ok_or(Reject::BadLength)?);
+                let link = match version {
+                    LINKED.. => u16::from_be_bytes(r.array::<2>().ok_or(Reject::BadLength)?),
+                    _ => 0,
+                };
                 Extra {
                     sig: flags & ANSWER_FLAG_SIG != 0,
-                    uploads: u16::from_be_bytes(r.array::<2>().ok_or(Reject::BadLength)?),
+                    uploads,
+                    link,
                 }
             }
         };

@@ -48,6 +48,38 @@ for job in sys.argv[1:]:
     print(head.replace("\r\n", " | ").replace("\n", " | "))
 "#;
 
+/// What the kernel shows of a host's link ([`Daemon::start_on_link`]): the rig's veths show no
+/// link type or speed, where a real host's NIC does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(dead_code)] // benches/lan.rs uses one of them
+pub enum KernelLink {
+    /// Every interface is wireless (`/sys/class/net/<if>/wireless`).
+    Wireless,
+    /// Every interface is a NIC that negotiated this many Mbit/s.
+    Wired(u32),
+}
+
+/// Runs `PACSERVE_TEST_BIN` with its arguments in a private mount namespace whose
+/// `/sys/class/net` shows every interface as `PACSERVE_TEST_LINK` says: `wireless`, or a NIC of
+/// that many Mbit/s. Only the kernel's view of the link is made up; the daemon is started as
+/// always, with nothing set to tell it.
+const KERNEL_LINK: &str = r#"#!/bin/sh
+set -e
+names=$(ls /sys/class/net)
+exec unshare -m sh -ec '
+names=$1; shift
+mount -t tmpfs kernel-link /sys/class/net
+for n in $names; do
+    mkdir -p "/sys/class/net/$n/device"
+    echo 1 > "/sys/class/net/$n/carrier"
+    case "$PACSERVE_TEST_LINK" in
+        wireless) mkdir "/sys/class/net/$n/wireless" ;;
+        *) echo "$PACSERVE_TEST_LINK" > "/sys/class/net/$n/speed" ;;
+    esac
+done
+exec "$PACSERVE_TEST_BIN" "$@"' sh "$names" "$@"
+"#;
+
 pub struct Daemon {
     child: Child,
     pub http_port: u16,
@@ -69,6 +101,40 @@ impl Daemon {
         env: &[(&str, &std::ffi::OsStr)],
     ) -> Daemon {
         Daemon::start_binary(daemon_bin(), host, cache, extra, env)
+    }
+
+    /// As [`Daemon::start_with_env`], on a host whose kernel shows its link as `link` (in a
+    /// mount namespace of its own; needs root, as the namespace LAN does).
+    #[allow(dead_code)]
+    pub fn start_on_link(
+        host: &Host,
+        cache: &Path,
+        extra: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+        link: KernelLink,
+    ) -> Daemon {
+        static SCRIPT: std::sync::OnceLock<tempfile::TempPath> = std::sync::OnceLock::new();
+        let script = SCRIPT.get_or_init(|| {
+            use std::os::unix::fs::PermissionsExt;
+            let file = tempfile::Builder::new()
+                .prefix("pacserve-kernel-link")
+                .suffix(".sh")
+                .tempfile()
+                .expect("a temporary file");
+            std::fs::write(file.path(), KERNEL_LINK).expect("write the kernel-link script");
+            let mode = std::fs::Permissions::from_mode(0o755);
+            std::fs::set_permissions(file.path(), mode).expect("chmod the kernel-link script");
+            file.into_temp_path()
+        });
+        let kind = match link {
+            KernelLink::Wireless => "wireless".to_owned(),
+            KernelLink::Wired(mbit) => mbit.to_string(),
+        };
+        let mut env = env.to_vec();
+        env.push(("PACSERVE_TEST_LINK", std::ffi::OsStr::new(&kind)));
+        env.push(("PACSERVE_TEST_BIN", std::ffi::OsStr::new(daemon_bin())));
+        let script = script.to_str().expect("a UTF-8 temporary path");
+        Daemon::start_binary(script, host, cache, extra, &env)
     }
 
     /// As [`Daemon::start_with_env`], running the pacserved at `binary` (a benchmark compares

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::archrepo::{Pacman, Repo, require_pacman_tools};
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, KernelLink};
 use crate::hostile::Hostile;
 use crate::netns::{Family, Lan};
 use crate::nginx::Nginx;
@@ -47,6 +47,15 @@ fn site_on(
     payload: usize,
     rate: &str,
 ) -> Option<Site> {
+    site_linked(family, (hosts, packages, payload, rate), |_| None)
+}
+
+/// [`site_on`], host `i`'s kernel showing its link as `kernel(i)` says (else as the veth is).
+fn site_linked(
+    family: Family,
+    (hosts, packages, payload, rate): (usize, usize, usize, &str),
+    kernel: impl Fn(usize) -> Option<KernelLink>,
+) -> Option<Site> {
     // python3 for raw queries and hostile leaders, curl for the daemons' status pages.
     if !require_pacman_tools() || !require_tools(&["nginx", "tc", "python3", "curl"]) {
         return None;
@@ -67,11 +76,11 @@ fn site_on(
             let pacman = Pacman::new(Some(&xfer), &[("tg", url.clone())]);
             // The host's pacman is this daemon's: its databases vouch for what is shared.
             let db = pacman.base.path().join("db");
-            let daemon = Daemon::start(
-                lan.host(i),
-                &pacman.cache(),
-                &["--dbpath", db.to_str().unwrap()],
-            );
+            let args = ["--dbpath", db.to_str().unwrap()];
+            let daemon = match kernel(i) {
+                Some(link) => Daemon::start_on_link(lan.host(i), &pacman.cache(), &args, &[], link),
+                None => Daemon::start(lan.host(i), &pacman.cache(), &args),
+            };
             Node { daemon, pacman }
         })
         .collect();
@@ -639,9 +648,10 @@ fn wait_bounded(mut child: Child, limit: Duration) -> std::process::Output {
 
 /// A scripted version 4 claimant for the claim tests below: it says hello once (a daemon claims
 /// only on a LAN where it has heard others), then answers a version 4 CLAIM query for a file
-/// with CLAIMING under the id it is given; in mode `starts`, a later CLAIM query for the same
-/// file with HAVE, serving the file from a directory over HTTP (as a rival that won and
-/// finished would), in mode `never` with CLAIMING again.
+/// with CLAIMING under the id it is given; in mode `starts`, a CLAIM query for the same file
+/// 150 ms later or more with HAVE, serving the file from a directory over HTTP (as a rival that
+/// won and finished would; one asking again within a transaction's first claim window still
+/// hears CLAIMING), in mode `never` with CLAIMING again.
 const RIVAL: &str = r#"
 import http.server, os, socket, struct, sys, threading, time
 fake, ifaddr, seconds, mode, root = bytes.fromhex(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4], sys.argv[5]
@@ -664,7 +674,7 @@ hello = b"PSRV\x03\x01" + b"\x00" * 8 + bytes([len(name)]) + name + b"\x00" + b"
 u.sendto(hello.ljust(64, b"\x00"), ("239.255.15.78", 15678))
 print("READY", flush=True)
 u.settimeout(0.5)
-seen = set()
+seen = {}
 end = time.time() + seconds
 while time.time() < end:
     try:
@@ -678,13 +688,13 @@ while time.time() < end:
     if not d[16 + n + a] & 1:
         continue
     file = d[15:15 + n].decode()
-    if mode == "starts" and file in seen:
+    if mode == "starts" and file in seen and time.time() - seen[file] > 0.15:
         size = os.path.getsize(os.path.join(root, file))
         body = struct.pack(">HQQQBH", PORT, size, 1700000000, size, 0, 0)
         answer = b"PSRV\x04\x02" + d[6:14] + b"\x01" + fake + body
     else:
         answer = b"PSRV\x04\x02" + d[6:14] + b"\x03" + fake + struct.pack(">HQQQBH", 0, 0, 0, 0, 0, 0)
-    seen.add(file)
+    seen.setdefault(file, time.time())
     u.sendto(answer, addr)
 "#;
 
@@ -1000,5 +1010,67 @@ fn the_first_files_of_an_upgrade_are_not_all_led_by_the_host_that_started_first(
     assert!(
         spread.is_some(),
         "one host led every first file of the upgrade, on three LANs"
+    );
+}
+
+/// A LAN of a Wi-Fi laptop and wired desktops (protocol version 5): the laptop, whose kernel
+/// shows a wireless interface, starts an upgrade a moment before two desktops (gigabit NICs)
+/// start the same one. The desktops lead every file, and no desktop reads the laptop's copy:
+/// each file would otherwise reach the desktops at Wi-Fi speed. Before, the laptop led about a
+/// third of the files by rank (and, starting first, all of the first ones), and the desktops
+/// followed it.
+#[test]
+fn a_wifi_host_leads_nothing_and_feeds_no_wired_host_while_wired_hosts_fetch_too() {
+    const FILES: usize = 8;
+    let kernel = |i| match i {
+        1 => Some(KernelLink::Wireless),
+        _ => Some(KernelLink::Wired(1000)),
+    };
+    let Some(s) = site_linked(Family::Dual, (3, FILES, 500_000, "20mbit"), kernel) else {
+        return;
+    };
+    let told = |i: usize, needle: &str| {
+        s.nodes[i - 1]
+            .daemon
+            .log()
+            .iter()
+            .any(|l| l.contains(needle))
+    };
+    assert!(
+        told(1, "link speed 100 Mbit/s"),
+        "the laptop reads its Wi-Fi"
+    );
+    assert!(told(2, "link speed 1000 Mbit/s"), "a desktop reads its NIC");
+    let files = files(&s.repo);
+    let names: Vec<String> = (0..FILES).map(|i| format!("tg{i}")).collect();
+    let mut args = vec!["-S"];
+    args.extend(names.iter().map(String::as_str));
+    let laptop = s.pacman(1, &args);
+    std::thread::sleep(Duration::from_millis(40));
+    let desktops: Vec<Child> = (2..=3).map(|i| s.pacman(i, &args)).collect();
+    s.assert_installed(1, laptop, &files);
+    for (i, child) in (2..=3).zip(desktops) {
+        s.assert_installed(i, child, &files);
+    }
+    let led: Vec<f64> = (1..=3)
+        .map(|i| s.metric(i, "pacserved_claims_led_total", 0.0))
+        .collect();
+    let desktop_ips = [s.lan.ipv4(2), s.lan.ipv4(3)];
+    let log = s.nodes[0].daemon.log();
+    let fed: Vec<&String> = (log.iter())
+        .filter(|l| l.contains("GET /pkg/"))
+        .filter(|l| {
+            desktop_ips
+                .iter()
+                .any(|ip| l.contains(&format!(" from {ip}")))
+        })
+        .collect();
+    eprintln!("claims led per host {led:?}; the laptop fed the desktops {fed:#?}");
+    assert_eq!(led[0], 0.0, "the laptop led no file");
+    assert!(fed.is_empty(), "a desktop read the laptop's copy");
+    let from_mirror: usize = files.iter().map(|f| s.mirror.requests_for(f).len()).sum();
+    assert!(
+        from_mirror <= FILES + 1,
+        "{from_mirror} mirror downloads of {FILES} files"
     );
 }

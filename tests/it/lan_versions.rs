@@ -1,14 +1,14 @@
 //! Old and new releases on one LAN (issue 21: "old (v1 and v2) clients and daemons mixed with new
 //! ones on one LAN: everything still installs"). The old releases are the real ones, built from
-//! this repository's history by [`crate::oldbuilds`]: protocol version 1, 2 and 3 daemons and
-//! clients, next to this build's (version 4). Real pacman 6.0.2 on every host with that host's
+//! this repository's history by [`crate::oldbuilds`]: protocol version 1, 2, 3 and 4 daemons
+//! and clients, next to this build's (version 5). Real pacman 6.0.2 on every host with that host's
 //! pacserve-fetch as its XferCommand, signed packages checked as Arch checks them, nginx as the
 //! mirror.
 //!
 //! A LAN is never upgraded in one go: for days some machines run last year's package, and a
 //! machine that has just upgraded still runs its old pacserved until it restarts. Each protocol
-//! version promised to keep the older ones working (a v2 client asks in v1 too, a v4 daemon
-//! claims in v2 too, ...); these tests hold every release to that promise against every other,
+//! version promised to keep the older ones working (a v2 client asks in v1 too, a v5 daemon
+//! claims in v4 and v2 too, ...); these tests hold every release to that promise against every other,
 //! with the code each of them really shipped.
 //!
 //! The old releases are built on the first run (about two minutes on two cores, see
@@ -23,7 +23,7 @@ use crate::archrepo::{Pacman, Repo, require_pacman_tools};
 use crate::daemon::{Daemon, daemon_bin};
 use crate::netns::{Family, Host, Lan};
 use crate::nginx::Nginx;
-use crate::oldbuilds::{self, Build, V1, V2, V3};
+use crate::oldbuilds::{self, Build, V1, V2, V3, V4};
 use crate::signing::{Db, Keys, add_signed, db_carries_signature};
 use crate::util::{self, fetch_bin, require_tools, tempdir};
 
@@ -324,38 +324,39 @@ fn wait_bounded(mut child: Child, limit: Duration) -> std::process::ExitStatus {
     }
 }
 
-/// The LAN of every release: hosts 1 to 3 run the version 1, 2 and 3 releases (daemon and
-/// client), host 4 this build, and host 5 has just upgraded: this build's pacserve-fetch, the
+/// The LAN of every release: hosts 1 to 4 run the version 1, 2, 3 and 4 releases (daemon and
+/// client), host 5 this build, and host 6 has just upgraded: this build's pacserve-fetch, the
 /// version 1 pacserved still running (nothing restarts it until the next boot). Host `k` of 1 to
-/// 4 holds package `heldk`; each host `j` also needs `ownj`, which only the mirror has.
+/// 5 holds package `heldk`; each host `j` also needs `ownj`, which only the mirror has.
 ///
-/// All five install every held package and their own at once. Each held package is to come from
+/// All six install every held package and their own at once. Each held package is to come from
 /// the one host that holds it (the daemons share directories the test filled, not the caches
 /// pacman downloads into, so who holds what does not change while they run): the version 1
-/// client from the version 2, 3 and 4 daemons, this build's client from the version 1, 2 and 3
-/// daemons, and so on, sixteen transfers, each found by that client's own discovery (no peer is
-/// configured anywhere). If a release stopped understanding another, that package would come
-/// from the mirror instead: the test fails on the daemons' logs and the mirror's.
+/// client from the version 2, 3, 4 and 5 daemons, this build's client from the version 1 to 4
+/// daemons, and so on, twenty-five transfers, each found by that client's own discovery (no
+/// peer is configured anywhere). If a release stopped understanding another, that package would
+/// come from the mirror instead: the test fails on the daemons' logs and the mirror's.
 #[test]
 fn every_release_installs_from_every_other_on_one_lan() {
-    let Some((keys, builds)) = prerequisites(&[V1, V2, V3]) else {
+    let Some((keys, builds)) = prerequisites(&[V1, V2, V3, V4]) else {
         return;
     };
-    let [v1, v2, v3] = &builds[..] else {
-        unreachable!("three builds")
+    let [v1, v2, v3, v4] = &builds[..] else {
+        unreachable!("four builds")
     };
     let machines = vec![
         Machine::old(v1),
         Machine::old(v2),
         Machine::old(v3),
-        Machine::current("v4"),
+        Machine::old(v4),
+        Machine::current("v5"),
         Machine {
-            name: "v4 client, v1 pacserved".to_owned(),
+            name: "v5 client, v1 pacserved".to_owned(),
             daemon: v1.pacserved(),
             client: fetch_bin().to_owned(),
         },
     ];
-    let (hosts, holders) = (machines.len(), 4);
+    let (hosts, holders) = (machines.len(), 5);
     let mut packages: Vec<(String, usize)> = Vec::new();
     for k in 1..=holders {
         packages.push((format!("held{k}"), 300_000 + k * 10_000));
@@ -430,17 +431,17 @@ fn every_release_installs_from_every_other_on_one_lan() {
         );
     }
     // This build's pacserved understood every query every release sent it.
-    let puzzled: Vec<String> = (s.node(4).daemon.log().into_iter())
+    let puzzled: Vec<String> = (s.node(5).daemon.log().into_iter())
         .filter(|l| l.contains("ignoring queries"))
         .collect();
     assert!(puzzled.is_empty(), "{puzzled:#?}");
     // The upgraded host's new pacserve-fetch still hands its mirror download to the version 1
     // agent (whose warm connections it is there for): the new jobs it also asks (a staged copy,
     // the summary's report) are refused by the old agent and cost nothing but a log line.
-    let own5 = s.file("own5");
-    let relayed = (s.node(5).daemon.log().into_iter())
-        .any(|l| l.starts_with("pacserved: agent: ") && l.contains(&format!("/{own5}: 200")));
-    assert!(relayed, "host 5's v1 agent fetched {own5}");
+    let own6 = s.file("own6");
+    let relayed = (s.node(6).daemon.log().into_iter())
+        .any(|l| l.starts_with("pacserved: agent: ") && l.contains(&format!("/{own6}: 200")));
+    assert!(relayed, "host 6's v1 agent fetched {own6}");
 }
 
 /// Claims across releases: hosts 1 and 2 run this build, host 3 the version 2 release, whose
@@ -468,14 +469,29 @@ fn every_release_installs_from_every_other_on_one_lan() {
 /// times, or was not shared with the version 2 host).
 #[test]
 fn two_current_daemons_and_a_version_2_daemon_share_the_files_they_fetch_at_once() {
-    let Some((keys, builds)) = prerequisites(&[V2]) else {
+    two_current_daemons_and_an_older_one_share_the_files_they_fetch_at_once(V2);
+}
+
+/// The same with the version 4 release, which settles claims by rank and knows nothing of
+/// links: this build's daemons settle a file it claims by rank alone too (`choose::defers`),
+/// sending it their claims in version 4 beside version 5, so the three share every file.
+#[test]
+fn two_current_daemons_and_a_version_4_daemon_share_the_files_they_fetch_at_once() {
+    two_current_daemons_and_an_older_one_share_the_files_they_fetch_at_once(V4);
+}
+
+fn two_current_daemons_and_an_older_one_share_the_files_they_fetch_at_once(
+    release: oldbuilds::Release,
+) {
+    let Some((keys, builds)) = prerequisites(&[release]) else {
         return;
     };
     let machines = vec![
-        Machine::current("v4 (1)"),
-        Machine::current("v4 (2)"),
+        Machine::current("v5 (1)"),
+        Machine::current("v5 (2)"),
         Machine::old(&builds[0]),
     ];
+    let older = format!("version {}", release.protocol);
     let names: Vec<String> = (0..4).map(|i| format!("same{i}")).collect();
     let packages: Vec<(&str, usize)> = names.iter().map(|n| (n.as_str(), 1_000_000)).collect();
     // 4 MB at 20 Mbit/s: long enough that the hosts overlap, as hosts upgrading together do.
@@ -500,10 +516,10 @@ fn two_current_daemons_and_a_version_2_daemon_share_the_files_they_fetch_at_once
     eprintln!("LAN-VERSIONS claims: (package, bytes from the mirror, size): {crossed:?}");
     for (name, sent, size) in &crossed {
         let file = s.file(name);
-        // The version 2 host took this file from one of this build's hosts, or gave it to one:
-        // as a download in progress or a whole file.
+        // The older host took this file from one of this build's hosts, or gave it to one: as
+        // a download in progress or a whole file.
         let shared = (1..=2).any(|i| s.transfer(i, 3, &file) || s.transfer(3, i, &file));
-        assert!(shared, "the version 2 host shared nothing of {name}");
+        assert!(shared, "the {older} host shared nothing of {name}");
         assert!(
             *sent <= 2 * size,
             "{name} crossed the uplink {:.1} times: {:?}",

@@ -65,6 +65,13 @@ pub const V3: Release = Release {
     protocol: 3,
     commit: "623b257cbeb5bba02e17d5539efabc23b0e911e9",
 };
+/// Protocol version 4 (claims settled by rank; links unknown): the parent of the commit that
+/// brought protocol v5 (the sender's link speed), the last of issue 21's work on claims without
+/// it.
+pub const V4: Release = Release {
+    protocol: 4,
+    commit: "66dbd62600a47c19767623a03848d42d2fbe925e",
+};
 
 /// The longest one release's build may take. Generous: crates to download and compile on two
 /// busy cores; a hung build still ends.

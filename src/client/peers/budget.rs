@@ -178,6 +178,7 @@ mod tests {
             extra: crate::protocol::Extra {
                 sig: false,
                 uploads,
+                link: 0,
             },
             ..have(from, id, 15678)
         };

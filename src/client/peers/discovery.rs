@@ -240,6 +240,7 @@ pub fn ask_detailed(
         arch: arch.to_owned(),
         claim: None,
         quiet: expect.quiet.is_some(),
+        link: 0,
     };
     // Our version and, for daemons not yet upgraded, version 1 with the same nonce, in that
     // order: a daemon that answered the first drops the copy (a QUIET one stays quiet). A

@@ -22,24 +22,34 @@ impl Claims {
     pub(super) fn ask(&self, asker: &Asker, here: &Here, name: &str, versions: Versions) -> Heard {
         let mut nonce = [0u8; 8];
         let _ = getrandom::fill(&mut nonce);
-        let query = Query {
-            version: 2,
+        let query = |version: u8, claim: bool| Query {
+            version,
             nonce,
             file_name: name.to_owned(),
             arch: String::new(),
-            claim: Some(self.daemon_id),
+            claim: claim.then_some(self.daemon_id),
             quiet: false,
+            link: self.link.mbit(),
         };
-        let ranked = Query {
-            version: protocol::RANKED_CLAIMS,
-            ..query.clone()
+        // Newest first: a daemon answers the first copy it understands and drops the older
+        // ones (see One answer per query), so each daemon answers once, in its newest version.
+        let queries = match versions {
+            Versions::Every => vec![
+                query(protocol::VERSION, true),
+                query(protocol::RANKED_CLAIMS, true),
+                query(2, true),
+            ],
+            Versions::Older => vec![query(2, true)],
+            Versions::Newest(version) => vec![query(version, true)],
+            Versions::Plain => vec![
+                query(protocol::VERSION, false),
+                query(protocol::ASK_VERSION, false),
+            ],
         };
-        let plain = Query {
-            version: protocol::ASK_VERSION,
-            claim: None,
-            ..query.clone()
-        };
-        let (Ok(query), Ok(ranked), Ok(plain)) = (query.encode(), ranked.encode(), plain.encode())
+        let Ok(datagrams) = queries
+            .iter()
+            .map(Query::encode)
+            .collect::<Result<Vec<_>, _>>()
         else {
             return Heard::default();
         };
@@ -49,12 +59,6 @@ impl Claims {
             group_v6: self.group_v6,
             interfaces: here.interfaces,
             peers: &[],
-        };
-        let datagrams = match versions {
-            Versions::Both => vec![query, ranked],
-            Versions::Older => vec![query],
-            Versions::Ranked => vec![ranked],
-            Versions::Plain => vec![plain],
         };
         let (_, links) = asker.send(&target, &datagrams);
         let outstanding = self.lock().known.clone();
@@ -102,20 +106,29 @@ impl Claims {
                 }
                 answered.insert(answer.daemon_id);
                 self.speaks(answer.daemon_id, answer.version);
+                if answer.version >= protocol::LINKED {
+                    self.heard_link(answer.daemon_id, answer.extra.link);
+                }
                 let (landed, http_port) = match answer.holding {
                     Holding::Have { http_port, .. } => (u64::MAX, http_port),
                     Holding::Growing {
                         http_port, landed, ..
                     } => (landed, http_port),
                     Holding::Claiming => {
-                        let ranked = self.ranked(answer.daemon_id, answer.version);
+                        let version = self.newest(answer.daemon_id, answer.version);
                         let same =
                             |c: &&mut Claimant| c.id == answer.daemon_id && c.from == from.ip();
                         match heard.claimants.iter_mut().find(same) {
-                            Some(known) => known.ranked |= ranked,
+                            Some(known) => {
+                                if answer.version >= known.version {
+                                    known.link = answer.extra.link;
+                                }
+                                known.version = known.version.max(version);
+                            }
                             None => heard.claimants.push(Claimant {
                                 id: answer.daemon_id,
-                                ranked,
+                                version,
+                                link: answer.extra.link,
                                 from: from.ip(),
                             }),
                         }
@@ -123,14 +136,16 @@ impl Claims {
                     }
                     Holding::Miss => continue,
                 };
-                // A version 4 daemon answers both queries: its copy once, with what the newer
-                // answer says (only version 3 and later count uploads).
+                // A daemon that answered two copies (one before the rule of one answer per
+                // query): its copy once, with what the newer answer says (only version 3 and
+                // later count uploads, only version 5 tells the link).
                 let same =
                     |c: &&mut Copy| c.daemon_id == answer.daemon_id && c.http.ip() == from.ip();
                 if let Some(known) = copies.iter_mut().find(same) {
                     if answer.version >= 3 {
                         known.uploads = answer.extra.uploads;
                     }
+                    known.link = known.link.max(answer.extra.link);
                     continue;
                 }
                 if http_port >= budget::MIN_HTTP_PORT && self.trusted_for(name, from.ip()) {
@@ -142,6 +157,7 @@ impl Claims {
                         daemon_id: answer.daemon_id,
                         landed,
                         uploads: answer.extra.uploads,
+                        link: answer.extra.link,
                         delivered: self.delivered(from.ip()),
                     });
                 }
@@ -164,13 +180,14 @@ impl Claims {
     }
 }
 
-/// Which queries one round sends: CLAIM in version 2 for older daemons, in version 4, or both;
-/// or a plain question, as a client asks, that claims nothing.
+/// Which queries one round sends: CLAIM in every version a daemon settles claims by (5, 4
+/// and 2 for older daemons), in version 2 only, or in one newer version; or a plain question,
+/// as a client asks (in version 5 and, for older daemons, 3), that claims nothing.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Versions {
-    Both,
+    Every,
     Older,
-    Ranked,
+    Newest(u8),
     Plain,
 }
 

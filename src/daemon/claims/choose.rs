@@ -11,26 +11,48 @@ use crate::protocol;
 /// them around the first.
 const NEAR_ENOUGH: u64 = 4 << 20;
 
-/// Whether this daemon (`me`) should leave `name` to another of `claimants` (id, speaks
-/// version 4): to an older claimant whose id is the lowest of all, since by the older rule it
-/// leads; else to a version 4 claimant of higher [`protocol::claim_rank`] for this file (ids
-/// breaking a tie). Other older claimants defer to a lower id by their own rule and follow
-/// whichever copy starts. (Two version 4 daemons, one of which heard an older claim in time and
-/// one not, so agree on the leader unless that older claimant leads anyway.)
-pub fn defers(name: &str, me: [u8; 8], claimants: &[([u8; 8], bool)]) -> bool {
-    let lowest = claimants.iter().map(|(id, _)| *id).chain([me]).min();
+/// A daemon settling a file, as the rule sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Rival {
+    pub id: [u8; 8],
+    /// The newest protocol version it speaks: how it settles claims.
+    pub version: u8,
+    /// Version 5: its link speed in Mbit/s (0: unknown).
+    pub link: u16,
+}
+
+/// Whether this daemon (`me`) should leave `name` to another of `claimants`: to an older
+/// claimant (before version 4) whose id is the lowest of all, since by the older rule it leads;
+/// else to a version 4 or 5 claimant that ranks higher. When every such claimant speaks version
+/// 5, a claimant whose link is [`protocol::clearly_slower`] than the fastest of them (and this
+/// daemon) ranks below every other, so a Wi-Fi laptop does not fetch for gigabit desktops; then
+/// [`protocol::claim_rank`] for this file, then ids break a tie. A version 4 claimant settles by
+/// rank alone, and so then does everyone. Other older claimants defer to a lower id by their
+/// own rule and follow whichever copy starts. (Two newer daemons, one of which heard an older
+/// claim in time and one not, so agree on the leader unless that older claimant leads anyway.)
+pub fn defers(name: &str, me: Rival, claimants: &[Rival]) -> bool {
+    let lowest = claimants.iter().map(|c| c.id).chain([me.id]).min();
     let older_leads = claimants
         .iter()
-        .any(|&(id, ranked)| !ranked && id != me && Some(id) == lowest);
+        .any(|c| c.version < protocol::RANKED_CLAIMS && c.id != me.id && Some(c.id) == lowest);
     if older_leads {
         return true;
     }
-    let mine = (protocol::claim_rank(name, &me), me);
-    claimants
+    let ranked: Vec<&Rival> = claimants
         .iter()
-        .filter(|&&(id, ranked)| ranked && id != me)
-        .map(|(id, _)| (protocol::claim_rank(name, id), *id))
-        .any(|theirs| theirs > mine)
+        .filter(|c| c.version >= protocol::RANKED_CLAIMS && c.id != me.id)
+        .collect();
+    let linked = me.version >= protocol::LINKED;
+    let fastest = match linked && ranked.iter().all(|c| c.version >= protocol::LINKED) {
+        true => ranked.iter().map(|c| c.link).chain([me.link]).max(),
+        false => None,
+    };
+    let key = |c: &Rival| {
+        let slower = fastest.is_some_and(|fastest| protocol::clearly_slower(c.link, fastest));
+        (!slower, protocol::claim_rank(name, &c.id), c.id)
+    };
+    let mine = key(&me);
+    ranked.into_iter().any(|theirs| key(theirs) > mine)
 }
 
 /// A copy of the file another daemon offered (HAVE: `landed` is `u64::MAX`).
@@ -40,16 +62,19 @@ pub struct Copy {
     pub daemon_id: [u8; 8],
     pub landed: u64,
     pub uploads: u16,
+    /// Version 5: its daemon's link speed in Mbit/s (0: unknown).
+    pub link: u16,
     /// The fastest its daemon delivered a copy to this one lately (bytes per second; 0:
     /// unknown).
     pub delivered: u64,
 }
 
 /// The copy to follow: of those at least half as far along as the furthest or within
-/// [`NEAR_ENOUGH`] of it (so a whole file beats any still arriving), and not from a daemon that
-/// delivered to this one under two thirds as fast as another of them did (a host on a slow
-/// link, which would hold this one and whoever follows it back), the one whose daemon sends to
-/// the fewest other hosts, then the furthest, then the first to answer.
+/// [`NEAR_ENOUGH`] of it (so a whole file beats any still arriving), and not from a daemon on a
+/// link [`protocol::clearly_slower`] than another of theirs, nor one that delivered to this one
+/// under two thirds as fast as another of them did (a host on a slow link, which would hold
+/// this one and whoever follows it back), the one whose daemon sends to the fewest other hosts,
+/// then the furthest, then the first to answer.
 pub fn least_busy(copies: &[Copy]) -> Option<Copy> {
     let furthest = copies.iter().map(|c| c.landed).max()?;
     let along: Vec<&Copy> = copies
@@ -57,8 +82,10 @@ pub fn least_busy(copies: &[Copy]) -> Option<Copy> {
         .filter(|c| c.landed >= furthest / 2 + furthest % 2 || furthest - c.landed <= NEAR_ENOUGH)
         .collect();
     let fastest = along.iter().map(|c| c.delivered).max().unwrap_or(0);
+    let fastest_link = along.iter().map(|c| c.link).max().unwrap_or(0);
     along
         .into_iter()
+        .filter(|c| !protocol::clearly_slower(c.link, fastest_link))
         .filter(|c| c.delivered == 0 || c.delivered.saturating_mul(3) >= fastest.saturating_mul(2))
         .min_by_key(|c| (c.uploads, std::cmp::Reverse(c.landed)))
         .copied()
@@ -68,6 +95,25 @@ pub fn least_busy(copies: &[Copy]) -> Option<Copy> {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    fn rival(id: [u8; 8], version: u8, link: u16) -> Rival {
+        Rival { id, version, link }
+    }
+
+    /// The daemons of `all` (id, version, link) that lead `name`, each deciding on its own.
+    fn leaders(name: &str, all: &[([u8; 8], u8, u16)]) -> Vec<[u8; 8]> {
+        all.iter()
+            .filter(|&&(me, version, link)| {
+                let others: Vec<Rival> = all
+                    .iter()
+                    .filter(|o| o.0 != me)
+                    .map(|&(id, v, l)| rival(id, v, l))
+                    .collect();
+                !defers(name, rival(me, version, link), &others)
+            })
+            .map(|c| c.0)
+            .collect()
+    }
 
     #[test]
     fn every_host_agrees_on_one_leader_per_file_and_leaders_spread() {
@@ -79,12 +125,12 @@ mod tests {
             let leading: Vec<u8> = ids
                 .iter()
                 .filter(|&&me| {
-                    let others: Vec<([u8; 8], bool)> = ids
+                    let others: Vec<Rival> = ids
                         .iter()
                         .filter(|&&o| o != me)
-                        .map(|&o| ([o; 8], true))
+                        .map(|&o| rival([o; 8], 4, 0))
                         .collect();
-                    !defers(&name, [me; 8], &others)
+                    !defers(&name, rival([me; 8], 4, 0), &others)
                 })
                 .copied()
                 .collect();
@@ -100,11 +146,14 @@ mod tests {
         // Daemon 1 speaks an older version and has the lowest id: it leads by its own rule, so
         // version 4 daemons 2 and 3 defer to it.
         for me in [2u8, 3] {
-            let others: Vec<([u8; 8], bool)> = (1..=3u8)
+            let others: Vec<Rival> = (1..=3u8)
                 .filter(|&o| o != me)
-                .map(|o| ([o; 8], o != 1))
+                .map(|o| rival([o; 8], if o == 1 { 2 } else { 5 }, 1000))
                 .collect();
-            assert!(defers(name, [me; 8], &others), "daemon {me}");
+            assert!(
+                defers(name, rival([me; 8], 5, 1000), &others),
+                "daemon {me}"
+            );
         }
         // The older daemon's id is not the lowest: rank settles it between the version 4
         // daemons, whether or not each heard the older claim in time (the bug: one used rank,
@@ -115,17 +164,60 @@ mod tests {
         let (high, low) = if rank_a > rank_b { (a, b) } else { (b, a) };
         for heard_older in [false, true] {
             let with = |other: [u8; 8]| {
-                let mut c = vec![(other, true)];
+                let mut c = vec![rival(other, 4, 0)];
                 if heard_older {
-                    c.push((older, false));
+                    c.push(rival(older, 2, 0));
                 }
                 c
             };
             assert!(
-                !defers(name, high, &with(low)),
+                !defers(name, rival(high, 4, 0), &with(low)),
                 "heard older: {heard_older}"
             );
-            assert!(defers(name, low, &with(high)), "heard older: {heard_older}");
+            assert!(
+                defers(name, rival(low, 4, 0), &with(high)),
+                "heard older: {heard_older}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_host_on_a_clearly_slower_link_leads_only_when_no_faster_one_claims() {
+        // Four Wi-Fi laptops (100) and four gigabit desktops claim fifteen files together:
+        // every file goes to a desktop, one per file, and the files spread over the desktops.
+        let laptops = (1..=4u8).map(|i| ([i; 8], 5, 100));
+        let desktops = (5..=8u8).map(|i| ([i; 8], 5, 1000));
+        let all: Vec<([u8; 8], u8, u16)> = laptops.chain(desktops).collect();
+        let mut led = HashSet::new();
+        for file in 0..15 {
+            let name = format!("tg{file}-1.0-1-any.pkg.tar.zst");
+            let leading = leaders(&name, &all);
+            assert_eq!(leading.len(), 1, "{name}: {leading:?}");
+            assert!(leading[0][0] >= 5, "{name} led by laptop {}", leading[0][0]);
+            led.insert(leading[0]);
+        }
+        assert!(led.len() >= 3, "15 files led by only {led:?}");
+        // Not clearly slower: ranked as equals (a 1 Gbit/s host beside a 2.5 Gbit/s one, or a
+        // link nobody knows). So some files go to each.
+        for links in [[1000, 2500], [0, 1000], [100, 100]] {
+            let two = [([1; 8], 5, links[0]), ([2; 8], 5, links[1])];
+            let firsts: HashSet<[u8; 8]> = (0..15)
+                .map(|f| leaders(&format!("tg{f}-1-1-any.pkg.tar.zst"), &two)[0])
+                .collect();
+            assert_eq!(firsts.len(), 2, "{links:?}");
+        }
+        // Alone with other laptops, a laptop leads by rank as before.
+        let laptops: Vec<([u8; 8], u8, u16)> = (1..=4u8).map(|i| ([i; 8], 5, 100)).collect();
+        assert_eq!(leaders("a-1-1-any.pkg.tar.zst", &laptops).len(), 1);
+        // A version 4 claimant knows nothing of links: everyone settles by rank alone, as it
+        // does, so exactly one leads whatever the links.
+        for file in 0..15 {
+            let name = format!("tg{file}-1.0-1-any.pkg.tar.zst");
+            let mixed = [([1; 8], 5, 100), ([2; 8], 5, 1000), ([3; 8], 4, 0)];
+            let by_rank = (1..=3u8)
+                .map(|i| [i; 8])
+                .max_by_key(|id| (protocol::claim_rank(&name, id), *id));
+            assert_eq!(leaders(&name, &mixed), Vec::from_iter(by_rank), "{name}");
         }
     }
 
@@ -136,6 +228,7 @@ mod tests {
             daemon_id: [port as u8; 8],
             landed,
             uploads,
+            link: 0,
             delivered: 0,
         };
         let port = |copies: &[Copy]| least_busy(copies).map(|c| c.http.port());
@@ -170,5 +263,15 @@ mod tests {
             Some(1)
         );
         assert_eq!(port(&[rated(1, 0, 0), rated(2, 3, 80)]), Some(1));
+        // A copy on a link clearly slower than another's is left, however idle; one merely
+        // slower, or of no known speed, is not.
+        let linked = |port, uploads, link| Copy {
+            link,
+            ..copy(port, 100, uploads)
+        };
+        assert_eq!(port(&[linked(1, 0, 100), linked(2, 5, 1000)]), Some(2));
+        assert_eq!(port(&[linked(1, 0, 1000), linked(2, 5, 2500)]), Some(1));
+        assert_eq!(port(&[linked(1, 0, 0), linked(2, 5, 1000)]), Some(1));
+        assert_eq!(port(&[linked(1, 0, 100), linked(2, 1, 100)]), Some(1));
     }
 }

@@ -174,15 +174,41 @@ impl Claims {
         self.lock().speaks(id, version);
     }
 
-    /// Whether daemon `id`, heard now in `version`, settles claims by rank: it did so in this
-    /// datagram or in any heard lately.
-    pub(super) fn ranked(&self, id: [u8; 8], version: u8) -> bool {
+    /// The newest version daemon `id`, heard now in `version`, spoke in this datagram or in
+    /// any heard lately: how it settles claims.
+    pub(super) fn newest(&self, id: [u8; 8], version: u8) -> u8 {
         let known = self
             .lock()
             .versions
             .get(&id)
             .filter(|(_, at)| at.elapsed() < FILE_MEMORY)
             .map_or(0, |(v, _)| *v);
-        version.max(known) >= protocol::RANKED_CLAIMS
+        version.max(known)
+    }
+
+    /// Version 5 daemon `id` said its link is `link` Mbit/s.
+    pub(super) fn heard_link(&self, id: [u8; 8], link: u16) {
+        let mut state = self.lock();
+        if state.links.len() >= MAX_RECORDED {
+            state.links.retain(|_, (_, at)| at.elapsed() < FILE_MEMORY);
+        }
+        if state.links.len() < MAX_RECORDED || state.links.contains_key(&id) {
+            state.links.insert(id, (link, Instant::now()));
+        }
+    }
+
+    /// Whether this host's link is clearly slower than another daemon's heard lately
+    /// ([`protocol::clearly_slower`]): then it makes way for the others to lead
+    /// ([`super::way`]).
+    pub(super) fn outpaced(&self) -> bool {
+        let fastest = self
+            .lock()
+            .links
+            .values()
+            .filter(|(_, at)| at.elapsed() < FILE_MEMORY)
+            .map(|(link, _)| *link)
+            .max()
+            .unwrap_or(0);
+        protocol::clearly_slower(self.link.mbit(), fastest)
     }
 }

@@ -14,16 +14,21 @@
 //! or heard as a CLAIM query by our responder) and waits a bounded time for that daemon to
 //! start; otherwise it leads. Who is better: when every claimant speaks version 4, the one of
 //! highest [`crate::protocol::claim_rank`] for this file, so the files of an upgrade are led by
-//! different hosts; when any speaks only an older version, the lowest daemon id, as before. The
-//! rule is the same on every host, so hosts asking within the window agree on one leader.
+//! different hosts, and when every one speaks version 5, a claimant on a link clearly slower
+//! than the fastest of theirs ranks below the others ([`choose::defers`]); when any speaks only
+//! an older version, the lowest daemon id, as before. The rule is the same on every host, so
+//! hosts asking within the window agree on one leader.
 //!
 //! Before all that, a daemon that leads a download already makes way for another daemon to lead
 //! this one when the hosts are upgrading together ([`way`]). Files settled at once on one host
 //! (a transaction's first files, before the other hosts of an upgrade have claimed anything)
 //! keep their claims open for [`BURST_WINDOW`], so that those hosts' claims are ranked with
 //! them instead of the first host to start leading them all. And a follower leaves copies on
-//! hosts that delivered to it clearly slower than another offering the file did
-//! ([`choose::least_busy`]), so that a host on a slow link is not taken as a relay.
+//! hosts whose link is clearly slower than another offering host's, or that delivered to it
+//! clearly slower than another did ([`choose::least_busy`]), so that a host on a slow link is
+//! not taken as a relay. A host on a clearly slower link than another daemon's
+//! ([`Claims::outpaced`]) keeps a transaction's first claims open longer, and makes way while
+//! leading nothing too ([`way`]): a faster host reaching the file a moment later leads it.
 //!
 //! A lone host does not pay: unless the responder has heard another host or daemon lately
 //! ([`Claims::heard_other`]), settling returns at once without sending anything.
@@ -34,8 +39,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::daemon::allow::Allowlist;
+use crate::daemon::link::Link;
 use crate::protocol::asker::Asker;
-use crate::protocol::netif;
+use crate::protocol::{self, netif};
 
 mod ask;
 mod choose;
@@ -71,6 +77,9 @@ const OFFER_FRESH: Duration = Duration::from_secs(1);
 const MAX_OFFERS: usize = 256;
 /// How long the claims of files settled at once on one host stay open ([`Claims::settle`]).
 pub const BURST_WINDOW: Duration = Duration::from_millis(100);
+/// A file settled after this long without settling any is a transaction's first, as are files
+/// settled at once.
+const QUIET_SPELL: Duration = Duration::from_secs(10);
 /// A followed copy smaller than this says little about the source's link.
 const RATE_MIN_BYTES: u64 = 1 << 20;
 /// How often a deferring daemon asks whether the better claimant has started.
@@ -101,6 +110,8 @@ pub struct Claims {
     pub interfaces: Vec<String>,
     /// Answers from outside it are not believed, as the responder answers nobody outside it.
     pub allow: Arc<Allowlist>,
+    /// This host's link speed, told in version 5 claims and answers.
+    pub link: Link,
     state: Mutex<State>,
 }
 
@@ -119,6 +130,8 @@ struct State {
     /// when: one datagram lost or rate-limited must not make a version 4 daemon look older,
     /// which would make hosts settle a file by different rules.
     versions: HashMap<[u8; 8], (u8, Instant)>,
+    /// The link speed each version 5 daemon said it has, and when ([`Claims::outpaced`]).
+    links: HashMap<[u8; 8], (u16, Instant)>,
     /// Claimants deferred to that never started: consecutive times and until when they are
     /// not deferred to (a host that claims every file and fetches none would otherwise cost
     /// every other host [`DEFER_LIMIT`] per file).
@@ -139,6 +152,11 @@ struct State {
     together: Option<Instant>,
     /// Settles under way on this daemon ([`Turn`]).
     settling: usize,
+    /// When this daemon last settled a file.
+    last_settle: Option<Instant>,
+    /// Waits to make way in a row in which nobody claimed the file, and when the last ended
+    /// ([`way`]).
+    fruitless: (u32, Option<Instant>),
 }
 
 impl State {
@@ -167,6 +185,7 @@ impl Claims {
         (group_v4, group_v6): (Ipv4Addr, Ipv6Addr),
         interfaces: Vec<String>,
         allow: Arc<Allowlist>,
+        link: Link,
     ) -> Self {
         Claims {
             daemon_id,
@@ -175,6 +194,7 @@ impl Claims {
             group_v6,
             interfaces,
             allow,
+            link,
             state: Mutex::default(),
         }
     }
@@ -185,10 +205,19 @@ impl Claims {
     }
 
     /// The responder heard another daemon's CLAIM for `name`, in protocol `version`, from
-    /// `from`.
-    pub fn heard_claim(&self, name: &str, claimant: [u8; 8], version: u8, from: IpAddr) {
+    /// `from`, saying (version 5) its link is `link` Mbit/s.
+    pub fn heard_claim(
+        &self,
+        name: &str,
+        claimant: [u8; 8],
+        (version, link): (u8, u16),
+        from: IpAddr,
+    ) {
         if claimant == self.daemon_id {
             return;
+        }
+        if version >= protocol::LINKED {
+            self.heard_link(claimant, link);
         }
         let mut state = self.lock();
         state.last_other = Some(Instant::now());
@@ -213,12 +242,16 @@ impl Claims {
             .iter_mut()
             .find(|h| h.id == claimant && h.from == from)
         {
+            if version >= known.version {
+                known.link = link;
+            }
             known.version = known.version.max(version);
             known.at = Instant::now();
         } else if claims.len() < 16 {
             claims.push(Heard1 {
                 id: claimant,
                 version,
+                link,
                 from,
                 at: Instant::now(),
             });
@@ -229,16 +262,19 @@ impl Claims {
     /// daemon deferred to a better claimant on the way (counted on `/metrics`).
     pub fn settle(&self, name: &str) -> (Verdict, bool) {
         let started = Instant::now();
-        self.settles(name);
-        // Settled beside others on this host: the first files of a transaction, which the
-        // other hosts of an upgrade reach within moments.
+        // Settled beside others on this host, or the first after a quiet spell: the first
+        // files of a transaction, which the other hosts of an upgrade reach within moments.
         let (burst, others) = {
             let state = self.lock();
             let others = state
                 .last_other
                 .is_some_and(|at| at.elapsed() < OTHERS_FRESH);
-            (state.settling > 1, others)
+            let first = state
+                .last_settle
+                .is_none_or(|at| at.elapsed() > QUIET_SPELL);
+            (state.settling > 1 || first, others)
         };
+        self.settles(name);
         if !others || self.given_up_on(name) {
             return (Verdict::Lead, false);
         }
@@ -252,7 +288,7 @@ impl Claims {
             interfaces: &interfaces,
             locals: &locals,
         };
-        let heard = self.ask(&socket, &here, name, Versions::Both);
+        let heard = self.ask(&socket, &here, name, Versions::Every);
         if let Some(copy) = heard.best {
             let http = self.spread(&socket, &here, name, copy);
             return (Verdict::Follow { http }, false);
@@ -261,14 +297,21 @@ impl Claims {
         // A transaction's first files are all settled at once, before the other hosts of an
         // upgrade have claimed anything: the host that started first would lead them all, and
         // keep leading (it finishes first). So such a claim stays open for [`BURST_WINDOW`]:
-        // claims heard in it are ranked as if they had come together.
+        // claims heard in it are ranked as if they had come together. A host that has just
+        // learned (from the answers, MISS included) that another's link is clearly faster
+        // keeps it open as long as it would make way ([`way::MAKE_WAY`]): a faster host that
+        // claims the file meanwhile leads it.
         if burst {
-            std::thread::sleep((started + BURST_WINDOW).saturating_duration_since(Instant::now()));
+            let open = match self.outpaced() {
+                true => way::MAKE_WAY,
+                false => BURST_WINDOW,
+            };
+            std::thread::sleep((started + open).saturating_duration_since(Instant::now()));
         }
         // Late to hear, late to be heard: the claimants we heard settled before our claim
         // reached them, so one of them may be fetching already. Ask once more before ranking.
         if (heard.late && !claimants.is_empty()) || burst {
-            let again = self.ask(&socket, &here, name, Versions::Both);
+            let again = self.ask(&socket, &here, name, Versions::Every);
             if let Some(copy) = again.best {
                 let http = self.spread(&socket, &here, name, copy);
                 return (Verdict::Follow { http }, false);
@@ -287,9 +330,9 @@ impl Claims {
     /// not too often: a poll of every deferring file is a query to every daemon, and their
     /// responders limit each source.
     fn wait_for(&self, socket: &Asker, here: &Here, name: &str, claimants: &[Claimant]) -> Verdict {
-        let versions = match claimants.iter().all(|c| c.ranked) {
-            true => Versions::Ranked,
-            false => Versions::Older,
+        let versions = match claimants.iter().map(|c| c.version).min() {
+            Some(v) if v >= protocol::RANKED_CLAIMS => Versions::Newest(v.min(protocol::VERSION)),
+            _ => Versions::Older,
         };
         let until = Instant::now() + DEFER_LIMIT;
         while Instant::now() < until {
@@ -331,12 +374,21 @@ impl Claims {
     /// Whether a better claimant among `claimants` should fetch `name` ([`choose::defers`]),
     /// leaving out claimants whose host lately let this daemon wait for nothing.
     fn defers(&self, name: &str, claimants: &[Claimant]) -> bool {
-        let counted: Vec<([u8; 8], bool)> = self
+        let counted: Vec<choose::Rival> = self
             .believed(claimants)
             .iter()
-            .map(|c| (c.id, c.ranked))
+            .map(|c| choose::Rival {
+                id: c.id,
+                version: c.version,
+                link: c.link,
+            })
             .collect();
-        choose::defers(name, self.daemon_id, &counted)
+        let me = choose::Rival {
+            id: self.daemon_id,
+            version: protocol::VERSION,
+            link: self.link.mbit(),
+        };
+        choose::defers(name, me, &counted)
     }
 
     /// The CLAIM queries heard for `name` lately.
@@ -354,7 +406,8 @@ impl Claims {
             .into_iter()
             .map(|h| Claimant {
                 id: h.id,
-                ranked: self.ranked(h.id, h.version),
+                version: self.newest(h.id, h.version),
+                link: h.link,
                 from: h.from,
             })
             .collect()
@@ -372,6 +425,7 @@ impl Claims {
         if state.settled.len() < MAX_RECORDED {
             state.settled.insert(name.to_owned(), Instant::now());
         }
+        state.last_settle = Some(Instant::now());
         let now = Instant::now();
         let heard_lately = state
             .heard
@@ -393,8 +447,10 @@ impl Claims {
 #[derive(Debug, Clone, Copy)]
 struct Claimant {
     id: [u8; 8],
-    /// It settles claims by rank (version 4).
-    ranked: bool,
+    /// The newest protocol version it was heard speaking: how it settles claims.
+    version: u8,
+    /// Version 5: its link speed in Mbit/s (0: unknown).
+    link: u16,
     from: IpAddr,
 }
 
@@ -404,6 +460,8 @@ struct Heard1 {
     id: [u8; 8],
     /// The newest version it was heard in.
     version: u8,
+    /// Version 5: the link speed its claim said.
+    link: u16,
     from: IpAddr,
     at: Instant,
 }

@@ -11,6 +11,7 @@ fn claims(id: u8) -> Claims {
         (protocol::GROUP_V4, protocol::GROUP_V6),
         Vec::new(),
         Arc::new(Allowlist::default()),
+        Link::new(Some(1000), 0, Vec::new()),
     )
 }
 
@@ -18,12 +19,21 @@ fn claims(id: u8) -> Claims {
 fn a_daemon_once_heard_in_version_4_stays_ranked() {
     let c = claims(5);
     c.speaks([1; 8], 4);
-    assert!(
-        c.ranked([1; 8], 2),
+    assert_eq!(
+        c.newest([1; 8], 2),
+        4,
         "a lost version 4 datagram changes nothing"
     );
-    assert!(!c.ranked([2; 8], 2));
-    assert!(c.ranked([2; 8], 4));
+    assert_eq!(c.newest([2; 8], 2), 2);
+    assert_eq!(c.newest([2; 8], 5), 5);
+}
+
+fn rival(id: [u8; 8]) -> choose::Rival {
+    choose::Rival {
+        id,
+        version: 5,
+        link: 1000,
+    }
 }
 
 #[test]
@@ -34,18 +44,19 @@ fn a_host_that_let_us_wait_is_not_deferred_to_under_any_id() {
     // Every other id outranks or undercuts id 0 somewhere; find one that wins this file.
     let better = (1..=255u8)
         .map(|b| [b; 8])
-        .find(|id| choose::defers(name, [0; 8], &[(*id, true)]))
+        .find(|id| choose::defers(name, rival([0; 8]), &[rival(*id)]))
         .unwrap();
     let claimant = |id| Claimant {
         id,
-        ranked: true,
+        version: 5,
+        link: 1000,
         from,
     };
     assert!(c.defers(name, &[claimant(better)]));
     c.no_show(&[claimant(better)]);
     let another = (1..=255u8)
         .map(|b| [b; 8])
-        .find(|id| *id != better && choose::defers(name, [0; 8], &[(*id, true)]))
+        .find(|id| *id != better && choose::defers(name, rival([0; 8]), &[rival(*id)]))
         .unwrap();
     assert!(
         !c.defers(name, &[claimant(another)]),
@@ -67,25 +78,32 @@ fn a_host_that_let_us_wait_is_not_deferred_to_under_any_id() {
 fn heard_claims_keep_the_newest_version_per_claimant() {
     let c = claims(5);
     let from: IpAddr = "10.0.0.1".parse().unwrap();
-    c.heard_claim("a-1-1-any.pkg.tar.zst", [1; 8], 2, from);
-    c.heard_claim("a-1-1-any.pkg.tar.zst", [1; 8], 4, from);
-    c.heard_claim("a-1-1-any.pkg.tar.zst", [5; 8], 4, from);
-    let heard: Vec<([u8; 8], bool)> = c
+    // Newest first, as a version 5 daemon claims: the older copies change nothing.
+    c.heard_claim("a-1-1-any.pkg.tar.zst", [1; 8], (5, 100), from);
+    c.heard_claim("a-1-1-any.pkg.tar.zst", [1; 8], (4, 0), from);
+    c.heard_claim("a-1-1-any.pkg.tar.zst", [1; 8], (2, 0), from);
+    c.heard_claim("a-1-1-any.pkg.tar.zst", [5; 8], (4, 0), from);
+    let heard: Vec<([u8; 8], u8, u16)> = c
         .heard_claims("a-1-1-any.pkg.tar.zst")
         .iter()
-        .map(|c| (c.id, c.ranked))
+        .map(|c| (c.id, c.version, c.link))
         .collect();
-    assert_eq!(heard, vec![([1; 8], true)]);
+    assert_eq!(heard, vec![([1; 8], 5, 100)]);
 }
 
 /// Claims that ask on loopback only, at a port nobody serves: nothing leaves this host.
 fn quiet_claims(id: u8) -> Claims {
+    linked_claims(id, 1000)
+}
+
+fn linked_claims(id: u8, link: u16) -> Claims {
     Claims::new(
         [id; 8],
         47_900 + u16::from(id),
         (protocol::GROUP_V4, protocol::GROUP_V6),
         vec!["lo".to_owned()],
         Arc::new(Allowlist::default()),
+        Link::new(Some(link), 0, Vec::new()),
     )
 }
 
@@ -95,7 +113,7 @@ fn a_daemon_whose_neighbours_fetch_other_files_never_makes_way() {
     c.heard_claim(
         "other-1-1-any.pkg.tar.zst",
         [1; 8],
-        4,
+        (4, 0),
         "10.0.0.1".parse().unwrap(),
     );
     let (turn, copy) = c.make_way("a-1-1-any.pkg.tar.zst", 3);
@@ -111,9 +129,9 @@ fn the_hosts_are_together_once_another_claims_a_file_this_daemon_settled() {
     let from: IpAddr = "10.0.0.1".parse().unwrap();
     c.settles("a-1-1-any.pkg.tar.zst");
     assert!(c.lock().together.is_none());
-    c.heard_claim("b-1-1-any.pkg.tar.zst", [1; 8], 4, from);
+    c.heard_claim("b-1-1-any.pkg.tar.zst", [1; 8], (4, 0), from);
     assert!(c.lock().together.is_none(), "another file");
-    c.heard_claim("a-1-1-any.pkg.tar.zst", [1; 8], 4, from);
+    c.heard_claim("a-1-1-any.pkg.tar.zst", [1; 8], (4, 0), from);
     assert!(c.lock().together.is_some());
 }
 
@@ -124,17 +142,43 @@ fn a_claimant_made_way_for_that_never_starts_is_not_waited_for_again() {
     let c = quiet_claims(6);
     let from: IpAddr = "10.0.0.2".parse().unwrap();
     c.settles("a-1-1-any.pkg.tar.zst");
-    c.heard_claim("a-1-1-any.pkg.tar.zst", [1; 8], 4, from);
-    c.heard_claim("b-1-1-any.pkg.tar.zst", [2; 8], 4, from);
+    c.heard_claim("a-1-1-any.pkg.tar.zst", [1; 8], (4, 0), from);
+    c.heard_claim("b-1-1-any.pkg.tar.zst", [2; 8], (4, 0), from);
     let (turn, copy) = c.make_way("b-1-1-any.pkg.tar.zst", 1);
     assert_eq!(copy, None);
     drop(turn);
     let claimant = Claimant {
         id: [3; 8],
-        ranked: true,
+        version: 5,
+        link: 0,
         from,
     };
     assert!(c.believed(&[claimant]).is_empty(), "a no-show");
+}
+
+/// A daemon on a Wi-Fi link (100) among gigabit daemons makes way although it leads nothing:
+/// here for a gigabit claimant that never starts, so the wait ends in a no-show. On a link as
+/// fast as the others' it does not wait at all, and the claimant is still believed.
+#[test]
+fn a_daemon_on_a_clearly_slower_link_makes_way_leading_nothing() {
+    let from: IpAddr = "10.0.0.3".parse().unwrap();
+    let claimant = Claimant {
+        id: [4; 8],
+        version: 5,
+        link: 1000,
+        from,
+    };
+    for (link, waits) in [(100, true), (1000, false), (400, false)] {
+        let c = linked_claims(7, link);
+        c.settles("a-1-1-any.pkg.tar.zst");
+        c.heard_claim("a-1-1-any.pkg.tar.zst", [4; 8], (5, 1000), from);
+        c.heard_claim("b-1-1-any.pkg.tar.zst", [4; 8], (5, 1000), from);
+        assert_eq!(c.outpaced(), waits, "link {link}");
+        let (turn, copy) = c.make_way("b-1-1-any.pkg.tar.zst", 0);
+        assert_eq!(copy, None);
+        drop(turn);
+        assert_eq!(c.believed(&[claimant]).is_empty(), waits, "link {link}");
+    }
 }
 
 #[test]
@@ -166,4 +210,23 @@ fn how_fast_a_source_delivered_is_remembered_from_whole_files_and_its_best_kept(
         2_000_000,
         "a follow left for the mirror tells nothing"
     );
+}
+
+/// Waits to make way in which nobody claims the file (the other hosts are behind, or a LAN host
+/// fakes an upgrade together) pause making way after a few, and a claim heard ends the count.
+#[test]
+fn making_way_pauses_after_waits_in_which_nobody_claimed() {
+    let c = quiet_claims(8);
+    let from: IpAddr = "10.0.0.4".parse().unwrap();
+    c.settles("a-1-1-any.pkg.tar.zst");
+    c.heard_claim("a-1-1-any.pkg.tar.zst", [1; 8], (5, 1000), from);
+    for n in 1..=3 {
+        assert!(!c.pausing(), "after {} fruitless waits", n - 1);
+        let (turn, copy) = c.make_way(&format!("f{n}-1-1-any.pkg.tar.zst"), 1);
+        assert_eq!(copy, None);
+        drop(turn);
+    }
+    assert!(c.pausing(), "three in a row: paused");
+    c.fruitless(false);
+    assert!(!c.pausing(), "a claim heard: making way again");
 }
