@@ -10,11 +10,13 @@
 //! speed (`/sys/class/net/<if>/speed`, where `<if>/device` shows it is hardware) or that it is
 //! wireless (`<if>/wireless`, `<if>/phy80211`), which counts as [`WIRELESS_MBIT`]: what a Wi-Fi
 //! link carries to a LAN peer is a fraction of its rate on paper, shared with every other host
-//! on the channel, and nowhere to be read. The fastest interface counts (a docked laptop talks
-//! over its cable); an interface without carrier does not count; any other interface of no
-//! known speed (a bridge, a veth, a VPN) leaves the speed unknown (0), which makes no host
-//! slower than another. The upload limit, when set, lowers it. `link-speed` in the daemon's
-//! configuration sets it outright, for where the kernel is wrong.
+//! on the channel, and nowhere to be read. The fastest interface of known speed counts (a
+//! docked laptop talks over its cable; a desktop's bridge, bond or VLAN runs over a NIC that is
+//! up too; `docker0`, `virbr0` or a VPN beside Wi-Fi do not make the laptop's link unknown);
+//! an interface without carrier does not count. Where no interface has a known speed (a
+//! virtual machine, the test rig's veths) the speed is unknown (0), which makes no host slower
+//! than another. The upload limit, when set, lowers what the kernel says. `link-speed` in the
+//! daemon's configuration sets it outright, for where the kernel is wrong.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -76,10 +78,8 @@ impl Link {
 pub fn of_interfaces(sys: &Path, names: &[String]) -> u16 {
     let mut best = 0;
     for name in names {
-        match interface(&sys.join(name)) {
-            Speed::Idle => {}
-            Speed::Unknown => return 0,
-            Speed::Mbit(mbit) => best = best.max(mbit),
+        if let Speed::Mbit(mbit) = interface(&sys.join(name)) {
+            best = best.max(mbit);
         }
     }
     best
@@ -99,16 +99,16 @@ pub fn capped(mbit: u16, limit: u64) -> u16 {
 }
 
 enum Speed {
-    /// No carrier: carries nothing, says nothing.
-    Idle,
+    /// No carrier, or no known speed: says nothing.
     Unknown,
     Mbit(u16),
 }
 
 fn interface(dir: &Path) -> Speed {
     let read = |file: &str| std::fs::read_to_string(dir.join(file)).ok();
+    // No carrier: it carries nothing (an unplugged dock's NIC).
     if read("carrier").is_some_and(|c| c.trim() == "0") {
-        return Speed::Idle;
+        return Speed::Unknown;
     }
     if dir.join("wireless").is_dir() || dir.join("phy80211").exists() {
         return Speed::Mbit(WIRELESS_MBIT);
@@ -178,8 +178,10 @@ mod tests {
         assert_eq!(of(&["enp1s0", "wlan0"]), 1000);
         assert_eq!(of(&["enp2s0", "wlan0"]), WIRELESS_MBIT);
         // A bridge (what it bridges is not known), a NIC of no known speed, or one that is
-        // gone: unknown, whatever else there is.
-        assert_eq!(of(&["br0", "wlan0"]), 0);
+        // gone tell nothing: the others count, and with none, unknown.
+        assert_eq!(of(&["br0", "wlan0"]), WIRELESS_MBIT);
+        assert_eq!(of(&["br0", "enp1s0"]), 1000);
+        assert_eq!(of(&["br0", "vm0"]), 0);
         assert_eq!(of(&["vm0"]), 0);
         assert_eq!(of(&["gone0"]), 0);
         assert_eq!(of(&[]), 0);

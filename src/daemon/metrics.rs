@@ -196,6 +196,12 @@ fn series(stats: &Stats) -> Vec<(&'static str, Kind, &'static str, &AtomicU64)> 
             &stats.claims_deferred,
         ),
         (
+            "claims_made_way",
+            Counter,
+            "Files this daemon waited for another daemon to lead (making way).",
+            &stats.claims_made_way,
+        ),
+        (
             "planned_files",
             Counter,
             "Files named by accepted plans.",

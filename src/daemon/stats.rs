@@ -60,6 +60,8 @@ pub struct Stats {
     /// Claims where this daemon deferred to a better claimant (then followed it, or led after
     /// it failed to start).
     pub claims_deferred: AtomicU64,
+    /// Files for which this daemon waited for another daemon to lead them (making way).
+    pub claims_made_way: AtomicU64,
     /// Followed downloads that went back to the mirror (the peer failed, stalled or lied).
     pub follow_failures: AtomicU64,
     /// Package bytes this machine's downloads got from LAN peers: what pacman's pacserve-fetch
@@ -114,6 +116,7 @@ impl Default for Stats {
             claims_led: AtomicU64::new(0),
             claims_followed: AtomicU64::new(0),
             claims_deferred: AtomicU64::new(0),
+            claims_made_way: AtomicU64::new(0),
             follow_failures: AtomicU64::new(0),
             received_bytes: AtomicU64::new(0),
             client_mirror_bytes: AtomicU64::new(0),

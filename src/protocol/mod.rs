@@ -106,9 +106,11 @@
 //! [`crate::daemon::link`]. A link is **clearly slower** than another when it is known and at
 //! most a [`SLOWER_BY`]th of it ([`clearly_slower`]). When every claimant a daemon hears for a
 //! file speaks version 5, a claimant whose link is clearly slower than the fastest among them
-//! (this daemon included) ranks below every other, then the rank decides as in version 4; when
-//! any speaks version 4, everyone settles that file by rank alone, as the version 4 daemon
-//! does; older claimants as before. A daemon following a copy leaves those on links clearly
+//! (this daemon included) ranks below every other, then the rank decides as in version 4; while
+//! a daemon that speaks version 4 and no newer has been heard lately (10 minutes), every daemon
+//! settles every file by rank alone, as that daemon does (deciding per file, by whether its
+//! claim was heard in time, would let two daemons settle one file by different rules); older
+//! claimants as before. A daemon following a copy leaves those on links clearly
 //! slower than another copy's. A version 5 daemon sends each CLAIM in versions 5, 4 and 2 with
 //! one nonce, newest first, so that each daemon answers it once, in its newest version (see One
 //! answer per query), and a plain question (claiming nothing) in versions 5 and 3.

@@ -29,7 +29,9 @@ address, each under its own id), HOSTILE_FROM (extra source addresses, comma-sep
 with port 15678; HOSTILE_ONLY_EXTRA=1 answers from those alone), HOSTILE_HTTP_PORT (port announced and served, default 15680),
 HOSTILE_LIFETIME (seconds it runs, default 120), HOSTILE_POKE (an address whose daemon is sent a query every second, so that it hears another host
 on the LAN and claims its downloads), HOSTILE_CLAIMS_ONLY=1 (with HOSTILE_GROWING: answer only
-queries that carry the CLAIM flag, so that only daemons, never clients, follow it).
+queries that carry the CLAIM flag, so that only daemons, never clients, follow it),
+HOSTILE_V5_LINK (with HOSTILE_GROWING: also answer version 5 queries, telling this link speed in
+Mbit/s, e.g. 65535 to look faster than every copy).
 Every query and request is appended to LOG, and "SENT <n>" with the body bytes each response
 sent. Stops after HOSTILE_LIFETIME seconds.
 """
@@ -237,6 +239,8 @@ for addr in extra_sources:
     senders.append(s)
 if os.environ.get("HOSTILE_ONLY_EXTRA"):
     senders = senders[1:]
+v5 = os.environ.get("HOSTILE_V5_LINK") is not None
+v5_link = int(os.environ.get("HOSTILE_V5_LINK", "0"))
 poke = os.environ.get("HOSTILE_POKE")
 if poke:
     def poking():
@@ -255,7 +259,7 @@ while time.time() < deadline:
         data, src = udp.recvfrom(2048)
     except socket.timeout:
         continue
-    versions = (2, 3) if growing else (3,) if sig_drip else (1,)
+    versions = ((2, 3, 5) if v5 else (2, 3)) if growing else (3,) if sig_drip else (1,)
     if len(data) < 64 or data[:4] != b"PSRV" or data[4] not in versions or data[5] != 1:
         continue
     version = data[4]
@@ -277,8 +281,10 @@ while time.time() < deadline:
                 answer = b"PSRV\x03\x02" + nonce + b"\x01" + daemon_id + struct.pack(">HQQQBH", http_port, size, 1700000000, size, 1, 0)
             elif growing:
                 answer = b"PSRV" + bytes([version, 2]) + nonce + b"\x02" + daemon_id + struct.pack(">HQQQ", http_port, claimed, 0, claimed // 2)
-                if version == 3:
+                if version >= 3:
                     answer += b"\x00\x00\x00"
+                if version >= 5:
+                    answer += struct.pack(">H", v5_link)
             else:
                 answer = b"PSRV\x01\x02" + nonce + b"\x01" + daemon_id + struct.pack(">HQQ", http_port, claimed, 1700000000)
             sender.sendto(answer, src)

@@ -486,6 +486,12 @@ fn hosts_on_an_ipv6_only_lan_share_their_downloads_too() {
 
 /// How a liar that answers claims with GROWING serves its file (hostile_peer.py's modes).
 fn a_liar_answering_claims_costs_one_round(mode: &str) {
+    a_liar_answering_claims_in_versions_costs_one_round(mode, None)
+}
+
+/// [`a_liar_answering_claims_costs_one_round`], the liar also answering version 5 claims and
+/// telling `v5_link` as its link speed.
+fn a_liar_answering_claims_in_versions_costs_one_round(mode: &str, v5_link: Option<u16>) {
     let Some(mut s) = site(2, 1, 3_000_000, "40mbit") else {
         return;
     };
@@ -495,16 +501,16 @@ fn a_liar_answering_claims_costs_one_round(mode: &str) {
     // host 1's client never tries it: only its daemon does), and keeps asking host 1's daemon
     // things, so that host 1 knows the LAN is shared and claims.
     let poke = s.lan.ipv4(1);
-    let liar = s.replace_daemon(
-        2,
-        mode,
-        file,
-        &[
-            ("HOSTILE_GROWING", "1"),
-            ("HOSTILE_CLAIMS_ONLY", "1"),
-            ("HOSTILE_POKE", &poke),
-        ],
-    );
+    let link = v5_link.map(|l| l.to_string());
+    let mut env = vec![
+        ("HOSTILE_GROWING", "1"),
+        ("HOSTILE_CLAIMS_ONLY", "1"),
+        ("HOSTILE_POKE", poke.as_str()),
+    ];
+    if let Some(link) = &link {
+        env.push(("HOSTILE_V5_LINK", link.as_str()));
+    }
+    let liar = s.replace_daemon(2, mode, file, &env);
     wait_until_queried(&s, 1);
     let pacman = s.pacman(1, &["-S", "tg0"]);
     // Generous: the slowest liar holds each source for its 12 s budget, twice (the client's
@@ -546,6 +552,13 @@ fn a_liar_answering_claims_costs_one_round(mode: &str) {
 #[test]
 fn a_liar_answering_claims_with_fast_garbage_costs_one_round_not_a_loop() {
     a_liar_answering_claims_costs_one_round("wrongbytes");
+}
+
+/// The liar speaks version 5 and tells the fastest link there is, so that its copy is the one a
+/// follower takes over any other: its bytes are still checked, and it costs one round.
+#[test]
+fn a_liar_telling_a_fast_link_and_answering_claims_with_garbage_costs_one_round() {
+    a_liar_answering_claims_in_versions_costs_one_round("wrongbytes", Some(u16::MAX));
 }
 
 #[test]
@@ -646,8 +659,9 @@ fn wait_bounded(mut child: Child, limit: Duration) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
-/// A scripted version 4 claimant for the claim tests below: it says hello once (a daemon claims
-/// only on a LAN where it has heard others), then answers a version 4 CLAIM query for a file
+/// A scripted claimant for the claim tests below, speaking version 4 (or 5, telling a link): it
+/// says hello once (a daemon claims only on a LAN where it has heard others), then answers a
+/// CLAIM query of its version for a file
 /// with CLAIMING under the id it is given; in mode `starts`, a CLAIM query for the same file
 /// 150 ms later or more with HAVE, serving the file from a directory over HTTP (as a rival that
 /// won and finished would; one asking again within a transaction's first claim window still
@@ -655,6 +669,8 @@ fn wait_bounded(mut child: Child, limit: Duration) -> std::process::Output {
 const RIVAL: &str = r#"
 import http.server, os, socket, struct, sys, threading, time
 fake, ifaddr, seconds, mode, root = bytes.fromhex(sys.argv[1]), sys.argv[2], float(sys.argv[3]), sys.argv[4], sys.argv[5]
+version, link = int(sys.argv[6]), int(sys.argv[7])
+tail = struct.pack(">H", link) if version >= 5 else b""
 PORT = 18080
 class Files(http.server.SimpleHTTPRequestHandler):
     def translate_path(self, path):
@@ -681,7 +697,7 @@ while time.time() < end:
         d, addr = u.recvfrom(2048)
     except socket.timeout:
         continue
-    if len(d) < 64 or d[:4] != b"PSRV" or d[4] != 4 or d[5] != 1:
+    if len(d) < 64 or d[:4] != b"PSRV" or d[4] != version or d[5] != 1:
         continue
     n = d[14]
     a = d[15 + n]
@@ -691,9 +707,9 @@ while time.time() < end:
     if mode == "starts" and file in seen and time.time() - seen[file] > 0.15:
         size = os.path.getsize(os.path.join(root, file))
         body = struct.pack(">HQQQBH", PORT, size, 1700000000, size, 0, 0)
-        answer = b"PSRV\x04\x02" + d[6:14] + b"\x01" + fake + body
+        answer = b"PSRV" + bytes([version, 2]) + d[6:14] + b"\x01" + fake + body + tail
     else:
-        answer = b"PSRV\x04\x02" + d[6:14] + b"\x03" + fake + struct.pack(">HQQQBH", 0, 0, 0, 0, 0, 0)
+        answer = b"PSRV" + bytes([version, 2]) + d[6:14] + b"\x03" + fake + struct.pack(">HQQQBH", 0, 0, 0, 0, 0, 0) + tail
     seen.setdefault(file, time.time())
     u.sendto(answer, addr)
 "#;
@@ -702,9 +718,20 @@ while time.time() < end:
 /// (mode `starts` or `never`, see [`RIVAL`]): (files the rival outranks it on, deferred,
 /// followed, led), each file fetched once through the daemon's agent by pacserve-fetch.
 fn against_a_rival(mode: &str) -> Option<(usize, f64, f64, f64, Site)> {
+    against_a_rival_speaking(mode, (4, 0), None)
+}
+
+/// [`against_a_rival`], the rival speaking `(version, link)`, host 1's kernel showing its
+/// link as `kernel` says.
+fn against_a_rival_speaking(
+    mode: &str,
+    (version, link): (u8, u16),
+    kernel: Option<KernelLink>,
+) -> Option<(usize, f64, f64, f64, Site)> {
     use pacserve_fetch::protocol::{claim_rank, id_hex, parse_id_hex};
     const FILES: usize = 6;
-    let mut s = site(2, FILES, 100_000, "40mbit")?;
+    let on_host_1 = |i| if i == 1 { kernel } else { None };
+    let mut s = site_linked(Family::Dual, (2, FILES, 100_000, "40mbit"), on_host_1)?;
     let files = files(&s.repo);
     let id = s.nodes[0]
         .daemon
@@ -743,6 +770,8 @@ fn against_a_rival(mode: &str) -> Option<(usize, f64, f64, f64, Site)> {
             "120",
             mode,
             &repo,
+            &version.to_string(),
+            &link.to_string(),
         ])
         .stdout(Stdio::piped())
         .spawn()
@@ -815,6 +844,34 @@ fn a_claimant_that_never_starts_is_waited_for_once() {
     let files = files(&s.repo);
     assert!(outranked >= 2);
     assert_eq!(deferred, 1.0, "one wait for the no-show, then none");
+    assert_eq!(followed, 0.0);
+    assert_eq!(led, files.len() as f64);
+    for file in &files {
+        assert_eq!(s.mirror.requests_for(file).len(), 1, "{file}");
+    }
+}
+
+/// A LAN host telling the fastest link there is (version 5), claiming every file and fetching
+/// none, costs a gigabit host one wait for its claim and a few waits making way, not one per
+/// file: after the no-show its claims are not believed, and after three waits to make way in
+/// which nobody claimed, making way pauses. Before the pause, host 1 made way on every file
+/// after the first.
+#[test]
+fn a_lan_host_telling_a_fast_link_and_never_fetching_costs_a_few_waits() {
+    let kernel = Some(KernelLink::Wired(1000));
+    let Some((_, deferred, followed, led, s)) =
+        against_a_rival_speaking("never", (5, u16::MAX), kernel)
+    else {
+        return;
+    };
+    let files = files(&s.repo);
+    let made_way = s.metric(1, "pacserved_claims_made_way_total", 0.0);
+    eprintln!(
+        "deferred {deferred}, made way {made_way}, led {led} of {}",
+        files.len()
+    );
+    assert_eq!(deferred, 1.0, "one wait for the no-show, then none");
+    assert!((1.0..=3.0).contains(&made_way), "made way {made_way} times");
     assert_eq!(followed, 0.0);
     assert_eq!(led, files.len() as f64);
     for file in &files {

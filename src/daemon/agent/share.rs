@@ -73,6 +73,9 @@ impl Sharing {
         if deferred {
             Stats::add(&self.stats.claims_deferred, 1);
         }
+        if turn.made_way() {
+            Stats::add(&self.stats.claims_made_way, 1);
+        }
         let counter = match verdict {
             Verdict::Lead => &self.stats.claims_led,
             Verdict::Follow { .. } => &self.stats.claims_followed,

@@ -106,9 +106,14 @@ impl Claims {
                 }
                 answered.insert(answer.daemon_id);
                 self.speaks(answer.daemon_id, answer.version);
-                if answer.version >= protocol::LINKED {
-                    self.heard_link(answer.daemon_id, answer.extra.link);
-                }
+                let claiming = answer.holding == Holding::Claiming;
+                let link = match answer.version >= protocol::LINKED {
+                    true => {
+                        self.heard_link(answer.daemon_id, answer.extra.link, claiming);
+                        answer.extra.link
+                    }
+                    false => self.known_link(answer.daemon_id),
+                };
                 let (landed, http_port) = match answer.holding {
                     Holding::Have { http_port, .. } => (u64::MAX, http_port),
                     Holding::Growing {
@@ -120,15 +125,13 @@ impl Claims {
                             |c: &&mut Claimant| c.id == answer.daemon_id && c.from == from.ip();
                         match heard.claimants.iter_mut().find(same) {
                             Some(known) => {
-                                if answer.version >= known.version {
-                                    known.link = answer.extra.link;
-                                }
+                                known.link = known.link.max(link);
                                 known.version = known.version.max(version);
                             }
                             None => heard.claimants.push(Claimant {
                                 id: answer.daemon_id,
                                 version,
-                                link: answer.extra.link,
+                                link,
                                 from: from.ip(),
                             }),
                         }
@@ -145,7 +148,7 @@ impl Claims {
                     if answer.version >= 3 {
                         known.uploads = answer.extra.uploads;
                     }
-                    known.link = known.link.max(answer.extra.link);
+                    known.link = known.link.max(link);
                     continue;
                 }
                 if http_port >= budget::MIN_HTTP_PORT && self.trusted_for(name, from.ip()) {
@@ -157,7 +160,7 @@ impl Claims {
                         daemon_id: answer.daemon_id,
                         landed,
                         uploads: answer.extra.uploads,
-                        link: answer.extra.link,
+                        link,
                         delivered: self.delivered(from.ip()),
                     });
                 }

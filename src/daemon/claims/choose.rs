@@ -21,16 +21,19 @@ pub struct Rival {
     pub link: u16,
 }
 
-/// Whether this daemon (`me`) should leave `name` to another of `claimants`: to an older
-/// claimant (before version 4) whose id is the lowest of all, since by the older rule it leads;
-/// else to a version 4 or 5 claimant that ranks higher. When every such claimant speaks version
-/// 5, a claimant whose link is [`protocol::clearly_slower`] than the fastest of them (and this
+/// Whether this daemon (`me`) should leave `name` to another of `claimants` (one entry per
+/// daemon): to an older claimant (before version 4) whose id is the lowest of all, since by the
+/// older rule it leads; else to a version 4 or 5 claimant that ranks higher. When `by_link` (no
+/// version 4 daemon heard lately on the LAN) and every such claimant speaks version 5, a
+/// claimant whose link is [`protocol::clearly_slower`] than the fastest of them (and this
 /// daemon) ranks below every other, so a Wi-Fi laptop does not fetch for gigabit desktops; then
-/// [`protocol::claim_rank`] for this file, then ids break a tie. A version 4 claimant settles by
-/// rank alone, and so then does everyone. Other older claimants defer to a lower id by their
-/// own rule and follow whichever copy starts. (Two newer daemons, one of which heard an older
-/// claim in time and one not, so agree on the leader unless that older claimant leads anyway.)
-pub fn defers(name: &str, me: Rival, claimants: &[Rival]) -> bool {
+/// [`protocol::claim_rank`] for this file, then ids break a tie. A version 4 daemon settles by
+/// rank alone, and so then does everyone: the LAN-wide `by_link` keeps two newer daemons, one
+/// of which heard its claim for this file in time and one not, on one rule. Other older
+/// claimants defer to a lower id by their own rule and follow whichever copy starts. (Two newer
+/// daemons, one of which heard an older claim in time and one not, so agree on the leader
+/// unless that older claimant leads anyway.)
+pub fn defers(name: &str, me: Rival, claimants: &[Rival], by_link: bool) -> bool {
     let lowest = claimants.iter().map(|c| c.id).chain([me.id]).min();
     let older_leads = claimants
         .iter()
@@ -42,7 +45,7 @@ pub fn defers(name: &str, me: Rival, claimants: &[Rival]) -> bool {
         .iter()
         .filter(|c| c.version >= protocol::RANKED_CLAIMS && c.id != me.id)
         .collect();
-    let linked = me.version >= protocol::LINKED;
+    let linked = by_link && me.version >= protocol::LINKED;
     let fastest = match linked && ranked.iter().all(|c| c.version >= protocol::LINKED) {
         true => ranked.iter().map(|c| c.link).chain([me.link]).max(),
         false => None,
@@ -81,11 +84,16 @@ pub fn least_busy(copies: &[Copy]) -> Option<Copy> {
         .iter()
         .filter(|c| c.landed >= furthest / 2 + furthest % 2 || furthest - c.landed <= NEAR_ENOUGH)
         .collect();
-    let fastest = along.iter().map(|c| c.delivered).max().unwrap_or(0);
+    // The link first, then the delivery rate among what is left: the copy that delivered
+    // fastest of those is always kept, so copies offered always leave one to follow.
     let fastest_link = along.iter().map(|c| c.link).max().unwrap_or(0);
-    along
+    let along: Vec<&Copy> = along
         .into_iter()
         .filter(|c| !protocol::clearly_slower(c.link, fastest_link))
+        .collect();
+    let fastest = along.iter().map(|c| c.delivered).max().unwrap_or(0);
+    along
+        .into_iter()
         .filter(|c| c.delivered == 0 || c.delivered.saturating_mul(3) >= fastest.saturating_mul(2))
         .min_by_key(|c| (c.uploads, std::cmp::Reverse(c.landed)))
         .copied()
@@ -109,7 +117,7 @@ mod tests {
                     .filter(|o| o.0 != me)
                     .map(|&(id, v, l)| rival(id, v, l))
                     .collect();
-                !defers(name, rival(me, version, link), &others)
+                !defers(name, rival(me, version, link), &others, true)
             })
             .map(|c| c.0)
             .collect()
@@ -130,7 +138,7 @@ mod tests {
                         .filter(|&&o| o != me)
                         .map(|&o| rival([o; 8], 4, 0))
                         .collect();
-                    !defers(&name, rival([me; 8], 4, 0), &others)
+                    !defers(&name, rival([me; 8], 4, 0), &others, true)
                 })
                 .copied()
                 .collect();
@@ -151,7 +159,7 @@ mod tests {
                 .map(|o| rival([o; 8], if o == 1 { 2 } else { 5 }, 1000))
                 .collect();
             assert!(
-                defers(name, rival([me; 8], 5, 1000), &others),
+                defers(name, rival([me; 8], 5, 1000), &others, true),
                 "daemon {me}"
             );
         }
@@ -171,11 +179,11 @@ mod tests {
                 c
             };
             assert!(
-                !defers(name, rival(high, 4, 0), &with(low)),
+                !defers(name, rival(high, 4, 0), &with(low), true),
                 "heard older: {heard_older}"
             );
             assert!(
-                defers(name, rival(low, 4, 0), &with(high)),
+                defers(name, rival(low, 4, 0), &with(high), true),
                 "heard older: {heard_older}"
             );
         }
@@ -219,6 +227,16 @@ mod tests {
                 .max_by_key(|id| (protocol::claim_rank(&name, id), *id));
             assert_eq!(leaders(&name, &mixed), Vec::from_iter(by_rank), "{name}");
         }
+        // And so it does for every file while a version 4 daemon is heard on the LAN at all
+        // (`by_link` false), its claim for this file heard or not.
+        let laptop_leads = (0..15)
+            .map(|f| format!("tg{f}-1.0-1-any.pkg.tar.zst"))
+            .find(|n| protocol::claim_rank(n, &[1; 8]) > protocol::claim_rank(n, &[2; 8]));
+        let name = laptop_leads.expect("a file the laptop outranks the desktop on");
+        let (laptop, desktop) = (rival([1; 8], 5, 100), rival([2; 8], 5, 1000));
+        assert!(!defers(&name, laptop, &[desktop], false));
+        assert!(defers(&name, desktop, &[laptop], false));
+        assert!(defers(&name, laptop, &[desktop], true));
     }
 
     #[test]
@@ -273,5 +291,13 @@ mod tests {
         assert_eq!(port(&[linked(1, 0, 1000), linked(2, 5, 2500)]), Some(1));
         assert_eq!(port(&[linked(1, 0, 0), linked(2, 5, 1000)]), Some(1));
         assert_eq!(port(&[linked(1, 0, 100), linked(2, 1, 100)]), Some(1));
+        // The fastest deliverer on a clearly slower link is left, and the rate is then
+        // compared among the others: some copy is always taken.
+        let both = |port, link, delivered| Copy {
+            link,
+            delivered,
+            ..copy(port, 100, 0)
+        };
+        assert_eq!(port(&[both(1, 100, 80), both(2, 1000, 40)]), Some(2));
     }
 }

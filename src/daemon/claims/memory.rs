@@ -8,8 +8,8 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::{
-    Claimant, Claims, FILE_FAILURES, FILE_MEMORY, MAX_OFFERS, MAX_RECORDED, OFFER_FRESH,
-    RATE_MIN_BYTES,
+    Among, Claimant, Claims, FILE_FAILURES, FILE_MEMORY, MAX_OFFERS, MAX_RECORDED, OFFER_FRESH,
+    RATE_MIN_BYTES, Told,
 };
 use crate::protocol::{self, budget};
 
@@ -186,29 +186,62 @@ impl Claims {
         version.max(known)
     }
 
-    /// Version 5 daemon `id` said its link is `link` Mbit/s.
-    pub(super) fn heard_link(&self, id: [u8; 8], link: u16) {
+    /// Version 5 daemon `id` said its link is `link` Mbit/s, in a claim (`claiming`) or another
+    /// datagram.
+    pub(super) fn heard_link(&self, id: [u8; 8], link: u16, claiming: bool) {
         let mut state = self.lock();
         if state.links.len() >= MAX_RECORDED {
-            state.links.retain(|_, (_, at)| at.elapsed() < FILE_MEMORY);
+            state.links.retain(|_, l| l.at.elapsed() < FILE_MEMORY);
         }
         if state.links.len() < MAX_RECORDED || state.links.contains_key(&id) {
-            state.links.insert(id, (link, Instant::now()));
+            let claimed = match claiming {
+                true => Some(Instant::now()),
+                false => state.links.get(&id).and_then(|l| l.claimed),
+            };
+            let at = Instant::now();
+            state.links.insert(id, Told { link, at, claimed });
         }
     }
 
-    /// Whether this host's link is clearly slower than another daemon's heard lately
-    /// ([`protocol::clearly_slower`]): then it makes way for the others to lead
-    /// ([`super::way`]).
-    pub(super) fn outpaced(&self) -> bool {
+    /// The link daemon `id` said lately (0: unknown): for a claim heard in an older copy while
+    /// its version 5 copy was lost, so that it counts as everywhere else.
+    pub(super) fn known_link(&self, id: [u8; 8]) -> u16 {
+        self.lock()
+            .links
+            .get(&id)
+            .filter(|l| l.at.elapsed() < FILE_MEMORY)
+            .map_or(0, |l| l.link)
+    }
+
+    /// Whether this host's link is clearly slower than another daemon's
+    /// ([`protocol::clearly_slower`]): one heard lately at all ([`Among::Heard`]: a
+    /// transaction's first claims stay open a little longer), or one that claimed a file
+    /// lately ([`Among::Claiming`]: the host makes way, [`super::way`]). Not any daemon for the
+    /// second, since every file costs the wait: an idle 10 Gbit/s server, or one datagram
+    /// telling a fast link, would make every gigabit desktop wait for claims that never come.
+    pub(super) fn outpaced(&self, among: Among) -> bool {
         let fastest = self
             .lock()
             .links
             .values()
-            .filter(|(_, at)| at.elapsed() < FILE_MEMORY)
-            .map(|(link, _)| *link)
+            .filter(|l| match among {
+                Among::Heard => l.at.elapsed() < FILE_MEMORY,
+                Among::Claiming => l
+                    .claimed
+                    .is_some_and(|at| at.elapsed() < super::way::TOGETHER_FRESH),
+            })
+            .map(|l| l.link)
             .max()
             .unwrap_or(0);
         protocol::clearly_slower(self.link.mbit(), fastest)
+    }
+
+    /// Whether a daemon speaking version 4 and no newer was heard lately: it settles claims by
+    /// rank alone, so every daemon does, on every file (deciding per file, by whether its claim
+    /// was heard in time, would let two daemons apply different rules to one file).
+    pub(super) fn version_4_heard(&self) -> bool {
+        self.lock().versions.values().any(|(v, at)| {
+            (protocol::RANKED_CLAIMS..protocol::LINKED).contains(v) && at.elapsed() < FILE_MEMORY
+        })
     }
 }

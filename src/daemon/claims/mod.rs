@@ -3,7 +3,7 @@
 //!
 //! Before its first mirror byte, the agent registers the file as CLAIMING
 //! ([`crate::daemon::growing`]) and [`Claims::settle`]s: it multicasts a query with the CLAIM
-//! flag and its daemon id (in version 2 for older daemons and version 4, one nonce), and listens
+//! flag and its daemon id (in versions 5, 4 and, for older daemons, 2, one nonce), and listens
 //! for at most [`WINDOW`] (less once every daemon it knows has answered). It follows a copy that
 //! HAVE or GROWING names: of those at least half as far along as the furthest, the one whose
 //! daemon sends to the fewest other hosts, so that hosts joining late spread over the copies
@@ -131,7 +131,7 @@ struct State {
     /// which would make hosts settle a file by different rules.
     versions: HashMap<[u8; 8], (u8, Instant)>,
     /// The link speed each version 5 daemon said it has, and when ([`Claims::outpaced`]).
-    links: HashMap<[u8; 8], (u16, Instant)>,
+    links: HashMap<[u8; 8], Told>,
     /// Claimants deferred to that never started: consecutive times and until when they are
     /// not deferred to (a host that claims every file and fetches none would otherwise cost
     /// every other host [`DEFER_LIMIT`] per file).
@@ -217,7 +217,7 @@ impl Claims {
             return;
         }
         if version >= protocol::LINKED {
-            self.heard_link(claimant, link);
+            self.heard_link(claimant, link, true);
         }
         let mut state = self.lock();
         state.last_other = Some(Instant::now());
@@ -302,7 +302,7 @@ impl Claims {
         // keeps it open as long as it would make way ([`way::MAKE_WAY`]): a faster host that
         // claims the file meanwhile leads it.
         if burst {
-            let open = match self.outpaced() {
+            let open = match self.outpaced(Among::Heard) {
                 true => way::MAKE_WAY,
                 false => BURST_WINDOW,
             };
@@ -374,21 +374,28 @@ impl Claims {
     /// Whether a better claimant among `claimants` should fetch `name` ([`choose::defers`]),
     /// leaving out claimants whose host lately let this daemon wait for nothing.
     fn defers(&self, name: &str, claimants: &[Claimant]) -> bool {
-        let counted: Vec<choose::Rival> = self
-            .believed(claimants)
-            .iter()
-            .map(|c| choose::Rival {
-                id: c.id,
-                version: c.version,
-                link: c.link,
-            })
-            .collect();
+        // One entry per daemon (heard as a query and as an answer, in several copies), with
+        // the newest version and the link it told.
+        let mut counted: Vec<choose::Rival> = Vec::new();
+        for c in self.believed(claimants) {
+            match counted.iter_mut().find(|r| r.id == c.id) {
+                Some(r) => {
+                    r.version = r.version.max(c.version);
+                    r.link = r.link.max(c.link);
+                }
+                None => counted.push(choose::Rival {
+                    id: c.id,
+                    version: c.version,
+                    link: c.link,
+                }),
+            }
+        }
         let me = choose::Rival {
             id: self.daemon_id,
             version: protocol::VERSION,
             link: self.link.mbit(),
         };
-        choose::defers(name, me, &counted)
+        choose::defers(name, me, &counted, !self.version_4_heard())
     }
 
     /// The CLAIM queries heard for `name` lately.
@@ -407,7 +414,10 @@ impl Claims {
             .map(|h| Claimant {
                 id: h.id,
                 version: self.newest(h.id, h.version),
-                link: h.link,
+                link: match h.version >= protocol::LINKED {
+                    true => h.link,
+                    false => self.known_link(h.id),
+                },
                 from: h.from,
             })
             .collect()
@@ -452,6 +462,22 @@ struct Claimant {
     /// Version 5: its link speed in Mbit/s (0: unknown).
     link: u16,
     from: IpAddr,
+}
+
+/// What a version 5 daemon said of its link.
+#[derive(Debug, Clone, Copy)]
+struct Told {
+    link: u16,
+    at: Instant,
+    /// When it last claimed a file (its claim heard, or answered CLAIMING).
+    claimed: Option<Instant>,
+}
+
+/// Whose links [`Claims::outpaced`] compares this host's with.
+#[derive(Debug, Clone, Copy)]
+enum Among {
+    Heard,
+    Claiming,
 }
 
 /// A CLAIM query the responder heard.

@@ -44,7 +44,7 @@ fn a_host_that_let_us_wait_is_not_deferred_to_under_any_id() {
     // Every other id outranks or undercuts id 0 somewhere; find one that wins this file.
     let better = (1..=255u8)
         .map(|b| [b; 8])
-        .find(|id| choose::defers(name, rival([0; 8]), &[rival(*id)]))
+        .find(|id| choose::defers(name, rival([0; 8]), &[rival(*id)], true))
         .unwrap();
     let claimant = |id| Claimant {
         id,
@@ -56,7 +56,7 @@ fn a_host_that_let_us_wait_is_not_deferred_to_under_any_id() {
     c.no_show(&[claimant(better)]);
     let another = (1..=255u8)
         .map(|b| [b; 8])
-        .find(|id| *id != better && choose::defers(name, rival([0; 8]), &[rival(*id)]))
+        .find(|id| *id != better && choose::defers(name, rival([0; 8]), &[rival(*id)], true))
         .unwrap();
     assert!(
         !c.defers(name, &[claimant(another)]),
@@ -173,7 +173,7 @@ fn a_daemon_on_a_clearly_slower_link_makes_way_leading_nothing() {
         c.settles("a-1-1-any.pkg.tar.zst");
         c.heard_claim("a-1-1-any.pkg.tar.zst", [4; 8], (5, 1000), from);
         c.heard_claim("b-1-1-any.pkg.tar.zst", [4; 8], (5, 1000), from);
-        assert_eq!(c.outpaced(), waits, "link {link}");
+        assert_eq!(c.outpaced(Among::Claiming), waits, "link {link}");
         let (turn, copy) = c.make_way("b-1-1-any.pkg.tar.zst", 0);
         assert_eq!(copy, None);
         drop(turn);
@@ -229,4 +229,54 @@ fn making_way_pauses_after_waits_in_which_nobody_claimed() {
     assert!(c.pausing(), "three in a row: paused");
     c.fruitless(false);
     assert!(!c.pausing(), "a claim heard: making way again");
+}
+
+/// A faster daemon merely heard (an idle server's MISS) counts for a transaction's first claim
+/// window, not for making way on every file; one that claims counts for both.
+#[test]
+fn only_a_faster_daemon_that_claims_makes_a_slower_one_make_way() {
+    let c = linked_claims(9, 100);
+    c.heard_link([1; 8], 1000, false);
+    assert!(c.outpaced(Among::Heard));
+    assert!(!c.outpaced(Among::Claiming), "it claimed nothing");
+    c.heard_link([1; 8], 1000, true);
+    assert!(c.outpaced(Among::Claiming));
+    // A MISS later does not forget the claim.
+    c.heard_link([1; 8], 1000, false);
+    assert!(c.outpaced(Among::Claiming));
+}
+
+/// A claim heard only in its older copy (the version 5 one lost) from a daemon whose link is
+/// known counts with that link, as on the hosts that got the version 5 copy.
+#[test]
+fn a_claim_heard_in_an_older_copy_keeps_the_link_its_daemon_told() {
+    let c = claims(5);
+    let from: IpAddr = "10.0.0.1".parse().unwrap();
+    c.heard_link([1; 8], 100, false);
+    c.speaks([1; 8], 5);
+    c.heard_claim("a-1-1-any.pkg.tar.zst", [1; 8], (4, 0), from);
+    let heard: Vec<(u8, u16)> = c
+        .heard_claims("a-1-1-any.pkg.tar.zst")
+        .iter()
+        .map(|c| (c.version, c.link))
+        .collect();
+    assert_eq!(heard, vec![(5, 100)]);
+}
+
+/// A version 4 daemon heard anywhere lately puts every file on the rank alone, so that two
+/// version 5 daemons never settle one file by different rules.
+#[test]
+fn a_version_4_daemon_heard_lately_turns_the_link_rule_off() {
+    let c = claims(5);
+    assert!(!c.version_4_heard());
+    c.speaks([2; 8], 5);
+    c.speaks([3; 8], 3);
+    assert!(
+        !c.version_4_heard(),
+        "version 3 daemons settle by the lowest id"
+    );
+    c.speaks([4; 8], 4);
+    assert!(c.version_4_heard());
+    c.speaks([4; 8], 5);
+    assert!(!c.version_4_heard(), "upgraded");
 }

@@ -32,7 +32,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::{Claims, DEFER_POLL, Here, Versions};
+use super::{Among, Claims, DEFER_POLL, Here, Versions};
 use crate::protocol::asker::Asker;
 use crate::protocol::netif;
 
@@ -54,6 +54,14 @@ const PAUSE: Duration = Duration::from_secs(10);
 /// files settled at once on one host see each other ([`super::BURST_WINDOW`]).
 pub struct Turn<'a> {
     claims: &'a Claims,
+    made_way: bool,
+}
+
+impl Turn<'_> {
+    /// Whether this daemon waited for another to lead the file (counted on `/metrics`).
+    pub fn made_way(&self) -> bool {
+        self.made_way
+    }
 }
 
 impl Drop for Turn<'_> {
@@ -76,9 +84,13 @@ impl Claims {
                 .together
                 .is_some_and(|at| at.elapsed() < TOGETHER_FRESH)
         };
-        if !together || (leading == 0 && !self.outpaced()) || self.pausing() {
+        if !together || (leading == 0 && !self.outpaced(Among::Claiming)) || self.pausing() {
             self.lock().settling += 1;
-            return (Turn { claims: self }, None);
+            let turn = Turn {
+                claims: self,
+                made_way: false,
+            };
+            return (turn, None);
         }
         let copy = match self.given_up_on(name) {
             true => None,
@@ -88,7 +100,11 @@ impl Claims {
             self.settles(name);
         }
         self.lock().settling += 1;
-        (Turn { claims: self }, copy)
+        let turn = Turn {
+            claims: self,
+            made_way: true,
+        };
+        (turn, copy)
     }
 
     /// Whether making way is paused ([`FRUITLESS`]).
