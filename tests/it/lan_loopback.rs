@@ -326,7 +326,7 @@ fn malformed_and_foreign_datagrams_are_dropped_and_counted() {
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
-for d in [b"garbage", b"PSRV\x01\x01", b"PSRV\x05\x01" + bytes(58)]:
+for d in [b"garbage", b"PSRV\x01\x01", b"PSRV\x06\x01" + bytes(58)]:
     s.sendto(d, ("239.255.15.78", 15678))  # the group: every daemon gets it
 '"#);
     std::thread::sleep(std::time::Duration::from_millis(200));
@@ -348,7 +348,7 @@ for d in [b"garbage", b"PSRV\x01\x01", b"PSRV\x05\x01" + bytes(58)]:
         s.holder
             .log()
             .iter()
-            .any(|l| l.contains("protocol version 5")),
+            .any(|l| l.contains("protocol version 6")),
         "mismatch is logged"
     );
 }

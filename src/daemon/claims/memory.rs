@@ -1,6 +1,7 @@
-//! What the claims remember of other hosts, and how long: sources that failed a follow (and
-//! the files they failed), how fast sources delivered, the copies this daemon just offered,
-//! claimants that let it wait for nothing, and each daemon's protocol version. Every record is
+//! What the claims remember of other hosts, and how long: the CLAIM queries heard and the files
+//! this daemon settled, sources that failed a follow (and the files they failed), how fast
+//! sources delivered, the copies this daemon just offered, claimants that let it wait for
+//! nothing, and each daemon's protocol version and link speed. Every record is
 //! bounded ([`super::MAX_RECORDED`] and friends) and forgotten after a while, so no LAN host
 //! can make the daemon grow without bound, and a host that failed once is tried again later.
 
@@ -8,12 +9,114 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use super::{
-    Among, Claimant, Claims, FILE_FAILURES, FILE_MEMORY, MAX_OFFERS, MAX_RECORDED, OFFER_FRESH,
-    RATE_MIN_BYTES, Told,
+    Among, CLAIM_FRESH, Claimant, Claims, FILE_FAILURES, FILE_MEMORY, Heard1, MAX_OFFERS,
+    MAX_RECORDED, OFFER_FRESH, RATE_MIN_BYTES, Told, way,
 };
 use crate::protocol::{self, budget};
 
 impl Claims {
+    /// The responder heard another daemon's CLAIM for `name`, in protocol `version`, from
+    /// `from`, saying (version 5) its link is `link` Mbit/s.
+    pub fn heard_claim(
+        &self,
+        name: &str,
+        claimant: [u8; 8],
+        (version, link): (u8, u16),
+        from: IpAddr,
+    ) {
+        if claimant == self.daemon_id {
+            return;
+        }
+        if version >= protocol::LINKED {
+            self.heard_link(claimant, link, true);
+        }
+        let mut state = self.lock();
+        state.last_other = Some(Instant::now());
+        if state
+            .settled
+            .get(name)
+            .is_some_and(|at| at.elapsed() < way::TOGETHER_FRESH)
+        {
+            state.together = Some(Instant::now());
+        }
+        state
+            .heard
+            .retain(|_, v| v.iter().any(|h| h.at.elapsed() < CLAIM_FRESH));
+        if state.heard.len() >= MAX_RECORDED {
+            return;
+        }
+        state.speaks(claimant, version);
+        let claims = state.heard.entry(name.to_owned()).or_default();
+        claims.retain(|h| h.at.elapsed() < CLAIM_FRESH);
+        // A version 4 daemon claims in versions 2 and 4 at once: one claimant, the newer version.
+        if let Some(known) = claims
+            .iter_mut()
+            .find(|h| h.id == claimant && h.from == from)
+        {
+            if version >= known.version {
+                known.link = link;
+            }
+            known.version = known.version.max(version);
+            known.at = Instant::now();
+        } else if claims.len() < 16 {
+            claims.push(Heard1 {
+                id: claimant,
+                version,
+                link,
+                from,
+                at: Instant::now(),
+            });
+        }
+    }
+
+    /// The CLAIM queries heard for `name` lately.
+    pub(super) fn heard_claims(&self, name: &str) -> Vec<Claimant> {
+        let heard: Vec<Heard1> = self
+            .lock()
+            .heard
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter(|h| h.at.elapsed() < CLAIM_FRESH)
+            .copied()
+            .collect();
+        heard
+            .into_iter()
+            .map(|h| Claimant {
+                id: h.id,
+                version: self.newest(h.id, h.version),
+                link: match h.version >= protocol::LINKED {
+                    true => h.link,
+                    false => self.known_link(h.id),
+                },
+                from: h.from,
+            })
+            .collect()
+    }
+
+    /// This daemon settles `name` now: a claim for it heard lately or soon means the hosts fetch
+    /// the same files.
+    pub(super) fn settles(&self, name: &str) {
+        let mut state = self.lock();
+        if state.settled.len() >= MAX_RECORDED {
+            state
+                .settled
+                .retain(|_, at| at.elapsed() < way::TOGETHER_FRESH);
+        }
+        if state.settled.len() < MAX_RECORDED {
+            state.settled.insert(name.to_owned(), Instant::now());
+        }
+        state.last_settle = Some(Instant::now());
+        let now = Instant::now();
+        let heard_lately = state
+            .heard
+            .get(name)
+            .is_some_and(|v| v.iter().any(|h| h.at.elapsed() < CLAIM_FRESH));
+        if heard_lately {
+            state.together = Some(now);
+        }
+    }
+
     /// The copy of `name` followed from `source` failed (stalled, broke off, too slow, or not
     /// the file): `source` is not followed again for `name`, and for no file for a while.
     pub fn failed(&self, name: &str, source: IpAddr) {

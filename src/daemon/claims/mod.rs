@@ -204,60 +204,6 @@ impl Claims {
         self.lock().last_other = Some(Instant::now());
     }
 
-    /// The responder heard another daemon's CLAIM for `name`, in protocol `version`, from
-    /// `from`, saying (version 5) its link is `link` Mbit/s.
-    pub fn heard_claim(
-        &self,
-        name: &str,
-        claimant: [u8; 8],
-        (version, link): (u8, u16),
-        from: IpAddr,
-    ) {
-        if claimant == self.daemon_id {
-            return;
-        }
-        if version >= protocol::LINKED {
-            self.heard_link(claimant, link, true);
-        }
-        let mut state = self.lock();
-        state.last_other = Some(Instant::now());
-        if state
-            .settled
-            .get(name)
-            .is_some_and(|at| at.elapsed() < way::TOGETHER_FRESH)
-        {
-            state.together = Some(Instant::now());
-        }
-        state
-            .heard
-            .retain(|_, v| v.iter().any(|h| h.at.elapsed() < CLAIM_FRESH));
-        if state.heard.len() >= MAX_RECORDED {
-            return;
-        }
-        state.speaks(claimant, version);
-        let claims = state.heard.entry(name.to_owned()).or_default();
-        claims.retain(|h| h.at.elapsed() < CLAIM_FRESH);
-        // A version 4 daemon claims in versions 2 and 4 at once: one claimant, the newer version.
-        if let Some(known) = claims
-            .iter_mut()
-            .find(|h| h.id == claimant && h.from == from)
-        {
-            if version >= known.version {
-                known.link = link;
-            }
-            known.version = known.version.max(version);
-            known.at = Instant::now();
-        } else if claims.len() < 16 {
-            claims.push(Heard1 {
-                id: claimant,
-                version,
-                link,
-                from,
-                at: Instant::now(),
-            });
-        }
-    }
-
     /// Decides who fetches `name` from the mirror; see the module doc. Also says whether this
     /// daemon deferred to a better claimant on the way (counted on `/metrics`).
     pub fn settle(&self, name: &str) -> (Verdict, bool) {
@@ -396,54 +342,6 @@ impl Claims {
             link: self.link.mbit(),
         };
         choose::defers(name, me, &counted, !self.version_4_heard())
-    }
-
-    /// The CLAIM queries heard for `name` lately.
-    fn heard_claims(&self, name: &str) -> Vec<Claimant> {
-        let heard: Vec<Heard1> = self
-            .lock()
-            .heard
-            .get(name)
-            .into_iter()
-            .flatten()
-            .filter(|h| h.at.elapsed() < CLAIM_FRESH)
-            .copied()
-            .collect();
-        heard
-            .into_iter()
-            .map(|h| Claimant {
-                id: h.id,
-                version: self.newest(h.id, h.version),
-                link: match h.version >= protocol::LINKED {
-                    true => h.link,
-                    false => self.known_link(h.id),
-                },
-                from: h.from,
-            })
-            .collect()
-    }
-
-    /// This daemon settles `name` now: a claim for it heard lately or soon means the hosts fetch
-    /// the same files.
-    fn settles(&self, name: &str) {
-        let mut state = self.lock();
-        if state.settled.len() >= MAX_RECORDED {
-            state
-                .settled
-                .retain(|_, at| at.elapsed() < way::TOGETHER_FRESH);
-        }
-        if state.settled.len() < MAX_RECORDED {
-            state.settled.insert(name.to_owned(), Instant::now());
-        }
-        state.last_settle = Some(Instant::now());
-        let now = Instant::now();
-        let heard_lately = state
-            .heard
-            .get(name)
-            .is_some_and(|v| v.iter().any(|h| h.at.elapsed() < CLAIM_FRESH));
-        if heard_lately {
-            state.together = Some(now);
-        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
