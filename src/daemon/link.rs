@@ -143,31 +143,21 @@ mod tests {
     fn the_kernels_view_gives_the_speed() {
         let tmp = tempfile::tempdir().unwrap();
         let sys = tmp.path();
-        nic(
-            sys,
-            "enp1s0",
-            &[("speed", "1000\n"), ("carrier", "1\n")],
-            &["device"],
-        );
-        nic(
-            sys,
-            "enp2s0",
-            &[("speed", "-1\n"), ("carrier", "0\n")],
-            &["device"],
-        );
-        nic(sys, "wlan0", &[("carrier", "1\n")], &["device", "wireless"]);
-        nic(
-            sys,
-            "br0",
-            &[("speed", "10000\n"), ("carrier", "1\n")],
-            &["bridge"],
-        );
-        nic(
-            sys,
-            "vm0",
-            &[("speed", "-1\n"), ("carrier", "1\n")],
-            &["device"],
-        );
+        // Name, speed, carrier, directories.
+        let nics: [(&str, &str, &str, &[&str]); 5] = [
+            ("enp1s0", "1000", "1", &["device"]),
+            ("enp2s0", "-1", "0", &["device"]),
+            ("wlan0", "", "1", &["device", "wireless"]),
+            ("br0", "10000", "1", &["bridge"]),
+            ("vm0", "-1", "1", &["device"]),
+        ];
+        for (name, speed, carrier, dirs) in nics {
+            let mut files = vec![("carrier", carrier)];
+            if !speed.is_empty() {
+                files.push(("speed", speed));
+            }
+            nic(sys, name, &files, dirs);
+        }
         let of = |names: &[&str]| {
             let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
             of_interfaces(sys, &names)

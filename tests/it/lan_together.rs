@@ -930,6 +930,27 @@ impl Site {
         );
     }
 
+    /// Host 1 installs every package of the repository, and the other hosts the same 40 ms
+    /// later (hosts starting one upgrade a moment apart); each gets the repository's files.
+    /// Returns the claims each host's daemon led.
+    fn install_host_1_first(&self) -> Vec<f64> {
+        let files = files(&self.repo);
+        let names: Vec<String> = (0..files.len()).map(|i| format!("tg{i}")).collect();
+        let mut args = vec!["-S"];
+        args.extend(names.iter().map(String::as_str));
+        let hosts = self.nodes.len();
+        let first = self.pacman(1, &args);
+        std::thread::sleep(Duration::from_millis(40));
+        let rest: Vec<Child> = (2..=hosts).map(|i| self.pacman(i, &args)).collect();
+        self.assert_installed(1, first, &files);
+        for (i, child) in (2..=hosts).zip(rest) {
+            self.assert_installed(i, child, &files);
+        }
+        (1..=hosts)
+            .map(|i| self.metric(i, "pacserved_claims_led_total", 0.0))
+            .collect()
+    }
+
     /// The hosts (by address) that followed host `i`'s download of `file`, from its log.
     fn followers_of(&self, i: usize, file: &str) -> std::collections::BTreeSet<String> {
         let needle = format!("GET /pkg/{file} from ");
@@ -1044,20 +1065,7 @@ fn the_first_files_of_an_upgrade_are_not_all_led_by_the_host_that_started_first(
         let Some(s) = site(3, 6, 500_000, "20mbit") else {
             return;
         };
-        let files = files(&s.repo);
-        let names: Vec<String> = (0..6).map(|i| format!("tg{i}")).collect();
-        let mut args = vec!["-S"];
-        args.extend(names.iter().map(String::as_str));
-        let first = s.pacman(1, &args);
-        std::thread::sleep(Duration::from_millis(40));
-        let rest: Vec<Child> = (2..=3).map(|i| s.pacman(i, &args)).collect();
-        s.assert_installed(1, first, &files);
-        for (i, child) in (2..=3).zip(rest) {
-            s.assert_installed(i, child, &files);
-        }
-        let led: Vec<f64> = (1..=3)
-            .map(|i| s.metric(i, "pacserved_claims_led_total", 0.0))
-            .collect();
+        let led = s.install_host_1_first();
         eprintln!("attempt {attempt}: claims led per host {led:?}");
         if led.iter().all(|&n| n < 6.0) {
             spread = Some(led);
@@ -1099,19 +1107,7 @@ fn a_wifi_host_leads_nothing_and_feeds_no_wired_host_while_wired_hosts_fetch_too
     );
     assert!(told(2, "link speed 1000 Mbit/s"), "a desktop reads its NIC");
     let files = files(&s.repo);
-    let names: Vec<String> = (0..FILES).map(|i| format!("tg{i}")).collect();
-    let mut args = vec!["-S"];
-    args.extend(names.iter().map(String::as_str));
-    let laptop = s.pacman(1, &args);
-    std::thread::sleep(Duration::from_millis(40));
-    let desktops: Vec<Child> = (2..=3).map(|i| s.pacman(i, &args)).collect();
-    s.assert_installed(1, laptop, &files);
-    for (i, child) in (2..=3).zip(desktops) {
-        s.assert_installed(i, child, &files);
-    }
-    let led: Vec<f64> = (1..=3)
-        .map(|i| s.metric(i, "pacserved_claims_led_total", 0.0))
-        .collect();
+    let led = s.install_host_1_first();
     let desktop_ips = [s.lan.ipv4(2), s.lan.ipv4(3)];
     let log = s.nodes[0].daemon.log();
     let fed: Vec<&String> = (log.iter())

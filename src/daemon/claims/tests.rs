@@ -217,9 +217,14 @@ fn how_fast_a_source_delivered_is_remembered_from_whole_files_and_its_best_kept(
 #[test]
 fn making_way_pauses_after_waits_in_which_nobody_claimed() {
     let c = quiet_claims(8);
-    let from: IpAddr = "10.0.0.4".parse().unwrap();
+    // Together: another daemon claimed a file this one settled.
     c.settles("a-1-1-any.pkg.tar.zst");
-    c.heard_claim("a-1-1-any.pkg.tar.zst", [1; 8], (5, 1000), from);
+    c.heard_claim(
+        "a-1-1-any.pkg.tar.zst",
+        [1; 8],
+        (5, 1000),
+        [10, 0, 0, 4].into(),
+    );
     for n in 1..=3 {
         assert!(!c.pausing(), "after {} fruitless waits", n - 1);
         let (turn, copy) = c.make_way(&format!("f{n}-1-1-any.pkg.tar.zst"), 1);
