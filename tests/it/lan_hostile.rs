@@ -495,3 +495,36 @@ fn case_7_answers_from_off_the_link_or_naming_system_ports_are_ignored() {
     assert!(log.contains("QUERY"), "{log}");
     assert!(!log.contains("GET"), "a GET went off the link: {log}");
 }
+
+/// A host answering every query at once, HAVE with a size that cannot be the file, does not cut
+/// off the real holder answering later: a wrong-sized HAVE ends no wait. Host 2's honest
+/// pacserved is 30 ms away each way; host 3 answers within a fraction of a millisecond. Before,
+/// the client stopped listening a millisecond after host 3's answer, dropped it for its size,
+/// and went to the mirror (seen first as a flaky CI run, the real daemon a little slow under
+/// load).
+#[test]
+fn case_8_an_instant_answer_of_the_wrong_size_does_not_cut_off_the_real_holder() {
+    let Some(s) = scene() else { return };
+    let peer_dir = tempdir();
+    fs::copy(&s.real, peer_dir.path().join(PKG)).unwrap();
+    let _honest = Daemon::start(s.lan.host(2), peer_dir.path(), &[]);
+    if !s.lan.delay_link(2, Duration::from_millis(30)) {
+        return;
+    }
+    let liar = s.hostile("wrongsize", &[]);
+    let memory = tempdir();
+    let dir = tempdir();
+    let out = dir.path().join(format!("{PKG}.part"));
+    let run = s.fetch(&out, &s.mirror_url(), memory.path(), &[]);
+    run.assert_done(&s.content, "wrong-sized HAVE first");
+    assert!(
+        liar.log().contains("QUERY"),
+        "the liar answered: {}",
+        liar.log()
+    );
+    assert!(
+        s.mirror.requests_for(PKG).is_empty(),
+        "the file came from the mirror, not the real holder: {}",
+        run.stderr
+    );
+}

@@ -3,7 +3,7 @@
 //! saying in `-v` what was heard and why the wait ended.
 
 use crate::client::peers::budget::{self, Candidate};
-use crate::client::peers::discovery::{self, Discovery, PeerAnswer};
+use crate::client::peers::discovery::{self, Discovery, Expectation, PeerAnswer};
 use crate::client::peers::explain;
 use crate::client::peers::memory;
 use crate::client::terminal::progress::Progress;
@@ -32,7 +32,13 @@ pub fn peers_with(
     progress: &Progress,
 ) -> Vec<Candidate> {
     let now = memory::now_secs();
-    let expect = memory.expectation(now);
+    let expect = Expectation {
+        size: match wanted {
+            Fits::Size(size) => size,
+            Fits::Signature => None,
+        },
+        ..memory.expectation(now)
+    };
     let (answers, ended) = match discovery::ask_detailed(discovery, name, "", &expect) {
         Ok(asked) => {
             memory.update(&expect, &asked.answers, asked.ended, now);

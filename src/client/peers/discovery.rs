@@ -113,6 +113,10 @@ pub struct Expectation {
     /// Ask QUIET (daemons without the file stay silent); for a LAN of many daemons, whose MISS
     /// answers cost more than they tell.
     pub quiet: Option<Quiet>,
+    /// The size the file must have (its sync database's): a holder answering another size is
+    /// collected but ends no wait, so a host answering every query at once with a size that
+    /// cannot be the file does not cut the real holders off.
+    pub size: Option<u64>,
 }
 
 /// How a QUIET query is asked, from what the last loud one heard
@@ -320,10 +324,17 @@ pub fn ask_detailed(
             );
             let rtt = started.elapsed();
             let counts = !expect.avoided.contains(&(answer.daemon_id, from.ip()));
+            let fits = |holding: &Holding| {
+                holding
+                    .fetchable()
+                    .is_some_and(|(_, size)| expect.size.is_none_or(|s| s == size))
+            };
             if counts
-                && answer.holding.fetchable().is_some()
+                && fits(&answer.holding)
                 && !answers.iter().any(|a| {
-                    a.http_addr().is_some() && !expect.avoided.contains(&(a.daemon_id, a.from.ip()))
+                    a.http_addr().is_some()
+                        && fits(&a.holding)
+                        && !expect.avoided.contains(&(a.daemon_id, a.from.ip()))
                 })
             {
                 ending.first_have(Instant::now(), rtt);

@@ -172,6 +172,7 @@ impl Memory {
                 .filter(|(_, _, until)| *until > now)
                 .map(|(blame, _, _)| *blame)
                 .collect(),
+            size: None,
         }
     }
 
