@@ -111,9 +111,11 @@
 //! settles every file by rank alone, as that daemon does (deciding per file, by whether its
 //! claim was heard in time, would let two daemons settle one file by different rules); older
 //! claimants as before. A daemon following a copy leaves those on links clearly
-//! slower than another copy's. A version 5 daemon sends each CLAIM in versions 5, 4 and 2 with
-//! one nonce, newest first, so that each daemon answers it once, in its newest version (see One
-//! answer per query), and a plain question (claiming nothing) in versions 5 and 3.
+//! slower than another copy's. A version 5 daemon sends each CLAIM in versions 2, 4 and 5 with
+//! one nonce, oldest first as version 4 daemons do, so that each daemon answers every copy it
+//! understands, the last in its newest version (see One answer per query; on a link that queues
+//! or drops datagrams the earlier answers are spares), and a plain question (claiming nothing)
+//! in versions 5 and 3.
 //!
 //! Clients keep asking in version 3 (and 1): versions 4 and 5 tell them nothing they use, and
 //! older daemons would not answer them.
@@ -134,8 +136,8 @@
 //! handled (nonce, source, version; per address family), drops a copy whose nonce and source it
 //! handled already in that version or a newer one, and counts it (`queries_repeated`). A copy in a
 //! newer version than the one handled is answered as before (it says more; the client keeps the
-//! newer answer), as are a version 4 daemon's CLAIMs, which go out in version 2 first (a version
-//! 5 daemon sends its newest copy first, answered alone). So a version
+//! newer answer), as are the CLAIMs of version 4 and 5 daemons, which go out in version 2 first.
+//! So a version
 //! 3 client gets one answer per daemon, not two, and the version 1 copy of a QUIET query does not
 //! bring back the MISS the QUIET copy asked not to hear: a QUIET query for a file that is not here
 //! is handled by saying nothing (counted as `quiet_unanswered`). The source is part of the key

@@ -3,7 +3,7 @@
 //!
 //! Before its first mirror byte, the agent registers the file as CLAIMING
 //! ([`crate::daemon::growing`]) and [`Claims::settle`]s: it multicasts a query with the CLAIM
-//! flag and its daemon id (in versions 5, 4 and, for older daemons, 2, one nonce), and listens
+//! flag and its daemon id (in versions 2 for older daemons, 4 and 5, one nonce), and listens
 //! for at most [`WINDOW`] (less once every daemon it knows has answered). It follows a copy that
 //! HAVE or GROWING names: of those at least half as far along as the furthest, the one whose
 //! daemon sends to the fewest other hosts, so that hosts joining late spread over the copies

@@ -76,19 +76,23 @@ fn a_host_that_let_us_wait_is_not_deferred_to_under_any_id() {
 
 #[test]
 fn heard_claims_keep_the_newest_version_per_claimant() {
-    let c = claims(5);
     let from: IpAddr = "10.0.0.1".parse().unwrap();
-    // Newest first, as a version 5 daemon claims: the older copies change nothing.
-    c.heard_claim("a-1-1-any.pkg.tar.zst", [1; 8], (5, 100), from);
-    c.heard_claim("a-1-1-any.pkg.tar.zst", [1; 8], (4, 0), from);
-    c.heard_claim("a-1-1-any.pkg.tar.zst", [1; 8], (2, 0), from);
-    c.heard_claim("a-1-1-any.pkg.tar.zst", [5; 8], (4, 0), from);
-    let heard: Vec<([u8; 8], u8, u16)> = c
-        .heard_claims("a-1-1-any.pkg.tar.zst")
-        .iter()
-        .map(|c| (c.id, c.version, c.link))
-        .collect();
-    assert_eq!(heard, vec![([1; 8], 5, 100)]);
+    // Oldest first, as a version 5 daemon claims, or newest first (the older copies late):
+    // one claimant, its newest version and the link that version told.
+    for versions in [[2, 4, 5], [5, 4, 2]] {
+        let c = claims(5);
+        for v in versions {
+            let link = if v == 5 { 100 } else { 0 };
+            c.heard_claim("a-1-1-any.pkg.tar.zst", [1; 8], (v, link), from);
+        }
+        c.heard_claim("a-1-1-any.pkg.tar.zst", [5; 8], (4, 0), from);
+        let heard: Vec<([u8; 8], u8, u16)> = c
+            .heard_claims("a-1-1-any.pkg.tar.zst")
+            .iter()
+            .map(|c| (c.id, c.version, c.link))
+            .collect();
+        assert_eq!(heard, vec![([1; 8], 5, 100)], "{versions:?}");
+    }
 }
 
 /// Claims that ask on loopback only, at a port nobody serves: nothing leaves this host.
