@@ -62,9 +62,10 @@ impl Credits {
         }
     }
 
-    /// `ip` sent a file that failed verification.
+    /// `ip` sent a file that failed verification: reported once per run, however many ways it
+    /// was caught (its pieces of a split download and then its whole copy).
     pub fn blame(&mut self, ip: IpAddr) {
-        if self.blamed.len() < MAX_BLAMED {
+        if self.blamed.len() < MAX_BLAMED && !self.blamed.contains(&ip) {
             self.blamed.push(ip);
         }
     }
@@ -131,6 +132,9 @@ mod tests {
             ]
         );
         credits.cut(0);
+        assert_eq!(credits.records(), [Record::Bad { ip: a }]);
+        // Caught again in the same run (its pieces, then its whole copy): one file, one report.
+        credits.blame(a);
         assert_eq!(credits.records(), [Record::Bad { ip: a }]);
     }
 }
