@@ -332,9 +332,7 @@ pub fn ask_detailed(
             if counts
                 && fits(&answer.holding)
                 && !answers.iter().any(|a| {
-                    a.http_addr().is_some()
-                        && fits(&a.holding)
-                        && !expect.avoided.contains(&(a.daemon_id, a.from.ip()))
+                    fits(&a.holding) && !expect.avoided.contains(&(a.daemon_id, a.from.ip()))
                 })
             {
                 ending.first_have(Instant::now(), rtt);

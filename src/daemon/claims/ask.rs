@@ -22,6 +22,7 @@ impl Claims {
     pub(super) fn ask(&self, asker: &Asker, here: &Here, name: &str, versions: Versions) -> Heard {
         let mut nonce = [0u8; 8];
         let _ = getrandom::fill(&mut nonce);
+        let link = self.link.mbit();
         let query = |version: u8, claim: bool| Query {
             version,
             nonce,
@@ -29,7 +30,7 @@ impl Claims {
             arch: String::new(),
             claim: claim.then_some(self.daemon_id),
             quiet: false,
-            link: self.link.mbit(),
+            link,
         };
         // Oldest first, as version 4 daemons send theirs: a daemon answers each copy newer than
         // the one it handled (see One answer per query), so a version 5 daemon answers three
@@ -109,14 +110,11 @@ impl Claims {
                 }
                 answered.insert(answer.daemon_id);
                 self.speaks(answer.daemon_id, answer.version);
-                let claiming = answer.holding == Holding::Claiming;
-                let link = match answer.version >= protocol::LINKED {
-                    true => {
-                        self.heard_link(answer.daemon_id, answer.extra.link, claiming);
-                        answer.extra.link
-                    }
-                    false => self.known_link(answer.daemon_id),
-                };
+                if answer.version >= protocol::LINKED {
+                    let claiming = answer.holding == Holding::Claiming;
+                    self.heard_link(answer.daemon_id, answer.extra.link, claiming);
+                }
+                let link = self.told_link(answer.daemon_id, answer.version, answer.extra.link);
                 let (landed, http_port) = match answer.holding {
                     Holding::Have { http_port, .. } => (u64::MAX, http_port),
                     Holding::Growing {

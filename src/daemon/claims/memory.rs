@@ -85,10 +85,7 @@ impl Claims {
             .map(|h| Claimant {
                 id: h.id,
                 version: self.newest(h.id, h.version),
-                link: match h.version >= protocol::LINKED {
-                    true => h.link,
-                    false => self.known_link(h.id),
-                },
+                link: self.told_link(h.id, h.version, h.link),
                 from: h.from,
             })
             .collect()
@@ -306,9 +303,13 @@ impl Claims {
         }
     }
 
-    /// The link daemon `id` said lately (0: unknown): for a claim heard in an older copy while
-    /// its version 5 copy was lost, so that it counts as everywhere else.
-    pub(super) fn known_link(&self, id: [u8; 8]) -> u16 {
+    /// The link daemon `id` told, heard in a datagram of `version` saying `link`: that link from
+    /// version 5 on, else the one it told lately (0: unknown), so that a claim heard only in an
+    /// older copy, its version 5 copy lost, counts as it does on the hosts that got that copy.
+    pub(super) fn told_link(&self, id: [u8; 8], version: u8, link: u16) -> u16 {
+        if version >= protocol::LINKED {
+            return link;
+        }
         self.lock()
             .links
             .get(&id)
